@@ -1,0 +1,109 @@
+"""All runtime settings in one pydantic-settings class.
+
+Every field is read from an environment variable ``RENTALSTREAM_<FIELD>`` (or a
+``.env`` file in the working directory). The three endpoints are optional: when one
+is unset, the embedded stack started by ``rentalstream up`` provides it and records
+where in ``<home>/stack.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackNotRunning(RuntimeError):
+    """An endpoint is neither configured nor provided by a running embedded stack."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RENTALSTREAM_", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Field(
+        Path(".rentalstream"), description="State folder of the embedded stack."
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder holding the two datasets; missing files are downloaded "
+        "and checked against their SHA-256.",
+    )
+
+    kafka_bootstrap: str | None = Field(None, description="host:port of a Kafka broker.")
+    database_url: str | None = Field(None, description="postgresql://user:pass@host:port/db")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI.")
+
+    topic_partitions: int = Field(3, ge=1, description="Partitions per topic at creation.")
+    model_name: str = "rentalstream-price"
+    champion_alias: str = "champion"
+    experiment_name: str = "rentalstream-price"
+
+    scorer_group_id: str = "rentalstream-scorer"
+    scorer_max_records: int = Field(
+        2000, ge=1, description="Largest batch the scorer takes from one poll."
+    )
+    scorer_batch_timeout_ms: int = Field(
+        100, ge=1, description="How long a poll waits to fill a batch."
+    )
+    scorer_db_retries: int = Field(
+        5, ge=0, description="Retries (exponential backoff) of a failed batch write "
+        "before the batch is handed back to Kafka for redelivery.",
+    )
+
+    replay_batch_size: int = Field(
+        5000, ge=1, description="Messages in flight before the replay awaits their acks."
+    )
+
+    log_level: str = "INFO"
+
+    # -- endpoints -------------------------------------------------------------
+
+    @property
+    def stack_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def embedded_endpoints(self) -> dict[str, str]:
+        if self.stack_file.exists():
+            return json.loads(self.stack_file.read_text())
+        return {}
+
+    def resolved_kafka_bootstrap(self) -> str:
+        return self._resolve("kafka_bootstrap")
+
+    def resolved_database_url(self) -> str:
+        return self._resolve("database_url")
+
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self._resolve("mlflow_tracking_uri")
+
+    def mlflow_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: the embedded folder, or the server's default."""
+        if self.mlflow_tracking_uri:
+            return None
+        return self.embedded_endpoints().get("mlflow_artifact_root")
+
+    def _resolve(self, name: str) -> str:
+        configured = getattr(self, name)
+        if configured:
+            return configured
+        embedded = self.embedded_endpoints().get(name)
+        if embedded:
+            return embedded
+        raise StackNotRunning(
+            f"RENTALSTREAM_{name.upper()} is not set and no embedded stack is running "
+            f"under {self.home.resolve()}; run `rentalstream up` first."
+        )
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL before it is logged or printed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: nothing to hide
+        return url

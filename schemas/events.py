@@ -1,0 +1,118 @@
+"""Messages on the topics. Every message has a deterministic id and an event time;
+scored messages also name the model (and version) that produced them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.cars import CarFeatures
+
+MAX_ABS_DELAY_MINUTES = 525_600  # one year: anything beyond is a broken record
+MAX_PLANNED_GAP_MINUTES = 720  # the history only links rentals planned < 12 h apart
+
+CheckinType = Literal["mobile", "connect"]
+RentalState = Literal["ended", "canceled"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RentalEvent(BaseModel):
+    """One rental, as in a row of the delay history, with the profile of its car."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rental_id: int = Field(gt=0)
+    car_id: int = Field(gt=0)
+    checkin_type: CheckinType
+    state: RentalState
+    delay_at_checkout_minutes: int | None = Field(
+        None,
+        ge=-MAX_ABS_DELAY_MINUTES,
+        le=MAX_ABS_DELAY_MINUTES,
+        description="Checkout time minus planned end; negative = returned early.",
+    )
+    previous_ended_rental_id: int | None = Field(None, gt=0)
+    planned_gap_minutes: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_PLANNED_GAP_MINUTES,
+        description="Planned start of this rental minus planned end of the previous one.",
+    )
+    car: CarFeatures
+    event_time: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _previous_rental_needs_gap(self) -> RentalEvent:
+        if (self.previous_ended_rental_id is None) != (self.planned_gap_minutes is None):
+            raise ValueError(
+                "previous_ended_rental_id and planned_gap_minutes go together"
+            )
+        if self.previous_ended_rental_id == self.rental_id:
+            raise ValueError("a rental cannot follow itself")
+        return self
+
+
+class PriceRequest(BaseModel):
+    """A request to price one car; the reply goes to ``reply_to`` when set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    car: CarFeatures
+    reply_to: str | None = None
+    event_time: datetime = Field(default_factory=utc_now)
+
+
+class PriceScored(BaseModel):
+    price_id: str = Field(description="'rental-<rental_id>' or the request id")
+    rental_id: int | None = None
+    request_id: str | None = None
+    car_id: int | None = None
+    price_per_day: float
+    unknown_fields: list[str] = Field(default_factory=list)
+    model_name: str
+    model_version: str
+    event_time: datetime
+    scored_at: datetime
+
+
+class DelayScored(BaseModel):
+    """The delay facts of one rental and, when known, its knock-on on the next driver."""
+
+    rental_id: int
+    car_id: int
+    checkin_type: CheckinType
+    state: RentalState
+    delay_at_checkout_minutes: int | None
+    is_late: bool | None = Field(description="Returned after the planned end (delay > 0).")
+    previous_ended_rental_id: int | None
+    planned_gap_minutes: int | None
+    previous_delay_minutes: int | None = Field(
+        description="Delay of the previous rental of the car, once both are known."
+    )
+    waiting_minutes: int | None = Field(
+        description="previous delay - planned gap: how long this driver waited if > 0."
+    )
+    is_conflict: bool | None = Field(description="The previous rental made this driver wait.")
+    event_time: datetime
+    scored_at: datetime
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    dead_letter_id: str = Field(description="'<topic>/<partition>/<offset>'")
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    raw_value: bytes = Field(description="The message bytes exactly as consumed (base64 in JSON).")
+    reason: str
+    consumer: str
+    received_at: datetime

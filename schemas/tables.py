@@ -1,0 +1,107 @@
+"""The Postgres tables, defined once (SQLAlchemy Core). ``rentalstream db upgrade``
+creates them; every write to them is an upsert keyed by the message id.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+metadata = MetaData()
+
+cars = Table(
+    "cars",
+    metadata,
+    Column("car_id", BigInteger, primary_key=True),
+    Column("model_key", String(64), nullable=False),
+    Column("mileage", Integer, nullable=False),
+    Column("engine_power", Integer, nullable=False),
+    Column("fuel", String(32), nullable=False),
+    Column("paint_color", String(32), nullable=False),
+    Column("car_type", String(32), nullable=False),
+    Column("private_parking_available", Boolean, nullable=False),
+    Column("has_gps", Boolean, nullable=False),
+    Column("has_air_conditioning", Boolean, nullable=False),
+    Column("automatic_car", Boolean, nullable=False),
+    Column("has_getaround_connect", Boolean, nullable=False),
+    Column("has_speed_regulator", Boolean, nullable=False),
+    Column("winter_tires", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+rentals = Table(
+    "rentals",
+    metadata,
+    Column("rental_id", BigInteger, primary_key=True),
+    Column("car_id", BigInteger, nullable=False, index=True),
+    Column("checkin_type", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("delay_at_checkout_minutes", Integer),
+    Column("previous_ended_rental_id", BigInteger, index=True),
+    Column("planned_gap_minutes", Integer),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    # clock_timestamp(), not now(): the time of the write, not of the transaction start.
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("price_id", String(160), primary_key=True),
+    Column("rental_id", BigInteger, index=True),
+    Column("request_id", String(128), index=True),
+    Column("car_id", BigInteger),
+    Column("price_per_day", Float, nullable=False),
+    Column("unknown_fields", ARRAY(Text), nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+
+delays = Table(
+    "delays",
+    metadata,
+    Column("rental_id", BigInteger, primary_key=True),
+    Column("car_id", BigInteger, nullable=False, index=True),
+    Column("checkin_type", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("delay_at_checkout_minutes", Integer),
+    Column("is_late", Boolean),
+    Column("previous_ended_rental_id", BigInteger, index=True),
+    Column("planned_gap_minutes", Integer),
+    Column("previous_delay_minutes", Integer),
+    Column("waiting_minutes", Integer),
+    Column("is_conflict", Boolean),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("dead_letter_id", String(300), primary_key=True),
+    Column("topic", String(249), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("message_key", Text),
+    Column("raw_value", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("consumer", String(128), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,22 @@
+"""The topic catalogue: every topic the system uses, its key and its value contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    value: str
+
+
+RENTALS = Topic("rentals", "car_id", "RentalEvent")
+PRICE_REQUESTS = Topic("price-requests", "request_id", "PriceRequest")
+PRICES = Topic("prices", "request id or rental id", "PriceScored")
+DELAYS = Topic("delays", "car_id", "DelayScored")
+DRIFT = Topic("drift", "stream/feature", "DriftAlert")
+DEAD_LETTERS = Topic("dead-letters", "source key", "DeadLetter")
+
+CATALOGUE: tuple[Topic, ...] = (RENTALS, PRICE_REQUESTS, PRICES, DELAYS, DRIFT, DEAD_LETTERS)
