@@ -1,0 +1,229 @@
+"""Train the price model, compare it with a baseline and the current champion, register it.
+
+Protocol (``PROTOCOL``): the cleaned pricing table, 5-fold ``KFold`` shuffled with seed
+42, RMSE / MAE / R² per fold and their mean. Every candidate is evaluated on exactly
+the same folds, and the champion alias moves only to a model that beats the current
+champion's mean RMSE under the same protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import RegressorMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import Ridge
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from schemas.cars import EQUIPMENT, NUMERIC
+from training.features import CATEGORICAL_FEATURES, FEATURES, TARGET, build_features
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "kfold5-shuffle-seed42-v1"
+FOLDS = 5
+SEED = 42
+LIGHTGBM_PARAMS = {
+    "n_estimators": 600,
+    "learning_rate": 0.03,
+    "num_leaves": 31,
+    "min_child_samples": 10,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "random_state": SEED,
+    "n_jobs": 2,
+    "verbose": -1,
+}
+
+
+@dataclass
+class Evaluation:
+    name: str
+    rmse: list[float] = field(default_factory=list)
+    mae: list[float] = field(default_factory=list)
+    r2: list[float] = field(default_factory=list)
+
+    def mean(self) -> dict[str, float]:
+        return {
+            "cv_rmse_mean": float(np.mean(self.rmse)),
+            "cv_mae_mean": float(np.mean(self.mae)),
+            "cv_r2_mean": float(np.mean(self.r2)),
+        }
+
+
+@dataclass
+class TrainingResult:
+    candidates: list[Evaluation]
+    registered_version: str
+    champion_version: str
+    promoted: bool
+    previous_champion: dict[str, float] | None
+
+
+def new_lightgbm() -> RegressorMixin:
+    return lightgbm.LGBMRegressor(**LIGHTGBM_PARAMS)
+
+
+def new_ridge_baseline() -> RegressorMixin:
+    """A linear model on one-hot categories and scaled numbers: the bar to clear."""
+    encode = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), list(NUMERIC)),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL_FEATURES)),
+            ("equipment", "passthrough", list(EQUIPMENT)),
+        ]
+    )
+    return make_pipeline(encode, Ridge(alpha=1.0))
+
+
+CANDIDATES: dict[str, Callable[[], RegressorMixin]] = {
+    "lightgbm": new_lightgbm,
+    "ridge_baseline": new_ridge_baseline,
+}
+
+
+def cross_validate(
+    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series
+) -> Evaluation:
+    evaluation = Evaluation(name)
+    for train_idx, test_idx in KFold(FOLDS, shuffle=True, random_state=SEED).split(matrix):
+        model = new_model()
+        model.fit(matrix.iloc[train_idx], target.iloc[train_idx])
+        predicted = model.predict(matrix.iloc[test_idx])
+        actual = target.iloc[test_idx]
+        evaluation.rmse.append(float(np.sqrt(mean_squared_error(actual, predicted))))
+        evaluation.mae.append(float(mean_absolute_error(actual, predicted)))
+        evaluation.r2.append(float(r2_score(actual, predicted)))
+    return evaluation
+
+
+def train_and_register(
+    pricing: pd.DataFrame,
+    *,
+    tracking_uri: str,
+    experiment_name: str,
+    model_name: str,
+    champion_alias: str = "champion",
+    artifact_location: str | None = None,
+) -> TrainingResult:
+    """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment_name) is None:
+        mlflow.create_experiment(experiment_name, artifact_location=artifact_location)
+    mlflow.set_experiment(experiment_name)
+
+    matrix = build_features(pricing)
+    target = pricing[TARGET]
+    evaluations: dict[str, Evaluation] = {}
+    for name, new_model in CANDIDATES.items():
+        log.info("cross-validating %s", name)
+        evaluations[name] = evaluation = cross_validate(name, new_model, matrix, target)
+        with mlflow.start_run(run_name=name) as run:
+            _log_evaluation(evaluation, rows=len(pricing))
+            if name == "lightgbm":
+                mlflow.log_params(LIGHTGBM_PARAMS)
+                lightgbm_run_id = run.info.run_id
+                final = new_lightgbm().fit(matrix, target)
+                info = mlflow.lightgbm.log_model(
+                    final,
+                    name="model",
+                    registered_model_name=model_name,
+                    pip_requirements=[
+                        f"lightgbm=={lightgbm.__version__}",
+                        f"pandas=={pd.__version__}",
+                        f"numpy=={np.__version__}",
+                        f"scikit-learn=={sklearn.__version__}",
+                    ],
+                )
+    registered = str(info.registered_model_version)
+
+    client = MlflowClient()
+    previous = _champion_metrics(client, model_name, champion_alias)
+    new_rmse = evaluations["lightgbm"].mean()["cv_rmse_mean"]
+    promote = previous is None or new_rmse < previous["cv_rmse_mean"]
+    client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
+    client.set_model_version_tag(model_name, registered, "run_id", lightgbm_run_id)
+    if promote:
+        client.set_registered_model_alias(model_name, champion_alias, registered)
+    champion = client.get_model_version_by_alias(model_name, champion_alias).version
+    return TrainingResult(
+        list(evaluations.values()), registered, str(champion), promote, previous
+    )
+
+
+def _log_evaluation(evaluation: Evaluation, rows: int) -> None:
+    import mlflow
+
+    mlflow.set_tag("protocol", PROTOCOL)
+    mlflow.log_params({"model": evaluation.name, "rows": rows, "folds": FOLDS, "seed": SEED})
+    mlflow.log_param("features", ",".join(FEATURES))
+    for fold, (rmse, mae, r2) in enumerate(zip(evaluation.rmse, evaluation.mae, evaluation.r2)):
+        mlflow.log_metrics({"fold_rmse": rmse, "fold_mae": mae, "fold_r2": r2}, step=fold)
+    mlflow.log_metrics(evaluation.mean())
+    mlflow.log_text(json.dumps(list(FEATURES)), "features.json")
+
+
+def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] | None:
+    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    run = client.get_run(champion.run_id)
+    if run.data.tags.get("protocol") != PROTOCOL:
+        return None  # not comparable: any model on the current protocol replaces it
+    return {"version": float(champion.version), **{
+        k: v for k, v in run.data.metrics.items() if k.startswith("cv_")
+    }}  # fmt: skip
+
+
+def has_champion(tracking_uri: str, model_name: str, alias: str = "champion") -> bool:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return False
+    return True
+
+
+def comparison_rows(result: TrainingResult) -> list[tuple[str, str, str, str]]:
+    """Rows (model, RMSE, MAE, R²) of the comparison table, champion first if known."""
+    rows = []
+    if result.previous_champion:
+        p = result.previous_champion
+        rows.append((
+            f"current champion v{int(p['version'])}",
+            f"{p['cv_rmse_mean']:.2f}", f"{p['cv_mae_mean']:.2f}", f"{p['cv_r2_mean']:.3f}",
+        ))  # fmt: skip
+    for evaluation in result.candidates:
+        m = evaluation.mean()
+        rows.append((
+            evaluation.name,
+            f"{m['cv_rmse_mean']:.2f}", f"{m['cv_mae_mean']:.2f}", f"{m['cv_r2_mean']:.3f}",
+        ))  # fmt: skip
+    return rows
+
+
+def write_fold_report(result: TrainingResult, path: Path) -> None:
+    path.write_text(json.dumps({e.name: e.__dict__ for e in result.candidates}, indent=2))
