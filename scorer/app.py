@@ -1,0 +1,160 @@
+"""The scorer: a FastStream app pricing rentals and price requests, storing the results.
+
+Delivery: batches are consumed with ``AckPolicy.NACK_ON_ERROR``. The offsets of a
+batch are committed only after its Postgres transaction has committed; if the write
+still fails after the retries, the handler raises, FastStream nacks (seeks every
+partition back to the batch's first offset) and the batch is consumed again. Every
+row is an upsert keyed by the message id, so redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from rentalstream.settings import Settings
+from schemas.events import PriceRequest, RentalEvent, utc_now
+from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
+from scorer import store
+from scorer.pricing import PriceModel
+from scorer.scoring import KafkaRecord, Pricer, parse_records, price_events, price_scored
+
+log = logging.getLogger("rentalstream.scorer")
+CONSUMER = "scorer"
+
+
+async def raw_values(message) -> list[bytes]:
+    """Hand the handler the raw bytes: validation is ours, per record, to dead-letter."""
+    return [record.value or b"" for record in message.raw_message]
+
+
+def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
+    """The scorer app; ``model`` defaults to the registry's champion, loaded at start."""
+    broker = KafkaBroker(
+        settings.resolved_kafka_bootstrap(),
+        client_id="rentalstream-scorer",
+        log_level=logging.DEBUG,  # per-batch "Received/Processed" lines only when debugging
+    )
+    engine = store.async_engine(settings.resolved_database_url())
+    state: dict[str, Pricer] = {}
+    if model is not None:
+        state["model"] = model
+
+    def retrying() -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=retry_if_exception_type((OperationalError, DBAPIError, OSError)),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            stop=stop_after_attempt(settings.scorer_db_retries + 1),
+            reraise=True,
+            before_sleep=lambda r: log.warning(
+                "database write failed (%s); retry %d", r.outcome.exception(), r.attempt_number
+            ),
+        )
+
+    # One consumer group per topic: two subscribers in one group would rebalance each
+    # other at start, and a rebalance re-delivers every batch not yet committed.
+    subscriber_options = dict(
+        batch=True,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=settings.scorer_max_records,
+        batch_timeout_ms=settings.scorer_batch_timeout_ms,
+        decoder=raw_values,
+    )
+
+    @broker.subscriber(RENTALS.name, group_id=f"{settings.scorer_group_id}.{RENTALS.name}", **subscriber_options)
+    async def score_rentals(values: list[bytes], message: KafkaMessage) -> None:
+        records: Sequence[KafkaRecord] = message.raw_message
+        model = state["model"]
+        parsed = parse_records(records, RentalEvent, CONSUMER)
+        cars = [event.car for _, event in parsed.events]
+        prices, failed = price_events(parsed.events, cars, model, CONSUMER)
+        scored_at = utc_now()
+        priced = [(r, e, p) for (r, e), p in zip(parsed.events, prices) if p is not None]
+        price_rows = [
+            price_scored(
+                price_id=f"rental-{e.rental_id}", price=p, car=e.car, model=model,
+                event_time=e.event_time, scored_at=scored_at, rental_id=e.rental_id,
+                car_id=e.car_id,
+            )
+            for _, e, p in priced
+        ]  # fmt: skip
+        dead = parsed.dead_letters + failed
+        async for attempt in retrying():
+            with attempt:
+                facts = await store.write_rental_batch(
+                    engine, [(e, r.partition, r.offset) for r, e, _ in priced],
+                    price_rows, dead, scored_at,
+                )  # fmt: skip
+        await publish_all(broker, [
+            *((PRICES.name, p.price_id, p) for p in price_rows),
+            *((DELAYS.name, str(f.car_id), f) for f in facts),
+            *((DEAD_LETTERS.name, d.key, d) for d in dead),
+        ])  # fmt: skip
+
+    @broker.subscriber(
+        PRICE_REQUESTS.name,
+        group_id=f"{settings.scorer_group_id}.{PRICE_REQUESTS.name}",
+        **subscriber_options,
+    )
+    async def score_price_requests(values: list[bytes], message: KafkaMessage) -> None:
+        model = state["model"]
+        parsed = parse_records(message.raw_message, PriceRequest, CONSUMER)
+        cars = [request.car for _, request in parsed.events]
+        prices, failed = price_events(parsed.events, cars, model, CONSUMER)
+        scored_at = utc_now()
+        answered = [
+            (request, price_scored(
+                price_id=request.request_id, price=p, car=request.car, model=model,
+                event_time=request.event_time, scored_at=scored_at,
+                request_id=request.request_id,
+            ))
+            for (_, request), p in zip(parsed.events, prices) if p is not None
+        ]  # fmt: skip
+        dead = parsed.dead_letters + failed
+        async for attempt in retrying():
+            with attempt:
+                await store.write_prices(engine, [s for _, s in answered], dead)
+        await publish_all(broker, [
+            *((PRICES.name, s.price_id, s) for _, s in answered),
+            *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
+            *((DEAD_LETTERS.name, d.key, d) for d in dead),
+        ])  # fmt: skip
+
+    async def load_model() -> None:
+        if "model" not in state:
+            state["model"] = await asyncio.to_thread(
+                PriceModel.load,
+                settings.resolved_mlflow_tracking_uri(),
+                settings.model_name,
+                settings.champion_alias,
+            )
+        log.info("scoring with %s v%s", state["model"].name, state["model"].version)
+
+    async def close_engine() -> None:
+        await engine.dispose()
+
+    return FastStream(broker, on_startup=[load_model], after_shutdown=[close_engine])
+
+
+async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, object]]) -> None:
+    """Send everything without awaiting each ack, then wait for all of them at once."""
+    pending = []
+    for topic, key, value in messages:
+        body = value.model_dump_json().encode() if hasattr(value, "model_dump_json") else value
+        pending.append(
+            await broker.publish(
+                body, topic, key=key.encode() if key else None,
+                headers={"content-type": "application/json"}, no_confirm=True,
+            )
+        )  # fmt: skip
+    if pending:
+        await asyncio.gather(*pending)
+

@@ -1,0 +1,145 @@
+"""Idempotent Postgres writes: one transaction per batch, every row an upsert by id.
+
+The knock-on join is computed whichever side arrives second: when a rental arrives,
+its previous rental is looked up (in the batch, then in the table); and rentals
+already stored that name an arriving rental as their previous are recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from rentalstream.db import psycopg_url
+from schemas import tables
+from schemas.events import DeadLetter, DelayScored, PriceScored, RentalEvent
+from scorer.delays import is_late, knock_on
+
+
+def async_engine(database_url: str) -> AsyncEngine:
+    # psycopg 3 serves both sync and async engines from the same URL.
+    return create_async_engine(psycopg_url(database_url), pool_size=4, pool_pre_ping=True)
+
+
+async def write_rental_batch(
+    engine: AsyncEngine,
+    rentals: Sequence[tuple[RentalEvent, int, int]],
+    prices: Sequence[PriceScored],
+    dead_letters: Sequence[DeadLetter],
+    scored_at: datetime,
+) -> list[DelayScored]:
+    """Store a batch of rentals (event, partition, offset) and return every delay fact
+    that changed: the batch's own and those of stored rentals it completed."""
+    async with engine.begin() as conn:
+        await _upsert(conn, tables.cars, "car_id", _car_rows(e for e, _, _ in rentals))
+        await _upsert(conn, tables.rentals, "rental_id", [
+            {**e.model_dump(exclude={"car"}), "kafka_partition": p, "kafka_offset": o}
+            for e, p, o in rentals
+        ])  # fmt: skip
+        await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        facts = await _delay_facts(conn, [e for e, _, _ in rentals], scored_at)
+        await _upsert(conn, tables.delays, "rental_id", [f.model_dump() for f in facts])
+        await _insert_dead_letters(conn, dead_letters)
+    return facts
+
+
+async def write_prices(
+    engine: AsyncEngine, prices: Sequence[PriceScored], dead_letters: Sequence[DeadLetter]
+) -> None:
+    async with engine.begin() as conn:
+        await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        await _insert_dead_letters(conn, dead_letters)
+
+
+async def write_dead_letters(engine: AsyncEngine, dead_letters: Sequence[DeadLetter]) -> None:
+    async with engine.begin() as conn:
+        await _insert_dead_letters(conn, dead_letters)
+
+
+async def _delay_facts(
+    conn: AsyncConnection, events: Sequence[RentalEvent], scored_at: datetime
+) -> list[DelayScored]:
+    arriving = {e.rental_id: e for e in events}
+    delays = tables.delays
+    wanted = {e.previous_ended_rental_id for e in events if e.previous_ended_rental_id}
+    stored_previous = {
+        row.rental_id: row.delay_at_checkout_minutes
+        for row in await conn.execute(
+            select(delays.c.rental_id, delays.c.delay_at_checkout_minutes).where(
+                delays.c.rental_id.in_(wanted - arriving.keys())
+            )
+        )
+    }
+    known_delay = stored_previous | {i: e.delay_at_checkout_minutes for i, e in arriving.items()}
+
+    facts = [_fact(e, known_delay, scored_at) for e in events]
+    # Stored rentals waiting for one of the arriving rentals as their previous one.
+    followers = await conn.execute(
+        select(delays).where(
+            delays.c.previous_ended_rental_id.in_(list(arriving)),
+            delays.c.rental_id.not_in(list(arriving)),
+        )
+    )
+    for row in followers.mappings():
+        waiting, conflict = knock_on(
+            arriving[row["previous_ended_rental_id"]].delay_at_checkout_minutes,
+            row["planned_gap_minutes"],
+        )
+        facts.append(DelayScored.model_validate({
+            **row,
+            "previous_delay_minutes": arriving[row["previous_ended_rental_id"]].delay_at_checkout_minutes,
+            "waiting_minutes": waiting,
+            "is_conflict": conflict,
+            "scored_at": scored_at,
+        }))  # fmt: skip
+    return facts
+
+
+def _fact(event: RentalEvent, known_delay: dict[int, int | None], scored_at: datetime) -> DelayScored:
+    previous_delay = known_delay.get(event.previous_ended_rental_id or -1)
+    waiting, conflict = knock_on(previous_delay, event.planned_gap_minutes)
+    return DelayScored(
+        rental_id=event.rental_id,
+        car_id=event.car_id,
+        checkin_type=event.checkin_type,
+        state=event.state,
+        delay_at_checkout_minutes=event.delay_at_checkout_minutes,
+        is_late=is_late(event.delay_at_checkout_minutes),
+        previous_ended_rental_id=event.previous_ended_rental_id,
+        planned_gap_minutes=event.planned_gap_minutes,
+        previous_delay_minutes=previous_delay,
+        waiting_minutes=waiting,
+        is_conflict=conflict,
+        event_time=event.event_time,
+        scored_at=scored_at,
+    )
+
+
+def _car_rows(events: Iterable[RentalEvent]) -> list[dict]:
+    return list({e.car_id: {"car_id": e.car_id, **e.car.model_dump()} for e in events}.values())
+
+
+async def _upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    rows = list({row[key]: row for row in rows}.values())  # last write of an id wins
+    statement = insert(table)
+    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name in rows[0] and c.name != key}
+    if "stored_at" in table.c:  # a redelivered row records when it was last written
+        updates["stored_at"] = func.clock_timestamp()
+    await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates), rows)
+
+
+async def _insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[DeadLetter]) -> None:
+    if not dead_letters:
+        return
+    rows = [{
+        "dead_letter_id": d.dead_letter_id, "topic": d.topic, "kafka_partition": d.partition,
+        "kafka_offset": d.offset, "message_key": d.key, "raw_value": d.raw_value,
+        "reason": d.reason, "consumer": d.consumer, "received_at": d.received_at,
+    } for d in dead_letters]  # fmt: skip
+    await conn.execute(insert(tables.dead_letters).on_conflict_do_nothing(), rows)
