@@ -1,0 +1,176 @@
+"""The `rentalstream` command: the product's front door."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from rentalstream.settings import Settings, StackNotRunning, redact_url
+
+app = typer.Typer(help="Streaming price and delay scoring for a car-rental marketplace.", no_args_is_help=True)
+db_app = typer.Typer(help="Database tables.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "alembic", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    ctx.obj = Settings()
+    configure_logging(ctx.obj.log_level)
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the embedded broker, PostgreSQL and MLflow (where no endpoint is set); create topics and tables."""
+    from rentalstream import stack
+
+    state = stack.up(ctx.obj)
+    print_stack(ctx.obj, state)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the embedded stack (PostgreSQL data and MLflow stay under the home folder)."""
+    from rentalstream import stack
+
+    stopped = stack.down(ctx.obj)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create the missing tables."""
+    from rentalstream import db
+
+    created = db.upgrade(ctx.obj.resolved_database_url())
+    console.print(f"tables created: {', '.join(created) or 'none (all present)'}")
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    if_no_champion: bool = typer.Option(False, help="Do nothing when the registry already has a champion."),
+) -> None:
+    """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
+    from rentalstream.datasets import PRICING_CSV, dataset_path
+    from training.features import read_pricing
+    from training.train import comparison_rows, has_champion, train_and_register
+
+    settings: Settings = ctx.obj
+    tracking_uri = settings.resolved_mlflow_tracking_uri()
+    if if_no_champion and has_champion(tracking_uri, settings.model_name, settings.champion_alias):
+        console.print(f"registry already has {settings.model_name}@{settings.champion_alias}; not training")
+        return
+    pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
+    console.print(f"training on {len(pricing)} cars (5-fold CV)...")
+    result = train_and_register(
+        pricing,
+        tracking_uri=tracking_uri,
+        experiment_name=settings.experiment_name,
+        model_name=settings.model_name,
+        champion_alias=settings.champion_alias,
+        artifact_location=settings.mlflow_artifact_root(),
+    )
+    table = Table(title="5-fold cross-validated error (mean over folds)")
+    for column in ("model", "RMSE €", "MAE €", "R²"):
+        table.add_column(column)
+    for row in comparison_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    verdict = "promoted to" if result.promoted else "did not beat the champion; kept"
+    console.print(
+        f"registered {settings.model_name} v{result.registered_version}; {verdict} "
+        f"@{settings.champion_alias} = v{result.champion_version}"
+    )
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    rate: float | None = typer.Option(None, min=0.1, help="Events per second (default: as fast as possible)."),
+    limit: int | None = typer.Option(None, min=1, help="Replay only the first N rows."),
+) -> None:
+    """Replay get_around_delay_analysis.xlsx onto the `rentals` topic."""
+    stats = run_replay(ctx.obj, rate=rate, limit=limit)
+    console.print(
+        f"published {stats.published} events in {stats.seconds:.2f} s "
+        f"({stats.events_per_second:,.0f} events/s)"
+    )
+
+
+@app.command()
+def scorer(ctx: typer.Context) -> None:
+    """Run the scorer until SIGTERM/SIGINT (finishes the batch, commits, closes)."""
+    from scorer.app import build_app
+
+    asyncio.run(build_app(ctx.obj).run())
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    limit: int | None = typer.Option(None, min=1, help="Replay only the first N rows."),
+    wait: bool = typer.Option(True, help="Keep everything running until Ctrl-C (--no-wait stops at once)."),
+) -> None:
+    """Everything at once: stack up, model trained if needed, scorer, full replay, summary."""
+    from rentalstream.demo import run_demo
+
+    run_demo(ctx.obj, console, limit=limit, wait=wait)
+
+
+def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
+    from producers.replay import publish_events, rental_events
+    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+
+    events = rental_events(
+        dataset_path(DELAYS_XLSX, settings.data_dir),
+        dataset_path(PRICING_CSV, settings.data_dir),
+        limit=limit,
+    )
+    with tqdm(total=len(events), unit="ev", desc="replay") as bar:
+        return asyncio.run(
+            publish_events(
+                settings.resolved_kafka_bootstrap(), events, rate=rate,
+                batch_size=settings.replay_batch_size, on_progress=bar.update,
+            )
+        )  # fmt: skip
+
+
+def print_stack(settings: Settings, state: dict) -> None:
+    table = Table(title="rentalstream stack")
+    table.add_column("piece")
+    table.add_column("endpoint")
+    table.add_row("kafka", settings.resolved_kafka_bootstrap())
+    table.add_row("postgres", redact_url(settings.resolved_database_url()))
+    table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
+    table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
+    console.print(table)
+
+
+def run() -> None:
+    try:
+        app()
+    except StackNotRunning as error:
+        console.print(f"[red]{error}[/red]")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,124 @@
+"""`rentalstream demo`: the whole flow on one machine, with a summary at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+
+from rentalstream import stack
+from rentalstream.db import psycopg_url
+from rentalstream.settings import Settings, redact_url
+from schemas.events import utc_now
+
+SUMMARY_SQL = text("""
+    SELECT count(*)                                    AS rentals,
+           count(*) FILTER (WHERE state = 'ended')      AS ended,
+           count(*) FILTER (WHERE is_late)              AS late_returns,
+           count(previous_ended_rental_id)              AS with_previous_rental,
+           count(*) FILTER (WHERE is_conflict)          AS conflicts
+    FROM delays
+""")
+SCORED_SINCE_SQL = text("SELECT count(*), max(stored_at) FROM rentals WHERE event_time >= :since")
+DEAD_SINCE_SQL = text("SELECT count(*) FROM dead_letters WHERE received_at >= :since")
+
+
+def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: bool) -> None:
+    from rentalstream.cli import print_stack, run_replay
+
+    started_stack = not stack.is_running(settings)
+    state = stack.up(settings)
+    print_stack(settings, state)
+    scorer = None
+    try:
+        _cli("train", "--if-no-champion")
+        scorer = subprocess.Popen(
+            [sys.executable, "-m", "rentalstream.cli", "scorer"], start_new_session=True
+        )
+        since = utc_now()
+        stats = run_replay(settings, rate=None, limit=limit)
+        last_published = time.time()
+        scored, dead, last_commit = wait_until_scored(settings, since, stats.published, scorer)
+        summary = summarise(settings)
+        table = Table(title="demo summary")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for name, value in [
+            ("events published", stats.published),
+            ("events scored (rentals stored)", scored),
+            ("dead letters", dead),
+            *summary.items(),
+        ]:
+            table.add_row(name.replace("_", " "), f"{value:,}")
+        console.print(table)
+        console.print(
+            f"replay: {stats.events_per_second:,.0f} events/s published; last row committed "
+            f"{max(0.0, last_commit - last_published):.2f} s after the last event was published"
+        )
+        console.print(query_help(settings))
+        if wait:
+            console.print("[bold]Everything is running. Press Ctrl-C to stop it.[/bold]")
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if scorer is not None:
+            scorer.send_signal(signal.SIGTERM)
+            scorer.wait(30)
+        if started_stack:
+            stack.down(settings)
+            console.print("stopped the scorer and the embedded stack (results stay in Postgres)")
+
+
+def wait_until_scored(
+    settings: Settings, since: datetime, expected: int, scorer: subprocess.Popen, timeout: float = 300
+) -> tuple[int, int, float]:
+    """Poll Postgres until every published event is stored or dead-lettered."""
+    engine = create_engine(psycopg_url(settings.resolved_database_url()))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                scored, last_stored = conn.execute(SCORED_SINCE_SQL, {"since": since}).one()
+                dead = conn.execute(DEAD_SINCE_SQL, {"since": since}).scalar_one()
+            if scored + dead >= expected:
+                return scored, dead, last_stored.timestamp() if last_stored else time.time()
+            if scorer.poll() is not None:
+                raise RuntimeError(f"the scorer exited with code {scorer.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {scored + dead}/{expected} events scored after {timeout:.0f} s")
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+def summarise(settings: Settings) -> dict[str, int]:
+    engine = create_engine(psycopg_url(settings.resolved_database_url()))
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(SUMMARY_SQL).one()._mapping)
+    finally:
+        engine.dispose()
+
+
+def query_help(settings: Settings) -> str:
+    url = redact_url(settings.resolved_database_url())
+    return (
+        "Query the results with plain SQL, for example:\n"
+        f"  psql '{url}' -c \"SELECT state, checkin_type, count(*), "
+        "avg(delay_at_checkout_minutes) FROM delays GROUP BY 1, 2\"\n"
+        f"  psql '{url}' -c \"SELECT * FROM delays WHERE is_conflict "
+        "ORDER BY waiting_minutes DESC LIMIT 10\"\n"
+        "Tables: rentals, cars, prices, delays, dead_letters."
+    )
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "rentalstream.cli", *args], check=True, env=os.environ.copy())

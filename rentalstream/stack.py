@@ -1,0 +1,90 @@
+"""`rentalstream up` / `down`: the embedded stack under ``<home>/``.
+
+Each piece is started only when its endpoint is not configured: an external Kafka,
+Postgres or MLflow set through ``RENTALSTREAM_*`` is used as is. What was started is
+recorded in ``<home>/stack.json`` (endpoints and pids), which every other command
+reads to find the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from rentalstream import db, embedded
+from rentalstream.settings import Settings
+from rentalstream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def is_running(settings: Settings) -> bool:
+    state = settings.embedded_endpoints()
+    pids = state.get("pids", {})
+    return bool(state) and all(embedded.alive(pid) for pid in pids.values())
+
+
+def up(settings: Settings) -> dict:
+    """Start what is missing, create topics and tables; return the stack description."""
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if is_running(settings):
+        state = settings.embedded_endpoints()
+    else:
+        if settings.stack_file.exists():
+            down(settings)  # a half-dead stack: clear it before starting afresh
+        state = _start(settings, home)
+    # From here on the resolved endpoints are either configured or embedded.
+    partitions = asyncio.run(
+        ensure_topics(settings.resolved_kafka_bootstrap(), settings.topic_partitions)
+    )
+    created = db.upgrade(settings.resolved_database_url())
+    return {**state, "topics": partitions, "tables_created": created}
+
+
+def _start(settings: Settings, home: Path) -> dict:
+    state: dict = {"pids": {}}
+    try:
+        if not settings.kafka_bootstrap:
+            broker = embedded.start_broker(home)
+            state["kafka_bootstrap"] = broker.bootstrap
+            state["pids"]["broker"] = broker.pid
+        if not settings.database_url:
+            server = embedded.start_postgres(home / "postgres")
+            state["database_url"] = server.url
+            state["postgres"] = {"pgdata": str(server.pgdata), "system_user": server.system_user}
+            state["pids"]["postgres"] = _postmaster_pid(server.pgdata)
+        if not settings.mlflow_tracking_uri:
+            (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+            state["mlflow_tracking_uri"] = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            state["mlflow_artifact_root"] = (home / "mlflow" / "artifacts").as_uri()
+    except BaseException:
+        _stop(state)
+        raise
+    settings.stack_file.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop everything ``up`` started; return what was stopped."""
+    state = settings.embedded_endpoints()
+    stopped = _stop(state)
+    settings.stack_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _stop(state: dict) -> list[str]:
+    stopped = []
+    if "postgres" in state:
+        embedded.stop_postgres(Path(state["postgres"]["pgdata"]), state["postgres"]["system_user"])
+        stopped.append("postgres")
+    if "broker" in state.get("pids", {}):
+        embedded.stop_pid(state["pids"]["broker"])
+        stopped.append("broker")
+    return stopped
+
+
+def _postmaster_pid(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])

@@ -1,0 +1,42 @@
+"""Create the topics of the catalogue explicitly, before any consumer starts.
+
+A broker auto-creates an unknown topic on first use with its own default partition
+count (4 on Tansu), which would silently change how keys spread over partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.topics import CATALOGUE
+
+
+async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30) -> dict[str, int]:
+    """Create missing catalogue topics; return the partition count of every topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await _start_with_retry(admin, timeout)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t.name for t in CATALOGUE if t.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+            )
+        described = await admin.describe_topics([t.name for t in CATALOGUE])
+        return {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()
+
+
+async def _start_with_retry(admin: AIOKafkaAdminClient, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
