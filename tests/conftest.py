@@ -1,0 +1,167 @@
+"""Fixtures that start what the tests need: a real Kafka-compatible broker, a real
+PostgreSQL server and an MLflow registry with a trained champion.
+
+Backend: testcontainers (Kafka and PostgreSQL images) when a Docker engine answers a
+ping and testcontainers is installed; otherwise the embedded Tansu broker and
+PostgreSQL server. ``RENTALSTREAM_TEST_BACKEND=embedded|containers`` forces one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from rentalstream import db, embedded
+from rentalstream.db import psycopg_url
+from rentalstream.settings import Settings
+from rentalstream.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        return bool(docker.from_env(timeout=3).ping())
+    except Exception:
+        return False
+
+
+def choose_backend() -> str:
+    forced = os.environ.get("RENTALSTREAM_TEST_BACKEND")
+    if forced:
+        return forced
+    try:
+        import testcontainers  # noqa: F401
+    except ImportError:
+        return "embedded"
+    return "containers" if docker_answers() else "embedded"
+
+
+BACKEND = choose_backend()
+
+
+def pytest_report_header(config) -> str:
+    return f"rentalstream test backend: {BACKEND} (broker + PostgreSQL)"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("RENTALSTREAM_DATA_DIR", DEFAULT_DATA_DIR))
+    if not (path / "get_around_pricing_project.csv").exists():
+        pytest.fail(f"datasets not found in {path}; set RENTALSTREAM_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pricing_csv(data_dir: Path) -> Path:
+    return data_dir / "get_around_pricing_project.csv"
+
+
+@pytest.fixture(scope="session")
+def delays_xlsx(data_dir: Path) -> Path:
+    return data_dir / "get_around_delay_analysis.xlsx"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    if BACKEND == "containers":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
+            url = container.get_connection_url()
+            db.upgrade(url)
+            yield url
+        return
+    server = embedded.start_postgres(tmp_path_factory.mktemp("postgres") / "pgdata")
+    try:
+        db.upgrade(server.url)
+        yield server.url
+    finally:
+        embedded.stop_postgres(server.pgdata, server.system_user, mode="immediate")
+
+
+@pytest.fixture
+def clean_database(database_url: str) -> str:
+    engine = create_engine(psycopg_url(database_url))
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE cars, rentals, prices, delays, dead_letters"))
+    engine.dispose()
+    return database_url
+
+
+@pytest.fixture
+def kafka_bootstrap(tmp_path) -> Iterator[str]:
+    """A fresh broker per test: the embedded one keeps topics in memory, so a new
+    process is the cleanest isolation (it starts in milliseconds)."""
+    if BACKEND == "containers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            bootstrap = container.get_bootstrap_server()
+            asyncio.run(ensure_topics(bootstrap, partitions=3))
+            yield bootstrap
+        return
+    broker = embedded.start_broker(tmp_path)
+    try:
+        asyncio.run(ensure_topics(broker.bootstrap, partitions=3))
+        yield broker.bootstrap
+    finally:
+        embedded.stop_pid(broker.pid)
+
+
+@pytest.fixture(scope="session")
+def mlflow_registry(tmp_path_factory, pricing_csv: Path):
+    """An MLflow registry (SQLite + local artifacts) holding a trained champion."""
+    from training.features import read_pricing
+    from training.train import train_and_register
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = train_and_register(
+        read_pricing(pricing_csv),
+        tracking_uri=uri,
+        experiment_name="rentalstream-price",
+        model_name="rentalstream-price",
+        artifact_location=(root / "artifacts").as_uri(),
+    )
+    return uri, result
+
+
+@pytest.fixture
+def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_dir) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RENTALSTREAM_HOME": str(tmp_path / "home"),
+        "RENTALSTREAM_DATA_DIR": str(data_dir),
+        "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "RENTALSTREAM_DATABASE_URL": clean_database,
+        "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
+        "RENTALSTREAM_SCORER_BATCH_TIMEOUT_MS": "50",
+    }
+
+
+@pytest.fixture
+def scorer_process(scorer_env, tmp_path) -> Iterator[subprocess.Popen]:
+    """The real scorer (`rentalstream scorer`) as a child process; stopped with SIGTERM."""
+    log = (tmp_path / "scorer.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rentalstream.cli", "scorer"],
+        env=scorer_env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    yield process
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -1,0 +1,36 @@
+"""Small helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rentalstream.settings import Settings
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    return Settings(
+        home=Path(env["RENTALSTREAM_HOME"]),
+        data_dir=Path(env["RENTALSTREAM_DATA_DIR"]),
+        kafka_bootstrap=env["RENTALSTREAM_KAFKA_BOOTSTRAP"],
+        database_url=env["RENTALSTREAM_DATABASE_URL"],
+        mlflow_tracking_uri=env["RENTALSTREAM_MLFLOW_TRACKING_URI"],
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            pytest.fail(f"process exited ({process.returncode}) while waiting for {what}\n{tail}")
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
+        time.sleep(0.2)

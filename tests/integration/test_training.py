@@ -1,0 +1,57 @@
+"""Training to a real MLflow registry, and serving through the registered model."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from schemas.cars import CarFeatures
+from scorer.pricing import PriceModel
+from training.features import build_features, read_pricing
+from training.train import PROTOCOL, train_and_register
+
+pytestmark = pytest.mark.integration
+
+
+def test_champion_is_registered_with_its_cross_validation(mlflow_registry):
+    uri, result = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("rentalstream-price", "champion")
+    assert str(champion.version) == result.champion_version == result.registered_version
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["protocol"] == PROTOCOL
+    folds = client.get_metric_history(run.info.run_id, "fold_rmse")
+    assert len(folds) == 5
+    assert run.data.metrics["cv_rmse_mean"] == pytest.approx(np.mean([m.value for m in folds]))
+    by_name = {e.name: e.mean() for e in result.candidates}
+    assert by_name["lightgbm"]["cv_rmse_mean"] < by_name["ridge_baseline"]["cv_rmse_mean"]
+
+
+def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_csv):
+    """Raw CSV strings, validated and served from the registry, price like in training."""
+    uri, _ = mlflow_registry
+    served = PriceModel.load(uri, "rentalstream-price")
+    raw = pd.read_csv(pricing_csv, index_col=0).head(200)
+    raw = raw[(raw.mileage >= 0) & (raw.engine_power > 0)]
+    cars = [CarFeatures.model_validate(r) for r in raw.drop(columns="rental_price_per_day").to_dict("records")]
+    in_memory = mlflow.lightgbm.load_model(f"models:/rentalstream-price/{served.version}")
+    expected = in_memory.predict(build_features(read_pricing(pricing_csv)).head(len(raw)))
+    assert served.price_per_day(cars) == pytest.approx(np.round(expected, 2), abs=0.006)
+    # spelled differently, same car, same price
+    shouted = cars[0].model_copy(update={"model_key": cars[0].model_key.upper()})
+    assert served.price_per_day([CarFeatures.model_validate(shouted.model_dump())]) == served.price_per_day(cars[:1])
+
+
+def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv):
+    uri, first = mlflow_registry
+    second = train_and_register(
+        read_pricing(pricing_csv), tracking_uri=uri,
+        experiment_name="rentalstream-price", model_name="rentalstream-price",
+    )  # fmt: skip
+    assert not second.promoted  # equal RMSE is not better
+    assert second.champion_version == first.champion_version
+    assert second.previous_champion["cv_rmse_mean"] == pytest.approx(
+        first.candidates[0].mean()["cv_rmse_mean"]
+    )

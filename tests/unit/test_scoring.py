@@ -1,0 +1,59 @@
+"""Pure unit tests of the scoring step, with a stand-in price model."""
+
+import json
+from types import SimpleNamespace
+
+from schemas.events import RentalEvent
+from scorer.scoring import parse_records, price_events
+
+CAR = dict(
+    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
+    paint_color="grey", car_type="estate",
+)  # fmt: skip
+
+
+def record(offset, value):
+    return SimpleNamespace(topic="rentals", partition=1, offset=offset, key=b"5", value=value)
+
+
+def rental(rental_id, **change):
+    body = dict(rental_id=rental_id, car_id=5, checkin_type="mobile", state="ended", car=CAR)
+    return json.dumps({**body, **change}).encode()
+
+
+class PricePerMileage:
+    name, version = "stand-in", "0"
+
+    def price_per_day(self, cars):
+        if any(c.mileage == 666 for c in cars):
+            raise ValueError("cursed mileage")
+        return [c.mileage / 1000 for c in cars]
+
+
+def test_valid_records_become_events_and_bad_ones_dead_letters_with_a_reason():
+    records = [
+        record(0, rental(1)),
+        record(1, b"{not json"),
+        record(2, rental(2, car={**CAR, "fuel": "kerosene"})),
+        record(3, rental(3, checkin_type=None)),
+        record(4, None),
+        record(5, rental(4)),
+    ]
+    parsed = parse_records(records, RentalEvent, "scorer")
+    assert [e.rental_id for _, e in parsed.events] == [1, 4]
+    reasons = {d.offset: d.reason for d in parsed.dead_letters}
+    assert set(reasons) == {1, 2, 3, 4}
+    assert "json" in reasons[1].lower()
+    assert "car.fuel" in reasons[2] and "kerosene" in reasons[2]
+    assert "checkin_type" in reasons[3]
+    letter = next(d for d in parsed.dead_letters if d.offset == 1)
+    assert (letter.topic, letter.partition, letter.raw_value) == ("rentals", 1, b"{not json")
+    assert letter.dead_letter_id == "rentals/1/1"
+
+
+def test_a_car_the_model_cannot_price_is_isolated_and_the_rest_priced():
+    records = [record(0, rental(1)), record(1, rental(2, car={**CAR, "mileage": 666})), record(2, rental(3))]
+    parsed = parse_records(records, RentalEvent, "scorer")
+    prices, dead = price_events(parsed.events, [e.car for _, e in parsed.events], PricePerMileage(), "scorer")
+    assert prices == [120.0, None, 120.0]
+    assert [d.offset for d in dead] == [1] and "cursed mileage" in dead[0].reason

@@ -1,0 +1,28 @@
+import json
+
+import pytest
+
+from rentalstream.settings import Settings, StackNotRunning, redact_url
+
+
+def test_environment_overrides_and_embedded_fallback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "stack.json").write_text(json.dumps({"kafka_bootstrap": "127.0.0.1:1"}))
+    monkeypatch.setenv("RENTALSTREAM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", "postgresql://u:secret@db:5432/x")
+    settings = Settings()
+    assert settings.resolved_kafka_bootstrap() == "127.0.0.1:1"
+    assert settings.resolved_database_url() == "postgresql://u:secret@db:5432/x"
+    with pytest.raises(StackNotRunning, match="rentalstream up"):
+        settings.resolved_mlflow_tracking_uri()
+
+
+def test_dotenv_file_is_honoured(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RENTALSTREAM_TOPIC_PARTITIONS=7\n")
+    assert Settings().topic_partitions == 7
+
+
+def test_passwords_are_redacted():
+    assert "secret" not in redact_url("postgresql://u:secret@db:5432/x")
