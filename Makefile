@@ -1,0 +1,32 @@
+# `make demo` and `make test` bootstrap .venv from pyproject.toml and do everything else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The datasets: the shared read-only copy when it is there, else ./data (downloaded
+# on first use and checked against its SHA-256).
+RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
+export RENTALSTREAM_DATA_DIR
+
+.PHONY: demo test up down train replay scorer bench-replay clean
+
+demo: $(VENV)/.installed
+	$(BIN)/rentalstream demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+up down train replay scorer: $(VENV)/.installed
+	$(BIN)/rentalstream $@
+
+bench-replay: $(VENV)/.installed
+	$(BIN)/python benchmarks/replay_throughput.py
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+clean:
+	-$(BIN)/rentalstream down
+	rm -rf $(VENV) .rentalstream
