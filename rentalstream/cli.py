@@ -117,10 +117,12 @@ def replay(
 
 @app.command()
 def scorer(ctx: typer.Context) -> None:
-    """Run the scorer until SIGTERM/SIGINT (finishes the batch, commits, closes)."""
-    from scorer.app import build_app
+    """Run the scorer until SIGTERM/SIGINT (finishes the batch, commits, closes).
 
-    asyncio.run(build_app(ctx.obj).run())
+    Serves /health, /ready and /metrics on RENTALSTREAM_SCORER_HOST:PORT."""
+    from scorer.app import serve
+
+    serve(ctx.obj)
 
 
 @app.command()

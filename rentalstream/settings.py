@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     experiment_name: str = "rentalstream-price"
 
     scorer_group_id: str = "rentalstream-scorer"
+    scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
+    scorer_port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
     scorer_max_records: int = Field(
         2000, ge=1, description="Largest batch the scorer takes from one poll."
     )

@@ -13,9 +13,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import make_asgi_app
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -23,6 +26,7 @@ from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
 from scorer import store
+from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
 from scorer.scoring import KafkaRecord, Pricer, parse_records, price_events, price_scored
 
@@ -35,12 +39,18 @@ async def raw_values(message) -> list[bytes]:
     return [record.value or b"" for record in message.raw_message]
 
 
-def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
-    """The scorer app; ``model`` defaults to the registry's champion, loaded at start."""
+def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream:
+    """The scorer app; ``model`` defaults to the registry's champion, loaded at start.
+
+    Served over HTTP (``RENTALSTREAM_SCORER_PORT``): ``/health`` (the broker answers),
+    ``/ready`` (and the model is loaded), ``/metrics`` (Prometheus).
+    """
+    metrics = ScorerMetrics()
     broker = KafkaBroker(
         settings.resolved_kafka_bootstrap(),
         client_id="rentalstream-scorer",
         log_level=logging.DEBUG,  # per-batch "Received/Processed" lines only when debugging
+        middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="scorer")],
     )
     engine = store.async_engine(settings.resolved_database_url())
     state: dict[str, Pricer] = {}
@@ -53,10 +63,15 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
             wait=wait_exponential(multiplier=0.2, max=10),
             stop=stop_after_attempt(settings.scorer_db_retries + 1),
             reraise=True,
-            before_sleep=lambda r: log.warning(
-                "database write failed (%s); retry %d", r.outcome.exception(), r.attempt_number
-            ),
+            before_sleep=note_retry,
         )
+
+    def note_retry(retry_state) -> None:
+        metrics.write_retries.inc()
+        log.warning(
+            "database write failed (%s); retry %d",
+            retry_state.outcome.exception(), retry_state.attempt_number,
+        )  # fmt: skip
 
     # One consumer group per topic: two subscribers in one group would rebalance each
     # other at start, and a rebalance re-delivers every batch not yet committed.
@@ -71,7 +86,10 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
 
     @broker.subscriber(RENTALS.name, group_id=f"{settings.scorer_group_id}.{RENTALS.name}", **subscriber_options)
     async def score_rentals(values: list[bytes], message: KafkaMessage) -> None:
-        records: Sequence[KafkaRecord] = message.raw_message
+        with metrics.batch_seconds.labels(RENTALS.name).time():
+            await _score_rentals(message.raw_message)
+
+    async def _score_rentals(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
         parsed = parse_records(records, RentalEvent, CONSUMER)
         cars = [event.car for _, event in parsed.events]
@@ -93,6 +111,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
                     engine, [(e, r.partition, r.offset) for r, e, _ in priced],
                     price_rows, dead, scored_at,
                 )  # fmt: skip
+        metrics.scored.labels(RENTALS.name).inc(len(priced))
+        metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
+        metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
         await publish_all(broker, [
             *((PRICES.name, p.price_id, p) for p in price_rows),
             *((DELAYS.name, str(f.car_id), f) for f in facts),
@@ -105,8 +126,12 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
         **subscriber_options,
     )
     async def score_price_requests(values: list[bytes], message: KafkaMessage) -> None:
+        with metrics.batch_seconds.labels(PRICE_REQUESTS.name).time():
+            await _score_price_requests(message.raw_message)
+
+    async def _score_price_requests(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
-        parsed = parse_records(message.raw_message, PriceRequest, CONSUMER)
+        parsed = parse_records(records, PriceRequest, CONSUMER)
         cars = [request.car for _, request in parsed.events]
         prices, failed = price_events(parsed.events, cars, model, CONSUMER)
         scored_at = utc_now()
@@ -122,6 +147,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
         async for attempt in retrying():
             with attempt:
                 await store.write_prices(engine, [s for _, s in answered], dead)
+        metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
+        metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
         await publish_all(broker, [
             *((PRICES.name, s.price_id, s) for _, s in answered),
             *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
@@ -136,12 +163,37 @@ def build_app(settings: Settings, model: Pricer | None = None) -> FastStream:
                 settings.model_name,
                 settings.champion_alias,
             )
+        metrics.model.labels(state["model"].name, state["model"].version).set(1)
         log.info("scoring with %s v%s", state["model"].name, state["model"].version)
 
     async def close_engine() -> None:
         await engine.dispose()
 
-    return FastStream(broker, on_startup=[load_model], after_shutdown=[close_engine])
+    @get
+    async def ready(scope) -> AsgiResponse:
+        if "model" in state and await broker.ping(timeout=2):
+            return AsgiResponse(b"ready", 200)
+        return AsgiResponse(b"not ready", 503)
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/health", make_ping_asgi(broker, timeout=2)),
+            ("/ready", ready),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
+        on_startup=[load_model],
+        after_shutdown=[close_engine],
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the scorer and its HTTP endpoints until SIGTERM/SIGINT."""
+    app = build_app(settings)
+    asyncio.run(app.run(
+        log_level=logging.WARNING,
+        run_extra_options={"host": settings.scorer_host, "port": settings.scorer_port},
+    ))  # fmt: skip
 
 
 async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, object]]) -> None:

@@ -147,6 +147,7 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
         "RENTALSTREAM_DATABASE_URL": clean_database,
         "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
         "RENTALSTREAM_SCORER_BATCH_TIMEOUT_MS": "50",
+        "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()),
     }
 
 

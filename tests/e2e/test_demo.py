@@ -8,13 +8,15 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
+from rentalstream.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")}
-    env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200"}
+    env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200",
+            "RENTALSTREAM_SCORER_PORT": str(free_port())}
     result = subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "demo", "--limit", "2000", "--no-wait"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,

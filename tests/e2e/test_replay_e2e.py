@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import urllib.request
 
 import mlflow
 import numpy as np
@@ -93,6 +94,14 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
 
     direct = model.predict(build_features(prices))
     assert prices["price_per_day"].to_numpy() == pytest.approx(direct, abs=0.006)
+
+    # The operator's view of the same run: ready, and the counters agree with Postgres.
+    base = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
+    assert urllib.request.urlopen(f"{base}/ready", timeout=5).status == 200
+    exposition = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    assert f'rentalstream_events_scored_total{{topic="rentals"}} {float(ROWS)}' in exposition
+    assert f"rentalstream_conflicts_found_total {float(len(conflicts))}" in exposition
+    assert f'rentalstream_model_info{{name="rentalstream-price",version="{training.champion_version}"}} 1.0' in exposition
 
 
 def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(
