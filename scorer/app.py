@@ -28,7 +28,7 @@ from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
 from scorer import store
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
-from scorer.scoring import KafkaRecord, Pricer, parse_records, price_events, price_scored
+from scorer.scoring import KafkaRecord, Pricer, price_scored, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
@@ -91,11 +91,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
 
     async def _score_rentals(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
-        parsed = parse_records(records, RentalEvent, CONSUMER)
-        cars = [event.car for _, event in parsed.events]
-        prices, failed = price_events(parsed.events, cars, model, CONSUMER)
+        priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
-        priced = [(r, e, p) for (r, e), p in zip(parsed.events, prices) if p is not None]
         price_rows = [
             price_scored(
                 price_id=f"rental-{e.rental_id}", price=p, car=e.car, model=model,
@@ -104,7 +101,6 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             )
             for _, e, p in priced
         ]  # fmt: skip
-        dead = parsed.dead_letters + failed
         async for attempt in retrying():
             with attempt:
                 facts = await store.write_rental_batch(
@@ -131,9 +127,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
 
     async def _score_price_requests(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
-        parsed = parse_records(records, PriceRequest, CONSUMER)
-        cars = [request.car for _, request in parsed.events]
-        prices, failed = price_events(parsed.events, cars, model, CONSUMER)
+        priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
         scored_at = utc_now()
         answered = [
             (request, price_scored(
@@ -141,9 +135,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
                 event_time=request.event_time, scored_at=scored_at,
                 request_id=request.request_id,
             ))
-            for (_, request), p in zip(parsed.events, prices) if p is not None
+            for _, request, p in priced
         ]  # fmt: skip
-        dead = parsed.dead_letters + failed
         async for attempt in retrying():
             with attempt:
                 await store.write_prices(engine, [s for _, s in answered], dead)

@@ -30,6 +30,10 @@ class KafkaRecord(Protocol):
     value: bytes | None
 
 
+class CarEvent(Protocol):
+    car: CarFeatures
+
+
 class Pricer(Protocol):
     name: str
     version: str
@@ -41,6 +45,17 @@ class Pricer(Protocol):
 class Parsed(Generic[Event]):
     events: list[tuple[KafkaRecord, Event]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def score_batch(
+    records: Sequence[KafkaRecord], contract: type[Event], model: Pricer, consumer: str
+) -> tuple[list[tuple[KafkaRecord, Event, float]], list[DeadLetter]]:
+    """Validate and price a batch: (record, event, price per day) for every event
+    priced, and a dead letter for every record that could not be."""
+    parsed = parse_records(records, contract, consumer)
+    prices, failed = price_events(parsed.events, model, consumer)
+    priced = [(r, e, p) for (r, e), p in zip(parsed.events, prices, strict=True) if p is not None]
+    return priced, parsed.dead_letters + failed
 
 
 def parse_records(
@@ -59,12 +74,10 @@ def parse_records(
 
 
 def price_events(
-    events: Sequence[tuple[KafkaRecord, Event]],
-    cars: Sequence[CarFeatures],
-    model: Pricer,
-    consumer: str,
+    events: Sequence[tuple[KafkaRecord, CarEvent]], model: Pricer, consumer: str
 ) -> tuple[list[float | None], list[DeadLetter]]:
     """Price all cars in one call; if that fails, price one by one to isolate the bad ones."""
+    cars = [event.car for _, event in events]
     try:
         return list(model.price_per_day(cars)), []
     except Exception:

@@ -75,7 +75,7 @@ def delays_xlsx(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> Iterator[str]:
     if BACKEND == "containers":
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
             url = container.get_connection_url()
@@ -104,7 +104,7 @@ def kafka_bootstrap(tmp_path) -> Iterator[str]:
     """A fresh broker per test: the embedded one keeps topics in memory, so a new
     process is the cleanest isolation (it starts in milliseconds)."""
     if BACKEND == "containers":
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer() as container:
             bootstrap = container.get_bootstrap_server()

@@ -8,17 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from rentalstream.settings import Settings
-
-
-def settings_for(env: dict[str, str]) -> Settings:
-    return Settings(
-        home=Path(env["RENTALSTREAM_HOME"]),
-        data_dir=Path(env["RENTALSTREAM_DATA_DIR"]),
-        kafka_bootstrap=env["RENTALSTREAM_KAFKA_BOOTSTRAP"],
-        database_url=env["RENTALSTREAM_DATABASE_URL"],
-        mlflow_tracking_uri=env["RENTALSTREAM_MLFLOW_TRACKING_URI"],
-    )
 
 
 def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):

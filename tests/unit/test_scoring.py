@@ -4,7 +4,7 @@ import json
 from types import SimpleNamespace
 
 from schemas.events import RentalEvent
-from scorer.scoring import parse_records, price_events
+from scorer.scoring import parse_records, score_batch
 
 CAR = dict(
     model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
@@ -53,7 +53,6 @@ def test_valid_records_become_events_and_bad_ones_dead_letters_with_a_reason():
 
 def test_a_car_the_model_cannot_price_is_isolated_and_the_rest_priced():
     records = [record(0, rental(1)), record(1, rental(2, car={**CAR, "mileage": 666})), record(2, rental(3))]
-    parsed = parse_records(records, RentalEvent, "scorer")
-    prices, dead = price_events(parsed.events, [e.car for _, e in parsed.events], PricePerMileage(), "scorer")
-    assert prices == [120.0, None, 120.0]
+    priced, dead = score_batch(records, RentalEvent, PricePerMileage(), "scorer")
+    assert [(e.rental_id, price) for _, e, price in priced] == [(1, 120.0), (3, 120.0)]
     assert [d.offset for d in dead] == [1] and "cursed mileage" in dead[0].reason
