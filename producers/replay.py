@@ -76,6 +76,9 @@ async def publish_events(
     await broker.connect()
     try:
         started = time.perf_counter()
+        # Paced: await the acks about every 100 ms of events, so the progress bar moves
+        # and a slow broker is noticed, without falling back to one awaited send each.
+        flush_every = batch_size if not rate else max(1, min(batch_size, int(rate / 10)))
         pending: list[asyncio.Future] = []
         for index, event in enumerate(events):
             if rate:
@@ -90,7 +93,7 @@ async def publish_events(
                     headers={"content-type": "application/json"}, no_confirm=True,
                 )
             )  # fmt: skip
-            if len(pending) >= batch_size or (rate and rate < batch_size):
+            if len(pending) >= flush_every:
                 await asyncio.gather(*pending)
                 on_progress(len(pending))
                 pending.clear()

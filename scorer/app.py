@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import make_asgi_app
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -189,14 +190,13 @@ def serve(settings: Settings) -> None:
     ))  # fmt: skip
 
 
-async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, object]]) -> None:
+async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, BaseModel]]) -> None:
     """Send everything without awaiting each ack, then wait for all of them at once."""
     pending = []
     for topic, key, value in messages:
-        body = value.model_dump_json().encode() if hasattr(value, "model_dump_json") else value
         pending.append(
             await broker.publish(
-                body, topic, key=key.encode() if key else None,
+                value.model_dump_json().encode(), topic, key=key.encode() if key else None,
                 headers={"content-type": "application/json"}, no_confirm=True,
             )
         )  # fmt: skip

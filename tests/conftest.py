@@ -20,7 +20,6 @@ from sqlalchemy import create_engine, text
 
 from rentalstream import db, embedded
 from rentalstream.db import psycopg_url
-from rentalstream.settings import Settings
 from rentalstream.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]

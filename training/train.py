@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightgbm
 import numpy as np
@@ -223,7 +222,3 @@ def comparison_rows(result: TrainingResult) -> list[tuple[str, str, str, str]]:
             f"{m['cv_rmse_mean']:.2f}", f"{m['cv_mae_mean']:.2f}", f"{m['cv_r2_mean']:.3f}",
         ))  # fmt: skip
     return rows
-
-
-def write_fold_report(result: TrainingResult, path: Path) -> None:
-    path.write_text(json.dumps({e.name: e.__dict__ for e in result.candidates}, indent=2))
