@@ -104,8 +104,9 @@ class Settings(BaseSettings):
 def redact_url(url: str) -> str:
     """Hide the password of a URL before it is logged or printed."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL: nothing to hide
+    except ArgumentError:  # not a database URL: nothing to hide
         return url

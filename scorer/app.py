@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel
@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
-from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
+from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
@@ -33,11 +33,13 @@ from scorer.scoring import KafkaRecord, Pricer, price_scored, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
+T = TypeVar("T")
 
 
-async def raw_values(message) -> list[bytes]:
-    """Hand the handler the raw bytes: validation is ours, per record, to dead-letter."""
-    return [record.value or b"" for record in message.raw_message]
+async def raw_records(message) -> tuple:
+    """Hand the handler the records themselves: validation is ours, per record, so each
+    failure can be dead-lettered with its partition, offset and bytes."""
+    return message.raw_message
 
 
 def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream:
@@ -58,14 +60,19 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     if model is not None:
         state["model"] = model
 
-    def retrying() -> AsyncRetrying:
-        return AsyncRetrying(
+    async def with_retries(write: Callable[[], Awaitable[T]]) -> T:
+        """Retry a batch write with backoff; past the last try the error propagates, the
+        batch is nacked and Kafka delivers it again."""
+        async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((OperationalError, DBAPIError, OSError)),
             wait=wait_exponential(multiplier=0.2, max=10),
             stop=stop_after_attempt(settings.scorer_db_retries + 1),
             reraise=True,
             before_sleep=note_retry,
-        )
+        ):
+            with attempt:
+                return await write()
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     def note_retry(retry_state) -> None:
         metrics.write_retries.inc()
@@ -74,23 +81,26 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             retry_state.outcome.exception(), retry_state.attempt_number,
         )  # fmt: skip
 
-    # One consumer group per topic: two subscribers in one group would rebalance each
-    # other at start, and a rebalance re-delivers every batch not yet committed.
-    subscriber_options = dict(
-        batch=True,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_records=settings.scorer_max_records,
-        batch_timeout_ms=settings.scorer_batch_timeout_ms,
-        decoder=raw_values,
-    )
+    def subscribe(topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[None]]) -> None:
+        """Consume ``topic`` in batches, one consumer group per topic: two subscribers in
+        one group would rebalance each other at start, and a rebalance re-delivers every
+        batch not yet committed."""
 
-    @broker.subscriber(RENTALS.name, group_id=f"{settings.scorer_group_id}.{RENTALS.name}", **subscriber_options)
-    async def score_rentals(values: list[bytes], message: KafkaMessage) -> None:
-        with metrics.batch_seconds.labels(RENTALS.name).time():
-            await _score_rentals(message.raw_message)
+        @broker.subscriber(
+            topic.name,
+            group_id=f"{settings.scorer_group_id}.{topic.name}",
+            batch=True,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_records=settings.scorer_max_records,
+            batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            decoder=raw_records,
+        )
+        async def consume(records: Any) -> None:
+            with metrics.batch_seconds.labels(topic.name).time():
+                await score(records)
 
-    async def _score_rentals(records: Sequence[KafkaRecord]) -> None:
+    async def score_rentals(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
@@ -102,12 +112,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             )
             for _, e, p in priced
         ]  # fmt: skip
-        async for attempt in retrying():
-            with attempt:
-                facts = await store.write_rental_batch(
-                    engine, [(e, r.partition, r.offset) for r, e, _ in priced],
-                    price_rows, dead, scored_at,
-                )  # fmt: skip
+        facts = await with_retries(lambda: store.write_rental_batch(
+            engine, [(e, r.partition, r.offset) for r, e, _ in priced], price_rows, dead, scored_at,
+        ))  # fmt: skip
         metrics.scored.labels(RENTALS.name).inc(len(priced))
         metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
         metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
@@ -117,16 +124,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             *((DEAD_LETTERS.name, d.key, d) for d in dead),
         ])  # fmt: skip
 
-    @broker.subscriber(
-        PRICE_REQUESTS.name,
-        group_id=f"{settings.scorer_group_id}.{PRICE_REQUESTS.name}",
-        **subscriber_options,
-    )
-    async def score_price_requests(values: list[bytes], message: KafkaMessage) -> None:
-        with metrics.batch_seconds.labels(PRICE_REQUESTS.name).time():
-            await _score_price_requests(message.raw_message)
-
-    async def _score_price_requests(records: Sequence[KafkaRecord]) -> None:
+    async def score_price_requests(records: Sequence[KafkaRecord]) -> None:
         model = state["model"]
         priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
         scored_at = utc_now()
@@ -138,9 +136,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             ))
             for _, request, p in priced
         ]  # fmt: skip
-        async for attempt in retrying():
-            with attempt:
-                await store.write_prices(engine, [s for _, s in answered], dead)
+        await with_retries(lambda: store.write_prices(engine, [s for _, s in answered], dead))
         metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
         await publish_all(broker, [
@@ -148,6 +144,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
             *((DEAD_LETTERS.name, d.key, d) for d in dead),
         ])  # fmt: skip
+
+    subscribe(RENTALS, score_rentals)
+    subscribe(PRICE_REQUESTS, score_price_requests)
 
     async def load_model() -> None:
         if "model" not in state:

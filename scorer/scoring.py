@@ -78,6 +78,8 @@ def price_events(
 ) -> tuple[list[float | None], list[DeadLetter]]:
     """Price all cars in one call; if that fails, price one by one to isolate the bad ones."""
     cars = [event.car for _, event in events]
+    # The model is third-party code: whatever it raises must dead-letter the event
+    # that caused it, never stop the consumer.
     try:
         return list(model.price_per_day(cars)), []
     except Exception:
@@ -87,7 +89,7 @@ def price_events(
     for (record, _), car in zip(events, cars, strict=True):
         try:
             prices.append(model.price_per_day([car])[0])
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             prices.append(None)
             dead.append(dead_letter(record, f"scoring failed: {error!r}", consumer))
     return prices, dead

@@ -29,9 +29,12 @@ DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 def docker_answers() -> bool:
     try:
         import docker
-
+        from docker.errors import DockerException
+    except ImportError:
+        return False
+    try:
         return bool(docker.from_env(timeout=3).ping())
-    except Exception:
+    except (DockerException, OSError):  # no socket, refused, or an engine that errs
         return False
 
 

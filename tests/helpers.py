@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# A valid car as a client would send it: field names of CarFeatures, training spellings.
+SAMPLE_CAR = {
+    "model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
+    "paint_color": "grey", "car_type": "estate",
+}  # fmt: skip
+
 
 
 def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):

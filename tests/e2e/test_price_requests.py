@@ -15,11 +15,11 @@ from training.features import build_features
 
 pytestmark = pytest.mark.e2e
 
-CAR = dict(
-    model_key="citroen", mileage=140411, engine_power=100, fuel="diesel", paint_color="black",
-    car_type="convertible", private_parking_available=True, has_gps=True, has_getaround_connect=True,
-    has_speed_regulator=True, winter_tires=True,
-)  # fmt: skip
+CAR = {
+    "model_key": "citroen", "mileage": 140411, "engine_power": 100, "fuel": "diesel", "paint_color": "black",
+    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_getaround_connect": True,
+    "has_speed_regulator": True, "winter_tires": True,
+}  # fmt: skip
 
 
 def test_price_requests_are_answered_on_their_reply_topic_and_logged(

@@ -8,13 +8,11 @@ from sqlalchemy import create_engine, text
 from rentalstream.db import psycopg_url
 from schemas.events import RentalEvent, utc_now
 from scorer import store
+from tests.helpers import SAMPLE_CAR
 
 pytestmark = pytest.mark.integration
 
-CAR = dict(
-    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
-    paint_color="grey", car_type="estate",
-)  # fmt: skip
+CAR = SAMPLE_CAR
 PREVIOUS = RentalEvent(rental_id=100, car_id=7, checkin_type="connect", state="ended",
                        delay_at_checkout_minutes=95, car=CAR)  # fmt: skip
 NEXT = RentalEvent(rental_id=101, car_id=7, checkin_type="connect", state="ended",

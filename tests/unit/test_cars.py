@@ -3,11 +3,9 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.cars import BRANDS, CAR_TYPES, FUELS, PAINT_COLORS, CarFeatures
+from tests.helpers import SAMPLE_CAR
 
-CAR = dict(
-    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
-    paint_color="grey", car_type="estate",
-)  # fmt: skip
+CAR = SAMPLE_CAR
 
 
 def test_known_categories_are_exactly_those_of_the_training_data(pricing_csv):

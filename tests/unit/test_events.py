@@ -2,12 +2,10 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.events import DeadLetter, RentalEvent
+from tests.helpers import SAMPLE_CAR
 
-CAR = dict(
-    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
-    paint_color="grey", car_type="estate",
-)  # fmt: skip
-RENTAL = dict(rental_id=10, car_id=5, checkin_type="mobile", state="ended", car=CAR)
+CAR = SAMPLE_CAR
+RENTAL = {"rental_id": 10, "car_id": 5, "checkin_type": "mobile", "state": "ended", "car": CAR}
 
 
 def test_a_history_row_validates():

@@ -2,12 +2,10 @@ import numpy as np
 import pandas as pd
 
 from schemas.cars import CarFeatures
+from tests.helpers import SAMPLE_CAR
 from training.features import FEATURES, build_features, read_pricing
 
-CAR = dict(
-    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
-    paint_color="grey", car_type="estate",
-)  # fmt: skip
+CAR = SAMPLE_CAR
 
 
 def test_cleaning_drops_exactly_the_rows_outside_the_contract(pricing_csv):

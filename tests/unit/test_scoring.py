@@ -5,11 +5,9 @@ from types import SimpleNamespace
 
 from schemas.events import RentalEvent
 from scorer.scoring import parse_records, score_batch
+from tests.helpers import SAMPLE_CAR
 
-CAR = dict(
-    model_key="Renault", mileage=120_000, engine_power=110, fuel="diesel",
-    paint_color="grey", car_type="estate",
-)  # fmt: skip
+CAR = SAMPLE_CAR
 
 
 def record(offset, value):
@@ -17,7 +15,7 @@ def record(offset, value):
 
 
 def rental(rental_id, **change):
-    body = dict(rental_id=rental_id, car_id=5, checkin_type="mobile", state="ended", car=CAR)
+    body = {"rental_id": rental_id, "car_id": 5, "checkin_type": "mobile", "state": "ended", "car": CAR}
     return json.dumps({**body, **change}).encode()
 
 
