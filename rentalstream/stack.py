@@ -55,7 +55,7 @@ def _start(settings: Settings, home: Path) -> dict:
             server = embedded.start_postgres(home / "postgres")
             state["database_url"] = server.url
             state["postgres"] = {"pgdata": str(server.pgdata), "system_user": server.system_user}
-            state["pids"]["postgres"] = _postmaster_pid(server.pgdata)
+            state["pids"]["postgres"] = server.pid
         if not settings.mlflow_tracking_uri:
             (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
             state["mlflow_tracking_uri"] = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
@@ -85,6 +85,3 @@ def _stop(state: dict) -> list[str]:
         stopped.append("broker")
     return stopped
 
-
-def _postmaster_pid(pgdata: Path) -> int:
-    return int((pgdata / "postmaster.pid").read_text().splitlines()[0])

@@ -6,9 +6,9 @@ count (4 on Tansu), which would silently change how keys spread over partitions.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from schemas.topics import CATALOGUE
 
@@ -16,7 +16,13 @@ from schemas.topics import CATALOGUE
 async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30) -> dict[str, int]:
     """Create missing catalogue topics; return the partition count of every topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await _start_with_retry(admin, timeout)
+    # A broker that has just been started may not accept connections yet.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((KafkaConnectionError, OSError)),
+        wait=wait_fixed(0.2), stop=stop_after_delay(timeout), reraise=True,
+    ):  # fmt: skip
+        with attempt:
+            await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t.name for t in CATALOGUE if t.name not in existing]
@@ -29,14 +35,3 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30) ->
     finally:
         await admin.close()
 
-
-async def _start_with_retry(admin: AIOKafkaAdminClient, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await admin.start()
-            return
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
