@@ -6,6 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 # A valid car as a client would send it: field names of CarFeatures, training spellings.
@@ -29,3 +31,16 @@ def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | N
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
         time.sleep(0.2)
+
+
+def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:
+    """What a fitted LightGBM model says for ``cars``, independently of our feature code:
+    the matrix is built from the raw columns with plain pandas, in the model's own feature
+    order, and LightGBM maps string categories with the lists it stored at training (a
+    value it never saw becomes missing)."""
+    matrix = pd.DataFrame({
+        name: cars[name].astype("category") if pd.api.types.is_string_dtype(cars[name])
+        else cars[name].astype("float64")
+        for name in model.booster_.feature_name()
+    })  # fmt: skip
+    return model.predict(matrix)

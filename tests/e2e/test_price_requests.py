@@ -4,20 +4,21 @@ import asyncio
 import json
 
 import mlflow
+import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
-from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
-from training.features import build_features
+from tests.helpers import reference_prices
 
 pytestmark = pytest.mark.e2e
 
 CAR = {
     "model_key": "citroen", "mileage": 140411, "engine_power": 100, "fuel": "diesel", "paint_color": "black",
-    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_getaround_connect": True,
+    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_air_conditioning": False,
+    "automatic_car": False, "has_getaround_connect": True,
     "has_speed_regulator": True, "winter_tires": True,
 }  # fmt: skip
 
@@ -56,7 +57,7 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
     _, training = mlflow_registry
     mlflow.set_tracking_uri(mlflow_registry[0])
     model = mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
-    expected = model.predict(build_features([CarFeatures(**CAR)]))[0]
+    expected = reference_prices(model, pd.DataFrame([{**CAR, "model_key": "Citroën"}]))[0]
 
     known, unknown = replies["req-known"], replies["req-unknown-brand"]
     assert known.price_per_day == pytest.approx(expected, abs=0.006)

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream.db import psycopg_url
-from tests.helpers import wait_for
+from tests.helpers import reference_prices, wait_for
 
 pytestmark = pytest.mark.e2e
 ROWS = 3000
@@ -90,10 +90,7 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     assert set(prices["model_name"]) == {"rentalstream-price"}
     mlflow.set_tracking_uri(mlflow_registry[0])
     model = mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
-    from training.features import build_features
-
-    direct = model.predict(build_features(prices))
-    assert prices["price_per_day"].to_numpy() == pytest.approx(direct, abs=0.006)
+    assert prices["price_per_day"].to_numpy() == pytest.approx(reference_prices(model, prices), abs=0.006)
 
     # The operator's view of the same run: ready, and the counters agree with Postgres.
     base = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"

@@ -8,7 +8,8 @@ from mlflow import MlflowClient
 
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
-from training.features import build_features, read_pricing
+from tests.helpers import reference_prices
+from training.features import read_pricing
 from training.train import PROTOCOL, train_and_register
 
 pytestmark = pytest.mark.integration
@@ -30,18 +31,23 @@ def test_champion_is_registered_with_its_cross_validation(mlflow_registry):
 
 
 def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_csv):
-    """Raw CSV strings, validated and served from the registry, price like in training."""
+    """Cars sent as strings, in any spelling, are priced as LightGBM prices the raw rows."""
     uri, _ = mlflow_registry
     served = PriceModel.load(uri, "rentalstream-price")
-    raw = pd.read_csv(pricing_csv, index_col=0).head(200)
-    raw = raw[(raw.mileage >= 0) & (raw.engine_power > 0)]
-    cars = [CarFeatures.model_validate(r) for r in raw.drop(columns="rental_price_per_day").to_dict("records")]
-    in_memory = mlflow.lightgbm.load_model(f"models:/rentalstream-price/{served.version}")
-    expected = in_memory.predict(build_features(read_pricing(pricing_csv)).head(len(raw)))
+    raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day").head(300)
+    raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
+    expected = reference_prices(served.model, raw)
+
+    respelled = raw.assign(
+        model_key=raw.model_key.str.upper().str.replace("Ë", "E"), fuel=raw.fuel.str.title()
+    )
+    cars = [CarFeatures.model_validate(r) for r in respelled.to_dict("records")]
+    assert any(c.model_key == "Citroën" for c in cars)  # "CITROEN" was recognised
     assert served.price_per_day(cars) == pytest.approx(np.round(expected, 2), abs=0.006)
-    # spelled differently, same car, same price
-    shouted = cars[0].model_copy(update={"model_key": cars[0].model_key.upper()})
-    assert served.price_per_day([CarFeatures.model_validate(shouted.model_dump())]) == served.price_per_day(cars[:1])
+
+    unknown = raw.head(1).assign(model_key="Tesla")
+    car = CarFeatures.model_validate(unknown.to_dict("records")[0])
+    assert served.price_per_day([car]) == pytest.approx(np.round(reference_prices(served.model, unknown), 2))
 
 
 def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv):

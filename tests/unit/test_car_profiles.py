@@ -2,7 +2,7 @@ import hashlib
 
 import pandas as pd
 
-from producers.car_profiles import assign_profiles, connect_cars, profile_index, read_profile_pool
+from producers.car_profiles import assign_profiles, connect_cars, read_profile_pool
 
 
 def test_pool_is_the_pricing_rows_inside_the_contract(pricing_csv):
@@ -17,9 +17,12 @@ def test_profiles_are_deterministic_and_follow_the_documented_rule(pricing_csv):
     pool = read_profile_pool(pricing_csv)
     profiles = assign_profiles([363965, 269550], connect_car_ids={269550}, pool=pool)
     connect_pool = [car for car, _ in pool if car.has_getaround_connect]
-    expected_index = int.from_bytes(hashlib.sha256(b"363965").digest()[:8], "big") % len(pool)
-    assert profiles[363965] == pool[expected_index][0]
-    assert profiles[269550] == connect_pool[profile_index(269550, len(connect_pool))]
+
+    def documented_index(car_id: int, size: int) -> int:  # sha256(str(c)) mod pool size
+        return int.from_bytes(hashlib.sha256(str(car_id).encode()).digest()[:8], "big") % size
+
+    assert profiles[363965] == pool[documented_index(363965, len(pool))][0]
+    assert profiles[269550] == connect_pool[documented_index(269550, len(connect_pool))]
     assert profiles[269550].has_getaround_connect
     assert assign_profiles([269550, 363965], {269550}, pool) == profiles  # order-independent
 
