@@ -87,10 +87,7 @@ def new_ridge_baseline() -> RegressorMixin:
     return make_pipeline(encode, Ridge(alpha=1.0))
 
 
-CANDIDATES: dict[str, Callable[[], RegressorMixin]] = {
-    "lightgbm": new_lightgbm,
-    "ridge_baseline": new_ridge_baseline,
-}
+BASELINES: dict[str, Callable[[], RegressorMixin]] = {"ridge_baseline": new_ridge_baseline}
 
 
 def cross_validate(
@@ -128,53 +125,52 @@ def train_and_register(
 
     matrix = build_features(pricing)
     target = pricing[TARGET]
-    evaluations: dict[str, Evaluation] = {}
-    for name, new_model in CANDIDATES.items():
-        log.info("cross-validating %s", name)
-        evaluations[name] = evaluation = cross_validate(name, new_model, matrix, target)
-        with mlflow.start_run(run_name=name) as run:
-            _log_evaluation(evaluation, rows=len(pricing))
-            if name == "lightgbm":
-                mlflow.log_params(LIGHTGBM_PARAMS)
-                lightgbm_run_id = run.info.run_id
-                final = new_lightgbm().fit(matrix, target)
-                info = mlflow.lightgbm.log_model(
-                    final,
-                    name="model",
-                    registered_model_name=model_name,
-                    pip_requirements=[
-                        f"lightgbm=={lightgbm.__version__}",
-                        f"pandas=={pd.__version__}",
-                        f"numpy=={np.__version__}",
-                        f"scikit-learn=={sklearn.__version__}",
-                    ],
-                )
+    with mlflow.start_run(run_name="lightgbm"):
+        candidate = _cross_validate_and_log("lightgbm", new_lightgbm, matrix, target)
+        mlflow.log_params(LIGHTGBM_PARAMS)
+        info = mlflow.lightgbm.log_model(
+            new_lightgbm().fit(matrix, target),
+            name="model",
+            registered_model_name=model_name,
+            pip_requirements=[
+                f"lightgbm=={lightgbm.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+                f"scikit-learn=={sklearn.__version__}",
+            ],
+        )
+    baselines = []
+    for name, new_model in BASELINES.items():
+        with mlflow.start_run(run_name=name):
+            baselines.append(_cross_validate_and_log(name, new_model, matrix, target))
     registered = str(info.registered_model_version)
 
     client = MlflowClient()
     previous = _champion_metrics(client, model_name, champion_alias)
-    new_rmse = evaluations["lightgbm"].mean()["cv_rmse_mean"]
-    promote = previous is None or new_rmse < previous["cv_rmse_mean"]
+    promote = previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"]
     client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
-    client.set_model_version_tag(model_name, registered, "run_id", lightgbm_run_id)
     if promote:
         client.set_registered_model_alias(model_name, champion_alias, registered)
     champion = client.get_model_version_by_alias(model_name, champion_alias).version
-    return TrainingResult(
-        list(evaluations.values()), registered, str(champion), promote, previous
-    )
+    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous)
 
 
-def _log_evaluation(evaluation: Evaluation, rows: int) -> None:
+def _cross_validate_and_log(
+    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series
+) -> Evaluation:
+    """Cross-validate in the active MLflow run and log the protocol, folds and means."""
     import mlflow
 
+    log.info("cross-validating %s", name)
+    evaluation = cross_validate(name, new_model, matrix, target)
     mlflow.set_tag("protocol", PROTOCOL)
-    mlflow.log_params({"model": evaluation.name, "rows": rows, "folds": FOLDS, "seed": SEED})
+    mlflow.log_params({"model": name, "rows": len(matrix), "folds": FOLDS, "seed": SEED})
     mlflow.log_param("features", ",".join(FEATURES))
     for fold, (rmse, mae, r2) in enumerate(zip(evaluation.rmse, evaluation.mae, evaluation.r2)):
         mlflow.log_metrics({"fold_rmse": rmse, "fold_mae": mae, "fold_r2": r2}, step=fold)
     mlflow.log_metrics(evaluation.mean())
     mlflow.log_text(json.dumps(list(FEATURES)), "features.json")
+    return evaluation
 
 
 def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] | None:
