@@ -69,12 +69,13 @@ def train(
 ) -> None:
     """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
     from rentalstream.datasets import PRICING_CSV, dataset_path
+    from rentalstream.registry import version_behind_alias
     from training.features import read_pricing
-    from training.train import comparison_rows, has_champion, train_and_register
+    from training.train import comparison_rows, train_and_register
 
     settings: Settings = ctx.obj
     tracking_uri = settings.resolved_mlflow_tracking_uri()
-    if if_no_champion and has_champion(tracking_uri, settings.model_name, settings.champion_alias):
+    if if_no_champion and version_behind_alias(tracking_uri, settings.model_name, settings.champion_alias):
         console.print(f"registry already has {settings.model_name}@{settings.champion_alias}; not training")
         return
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))

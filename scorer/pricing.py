@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from rentalstream.registry import version_behind_alias
 from schemas.cars import CarFeatures
 from training.features import build_features
 
@@ -25,17 +26,13 @@ class PriceModel:
     @classmethod
     def load(cls, tracking_uri: str, name: str, alias: str = "champion") -> PriceModel:
         import mlflow
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
 
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            version = MlflowClient().get_model_version_by_alias(name, alias).version
-        except MlflowException as error:
+        version = version_behind_alias(tracking_uri, name, alias)
+        if version is None:
             raise NoChampion(
                 f"model {name!r} has no {alias!r} alias in {tracking_uri}; "
                 "run `rentalstream train` first"
-            ) from error
+            )
         # Load the exact version, not the alias, so a concurrent promotion cannot
         # make the recorded version differ from the loaded one.
         model = mlflow.lightgbm.load_model(f"models:/{name}/{version}")

@@ -189,19 +189,6 @@ def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] |
     }}  # fmt: skip
 
 
-def has_champion(tracking_uri: str, model_name: str, alias: str = "champion") -> bool:
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        MlflowClient().get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return False
-    return True
-
-
 def comparison_rows(result: TrainingResult) -> list[tuple[str, str, str, str]]:
     """Rows (model, RMSE, MAE, R²) of the comparison table, champion first if known."""
     rows = []
