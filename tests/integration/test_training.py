@@ -31,10 +31,13 @@ def test_champion_is_registered_with_its_cross_validation(mlflow_registry):
 
 
 def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_csv):
-    """Cars sent as strings, in any spelling, are priced as LightGBM prices the raw rows."""
+    """Cars sent as strings, in any spelling, are priced as LightGBM prices the raw rows,
+    on the scorer's fast path (category codes straight into the booster), for every car
+    of the pricing file."""
     uri, _ = mlflow_registry
     served = PriceModel.load(uri, "rentalstream-price")
-    raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day").head(300)
+    assert served.takes_codes
+    raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day")
     raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
     expected = reference_prices(served.model, raw)
 
