@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     model_name: str = "rentalstream-price"
     champion_alias: str = "champion"
     experiment_name: str = "rentalstream-price"
+    registry_poll_seconds: float = Field(
+        30, gt=0, description="How often a service asks the registry which version is the champion."
+    )
 
     scorer_group_id: str = "rentalstream-scorer"
     scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
@@ -54,6 +57,27 @@ class Settings(BaseSettings):
     scorer_db_retries: int = Field(
         5, ge=0, description="Retries (exponential backoff) of a failed batch write "
         "before the batch is handed back to Kafka for redelivery.",
+    )
+
+    request_fetch_max_wait_ms: int = Field(
+        10, ge=1, le=500,
+        description="Broker-side wait of the two request/reply consumers (the scorer's "
+        "price-requests consumer and the bridge's reply consumer). A broker may hold a "
+        "fetch until this wait expires even when data has arrived (the embedded one does), "
+        "so it bounds each hop of a /predict round trip; other consumers keep Kafka's 500 ms.",
+    )  # fmt: skip
+
+    bridge_host: str = Field("127.0.0.1", description="Interface the HTTP /predict bridge binds to.")
+    bridge_port: int = Field(8090, ge=0, le=65535, description="Port of the HTTP /predict bridge.")
+    bridge_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long /predict waits for the scorer's reply before a 504."
+    )
+    bridge_max_cars: int = Field(100, ge=1, le=10_000, description="Most cars one /predict request may hold.")
+    bridge_max_body_bytes: int = Field(
+        65_536, ge=1024, description="Largest /predict body accepted; larger ones get 413."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, /predict requires this value in the X-API-Key header (else 401)."
     )
 
     replay_batch_size: int = Field(

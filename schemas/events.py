@@ -59,13 +59,18 @@ class RentalEvent(BaseModel):
 
 
 class PriceRequest(BaseModel):
-    """A request to price one car; the reply goes to ``reply_to`` when set."""
+    """A request to price one car; the reply goes to ``reply_to`` when set.
+
+    ``event_time`` is when the request was made, so the request log can tell how long
+    the answer took; ``client`` says who asked (the bridge records the caller there).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, max_length=128)
     car: CarFeatures
-    reply_to: str | None = None
+    reply_to: str | None = Field(None, min_length=1, max_length=249)
+    client: str | None = Field(None, max_length=128)
     event_time: datetime = Field(default_factory=utc_now)
 
 

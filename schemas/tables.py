@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -72,6 +72,21 @@ prices = Table(
     Column("model_version", String(32), nullable=False),
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+
+# The request log: who asked to price what, and when. The answer (price, model,
+# version, scored_at) is the row of `prices` with price_id = request_id.
+price_requests = Table(
+    "price_requests",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("client", String(128)),
+    Column("car", JSONB, nullable=False),
+    Column("reply_to", String(249)),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
 )
 
 delays = Table(

@@ -46,7 +46,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     """The scorer app; ``model`` defaults to the registry's champion, loaded at start.
 
     Served over HTTP (``RENTALSTREAM_SCORER_PORT``): ``/health`` (the broker answers),
-    ``/ready`` (and the model is loaded), ``/metrics`` (Prometheus).
+    ``/ready`` (and the model is loaded and every consumer holds partitions),
+    ``/metrics`` (Prometheus).
     """
     metrics = ScorerMetrics()
     broker = KafkaBroker(
@@ -57,6 +58,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     )
     engine = store.async_engine(settings.resolved_database_url())
     state: dict[str, Pricer] = {}
+    subscribers: list = []
     if model is not None:
         state["model"] = model
 
@@ -81,12 +83,14 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             retry_state.outcome.exception(), retry_state.attempt_number,
         )  # fmt: skip
 
-    def subscribe(topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[None]]) -> None:
+    def subscribe(
+        topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[None]], fetch_max_wait_ms: int = 500
+    ) -> None:
         """Consume ``topic`` in batches, one consumer group per topic: two subscribers in
         one group would rebalance each other at start, and a rebalance re-delivers every
         batch not yet committed."""
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             topic.name,
             group_id=f"{settings.scorer_group_id}.{topic.name}",
             batch=True,
@@ -94,8 +98,12 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_records=settings.scorer_max_records,
             batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             decoder=raw_records,
         )
+        subscribers.append(subscriber)
+
+        @subscriber
         async def consume(records: Any) -> None:
             with metrics.batch_seconds.labels(topic.name).time():
                 await score(records)
@@ -136,7 +144,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             ))
             for _, request, p in priced
         ]  # fmt: skip
-        await with_retries(lambda: store.write_prices(engine, [s for _, s in answered], dead))
+        await with_retries(lambda: store.write_price_requests(
+            engine, [(r, rec.partition, rec.offset) for rec, r, _ in priced], [s for _, s in answered], dead,
+        ))  # fmt: skip
         metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
         await publish_all(broker, [
@@ -146,7 +156,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         ])  # fmt: skip
 
     subscribe(RENTALS, score_rentals)
-    subscribe(PRICE_REQUESTS, score_price_requests)
+    # Someone is waiting for these: a short broker-side fetch wait (see the setting).
+    subscribe(PRICE_REQUESTS, score_price_requests, settings.request_fetch_max_wait_ms)
 
     async def load_model() -> None:
         if "model" not in state:
@@ -162,9 +173,14 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     async def close_engine() -> None:
         await engine.dispose()
 
+    def consuming() -> bool:
+        """Every subscriber has joined its group and holds partitions. (A replica beyond
+        the partition count holds none and stays not-ready: it is a standby.)"""
+        return all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
+
     @get
     async def ready(scope) -> AsgiResponse:
-        if "model" in state and await broker.ping(timeout=2):
+        if "model" in state and consuming() and await broker.ping(timeout=2):
             return AsgiResponse(b"ready", 200)
         return AsgiResponse(b"not ready", 503)
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from rentalstream.db import psycopg_url
 from schemas import tables
-from schemas.events import DeadLetter, DelayScored, PriceScored, RentalEvent
+from schemas.events import DeadLetter, DelayScored, PriceRequest, PriceScored, RentalEvent
 from scorer.delays import is_late, knock_on
 
 
@@ -47,10 +47,18 @@ async def write_rental_batch(
     return facts
 
 
-async def write_prices(
-    engine: AsyncEngine, prices: Sequence[PriceScored], dead_letters: Sequence[DeadLetter]
+async def write_price_requests(
+    engine: AsyncEngine,
+    requests: Sequence[tuple[PriceRequest, int, int]],
+    prices: Sequence[PriceScored],
+    dead_letters: Sequence[DeadLetter],
 ) -> None:
+    """Store the request log (request, partition, offset) and the answers, in one transaction."""
     async with engine.begin() as conn:
+        await _upsert(conn, tables.price_requests, "request_id", [{
+            "request_id": r.request_id, "client": r.client, "car": r.car.model_dump(),
+            "reply_to": r.reply_to, "requested_at": r.event_time, "kafka_partition": p, "kafka_offset": o,
+        } for r, p, o in requests])  # fmt: skip
         await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
         await _insert_dead_letters(conn, dead_letters)
 
