@@ -76,14 +76,14 @@ def main() -> None:
 
         warm_up_since = utc_now()
         asyncio.run(publish_events(bootstrap, events[:1]))
-        wait_until_scored(settings, warm_up_since, 1, scorer)
+        wait_until_scored(settings, warm_up_since, 1, scorer.pid)
 
         peak_rss = PeakRss(scorer.pid)
         since = utc_now()
         started = time.time()
         stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay_batch_size))
         last_published = started + stats.seconds
-        wait_until_scored(settings, since, len(events), scorer)
+        wait_until_scored(settings, since, len(events), scorer.pid)
         with engine.connect() as conn:
             row = conn.execute(LATENCY_SQL, {"since": since}).one()
         peak_rss.stop()

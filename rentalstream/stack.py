@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
-from rentalstream import db, embedded
+from rentalstream import db, embedded, services
 from rentalstream.settings import Settings
 from rentalstream.topics import ensure_topics
 
@@ -67,10 +69,21 @@ def _start(settings: Settings, home: Path) -> dict:
     return state
 
 
+def up_with_services(settings: Settings) -> tuple[dict, list[str]]:
+    """``up``, then what compose's one-shot job does (train and register a model if the
+    registry has no champion), then the services; returns the stack and the services
+    started now."""
+    state = up(settings)
+    subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"], check=True)
+    started = services.ensure_services(settings)
+    return settings.embedded_endpoints() | {"topics": state["topics"]}, started
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop everything ``up`` started; return what was stopped."""
+    """Stop everything ``up`` started, services first; return what was stopped."""
+    stopped = services.stop_services(settings)
     state = settings.embedded_endpoints()
-    stopped = _stop(state)
+    stopped += _stop(state)
     settings.stack_file.unlink(missing_ok=True)
     return stopped
 

@@ -77,12 +77,15 @@ class CarFeatures(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model_key: str = Field(min_length=1, max_length=64, description="Brand")
+    model_key: str = Field(
+        min_length=1, max_length=64,
+        description="Brand; an unknown one is priced as missing and reported in unknown_fields",
+    )
     mileage: int = Field(ge=0, le=MAX_MILEAGE_KM, description="Kilometres")
     engine_power: int = Field(gt=0, le=MAX_ENGINE_POWER_HP, description="Horsepower")
-    fuel: str
-    paint_color: str
-    car_type: str
+    fuel: str = Field(description="One of: " + ", ".join(FUELS) + " (case-insensitive)")
+    paint_color: str = Field(description="One of: " + ", ".join(PAINT_COLORS) + " (case-insensitive)")
+    car_type: str = Field(description="One of: " + ", ".join(CAR_TYPES) + " (case-insensitive)")
     private_parking_available: bool = False
     has_gps: bool = False
     has_air_conditioning: bool = False

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from rentalstream import db, embedded
 from rentalstream.db import psycopg_url
 from rentalstream.topics import ensure_topics
+from tests.helpers import answers, service_process, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -96,29 +97,41 @@ def database_url(tmp_path_factory) -> Iterator[str]:
 def clean_database(database_url: str) -> str:
     engine = create_engine(psycopg_url(database_url))
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE cars, rentals, prices, delays, dead_letters"))
+        conn.execute(text("TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters"))
     engine.dispose()
     return database_url
 
 
+@dataclass
+class RunningBroker:
+    bootstrap: str
+    stop: Callable[[], None]
+
+
 @pytest.fixture
-def kafka_bootstrap(tmp_path) -> Iterator[str]:
+def kafka_broker(tmp_path) -> Iterator[RunningBroker]:
     """A fresh broker per test: the embedded one keeps topics in memory, so a new
-    process is the cleanest isolation (it starts in milliseconds)."""
+    process is the cleanest isolation (it starts in milliseconds). ``stop()`` lets a
+    test take the broker away."""
     if BACKEND == "containers":
         from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer() as container:
             bootstrap = container.get_bootstrap_server()
             asyncio.run(ensure_topics(bootstrap, partitions=3))
-            yield bootstrap
+            yield RunningBroker(bootstrap, container.stop)
         return
     broker = embedded.start_broker(tmp_path)
     try:
         asyncio.run(ensure_topics(broker.bootstrap, partitions=3))
-        yield broker.bootstrap
+        yield RunningBroker(broker.bootstrap, lambda: embedded.stop_pid(broker.pid))
     finally:
         embedded.stop_pid(broker.pid)
+
+
+@pytest.fixture
+def kafka_bootstrap(kafka_broker: RunningBroker) -> str:
+    return kafka_broker.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -156,15 +169,31 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
 @pytest.fixture
 def scorer_process(scorer_env, tmp_path) -> Iterator[subprocess.Popen]:
     """The real scorer (`rentalstream scorer`) as a child process; stopped with SIGTERM."""
-    log = (tmp_path / "scorer.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rentalstream.cli", "scorer"],
-        env=scorer_env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    yield process
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with service_process("scorer", scorer_env, tmp_path / "scorer.log") as process:
+        yield process
+
+
+BRIDGE_API_KEY = "s3cret-for-tests"
+
+
+@pytest.fixture
+def bridge_env(scorer_env) -> dict[str, str]:
+    """The bridge as the tests run it: an API key, and small limits that are quick to hit."""
+    return {
+        **scorer_env,
+        "RENTALSTREAM_BRIDGE_PORT": str(embedded.free_port()),
+        "RENTALSTREAM_API_KEY": BRIDGE_API_KEY,
+        "RENTALSTREAM_BRIDGE_MAX_CARS": "5",
+        "RENTALSTREAM_BRIDGE_MAX_BODY_BYTES": "4096",
+        "RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS": "2",
+    }
+
+
+@pytest.fixture
+def bridge_url(bridge_env, tmp_path) -> Iterator[str]:
+    """The real HTTP bridge (`rentalstream bridge`), ready (broker, reply consumer, champion)."""
+    url = f"http://127.0.0.1:{bridge_env['RENTALSTREAM_BRIDGE_PORT']}"
+    log = tmp_path / "bridge.log"
+    with service_process("bridge", bridge_env, log) as process:
+        wait_for(lambda: answers(f"{url}/ready"), 120, "the bridge to be ready", process, log)
+        yield url

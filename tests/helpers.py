@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,3 +48,28 @@ def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:
         for name in model.booster_.feature_name()
     })  # fmt: skip
     return model.predict(matrix)
+
+
+@contextmanager
+def service_process(command: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """`rentalstream <command>` as a child process logging to ``log_path``; SIGTERM at the end."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rentalstream.cli", command], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,14 +1,18 @@
 """`rentalstream demo` from an empty folder: the user's first command."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
-from rentalstream.embedded import free_port
+from rentalstream.embedded import alive, free_port
+from tests.helpers import SAMPLE_CAR
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")}
     env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200",
-            "RENTALSTREAM_SCORER_PORT": str(free_port())}
+            "RENTALSTREAM_SCORER_PORT": str(free_port()), "RENTALSTREAM_BRIDGE_PORT": str(free_port())}
     result = subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "demo", "--limit", "2000", "--no-wait"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -27,17 +31,22 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     published = next(line for line in out.splitlines() if "events published" in line)
     scored = next(line for line in out.splitlines() if "events scored" in line)
     assert published.split()[-2] == scored.split()[-2] == "2,000"
+    assert re.search(r"bridge: POST http://127\.0\.0\.1:\d+/predict priced a Citroën convertible at [\d.]+ €/day", out)
     assert not (tmp_path / ".rentalstream" / "stack.json").exists()  # everything stopped
 
-    # The results survive in Postgres: bring the stack up again and count.
+    # `up` brings back the stack and its services; the results survived in Postgres, the
+    # bridge answers, and `down` stops every process.
     subprocess.run([sys.executable, "-m", "rentalstream.cli", "up"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    state = json.loads((tmp_path / ".rentalstream" / "stack.json").read_text())
     try:
-        import json
-
-        url = json.loads((tmp_path / ".rentalstream" / "stack.json").read_text())["database_url"]
-        engine = create_engine(psycopg_url(url))
+        engine = create_engine(psycopg_url(state["database_url"]))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM delays")).scalar_one() == 2000
+            assert conn.execute(text("SELECT count(*) FROM price_requests")).scalar_one() == 1  # the demo's
         engine.dispose()
+        answer = httpx.post(f"{state['services']['bridge']['url']}/predict", json=SAMPLE_CAR, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1"
     finally:
         subprocess.run([sys.executable, "-m", "rentalstream.cli", "down"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    pids = [*state["pids"].values(), *(service["pid"] for service in state["services"].values())]
+    assert len(pids) == 4 and not any(alive(pid) for pid in pids)

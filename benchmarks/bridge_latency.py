@@ -1,0 +1,212 @@
+"""/predict through the bridge, side by side with a plain model API, in the same run.
+
+    python benchmarks/bridge_latency.py [--requests 1000] [--clients 50] [--seconds 20]
+
+Starts a fresh embedded stack in a temporary home (broker, PostgreSQL, MLflow), trains
+the champion, starts the scorer and the bridge as `rentalstream up` does, and the
+baseline (benchmarks/plain_model_api.py: FastAPI calling the same model in-process).
+Then, for each of
+
+- the bridge: HTTP → price-requests → scorer (model + Postgres commit) → price-replies → HTTP,
+- the plain API, model only,
+- the plain API with one INSERT per prediction (the same durability as the bridge's log),
+
+it measures the latency of ``--requests`` sequential requests on one keep-alive
+connection (p50 / p99 / mean), then the throughput and latency of ``--clients``
+concurrent clients (one connection each) for ``--seconds``, with the CPU seconds each
+process used meanwhile. The load generator runs here, on the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from rentalstream import embedded, stack
+from rentalstream.settings import Settings
+
+CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
+       "paint_color": "grey", "car_type": "estate", "has_gps": True}  # fmt: skip
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="sequential requests per target")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20, help="duration of each concurrent run")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="rentalstream-bench-"))
+    os.environ.update({
+        "RENTALSTREAM_HOME": str(home), "RENTALSTREAM_LOG_LEVEL": "WARNING",
+        "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()), "RENTALSTREAM_BRIDGE_PORT": str(embedded.free_port()),
+    })  # fmt: skip
+    settings = Settings()
+    baseline = None
+    try:
+        print("starting the stack, training the champion, starting scorer and bridge...", flush=True)
+        state, _ = stack.up_with_services(settings)
+        baseline_port = embedded.free_port()
+        baseline = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(baseline_port)],
+        )
+        baseline_url = f"http://127.0.0.1:{baseline_port}"
+        wait_ready(f"{baseline_url}/ready", baseline)
+        bridge_url = state["services"]["bridge"]["url"]
+        targets = {
+            "bridge (via Kafka)": f"{bridge_url}/predict",
+            "plain API, model only": f"{baseline_url}/predict",
+            "plain API + INSERT": f"{baseline_url}/predict-and-store",
+        }
+        processes = {
+            "bridge": [state["services"]["bridge"]["pid"]],
+            "scorer": [state["services"]["scorer"]["pid"]],
+            "broker": [state["pids"]["broker"]],
+            "postgres": [state["pids"]["postgres"]],
+            "plain API": [baseline.pid],
+            "load generator": [os.getpid()],
+        }
+
+        sequential = {}
+        for name, url in targets.items():
+            sequential_run(url, 100)  # warm-up
+            sequential[name] = sequential_run(url, args.requests)
+        concurrent = {}
+        for name, url in targets.items():
+            before = cpu_seconds(processes)
+            concurrent[name] = asyncio.run(concurrent_run(url, args.clients, args.seconds))
+            after = cpu_seconds(processes)
+            concurrent[name].cpu = {p: after[p] - before[p] for p in processes}
+
+        report(settings, args, sequential, concurrent)
+    finally:
+        if baseline is not None:
+            baseline.terminate()
+            baseline.wait(30)
+        stack.down(settings)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def sequential_run(url: str, requests: int) -> Run:
+    run = Run()
+    with httpx.Client(timeout=10) as client:
+        started = time.perf_counter()
+        for i in range(requests):
+            sent = time.perf_counter()
+            response = client.post(url, json={**CAR, "mileage": 50_000 + i})
+            run.latencies.append(time.perf_counter() - sent)
+            run.statuses[response.status_code] += 1
+        run.seconds = time.perf_counter() - started
+    return run
+
+
+async def concurrent_run(url: str, clients: int, seconds: float) -> Run:
+    """``clients`` callers, each on its own connection (one shared httpx pool serialises
+    on its own lock past a few dozen callers), each sending its next request as soon as
+    the previous one is answered."""
+    run = Run()
+    deadline = time.perf_counter() + seconds
+
+    async def caller(index: int) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            i = 0
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                response = await client.post(url, json={**CAR, "mileage": 1_000 * index + i})
+                run.latencies.append(time.perf_counter() - sent)
+                run.statuses[response.status_code] += 1
+                i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def cpu_seconds(processes: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU of each process and its children (PostgreSQL forks a backend per connection)."""
+    totals = {}
+    for name, pids in processes.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                parent = psutil.Process(pid)
+                for process in [parent, *parent.children(recursive=True)]:
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        totals[name] = total
+    return totals
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"{url} not ready after {timeout} s")
+
+
+def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:
+    print(
+        f"\nconditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge, plain API and the "
+        f"load generator; {settings.topic_partitions} partitions; request/reply fetch wait "
+        f"{settings.request_fetch_max_wait_ms} ms; bridge timeout {settings.bridge_timeout_seconds:g} s"
+    )
+    print(f"\nsequential, {args.requests} requests on one connection")
+    print(f"{'target':<24}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}  statuses")
+    for name, run in sequential.items():
+        mean = statistics.fmean(run.latencies) * 1000
+        print(f"{name:<24}{run.quantile(0.5):>9.1f}{run.quantile(0.99):>9.1f}{mean:>9.1f}  {dict(run.statuses)}")
+    print(f"\n{args.clients} concurrent clients for {args.seconds:g} s")
+    print(f"{'target':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses; CPU seconds used meanwhile")
+    for name, run in concurrent.items():
+        cpu = ", ".join(f"{p} {s:.1f}" for p, s in run.cpu.items() if s >= 0.05)
+        print(f"{name:<24}{run.rate:>9,.0f}{run.quantile(0.5):>9.1f}{run.quantile(0.99):>9.1f}  {dict(run.statuses)}; {cpu}")
+    bridge, plain, stored = (sequential[n] for n in sequential)
+    print("\nthe cost of the Kafka round trip, as ratios (bridge / plain API)")
+    print(f"sequential p50 latency: {bridge.quantile(0.5) / plain.quantile(0.5):.1f}x the model-only API, "
+          f"{bridge.quantile(0.5) / stored.quantile(0.5):.1f}x the API with an INSERT")  # fmt: skip
+    cb, cp, cs = (concurrent[n] for n in concurrent)
+    print(f"throughput at {args.clients} clients: {cb.rate / cp.rate:.2f}x the model-only API, "
+          f"{cb.rate / cs.rate:.2f}x the API with an INSERT")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

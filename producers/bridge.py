@@ -1,0 +1,210 @@
+"""The HTTP ``/predict`` bridge: a thin FastAPI front over the scorer.
+
+It does no scoring: each car of a request becomes a ``PriceRequest`` on
+``price-requests`` with a reply topic, and the answer is the scorer's reply (see
+``producers/price_requester.py``). The scorer stores every request and its answer,
+so the request log is plain SQL (``price_requests`` joined to ``prices``).
+
+Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_API_KEY`` is set),
+413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
+503 when the broker does not take the request, 504 with the request id when the
+scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the body type built at runtime.
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Body, FastAPI, Header, HTTPException, Request, Response, Security
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from producers.bridge_metrics import BridgeMetrics, CountResponses
+from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
+from rentalstream.registry import version_behind_alias
+from rentalstream.settings import Settings
+from schemas.events import PriceScored
+from schemas.predict import (
+    OPENAPI_EXAMPLES,
+    POSITIONAL_ORDER,
+    ErrorReply,
+    PositionalPrediction,
+    PositionalRequest,
+    PricedCar,
+    cars_of,
+    predict_body,
+)
+from schemas.topics import PRICE_REPLIES, PRICE_REQUESTS
+
+log = logging.getLogger("rentalstream.bridge")
+
+DESCRIPTION = f"""
+Prices cars with the champion model of the MLflow registry, through Kafka: each car is
+published on `price-requests` and the scorer's reply is returned.
+
+`POST /predict` takes one of three bodies:
+
+* **one car** with named fields → one answer with `price_per_day`, the model name and
+  version, the request id and `unknown_fields` (values the model has never seen);
+* **a list of cars** → a list of such answers, in order;
+* **the positional form** of the original Getaround API, `{{"input": [[...], ...]}}`,
+  each inner list holding one car's values in this order:
+  `{", ".join(POSITIONAL_ORDER)}` → `{{"prediction": [...]}}`.
+
+Every response carries an `X-Request-Id` header; a 504 names it in its body too.
+"""
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The bridge app; Kafka is connected in its lifespan (so at server start)."""
+    metrics = BridgeMetrics(pending=lambda: requester.pending, tasks=lambda: len(asyncio.all_tasks()))
+    requester = PriceRequester(
+        settings.resolved_kafka_bootstrap(), PRICE_REQUESTS.name, PRICE_REPLIES.name,
+        settings.request_fetch_max_wait_ms, on_late_reply=metrics.late_replies.inc,
+    )  # fmt: skip
+    champion: dict[str, str | None] = {"version": None}
+
+    async def watch_champion() -> None:
+        """Know which version is the champion, for /ready (a bridge without one can only time out)."""
+        while True:
+            try:
+                champion["version"] = await asyncio.to_thread(
+                    version_behind_alias,
+                    settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.champion_alias,
+                )  # fmt: skip
+            except Exception:  # the registry may be down for a while; keep the last answer
+                log.exception("registry lookup failed")
+            await asyncio.sleep(settings.registry_poll_seconds if champion["version"] else 2)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await requester.start()
+        watcher = asyncio.create_task(watch_champion(), name="bridge-champion")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await requester.stop()
+
+    app = FastAPI(
+        title="rentalstream price bridge", version="1", description=DESCRIPTION, lifespan=lifespan,
+    )  # fmt: skip
+    app.add_middleware(CountResponses, metrics=metrics, paths=frozenset({"/predict", "/health", "/ready", "/metrics"}))
+
+    auth = [Security(api_key_checker(settings))] if settings.api_key else []
+    PredictBody = predict_body(settings.bridge_max_cars)
+
+    @app.post(
+        "/predict",
+        response_model=PricedCar | list[PricedCar] | PositionalPrediction,
+        responses={
+            401: {"model": ErrorReply, "description": "Missing or wrong X-API-Key"},
+            413: {"description": "Body larger than the configured limit"},
+            503: {"model": ErrorReply, "description": "The broker did not take the request, or the bridge is not ready"},
+            504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
+        },
+        dependencies=auth,
+        max_body_size=settings.bridge_max_body_bytes,
+    )  # fmt: skip
+    async def predict(
+        request: Request,
+        response: Response,
+        body: Annotated[PredictBody, Body(openapi_examples=OPENAPI_EXAMPLES)],
+        x_client_id: Annotated[str | None, Header(max_length=128, description="Who asks (for the request log)")] = None,
+    ):
+        """Price one car, a list of cars, or positional rows (see the description above)."""
+        started = time.perf_counter()
+        request_id = requester.new_request_id()
+        headers = {"X-Request-Id": request_id}
+        status = 200
+        try:
+            if not requester.listening:
+                status = 503
+                return error(503, "not ready: the reply consumer is not reading yet", request_id)
+            client = x_client_id or (request.client.host if request.client else None)
+            try:
+                replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
+            except BrokerUnavailable as failure:
+                status = 503
+                log.warning("request %s: %s", request_id, failure)
+                return error(503, "the message broker is unreachable", request_id)
+            except ReplyTimeout as failure:
+                status = 504
+                log.warning("request %s: %s", request_id, failure)
+                return error(504, str(failure), request_id)
+            metrics.cars_priced.inc(len(replies))
+            response.headers.update(headers)
+            if isinstance(body, PositionalRequest):
+                return PositionalPrediction(prediction=[r.price_per_day for r in replies])
+            answers = [priced_car(r) for r in replies]
+            return answers if isinstance(body, list) else answers[0]
+        finally:
+            metrics.predict_seconds.labels(str(status)).observe(time.perf_counter() - started)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health", summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/ready", summary="Readiness: broker connected, reply consumer reading, a champion model exists")
+    async def ready() -> JSONResponse:
+        broker = await requester.broker_answers()
+        state = {
+            "broker": broker,
+            "reply_consumer": requester.listening,
+            "champion_version": champion["version"],
+            "last_reply_model": "v".join(requester.last_model) if requester.last_model else None,
+            "pending_replies": requester.pending,
+        }
+        is_ready = broker and requester.listening and champion["version"] is not None
+        return JSONResponse({"ready": is_ready, **state}, status_code=200 if is_ready else 503)
+
+    return app
+
+
+def api_key_checker(settings: Settings):
+    expected = settings.api_key.get_secret_value().encode() if settings.api_key else b""
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the bridge has an API key")
+
+    async def check_api_key(key: Annotated[str | None, Security(header)]) -> None:
+        # compare_digest: the time taken does not tell how much of a wrong key was right.
+        if key is None or not hmac.compare_digest(key.encode(), expected):
+            raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+
+    return check_api_key
+
+
+def priced_car(reply: PriceScored) -> PricedCar:
+    return PricedCar(
+        request_id=reply.request_id or reply.price_id,
+        price_per_day=reply.price_per_day,
+        model_name=reply.model_name,
+        model_version=reply.model_version,
+        unknown_fields=reply.unknown_fields,
+    )
+
+
+def error(status: int, detail: str, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        ErrorReply(detail=detail, request_id=request_id).model_dump(),
+        status_code=status, headers={"X-Request-Id": request_id},
+    )  # fmt: skip
+
+
+def serve(settings: Settings) -> None:
+    """Run the bridge until SIGTERM/SIGINT (in-flight requests finish first)."""
+    import uvicorn
+
+    uvicorn.run(
+        build_app(settings), host=settings.bridge_host, port=settings.bridge_port,
+        log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+    )  # fmt: skip

@@ -1,0 +1,117 @@
+"""The long-running services of the local stack (scorer, bridge), run as background
+processes by ``rentalstream up`` / ``demo`` and stopped by ``down``.
+
+Each one is the same command a user can run in the foreground (``rentalstream scorer``),
+started in its own session with its log in ``<home>/logs/<name>.log``; its pid and URL
+are recorded in ``<home>/stack.json`` next to the embedded pieces. A service counts as
+started once its ``/ready`` answers 200.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from rentalstream import embedded
+from rentalstream.settings import Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    host_setting: str
+    port_setting: str
+
+    def url(self, settings: Settings) -> str:
+        return f"http://{getattr(settings, self.host_setting)}:{getattr(settings, self.port_setting)}"
+
+
+SCORER = Service("scorer", "scorer_host", "scorer_port")
+BRIDGE = Service("bridge", "bridge_host", "bridge_port")
+ALL = (SCORER, BRIDGE)
+
+
+class ServiceFailed(RuntimeError):
+    pass
+
+
+def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> list[str]:
+    """Start every service of ``services`` that is not already running, wait until all are
+    ready, and return the names of those started now."""
+    state = settings.embedded_endpoints()
+    running = state.setdefault("services", {})
+    started = []
+    for service in services:
+        known = running.get(service.name)
+        if known and embedded.alive(known["pid"]):
+            continue
+        running[service.name] = _spawn(settings, service)
+        started.append(service)
+        _save(settings, state)
+    deadline = time.monotonic() + timeout
+    try:
+        for service in started:
+            _wait_ready(service, running[service.name], deadline)
+    except BaseException:
+        stop_services(settings, [service.name for service in started])  # leave nothing half-started
+        raise
+    return [service.name for service in started]
+
+
+def stop_services(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """SIGTERM the recorded services (all, or ``names``): each finishes its batch or its
+    requests and exits; then forget them."""
+    state = settings.embedded_endpoints()
+    running = state.get("services", {})
+    stopped = []
+    for name in list(running if names is None else names):
+        service = running.pop(name, None)
+        if service and embedded.alive(service["pid"]):
+            embedded.stop_pid(service["pid"], timeout=30)
+            stopped.append(name)
+    if state:
+        _save(settings, state)
+    return stopped
+
+
+def _spawn(settings: Settings, service: Service) -> dict:
+    logs = settings.home.resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{service.name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rentalstream.cli", service.name],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=os.environ.copy(),
+        )  # fmt: skip
+    return {"pid": process.pid, "url": service.url(settings), "log": str(log_path)}
+
+
+def _wait_ready(service: Service, running: dict, deadline: float) -> None:
+    while True:
+        try:
+            if httpx.get(f"{running['url']}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet
+        if not embedded.alive(running["pid"]):
+            raise ServiceFailed(f"the {service.name} exited at start; its log:\n{_tail(running['log'])}")
+        if time.monotonic() > deadline:
+            raise ServiceFailed(f"the {service.name} was not ready in time; its log:\n{_tail(running['log'])}")
+        time.sleep(0.25)
+
+
+def _tail(path: str, size: int = 3000) -> str:
+    text = Path(path).read_text(errors="replace") if Path(path).exists() else ""
+    return text[-size:]
+
+
+def _save(settings: Settings, state: dict) -> None:
+    settings.stack_file.write_text(json.dumps(state, indent=2))

@@ -1,0 +1,182 @@
+"""The HTTP bridge against the real broker, Postgres and scorer processes."""
+
+import asyncio
+import time
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+
+from rentalstream.db import psycopg_url
+from schemas.predict import POSITIONAL_ORDER
+from tests.conftest import BRIDGE_API_KEY
+from tests.helpers import SAMPLE_CAR, reference_prices, service_process, wait_for
+
+pytestmark = pytest.mark.e2e
+
+KEY = {"X-API-Key": BRIDGE_API_KEY}
+# A full car in a caller's spelling: "citroen" is the training data's "Citroën".
+CAR = {
+    "model_key": "citroen", "mileage": 140411, "engine_power": 100, "fuel": "Diesel", "paint_color": "black",
+    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_air_conditioning": False,
+    "automatic_car": False, "has_getaround_connect": True, "has_speed_regulator": True, "winter_tires": True,
+}  # fmt: skip
+TRAINING_SPELLING = {"model_key": "Citroën", "fuel": "diesel"}
+
+
+def champion(mlflow_registry):
+    uri, training = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    return training.champion_version, mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
+
+
+def expected_prices(model, cars: list[dict]) -> list[float]:
+    """What LightGBM says for these cars, from plain pandas (no code of ours)."""
+    full = [{**{k: False for k in POSITIONAL_ORDER[6:]}, **car} for car in cars]
+    return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
+
+
+def metric(url: str, name: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def warm_up(url: str) -> None:
+    """The scorer's consumer group takes a few seconds to get its partitions."""
+    wait_for(
+        lambda: httpx.post(f"{url}/predict", json=SAMPLE_CAR, headers=KEY, timeout=10).status_code == 200,
+        90, "a first answer through the bridge",
+    )  # fmt: skip
+
+
+def test_every_request_shape_is_priced_like_the_model_and_logged(
+    scorer_process, bridge_url, mlflow_registry, clean_database
+):
+    version, model = champion(mlflow_registry)
+    warm_up(bridge_url)
+    tasks_before = metric(bridge_url, "rentalstream_bridge_asyncio_tasks")
+    [car_price] = expected_prices(model, [{**CAR, **TRAINING_SPELLING}])
+
+    # One car, named fields.
+    one = httpx.post(f"{bridge_url}/predict", json=CAR, headers={**KEY, "X-Client-Id": "pricing-page"})
+    assert one.status_code == 200, one.text
+    request_id = one.headers["X-Request-Id"]
+    assert one.json() == {
+        "request_id": f"{request_id}/0", "price_per_day": pytest.approx(car_price, abs=0.006),
+        "model_name": "rentalstream-price", "model_version": version, "unknown_fields": [],
+    }  # fmt: skip
+
+    # The same car in the original Getaround API's positional form.
+    positional = httpx.post(f"{bridge_url}/predict", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]]}, headers=KEY)
+    assert positional.status_code == 200, positional.text
+    assert positional.json() == {"prediction": [pytest.approx(car_price, abs=0.006)]}
+
+    # A list: answers in order, the unknown brand reported.
+    tesla = {**SAMPLE_CAR, "model_key": "Tesla", "fuel": "electro"}
+    listed = httpx.post(f"{bridge_url}/predict", json=[CAR, tesla, SAMPLE_CAR], headers=KEY)
+    assert listed.status_code == 200, listed.text
+    answers = listed.json()
+    assert [a["price_per_day"] for a in answers] == pytest.approx(
+        expected_prices(model, [{**CAR, **TRAINING_SPELLING}, tesla, SAMPLE_CAR]), abs=0.006
+    )
+    assert [a["unknown_fields"] for a in answers] == [[], ["model_key"], []]
+    assert [a["request_id"] for a in answers] == [f"{listed.headers['X-Request-Id']}/{i}" for i in range(3)]
+
+    # 200 callers at once, each with its own car: everyone gets their own answer.
+    cars = [{**SAMPLE_CAR, "mileage": 2_000 + 1_500 * i, "engine_power": 60 + i} for i in range(200)]
+
+    async def ask_all():
+        async with httpx.AsyncClient(base_url=bridge_url, headers=KEY, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict", json=car) for car in cars))
+
+    replies = asyncio.run(ask_all())
+    assert [r.status_code for r in replies] == [200] * 200
+    assert [r.json()["request_id"] for r in replies] == [f"{r.headers['X-Request-Id']}/0" for r in replies]
+    assert len({r.headers["X-Request-Id"] for r in replies}) == 200
+    assert [r.json()["price_per_day"] for r in replies] == pytest.approx(expected_prices(model, cars), abs=0.006)
+
+    # The request log: who asked what, what was answered, by which model, how long it took.
+    engine = create_engine(psycopg_url(clean_database))
+    with engine.connect() as conn:
+        logged = conn.execute(text("""
+            SELECT r.client, r.car ->> 'model_key' AS brand, (r.car ->> 'mileage')::int AS mileage,
+                   p.price_per_day, p.model_version, p.scored_at - r.requested_at AS took
+            FROM price_requests r JOIN prices p ON p.price_id = r.request_id
+            WHERE r.request_id = :id
+        """), {"id": f"{request_id}/0"}).one()  # fmt: skip
+        stored = conn.execute(text("SELECT count(*) FROM price_requests")).scalar_one()
+    engine.dispose()
+    assert (logged.client, logged.brand, logged.mileage) == ("pricing-page", "Citroën", 140411)
+    assert (logged.price_per_day, logged.model_version) == (pytest.approx(car_price, abs=0.006), version)
+    assert 0 <= logged.took.total_seconds() < 2
+    assert stored >= 1 + 1 + 3 + 200  # and the warm-up
+
+    # Refusals, answered by the bridge itself.
+    assert httpx.post(f"{bridge_url}/predict", json=CAR).status_code == 401
+    assert httpx.post(f"{bridge_url}/predict", json=CAR, headers={"X-API-Key": "wrong"}).status_code == 401
+    bad_fuel = httpx.post(f"{bridge_url}/predict", json={**CAR, "fuel": "steam"}, headers=KEY)
+    assert bad_fuel.status_code == 422
+    [error] = bad_fuel.json()["detail"]
+    assert error["loc"] == ["body", "car", "fuel"] and "unknown fuel 'steam'" in error["msg"]
+    too_many = httpx.post(f"{bridge_url}/predict", json=[SAMPLE_CAR] * 6, headers=KEY)
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["body", "cars"]
+    too_many_rows = httpx.post(f"{bridge_url}/predict", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]] * 6}, headers=KEY)
+    assert too_many_rows.status_code == 422 and too_many_rows.json()["detail"][0]["loc"] == ["body", "positional", "input"]
+    too_big = httpx.post(f"{bridge_url}/predict", json=[{**CAR, "model_key": "x" * 60}] * 60, headers=KEY)
+    assert len(too_big.request.content) > 4096 and too_big.status_code == 413
+
+    assert metric(bridge_url, "rentalstream_bridge_pending_replies") == 0
+    assert metric(bridge_url, "rentalstream_bridge_asyncio_tasks") == tasks_before
+    ready = httpx.get(f"{bridge_url}/ready").json()
+    assert ready["ready"] and ready["champion_version"] == version
+
+
+def test_no_reply_is_a_504_a_late_reply_reaches_nobody_and_no_broker_is_a_503(
+    scorer_process, scorer_env, kafka_broker, bridge_url, mlflow_registry, tmp_path
+):
+    _, model = champion(mlflow_registry)
+    warm_up(bridge_url)
+    time.sleep(1)  # warm-up requests that timed out while the scorer joined its group are answered late
+    tasks_before = metric(bridge_url, "rentalstream_bridge_asyncio_tasks")
+    late_before = metric(bridge_url, "rentalstream_bridge_late_replies_total")
+
+    scorer_process.terminate()
+    scorer_process.wait(30)
+    started = time.monotonic()
+    unanswered = httpx.post(f"{bridge_url}/predict", json=CAR, headers=KEY, timeout=10)
+    took = time.monotonic() - started
+    assert unanswered.status_code == 504, unanswered.text
+    assert unanswered.json()["request_id"] == unanswered.headers["X-Request-Id"]
+    assert 2 <= took < 5  # the configured 2 s, not the client's 10 s
+    assert metric(bridge_url, "rentalstream_bridge_pending_replies") == 0
+    assert metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before
+
+    # A new scorer answers the abandoned request: the bridge drops that reply and counts it,
+    # and a new caller gets the answer to its own request.
+    with service_process("scorer", scorer_env, tmp_path / "scorer-again.log") as again:
+        wait_for(lambda: metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before + 1, 90,
+                 "the late reply to be dropped", again, tmp_path / "scorer-again.log")  # fmt: skip
+        other = {**SAMPLE_CAR, "mileage": 3_000}
+        fresh = httpx.post(f"{bridge_url}/predict", json=other, headers=KEY, timeout=10)
+        assert fresh.status_code == 200, fresh.text
+        assert fresh.json()["request_id"] == f"{fresh.headers['X-Request-Id']}/0"
+        assert fresh.json()["price_per_day"] == pytest.approx(expected_prices(model, [other])[0], abs=0.006)
+
+        # Without a broker: 503 within the timeout, and /ready says why.
+        kafka_broker.stop()
+        started = time.monotonic()
+        refused = httpx.post(f"{bridge_url}/predict", json=CAR, headers=KEY, timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert time.monotonic() - started < 5
+        ready = httpx.get(f"{bridge_url}/ready", timeout=10)
+        assert ready.status_code == 503 and ready.json()["broker"] is False
+
+    assert metric(bridge_url, "rentalstream_bridge_pending_replies") == 0
+    # Not one more task than before (aiokafka may have one fewer once the broker is gone).
+    assert metric(bridge_url, "rentalstream_bridge_asyncio_tasks") <= tasks_before
