@@ -13,6 +13,8 @@ from rentalstream.registry import version_behind_alias
 from schemas.cars import CATEGORICAL, CarFeatures
 from training.features import CATEGORICAL_FEATURES, FEATURES, build_features, feature_codes
 
+PARALLEL_FROM_ROWS = 500
+
 
 class NoChampion(RuntimeError):
     pass
@@ -43,7 +45,10 @@ class PriceModel:
         if not cars:
             return []
         if self.takes_codes:
-            predicted = self.model.booster_.predict(feature_codes(cars))
+            # Small batches on one thread: LightGBM's OpenMP workers spin after each
+            # parallel call and take CPU from the broker and the database on a small machine.
+            threads = 1 if len(cars) < PARALLEL_FROM_ROWS else 0  # 0: LightGBM's default
+            predicted = self.model.booster_.predict(feature_codes(cars), num_threads=threads)
         else:
             predicted = self.model.predict(build_features(cars))
         return [round(float(p), 2) for p in np.asarray(predicted)]
