@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test up down train replay scorer bench-replay clean
+.PHONY: demo test up down train replay scorer bridge bench-replay bench-bridge clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -15,11 +15,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-up down train replay scorer: $(VENV)/.installed
+up down train replay scorer bridge: $(VENV)/.installed
 	$(BIN)/rentalstream $@
 
 bench-replay: $(VENV)/.installed
 	$(BIN)/python benchmarks/replay_throughput.py
+
+bench-bridge: $(VENV)/.installed
+	$(BIN)/python benchmarks/bridge_latency.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
