@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from rentalstream.services import ServiceFailed
 from rentalstream.settings import Settings, StackNotRunning, redact_url
 
 app = typer.Typer(help="Streaming price and delay scoring for a car-rental marketplace.", no_args_is_help=True)
@@ -187,8 +188,8 @@ def print_stack(settings: Settings, state: dict) -> None:
 def run() -> None:
     try:
         app()
-    except StackNotRunning as error:
-        console.print(f"[red]{error}[/red]")
+    except (StackNotRunning, ServiceFailed) as error:
+        console.print(str(error), style="red", markup=False, highlight=False)  # a log tail is not markup
         raise SystemExit(2) from None
 
 
