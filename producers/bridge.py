@@ -15,7 +15,6 @@ scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``.
 import asyncio
 import hmac
 import logging
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from producers.bridge_metrics import BridgeMetrics, CountResponses
+from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
 from rentalstream.registry import version_behind_alias
 from rentalstream.settings import Settings
@@ -95,7 +94,7 @@ def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="rentalstream price bridge", version="1", description=DESCRIPTION, lifespan=lifespan,
     )  # fmt: skip
-    app.add_middleware(CountResponses, metrics=metrics, paths=frozenset({"/predict", "/health", "/ready", "/metrics"}))
+    app.add_middleware(TimeResponses, metrics=metrics)
 
     auth = [Security(api_key_checker(settings))] if settings.api_key else []
     PredictBody = predict_body(settings.bridge_max_cars)
@@ -119,33 +118,24 @@ def build_app(settings: Settings) -> FastAPI:
         x_client_id: Annotated[str | None, Header(max_length=128, description="Who asks (for the request log)")] = None,
     ):
         """Price one car, a list of cars, or positional rows (see the description above)."""
-        started = time.perf_counter()
         request_id = requester.new_request_id()
-        headers = {"X-Request-Id": request_id}
-        status = 200
+        if not requester.listening:
+            return error(503, "not ready: the reply consumer is not reading yet", request_id)
+        client = x_client_id or (request.client.host if request.client else None)
         try:
-            if not requester.listening:
-                status = 503
-                return error(503, "not ready: the reply consumer is not reading yet", request_id)
-            client = x_client_id or (request.client.host if request.client else None)
-            try:
-                replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
-            except BrokerUnavailable as failure:
-                status = 503
-                log.warning("request %s: %s", request_id, failure)
-                return error(503, "the message broker is unreachable", request_id)
-            except ReplyTimeout as failure:
-                status = 504
-                log.warning("request %s: %s", request_id, failure)
-                return error(504, str(failure), request_id)
-            metrics.cars_priced.inc(len(replies))
-            response.headers.update(headers)
-            if isinstance(body, PositionalRequest):
-                return PositionalPrediction(prediction=[r.price_per_day for r in replies])
-            answers = [priced_car(r) for r in replies]
-            return answers if isinstance(body, list) else answers[0]
-        finally:
-            metrics.predict_seconds.labels(str(status)).observe(time.perf_counter() - started)
+            replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
+        except BrokerUnavailable as failure:
+            log.warning("request %s: %s", request_id, failure)
+            return error(503, "the message broker is unreachable", request_id)
+        except ReplyTimeout as failure:
+            log.warning("request %s: %s", request_id, failure)
+            return error(504, str(failure), request_id)
+        metrics.cars_priced.inc(len(replies))
+        response.headers["X-Request-Id"] = request_id
+        if isinstance(body, PositionalRequest):
+            return PositionalPrediction(prediction=[r.price_per_day for r in replies])
+        answers = [priced_car(r) for r in replies]
+        return answers if isinstance(body, list) else answers[0]
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,13 +15,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
 class BridgeMetrics:
     def __init__(self, pending: Callable[[], int], tasks: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
-        self.responses = Counter(
-            "rentalstream_bridge_responses", "HTTP responses by path and status.",
-            ["path", "status"], registry=self.registry,
-        )  # fmt: skip
-        self.predict_seconds = Histogram(
-            "rentalstream_bridge_predict_seconds", "Time to answer POST /predict, by status.",
-            ["status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        self.response_seconds = Histogram(
+            "rentalstream_bridge_response_seconds",
+            "Time from request to response start, by route and status (its _count is the responses).",
+            ["path", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.cars_priced = Counter("rentalstream_bridge_cars_priced", "Cars priced and answered.", registry=self.registry)
         self.late_replies = Counter(
@@ -40,24 +38,26 @@ class BridgeMetrics:
         self.tasks.set_function(tasks)
 
 
-class CountResponses:
-    """ASGI middleware counting every response by path and status, including the ones
-    FastAPI answers before our handler runs (401, 413, 422)."""
+class TimeResponses:
+    """ASGI middleware timing every response by route and status, including the ones
+    FastAPI gives before our handler runs (401, 413, 422)."""
 
-    def __init__(self, app: ASGIApp, metrics: BridgeMetrics, paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: BridgeMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.paths = paths  # anything else counts as "other": a scan must not grow the label set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = time.perf_counter()
 
-        path = scope["path"] if scope["path"] in self.paths else "other"
-
-        async def counting_send(message: Message) -> None:
+        async def timed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.responses.labels(path, str(message["status"])).inc()
+                # The router has matched by now; the route's template, not the raw path,
+                # so a scan of random URLs cannot grow the label set.
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                self.metrics.response_seconds.labels(path, str(message["status"])).observe(time.perf_counter() - started)
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        await self.app(scope, receive, timed_send)

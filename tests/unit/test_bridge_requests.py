@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from producers.bridge import build_app
 from producers.price_requester import PriceRequester
@@ -103,3 +104,17 @@ def test_a_reply_goes_to_its_own_caller_only_and_a_late_one_is_counted():
     assert (answer.price_per_day, answer.model_version) == (42.0, "7")
     assert len(late) == 2
     assert requester.last_model == ("m", "7")
+
+
+def test_every_answer_is_timed_by_route_and_status_even_the_refusals(client):
+    client.post("/predict", json={**SAMPLE_CAR, "fuel": "steam"})
+    client.post("/predict", json=SAMPLE_CAR, headers={"X-API-Key": "wrong"})
+    client.get("/no/such/page/1")
+    client.get("/no/such/page/2")
+    counts = {
+        (s.labels["path"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+        if s.name == "rentalstream_bridge_response_seconds_count"
+    }
+    assert counts == {("/predict", "422"): 1, ("/predict", "401"): 1, ("unmatched", "404"): 2}
