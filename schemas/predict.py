@@ -9,7 +9,8 @@ Three request shapes, told apart by their form:
   inner list holding one car's values in ``POSITIONAL_ORDER``, answered with
   ``{"prediction": [price, ...]}``.
 
->>> body = predict_body_adapter(max_cars=10)
+>>> from pydantic import TypeAdapter
+>>> body = TypeAdapter(predict_body(max_cars=10))
 >>> row = ["Citroën", 140411, 100, "diesel", "black", "convertible",
 ...        True, True, False, False, True, True, True]
 >>> request = body.validate_python({"input": [row]})
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, TypeAdapter, WithJsonSchema, create_model
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, WithJsonSchema, create_model
 
 from schemas.cars import CarFeatures
 
@@ -116,10 +117,6 @@ def predict_body(max_cars: int) -> Any:
             custom_error_message='expected a car object, a list of cars, or {"input": [[...], ...]}',
         ),
     ]
-
-
-def predict_body_adapter(max_cars: int) -> TypeAdapter:
-    return TypeAdapter(predict_body(max_cars))
 
 
 def cars_of(body: CarFeatures | list[CarFeatures] | PositionalRequest) -> list[CarFeatures]:

@@ -36,7 +36,6 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
     of the pricing file."""
     uri, _ = mlflow_registry
     served = PriceModel.load(uri, "rentalstream-price")
-    assert served.takes_codes
     raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day")
     raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
     expected = reference_prices(served.model, raw)
