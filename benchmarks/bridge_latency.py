@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psutil
 
-from rentalstream import embedded, stack
+from rentalstream import embedded, services, stack
 from rentalstream.settings import Settings
 
 CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
@@ -81,7 +80,7 @@ def main() -> None:
             [sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(baseline_port)],
         )
         baseline_url = f"http://127.0.0.1:{baseline_port}"
-        wait_ready(f"{baseline_url}/ready", baseline)
+        services.wait_ready("plain API", f"{baseline_url}/ready", baseline.pid, time.monotonic() + 120)
         bridge_url = state["services"]["bridge"]["url"]
         targets = {
             "bridge (via Kafka)": f"{bridge_url}/predict",
@@ -167,20 +166,6 @@ def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
         except psutil.NoSuchProcess:
             totals[name] = 0.0
     return totals
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{url} not ready after {timeout} s")
 
 
 def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:

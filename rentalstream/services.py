@@ -58,7 +58,8 @@ def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> l
     deadline = time.monotonic() + timeout
     try:
         for service in started:
-            _wait_ready(service, running[service.name], deadline)
+            known = running[service.name]
+            wait_ready(service.name, f"{known['url']}/ready", known["pid"], deadline, known["log"])
     except BaseException:
         stop_services(settings, [service.name for service in started])  # leave nothing half-started
         raise
@@ -94,21 +95,25 @@ def _spawn(settings: Settings, service: Service) -> dict:
     return {"pid": process.pid, "url": service.url(settings), "log": str(log_path)}
 
 
-def _wait_ready(service: Service, running: dict, deadline: float) -> None:
+def wait_ready(name: str, url: str, pid: int, deadline: float, log: str | None = None) -> None:
+    """Poll ``url`` until it answers 200; raise ServiceFailed (with the log's tail) if the
+    process exits first or ``deadline`` (time.monotonic) passes."""
     while True:
         try:
-            if httpx.get(f"{running['url']}/ready", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass  # not listening yet
-        if not embedded.alive(running["pid"]):
-            raise ServiceFailed(f"the {service.name} exited at start; its log:\n{_tail(running['log'])}")
+        if not embedded.alive(pid):
+            raise ServiceFailed(f"the {name} exited at start; its log:\n{_tail(log)}")
         if time.monotonic() > deadline:
-            raise ServiceFailed(f"the {service.name} was not ready in time; its log:\n{_tail(running['log'])}")
+            raise ServiceFailed(f"the {name} was not ready in time; its log:\n{_tail(log)}")
         time.sleep(0.25)
 
 
-def _tail(path: str, size: int = 3000) -> str:
+def _tail(path: str | None, size: int = 3000) -> str:
+    if path is None:
+        return "(on the terminal)"
     text = Path(path).read_text(errors="replace") if Path(path).exists() else ""
     return text[-size:]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream import db, embedded
+from rentalstream import db, embedded, services
 from rentalstream.db import psycopg_url
 from rentalstream.topics import ensure_topics
-from tests.helpers import answers, service_process, wait_for
+from tests.helpers import service_process
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -195,5 +196,5 @@ def bridge_url(bridge_env, tmp_path) -> Iterator[str]:
     url = f"http://127.0.0.1:{bridge_env['RENTALSTREAM_BRIDGE_PORT']}"
     log = tmp_path / "bridge.log"
     with service_process("bridge", bridge_env, log) as process:
-        wait_for(lambda: answers(f"{url}/ready"), 120, "the bridge to be ready", process, log)
+        services.wait_ready("bridge", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
         yield url

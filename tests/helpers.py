@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,10 +65,3 @@ def service_process(command: str, env: dict[str, str], log_path: Path) -> Iterat
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
+from schemas.cars import EQUIPMENT
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import SAMPLE_CAR, reference_prices, service_process, wait_for
@@ -35,7 +36,7 @@ def champion(mlflow_registry):
 
 def expected_prices(model, cars: list[dict]) -> list[float]:
     """What LightGBM says for these cars, from plain pandas (no code of ours)."""
-    full = [{**{k: False for k in POSITIONAL_ORDER[6:]}, **car} for car in cars]
+    full = [{**dict.fromkeys(EQUIPMENT, False), **car} for car in cars]  # the contract's defaults
     return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
 
 
