@@ -29,8 +29,8 @@ from rentalstream.registry import version_behind_alias
 from rentalstream.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import (
+    IN_POSITIONAL_ORDER,
     OPENAPI_EXAMPLES,
-    POSITIONAL_ORDER,
     ErrorReply,
     PositionalPrediction,
     PositionalRequest,
@@ -52,8 +52,7 @@ published on `price-requests` and the scorer's reply is returned.
   version, the request id and `unknown_fields` (values the model has never seen);
 * **a list of cars** → a list of such answers, in order;
 * **the positional form** of the original Getaround API, `{{"input": [[...], ...]}}`,
-  each inner list holding one car's values in this order:
-  `{", ".join(POSITIONAL_ORDER)}` → `{{"prediction": [...]}}`.
+  each inner list holding one car's values {IN_POSITIONAL_ORDER} → `{{"prediction": [...]}}`.
 
 Every response carries an `X-Request-Id` header; a 504 names it in its body too.
 """

@@ -36,17 +36,17 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, With
 from schemas.cars import CarFeatures
 
 POSITIONAL_ORDER: tuple[str, ...] = tuple(CarFeatures.model_fields)
+IN_POSITIONAL_ORDER = "in this order: " + ", ".join(POSITIONAL_ORDER)
 
 
 def _row_to_fields(row: Any) -> Any:
     """Name the values of one positional row (anything else is left for pydantic to reject)."""
-    order = ", ".join(POSITIONAL_ORDER)
     # ValueError, not TypeError: pydantic turns only the former into a validation error (422).
     if not isinstance(row, list | tuple):
-        raise ValueError(f"a car is a list of {len(POSITIONAL_ORDER)} values in this order: {order}")  # noqa: TRY004
+        raise ValueError(f"a car is a list of {len(POSITIONAL_ORDER)} values {IN_POSITIONAL_ORDER}")  # noqa: TRY004
     if len(row) != len(POSITIONAL_ORDER):
         raise ValueError(
-            f"expected {len(POSITIONAL_ORDER)} values in this order: {order}; got {len(row)}"
+            f"expected {len(POSITIONAL_ORDER)} values {IN_POSITIONAL_ORDER}; got {len(row)}"
         )
     return dict(zip(POSITIONAL_ORDER, row, strict=True))
 
@@ -55,7 +55,7 @@ def _positional_row_schema() -> dict[str, Any]:
     fields = CarFeatures.model_json_schema()["properties"]
     return {
         "type": "array",
-        "description": "One car's values, in this order: " + ", ".join(POSITIONAL_ORDER),
+        "description": f"One car's values, {IN_POSITIONAL_ORDER}",
         "prefixItems": [{**fields[name], "title": name} for name in POSITIONAL_ORDER],
         "minItems": len(POSITIONAL_ORDER),
         "maxItems": len(POSITIONAL_ORDER),
@@ -142,7 +142,7 @@ OPENAPI_EXAMPLES = {
     },
     "positional": {
         "summary": "Original Getaround API form",
-        "description": "Each inner list holds one car's values in this order: " + ", ".join(POSITIONAL_ORDER),
+        "description": f"Each inner list holds one car's values {IN_POSITIONAL_ORDER}",
         "value": {"input": [[EXAMPLE_CAR[name] for name in POSITIONAL_ORDER]]},
     },
 }
