@@ -112,7 +112,7 @@ class DelayScored(BaseModel):
 class DeadLetter(BaseModel):
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
-    dead_letter_id: str = Field(description="'<topic>/<partition>/<offset>'")
+    dead_letter_id: str = Field(description="'<topic>/<partition>/<offset>/<consumer>'")
     topic: str
     partition: int
     offset: int

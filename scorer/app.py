@@ -19,27 +19,21 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import make_asgi_app
-from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from rentalstream.records import KafkaRecord, publish_all, raw_records
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
-from scorer.scoring import KafkaRecord, Pricer, price_scored, score_batch
+from scorer.scoring import Pricer, price_scored, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
 T = TypeVar("T")
-
-
-async def raw_records(message) -> tuple:
-    """Hand the handler the records themselves: validation is ours, per record, so each
-    failure can be dead-lettered with its partition, offset and bytes."""
-    return message.raw_message
 
 
 def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream:
@@ -203,18 +197,3 @@ def serve(settings: Settings) -> None:
         log_level=logging.WARNING,
         run_extra_options={"host": settings.scorer_host, "port": settings.scorer_port},
     ))  # fmt: skip
-
-
-async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, BaseModel]]) -> None:
-    """Send everything without awaiting each ack, then wait for all of them at once."""
-    pending = []
-    for topic, key, value in messages:
-        pending.append(
-            await broker.publish(
-                value.model_dump_json().encode(), topic, key=key.encode() if key else None,
-                headers={"content-type": "application/json"}, no_confirm=True,
-            )
-        )  # fmt: skip
-    if pending:
-        await asyncio.gather(*pending)
-

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
-from pydantic import BaseModel, ValidationError
-
+from rentalstream.records import Event, KafkaRecord, dead_letter, parse_records
 from schemas.cars import CarFeatures
-from schemas.events import DeadLetter, PriceScored, utc_now
+from schemas.events import DeadLetter, PriceScored
 
 log = logging.getLogger(__name__)
-
-Event = TypeVar("Event", bound=BaseModel)
-
-
-class KafkaRecord(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class CarEvent(Protocol):
@@ -41,12 +29,6 @@ class Pricer(Protocol):
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]: ...
 
 
-@dataclass
-class Parsed(Generic[Event]):
-    events: list[tuple[KafkaRecord, Event]] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-
-
 def score_batch(
     records: Sequence[KafkaRecord], contract: type[Event], model: Pricer, consumer: str
 ) -> tuple[list[tuple[KafkaRecord, Event, float]], list[DeadLetter]]:
@@ -56,21 +38,6 @@ def score_batch(
     prices, failed = price_events(parsed.events, model, consumer)
     priced = [(r, e, p) for (r, e), p in zip(parsed.events, prices, strict=True) if p is not None]
     return priced, parsed.dead_letters + failed
-
-
-def parse_records(
-    records: Sequence[KafkaRecord], contract: type[Event], consumer: str
-) -> Parsed[Event]:
-    """Validate every record against ``contract``; failures become dead letters."""
-    parsed: Parsed[Event] = Parsed()
-    for record in records:
-        try:
-            event = contract.model_validate_json(record.value or b"")
-        except ValidationError as error:
-            parsed.dead_letters.append(dead_letter(record, validation_reason(error), consumer))
-        else:
-            parsed.events.append((record, event))
-    return parsed
 
 
 def price_events(
@@ -119,27 +86,3 @@ def price_scored(
         event_time=event_time,
         scored_at=scored_at,
     )
-
-
-def dead_letter(record: KafkaRecord, reason: str, consumer: str) -> DeadLetter:
-    return DeadLetter(
-        dead_letter_id=f"{record.topic}/{record.partition}/{record.offset}",
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-        raw_value=record.value or b"",
-        reason=reason,
-        consumer=consumer,
-        received_at=utc_now(),
-    )
-
-
-def validation_reason(error: ValidationError, limit: int = 5) -> str:
-    """A short, readable reason: the failing fields and why (not the whole payload)."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:limit]:
-        where = ".".join(str(p) for p in item["loc"]) or "message"
-        parts.append(f"{where}: {item['msg']}")
-    more = error.error_count() - limit
-    return "invalid " + error.title + ": " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

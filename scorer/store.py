@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rentalstream.db import psycopg_url
+from rentalstream.records import insert_dead_letters
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, PriceRequest, PriceScored, RentalEvent
 from scorer.delays import is_late, knock_on
@@ -43,7 +44,7 @@ async def write_rental_batch(
         await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
         facts = await _delay_facts(conn, [e for e, _, _ in rentals], scored_at)
         await _upsert(conn, tables.delays, "rental_id", [f.model_dump() for f in facts])
-        await _insert_dead_letters(conn, dead_letters)
+        await insert_dead_letters(conn, dead_letters)
     return facts
 
 
@@ -60,12 +61,12 @@ async def write_price_requests(
             "reply_to": r.reply_to, "requested_at": r.event_time, "kafka_partition": p, "kafka_offset": o,
         } for r, p, o in requests])  # fmt: skip
         await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
-        await _insert_dead_letters(conn, dead_letters)
+        await insert_dead_letters(conn, dead_letters)
 
 
 async def write_dead_letters(engine: AsyncEngine, dead_letters: Sequence[DeadLetter]) -> None:
     async with engine.begin() as conn:
-        await _insert_dead_letters(conn, dead_letters)
+        await insert_dead_letters(conn, dead_letters)
 
 
 async def _delay_facts(
@@ -140,14 +141,3 @@ async def _upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict
     if "stored_at" in table.c:  # a redelivered row records when it was last written
         updates["stored_at"] = func.clock_timestamp()
     await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates), rows)
-
-
-async def _insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[DeadLetter]) -> None:
-    if not dead_letters:
-        return
-    rows = [{
-        "dead_letter_id": d.dead_letter_id, "topic": d.topic, "kafka_partition": d.partition,
-        "kafka_offset": d.offset, "message_key": d.key, "raw_value": d.raw_value,
-        "reason": d.reason, "consumer": d.consumer, "received_at": d.received_at,
-    } for d in dead_letters]  # fmt: skip
-    await conn.execute(insert(tables.dead_letters).on_conflict_do_nothing(), rows)

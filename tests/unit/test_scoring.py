@@ -3,8 +3,9 @@
 import json
 from types import SimpleNamespace
 
+from rentalstream.records import parse_records
 from schemas.events import RentalEvent
-from scorer.scoring import parse_records, score_batch
+from scorer.scoring import score_batch
 from tests.helpers import SAMPLE_CAR
 
 CAR = SAMPLE_CAR
@@ -46,7 +47,7 @@ def test_valid_records_become_events_and_bad_ones_dead_letters_with_a_reason():
     assert "checkin_type" in reasons[3]
     letter = next(d for d in parsed.dead_letters if d.offset == 1)
     assert (letter.topic, letter.partition, letter.raw_value) == ("rentals", 1, b"{not json")
-    assert letter.dead_letter_id == "rentals/1/1"
+    assert letter.dead_letter_id == "rentals/1/1/scorer"
 
 
 def test_a_car_the_model_cannot_price_is_isolated_and_the_rest_priced():
