@@ -15,23 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 from faststream.kafka import KafkaBroker
 
 from producers.car_profiles import assign_profiles, connect_cars, read_profile_pool
+from rentalstream.datasets import read_delay_history
 from schemas.events import RentalEvent, utc_now
 from schemas.topics import RENTALS
-
-SHEET = "rentals_data"
-COLUMNS = {
-    "rental_id": "rental_id",
-    "car_id": "car_id",
-    "checkin_type": "checkin_type",
-    "state": "state",
-    "delay_at_checkout_in_minutes": "delay_at_checkout_minutes",
-    "previous_ended_rental_id": "previous_ended_rental_id",
-    "time_delta_with_previous_rental_in_minutes": "planned_gap_minutes",
-}
 
 
 @dataclass
@@ -44,14 +33,8 @@ class ReplayStats:
         return self.published / self.seconds if self.seconds else 0.0
 
 
-def read_history(xlsx: Path, limit: int | None = None) -> list[dict]:
-    """The history rows, renamed to the event's field names, in file order."""
-    table = pl.read_excel(xlsx, sheet_name=SHEET).rename(COLUMNS).select(list(COLUMNS.values()))
-    return table.to_dicts() if limit is None else table.head(limit).to_dicts()
-
-
 def rental_events(xlsx: Path, pricing_csv: Path, limit: int | None = None) -> list[RentalEvent]:
-    history = read_history(xlsx)  # profiles depend on the whole history, not the limit
+    history = read_delay_history(xlsx)  # profiles depend on the whole history, not the limit
     profiles = assign_profiles(
         {row["car_id"] for row in history}, connect_cars(history), read_profile_pool(pricing_csv)
     )

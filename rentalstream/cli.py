@@ -61,11 +61,11 @@ def down(ctx: typer.Context) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
-    """Create the missing tables."""
+    """Create the missing tables and add the columns a table has gained."""
     from rentalstream import db
 
     created = db.upgrade(ctx.obj.resolved_database_url())
-    console.print(f"tables created: {', '.join(created) or 'none (all present)'}")
+    console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
 
 
 @app.command()
@@ -74,7 +74,7 @@ def train(
     if_no_champion: bool = typer.Option(False, help="Do nothing when the registry already has a champion."),
 ) -> None:
     """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
-    from rentalstream.datasets import PRICING_CSV, dataset_path
+    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
     from rentalstream.registry import version_behind_alias
     from training.features import read_pricing
     from training.train import comparison_rows, train_and_register
@@ -88,6 +88,7 @@ def train(
     console.print(f"training on {len(pricing)} cars (5-fold CV)...")
     result = train_and_register(
         pricing,
+        read_delay_history(dataset_path(DELAYS_XLSX, settings.data_dir)),
         tracking_uri=tracking_uri,
         experiment_name=settings.experiment_name,
         model_name=settings.model_name,

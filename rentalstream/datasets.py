@@ -9,6 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 from tqdm import tqdm
 
 
@@ -29,6 +30,19 @@ PRICING_CSV = Dataset(
     "https://full-stack-assets.s3.eu-west-3.amazonaws.com/Deployment/get_around_pricing_project.csv",
     "cbc7e7e3e05837c21690ef49a1741c962ab79b1909df3c9bae883ead84f58c8f",
 )
+
+
+# The delay history's sheet, and its columns renamed to the event's field names.
+DELAY_SHEET = "rentals_data"
+DELAY_COLUMNS = {
+    "rental_id": "rental_id",
+    "car_id": "car_id",
+    "checkin_type": "checkin_type",
+    "state": "state",
+    "delay_at_checkout_in_minutes": "delay_at_checkout_minutes",
+    "previous_ended_rental_id": "previous_ended_rental_id",
+    "time_delta_with_previous_rental_in_minutes": "planned_gap_minutes",
+}
 
 
 class ChecksumMismatch(RuntimeError):
@@ -76,3 +90,9 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_delay_history(xlsx: Path, limit: int | None = None) -> list[dict]:
+    """The delay history's rows, renamed to ``RentalEvent``'s field names, in file order."""
+    table = pl.read_excel(xlsx, sheet_name=DELAY_SHEET).rename(DELAY_COLUMNS).select(list(DELAY_COLUMNS.values()))
+    return table.to_dicts() if limit is None else table.head(limit).to_dicts()

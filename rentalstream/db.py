@@ -1,10 +1,16 @@
-"""`rentalstream db upgrade`: create the tables of ``schemas.tables`` that are missing."""
+"""`rentalstream db upgrade`: create the tables of ``schemas.tables`` that are missing,
+and add the columns a newer version of a table has gained."""
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.schema import CreateColumn
 
 from schemas.tables import metadata
+
+
+class CannotMigrate(RuntimeError):
+    pass
 
 
 def psycopg_url(database_url: str) -> str:
@@ -15,11 +21,31 @@ def psycopg_url(database_url: str) -> str:
 
 
 def upgrade(database_url: str) -> list[str]:
-    """Create missing tables and indexes; return the names of the tables created."""
+    """Create missing tables and indexes, add missing nullable columns to existing ones;
+    return the names of the tables created and of the columns added (``table.column``)."""
     engine = create_engine(psycopg_url(database_url))
     try:
-        before = set(inspect(engine).get_table_names())
-        metadata.create_all(engine)
-        return sorted(set(metadata.tables) - before)
+        with engine.begin() as conn:
+            inspector = inspect(conn)
+            before = set(inspector.get_table_names())
+            added = []
+            for table in metadata.sorted_tables:
+                if table.name not in before:
+                    continue
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present:
+                        continue
+                    if not column.nullable and column.server_default is None:
+                        raise CannotMigrate(
+                            f"{table.name}.{column.name} is new and NOT NULL without a default; "
+                            "it cannot be added to existing rows automatically"
+                        )
+                    # Names come from our own metadata, quoted by the dialect; no user input.
+                    spec = CreateColumn(column).compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"))
+                    added.append(f"{table.name}.{column.name}")
+            metadata.create_all(conn)
+        return sorted(set(metadata.tables) - before) + added
     finally:
         engine.dispose()

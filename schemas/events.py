@@ -13,9 +13,11 @@ from schemas.cars import CarFeatures
 
 MAX_ABS_DELAY_MINUTES = 525_600  # one year: anything beyond is a broken record
 MAX_PLANNED_GAP_MINUTES = 720  # the history only links rentals planned < 12 h apart
+MAX_PRICE_PER_DAY = 10_000.0  # euros; the pricing data tops out near 400
 
 CheckinType = Literal["mobile", "connect"]
 RentalState = Literal["ended", "canceled"]
+DriftState = Literal["drifting", "recovered"]
 
 
 def utc_now() -> datetime:
@@ -71,6 +73,11 @@ class PriceRequest(BaseModel):
     car: CarFeatures
     reply_to: str | None = Field(None, min_length=1, max_length=249)
     client: str | None = Field(None, max_length=128)
+    listed_price_per_day: float | None = Field(
+        None, gt=0, le=MAX_PRICE_PER_DAY,
+        description="The price the car is really listed at, when known (the simulator's "
+        "listings): the monitor tracks the model's error against it.",
+    )  # fmt: skip
     event_time: datetime = Field(default_factory=utc_now)
 
 
@@ -80,6 +87,7 @@ class PriceScored(BaseModel):
     request_id: str | None = None
     car_id: int | None = None
     price_per_day: float
+    listed_price_per_day: float | None = Field(None, description="The real price, when the request carried it.")
     unknown_fields: list[str] = Field(default_factory=list)
     model_name: str
     model_version: str
@@ -121,3 +129,30 @@ class DeadLetter(BaseModel):
     reason: str
     consumer: str
     received_at: datetime
+
+
+class WindowStats(BaseModel):
+    """Count, mean and standard deviation of a signal's values over a window."""
+
+    n: int = Field(ge=0)
+    mean: float
+    std: float = Field(ge=0)
+
+
+class DriftAlert(BaseModel):
+    """A monitored signal started drifting, or came back. One alert per change of state,
+    never one per event while the drift lasts. Keyed on `drift` by ``signal``."""
+
+    alert_id: str = Field(description="'<signal>@<topic>/<partition>/<offset>' of the event that set it off")
+    signal: str = Field(description="'<stream>/<feature>', e.g. 'rentals/mileage', 'rentals/fuel=diesel'")
+    detector: str = Field(description="The detector and its setting, e.g. 'ADWIN(delta=0.002)'")
+    state: DriftState
+    before: WindowStats = Field(description="The values before the change (the part the detector let go)")
+    after: WindowStats = Field(description="The values since the change")
+    reference: WindowStats | None = Field(description="What the signal looked like in the model's reference data")
+    events_seen: int = Field(description="Values of this signal the monitor had seen when it fired")
+    triggered_by: str = Field(description="Id of the event that set it off (rental id or price id)")
+    model_name: str | None
+    model_version: str | None = Field(description="The model in production, as the last price scored says")
+    event_time: datetime = Field(description="Event time of the event that set it off")
+    detected_at: datetime

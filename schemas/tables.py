@@ -67,6 +67,7 @@ prices = Table(
     Column("request_id", String(128), index=True),
     Column("car_id", BigInteger),
     Column("price_per_day", Float, nullable=False),
+    Column("listed_price_per_day", Float),
     Column("unknown_fields", ARRAY(Text), nullable=False),
     Column("model_name", String(128), nullable=False),
     Column("model_version", String(32), nullable=False),
@@ -119,4 +120,47 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("consumer", String(128), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+# The monitor's alerts, one row per change of state of a signal (see DriftAlert).
+drift_events = Table(
+    "drift_events",
+    metadata,
+    Column("alert_id", String(400), primary_key=True),
+    Column("signal", String(160), nullable=False, index=True),
+    Column("detector", String(80), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("before_n", BigInteger, nullable=False),
+    Column("before_mean", Float, nullable=False),
+    Column("before_std", Float, nullable=False),
+    Column("after_n", BigInteger, nullable=False),
+    Column("after_mean", Float, nullable=False),
+    Column("after_std", Float, nullable=False),
+    Column("reference_mean", Float),
+    Column("reference_std", Float),
+    Column("events_seen", BigInteger, nullable=False),
+    Column("triggered_by", String(200), nullable=False),
+    Column("model_name", String(128)),
+    Column("model_version", String(32)),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+)
+
+# The monitor's current view of every signal, rewritten as it goes; `rentalstream
+# drift-report` and the dashboard read it.
+drift_signals = Table(
+    "drift_signals",
+    metadata,
+    Column("signal", String(160), primary_key=True),
+    Column("detector", String(80), nullable=False),
+    Column("state", String(16), nullable=False),  # stable | drifting
+    Column("events_seen", BigInteger, nullable=False),
+    Column("window_n", BigInteger, nullable=False),
+    Column("window_mean", Float),
+    Column("reference_mean", Float),
+    Column("last_alert_id", String(400)),
+    Column("last_alert_at", DateTime(timezone=True)),
+    Column("model_version", String(32)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
 )

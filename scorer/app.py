@@ -134,7 +134,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             (request, price_scored(
                 price_id=request.request_id, price=p, car=request.car, model=model,
                 event_time=request.event_time, scored_at=scored_at,
-                request_id=request.request_id,
+                request_id=request.request_id, listed_price_per_day=request.listed_price_per_day,
             ))
             for _, request, p in priced
         ]  # fmt: skip

@@ -73,6 +73,7 @@ def price_scored(
     rental_id: int | None = None,
     request_id: str | None = None,
     car_id: int | None = None,
+    listed_price_per_day: float | None = None,
 ) -> PriceScored:
     return PriceScored(
         price_id=price_id,
@@ -80,6 +81,7 @@ def price_scored(
         request_id=request_id,
         car_id=car_id,
         price_per_day=price,
+        listed_price_per_day=listed_price_per_day,
         unknown_fields=car.unknown_fields,
         model_name=model.name,
         model_version=model.version,

@@ -136,7 +136,14 @@ def kafka_bootstrap(kafka_broker: RunningBroker) -> str:
 
 
 @pytest.fixture(scope="session")
-def mlflow_registry(tmp_path_factory, pricing_csv: Path):
+def delay_history(delays_xlsx: Path) -> list[dict]:
+    from rentalstream.datasets import read_delay_history
+
+    return read_delay_history(delays_xlsx)
+
+
+@pytest.fixture(scope="session")
+def mlflow_registry(tmp_path_factory, pricing_csv: Path, delay_history: list[dict]):
     """An MLflow registry (SQLite + local artifacts) holding a trained champion."""
     from training.features import read_pricing
     from training.train import train_and_register
@@ -145,6 +152,7 @@ def mlflow_registry(tmp_path_factory, pricing_csv: Path):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     result = train_and_register(
         read_pricing(pricing_csv),
+        delay_history,
         tracking_uri=uri,
         experiment_name="rentalstream-price",
         model_name="rentalstream-price",

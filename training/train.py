@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import lightgbm
@@ -26,7 +26,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from schemas.cars import EQUIPMENT, NUMERIC
+from schemas.reference import REFERENCE_ARTIFACT
 from training.features import CATEGORICAL_FEATURES, FEATURES, TARGET, build_features
+from training.reference import reference_stats
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ def cross_validate(
 
 def train_and_register(
     pricing: pd.DataFrame,
+    delay_history: Iterable[Mapping],
     *,
     tracking_uri: str,
     experiment_name: str,
@@ -114,7 +117,11 @@ def train_and_register(
     champion_alias: str = "champion",
     artifact_location: str | None = None,
 ) -> TrainingResult:
-    """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it."""
+    """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it.
+
+    The LightGBM run also holds the reference statistics (``REFERENCE_ARTIFACT``) of the
+    training table, the fitted model's prices and ``delay_history`` (rows with
+    ``RentalEvent`` fields), which the drift monitor compares the live streams with."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -128,8 +135,14 @@ def train_and_register(
     with mlflow.start_run(run_name="lightgbm"):
         candidate = _cross_validate_and_log("lightgbm", new_lightgbm, matrix, target)
         mlflow.log_params(LIGHTGBM_PARAMS)
+        fitted = new_lightgbm().fit(matrix, target)
+        reference = reference_stats(
+            pricing, TARGET, fitted.predict(matrix), delay_history=delay_history,
+            cv_mae=candidate.mean()["cv_mae_mean"], cv_rmse=candidate.mean()["cv_rmse_mean"],
+        )  # fmt: skip
+        mlflow.log_dict(reference.model_dump(), REFERENCE_ARTIFACT)
         info = mlflow.lightgbm.log_model(
-            new_lightgbm().fit(matrix, target),
+            fitted,
             name="model",
             registered_model_name=model_name,
             pip_requirements=[

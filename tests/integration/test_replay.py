@@ -6,7 +6,8 @@ import json
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from producers.replay import publish_events, read_history, rental_events
+from producers.replay import publish_events, rental_events
+from rentalstream.datasets import read_delay_history
 
 pytestmark = pytest.mark.integration
 ROWS = 400
@@ -34,7 +35,7 @@ def test_replay_publishes_each_row_keyed_by_car_in_file_order(kafka_bootstrap, d
     assert stats.seconds >= (ROWS - 1) / 800  # paced: never faster than asked
 
     records = asyncio.run(consume_all(kafka_bootstrap, ROWS))
-    history = read_history(delays_xlsx, limit=ROWS)
+    history = read_delay_history(delays_xlsx, limit=ROWS)
     assert len(records) == ROWS
     file_position = {row["rental_id"]: i for i, row in enumerate(history)}
     by_partition: dict[int, list[int]] = {}

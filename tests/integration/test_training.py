@@ -52,10 +52,10 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
     assert served.price_per_day([car]) == pytest.approx(np.round(reference_prices(served.model, unknown), 2))
 
 
-def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv):
+def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv, delay_history):
     uri, first = mlflow_registry
     second = train_and_register(
-        read_pricing(pricing_csv), tracking_uri=uri,
+        read_pricing(pricing_csv), delay_history, tracking_uri=uri,
         experiment_name="rentalstream-price", model_name="rentalstream-price",
     )  # fmt: skip
     assert not second.promoted  # equal RMSE is not better
@@ -63,3 +63,36 @@ def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_regis
     assert second.previous_champion["cv_rmse_mean"] == pytest.approx(
         first.candidates[0].mean()["cv_rmse_mean"]
     )
+
+
+def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pricing_csv, delays_xlsx):
+    """The reference the monitor reads, checked against pandas on the raw files."""
+    from schemas.reference import REFERENCE_ARTIFACT, ReferenceStats
+
+    uri, _ = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("rentalstream-price", "champion")
+    reference = ReferenceStats.model_validate(mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}"))
+
+    raw = pd.read_csv(pricing_csv, index_col=0)
+    cars = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
+    assert reference.rows == len(cars)
+    low, high = np.percentile(cars.mileage, [1, 99])
+    assert reference.numeric["mileage"].mean == pytest.approx(cars.mileage.clip(low, high).mean())
+    assert (reference.numeric["mileage"].low, reference.numeric["mileage"].high) == pytest.approx((low, high))
+    assert reference.category_shares["fuel"]["diesel"] == pytest.approx((cars.fuel == "diesel").mean())
+    assert reference.category_shares["has_gps"]["true"] == pytest.approx(cars.has_gps.mean())
+    assert reference.cv_mae == pytest.approx(client.get_run(champion.run_id).data.metrics["cv_mae_mean"])
+
+    history = pd.read_excel(delays_xlsx, sheet_name="rentals_data")
+    connect = history.loc[history.checkin_type == "connect", "delay_at_checkout_in_minutes"].dropna()
+    low, high = np.percentile(connect, [1, 99])
+    assert reference.delays["connect"].n == len(connect)
+    assert reference.delays["connect"].mean == pytest.approx(connect.clip(low, high).mean())
+    pairs = history.merge(
+        history[["rental_id", "delay_at_checkout_in_minutes"]],
+        left_on="previous_ended_rental_id", right_on="rental_id", suffixes=("", "_previous"),
+    ).dropna(subset=["delay_at_checkout_in_minutes_previous", "time_delta_with_previous_rental_in_minutes"])
+    waited = pairs.delay_at_checkout_in_minutes_previous > pairs.time_delta_with_previous_rental_in_minutes
+    assert reference.conflict_share == pytest.approx(waited.mean())
