@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from itertools import islice
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -120,6 +122,61 @@ def replay(
         f"published {stats.published} events in {stats.seconds:.2f} s "
         f"({stats.events_per_second:,.0f} events/s)"
     )
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    rate: float | None = typer.Option(None, min=0.1, help="Events per second (default: RENTALSTREAM_SIMULATOR_RATE, 200)."),
+    events: int | None = typer.Option(None, min=1, help="Stop after N events (default: run until Ctrl-C)."),
+    seconds: float | None = typer.Option(None, min=0.1, help="Stop after S seconds."),
+    price_request_share: float | None = typer.Option(
+        None, min=0, max=1, help="Share of price requests (default: RENTALSTREAM_SIMULATOR_PRICE_REQUEST_SHARE, 0.2)."
+    ),
+    shift: Annotated[list[str] | None, typer.Option(
+        help="Inject a shift, e.g. mileage=x2, engine_power=+40, delay.connect=+120, delay=x1.5, price=x1.3. "
+        "Repeatable.",
+    )] = None,
+    shift_from: int = typer.Option(0, min=0, help="Index of the first shifted event (counting every event from 0)."),
+    seed: int = typer.Option(42, help="Seed of the listings' order."),
+) -> None:
+    """Publish a live stream of rentals and price requests (with their real prices) drawn
+    from the two datasets, optionally shifted from event N on."""
+    from producers.car_profiles import read_profile_pool
+    from producers.publishing import publish_paced
+    from producers.replay import rental_events
+    from producers.simulator import BadShift, Shift, Simulator
+    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+
+    settings: Settings = ctx.obj
+    try:
+        shifts = [Shift.parse(text) for text in shift or []]
+    except BadShift as error:
+        raise typer.BadParameter(str(error), param_hint="--shift") from None
+    pricing_csv = dataset_path(PRICING_CSV, settings.data_dir)
+    simulator = Simulator(
+        rental_events(dataset_path(DELAYS_XLSX, settings.data_dir), pricing_csv),
+        read_profile_pool(pricing_csv),
+        price_request_share=settings.simulator_price_request_share if price_request_share is None
+        else price_request_share,
+        shifts=shifts, shift_from=shift_from, seed=seed,
+    )  # fmt: skip
+    rate = rate or settings.simulator_rate
+    stream = simulator.events() if events is None else islice(simulator.events(), events)
+    console.print(
+        f"simulating at {rate:,.0f} events/s, {simulator.price_request_share:.0%} price requests (run {simulator.run_id})"
+        + (f"; from event {shift_from}: " + ", ".join(s.describe() for s in shifts) if shifts else "")
+    )
+    with tqdm(total=events, unit="ev", desc="simulate") as bar:
+        try:
+            stats = asyncio.run(publish_paced(
+                settings.resolved_kafka_bootstrap(), stream, rate=rate, seconds=seconds,
+                batch_size=settings.replay_batch_size, on_progress=bar.update, client_id="rentalstream-simulator",
+            ))  # fmt: skip
+        except KeyboardInterrupt:
+            console.print("stopped")
+            return
+    console.print(f"published {stats.published} events in {stats.seconds:.2f} s ({stats.events_per_second:,.0f} events/s)")
 
 
 @app.command()

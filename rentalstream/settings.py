@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         5000, ge=1, description="Messages in flight before the replay awaits their acks."
     )
 
+    simulator_rate: float = Field(200, gt=0, description="Events per second `rentalstream simulate` publishes.")
+    simulator_price_request_share: float = Field(
+        0.2, ge=0, le=1, description="Share of the simulated events that are price requests (the rest are rentals)."
+    )
+
     log_level: str = "INFO"
 
     # -- endpoints -------------------------------------------------------------
