@@ -22,13 +22,13 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.dialects.postgresql import insert
 
+from rentalstream.db import async_engine
 from rentalstream.settings import Settings
 from schemas import tables
 from schemas.cars import CarFeatures
 from schemas.events import utc_now
 from schemas.predict import PricedCar
 from scorer.pricing import PriceModel
-from scorer.store import async_engine
 
 
 def build_app(settings: Settings) -> FastAPI:

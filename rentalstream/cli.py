@@ -9,6 +9,7 @@ from itertools import islice
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -41,10 +42,10 @@ def main(ctx: typer.Context) -> None:
 @app.command()
 def up(
     ctx: typer.Context,
-    services: bool = typer.Option(True, help="Also train a model if there is no champion and start the scorer and bridge."),
+    services: bool = typer.Option(True, help="Also train a model if there is no champion and start the scorer, bridge and monitor."),
 ) -> None:
     """Start the embedded broker, PostgreSQL and MLflow (where no endpoint is set), create
-    topics and tables; then the scorer and the HTTP bridge in the background (logs in
+    topics and tables; then the scorer, the HTTP bridge and the drift monitor in the background (logs in
     <home>/logs). `rentalstream down` stops it all."""
     from rentalstream import stack
 
@@ -197,6 +198,57 @@ def bridge(ctx: typer.Context) -> None:
     from producers.bridge import serve
 
     serve(ctx.obj)
+
+
+@app.command()
+def monitor(ctx: typer.Context) -> None:
+    """Run the drift monitor until SIGTERM/SIGINT: River detectors on rentals, prices and
+    delays against the champion's reference; alerts on `drift` and in drift_events.
+
+    Serves /health, /ready and /metrics on RENTALSTREAM_MONITOR_HOST:PORT."""
+    from monitor.app import serve
+
+    serve(ctx.obj)
+
+
+@app.command("drift-report")
+def drift_report(
+    ctx: typer.Context,
+    drifting_only: bool = typer.Option(False, "--drifting-only", help="Show only the signals drifting now."),
+) -> None:
+    """The current state of every monitored signal, as the monitor last wrote it."""
+    from rentalstream.drift_report import signal_states
+
+    rows = signal_states(ctx.obj.resolved_database_url(), drifting_only=drifting_only)
+    if not rows and not drifting_only:
+        console.print("no signal states yet: is the monitor running? (`rentalstream monitor`, or `rentalstream up`)")
+        return
+    drifting = sum(1 for r in rows if r["state"] == "drifting")
+    detectors = ", ".join(sorted({r["detector"] for r in rows}))
+    table = Table(
+        title=f"drift: {drifting} of {len(rows)} signal(s) drifting", caption=f"detectors: {detectors}",
+        box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
+    table.add_column("signal", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("events", "mean now", "reference"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    for r in rows:
+        table.add_row(
+            r["signal"], f"[red]{r['state']}[/red]" if r["state"] == "drifting" else r["state"],
+            f"{r['events_seen']:,}", _number(r["window_mean"]), _number(r["reference_mean"]),
+        )  # fmt: skip
+    console.print(table)
+    if rows:
+        console.print(
+            f"model v{rows[0]['model_version']}; 'mean now' is the mean since the last change the detector found; "
+            f"states written {rows[0]['updated_at']:%Y-%m-%d %H:%M:%S %Z}; the alerts: table drift_events"
+        )
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:,.4g}"
 
 
 @app.command()

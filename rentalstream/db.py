@@ -4,6 +4,7 @@ and add the columns a newer version of a table has gained."""
 from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
 
 from schemas.tables import metadata
@@ -18,6 +19,11 @@ def psycopg_url(database_url: str) -> str:
         if database_url.startswith(prefix):
             return "postgresql+psycopg://" + database_url[len(prefix) :]
     raise ValueError("RENTALSTREAM_DATABASE_URL must be a postgresql:// URL")
+
+
+def async_engine(database_url: str, pool_size: int = 4) -> AsyncEngine:
+    # psycopg 3 serves both sync and async engines from the same URL.
+    return create_async_engine(psycopg_url(database_url), pool_size=pool_size, pool_pre_ping=True)
 
 
 def upgrade(database_url: str) -> list[str]:

@@ -1,25 +1,31 @@
 """What every consumer does with Kafka records, whatever it computes from them:
-validate each one against its contract, turn each failure into a dead letter (with
-topic, partition, offset, raw bytes and the reason), store those letters, and publish
-results without awaiting each send.
+consume them in batches committed only after the results are stored, validate each one
+against its contract, turn each failure into a dead letter (with topic, partition,
+offset, raw bytes and the reason), store results as upserts with retries, and publish
+them without awaiting each send.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Table, func
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from schemas import tables
 from schemas.events import DeadLetter, utc_now
 
 Event = TypeVar("Event", bound=BaseModel)
+T = TypeVar("T")
 
 
 class KafkaRecord(Protocol):
@@ -34,6 +40,63 @@ class KafkaRecord(Protocol):
 class Parsed(Generic[Event]):
     events: list[tuple[KafkaRecord, Event]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def batch_subscriber(
+    broker: KafkaBroker,
+    topic: str,
+    group_id: str,
+    *,
+    max_records: int,
+    batch_timeout_ms: int,
+    fetch_max_wait_ms: int = 500,
+):
+    """A batch subscriber whose offsets are committed only when the handler returns: if
+    it raises, FastStream nacks (seeks every partition back to the batch's first offset)
+    and the batch is consumed again. Each topic should get its own group: two
+    subscribers in one group rebalance each other at start, and a rebalance re-delivers
+    every batch not yet committed."""
+    return broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        decoder=raw_records,
+    )
+
+
+async def with_retries(
+    write: Callable[[], Awaitable[T]], retries: int, on_retry: Callable[[RetryCallState], None]
+) -> T:
+    """Retry a batch write on database errors with exponential backoff; past the last try
+    the error propagates, so the batch is nacked and Kafka delivers it again."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((OperationalError, DBAPIError, OSError)),
+        wait=wait_exponential(multiplier=0.2, max=10),
+        stop=stop_after_attempt(retries + 1),
+        reraise=True,
+        before_sleep=on_retry,
+    ):
+        with attempt:
+            return await write()
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE: the last write of an id wins."""
+    if not rows:
+        return
+    rows = list({row[key]: row for row in rows}.values())
+    statement = insert(table)
+    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name in rows[0] and c.name != key}
+    for stamp in ("stored_at", "updated_at"):  # a rewritten row records when it was last written
+        if stamp in table.c:
+            updates[stamp] = func.clock_timestamp()
+    await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates), rows)
 
 
 async def raw_records(message) -> tuple:

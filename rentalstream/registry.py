@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def version_behind_alias(tracking_uri: str, model_name: str, alias: str) -> str | None:
     """The version ``alias`` points to, or None when the model or the alias does not exist."""
@@ -14,3 +16,29 @@ def version_behind_alias(tracking_uri: str, model_name: str, alias: str) -> str 
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None
+
+
+class MissingReference(RuntimeError):
+    pass
+
+
+def reference_of(tracking_uri: str, model_name: str, version: str):
+    """The reference statistics (``schemas.reference.ReferenceStats``) logged with a
+    model version at training."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from schemas.reference import REFERENCE_ARTIFACT, ReferenceStats
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a service log is no terminal
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id = MlflowClient().get_model_version(model_name, version).run_id
+    try:
+        stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}")
+    except (MlflowException, OSError) as error:
+        raise MissingReference(
+            f"{model_name} v{version} has no {REFERENCE_ARTIFACT} (it was trained before the drift monitor "
+            f"existed); register a new version with `rentalstream train` and promote it: {error}"
+        ) from None
+    return ReferenceStats.model_validate(stored)

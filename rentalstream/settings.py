@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,23 @@ class Settings(BaseSettings):
     scorer_db_retries: int = Field(
         5, ge=0, description="Retries (exponential backoff) of a failed batch write "
         "before the batch is handed back to Kafka for redelivery.",
+    )
+
+    monitor_group_id: str = "rentalstream-monitor"
+    monitor_host: str = Field("127.0.0.1", description="Interface of the monitor's /health, /ready, /metrics.")
+    monitor_port: int = Field(8092, ge=0, le=65535, description="Port of the monitor's /health, /ready, /metrics.")
+    monitor_detector: Literal["adwin", "page_hinkley", "kswin"] = Field(
+        "adwin", description="River detector of every signal (chosen by benchmarks/drift_detectors.py)."
+    )
+    monitor_detector_setting: float = Field(
+        0.002, gt=0, description="ADWIN's delta, Page-Hinkley's threshold or KSWIN's alpha."
+    )
+    monitor_mae_window: int = Field(500, ge=10, description="Prices with a known real price in the rolling MAE.")
+    monitor_mae_margin: float = Field(
+        0.25, gt=0, description="Alert when the rolling MAE exceeds the cross-validated MAE by this share."
+    )
+    monitor_state_seconds: float = Field(
+        1.0, gt=0, description="How often the monitor rewrites drift_signals (at once when a state changes)."
     )
 
     request_fetch_max_wait_ms: int = Field(

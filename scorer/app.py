@@ -14,15 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import make_asgi_app
-from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rentalstream.records import KafkaRecord, publish_all, raw_records
+from rentalstream.db import async_engine
+from rentalstream.records import KafkaRecord, batch_subscriber, publish_all, with_retries
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
@@ -50,25 +48,11 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         log_level=logging.DEBUG,  # per-batch "Received/Processed" lines only when debugging
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="scorer")],
     )
-    engine = store.async_engine(settings.resolved_database_url())
+    engine = async_engine(settings.resolved_database_url())
     state: dict[str, Pricer] = {}
     subscribers: list = []
     if model is not None:
         state["model"] = model
-
-    async def with_retries(write: Callable[[], Awaitable[T]]) -> T:
-        """Retry a batch write with backoff; past the last try the error propagates, the
-        batch is nacked and Kafka delivers it again."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((OperationalError, DBAPIError, OSError)),
-            wait=wait_exponential(multiplier=0.2, max=10),
-            stop=stop_after_attempt(settings.scorer_db_retries + 1),
-            reraise=True,
-            before_sleep=note_retry,
-        ):
-            with attempt:
-                return await write()
-        raise AssertionError("unreachable: tenacity reraises the last error")
 
     def note_retry(retry_state) -> None:
         metrics.write_retries.inc()
@@ -77,24 +61,19 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             retry_state.outcome.exception(), retry_state.attempt_number,
         )  # fmt: skip
 
+    def retrying(write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return with_retries(write, settings.scorer_db_retries, note_retry)
+
     def subscribe(
         topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[None]], fetch_max_wait_ms: int = 500
     ) -> None:
-        """Consume ``topic`` in batches, one consumer group per topic: two subscribers in
-        one group would rebalance each other at start, and a rebalance re-delivers every
-        batch not yet committed."""
+        """Consume ``topic`` in batches, in a consumer group of its own."""
 
-        subscriber = broker.subscriber(
-            topic.name,
-            group_id=f"{settings.scorer_group_id}.{topic.name}",
-            batch=True,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_records=settings.scorer_max_records,
-            batch_timeout_ms=settings.scorer_batch_timeout_ms,
+        subscriber = batch_subscriber(
+            broker, topic.name, f"{settings.scorer_group_id}.{topic.name}",
+            max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            decoder=raw_records,
-        )
+        )  # fmt: skip
         subscribers.append(subscriber)
 
         @subscriber
@@ -114,7 +93,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             )
             for _, e, p in priced
         ]  # fmt: skip
-        facts = await with_retries(lambda: store.write_rental_batch(
+        facts = await retrying(lambda: store.write_rental_batch(
             engine, [(e, r.partition, r.offset) for r, e, _ in priced], price_rows, dead, scored_at,
         ))  # fmt: skip
         metrics.scored.labels(RENTALS.name).inc(len(priced))
@@ -138,7 +117,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             ))
             for _, request, p in priced
         ]  # fmt: skip
-        await with_retries(lambda: store.write_price_requests(
+        await retrying(lambda: store.write_price_requests(
             engine, [(r, rec.partition, rec.offset) for rec, r, _ in priced], [s for _, s in answered], dead,
         ))  # fmt: skip
         metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))

@@ -10,20 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rentalstream.db import psycopg_url
-from rentalstream.records import insert_dead_letters
+from rentalstream.records import insert_dead_letters, upsert
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, PriceRequest, PriceScored, RentalEvent
 from scorer.delays import is_late, knock_on
-
-
-def async_engine(database_url: str) -> AsyncEngine:
-    # psycopg 3 serves both sync and async engines from the same URL.
-    return create_async_engine(psycopg_url(database_url), pool_size=4, pool_pre_ping=True)
 
 
 async def write_rental_batch(
@@ -36,14 +29,14 @@ async def write_rental_batch(
     """Store a batch of rentals (event, partition, offset) and return every delay fact
     that changed: the batch's own and those of stored rentals it completed."""
     async with engine.begin() as conn:
-        await _upsert(conn, tables.cars, "car_id", _car_rows(e for e, _, _ in rentals))
-        await _upsert(conn, tables.rentals, "rental_id", [
+        await upsert(conn, tables.cars, "car_id", _car_rows(e for e, _, _ in rentals))
+        await upsert(conn, tables.rentals, "rental_id", [
             {**e.model_dump(exclude={"car"}), "kafka_partition": p, "kafka_offset": o}
             for e, p, o in rentals
         ])  # fmt: skip
-        await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        await upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
         facts = await _delay_facts(conn, [e for e, _, _ in rentals], scored_at)
-        await _upsert(conn, tables.delays, "rental_id", [f.model_dump() for f in facts])
+        await upsert(conn, tables.delays, "rental_id", [f.model_dump() for f in facts])
         await insert_dead_letters(conn, dead_letters)
     return facts
 
@@ -56,11 +49,11 @@ async def write_price_requests(
 ) -> None:
     """Store the request log (request, partition, offset) and the answers, in one transaction."""
     async with engine.begin() as conn:
-        await _upsert(conn, tables.price_requests, "request_id", [{
+        await upsert(conn, tables.price_requests, "request_id", [{
             "request_id": r.request_id, "client": r.client, "car": r.car.model_dump(),
             "reply_to": r.reply_to, "requested_at": r.event_time, "kafka_partition": p, "kafka_offset": o,
         } for r, p, o in requests])  # fmt: skip
-        await _upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        await upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
         await insert_dead_letters(conn, dead_letters)
 
 
@@ -130,14 +123,3 @@ def _fact(event: RentalEvent, known_delay: dict[int, int | None], scored_at: dat
 
 def _car_rows(events: Iterable[RentalEvent]) -> list[dict]:
     return list({e.car_id: {"car_id": e.car_id, **e.car.model_dump()} for e in events}.values())
-
-
-async def _upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]) -> None:
-    if not rows:
-        return
-    rows = list({row[key]: row for row in rows}.values())  # last write of an id wins
-    statement = insert(table)
-    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name in rows[0] and c.name != key}
-    if "stored_at" in table.c:  # a redelivered row records when it was last written
-        updates["stored_at"] = func.clock_timestamp()
-    await conn.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates), rows)

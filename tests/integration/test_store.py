@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import psycopg_url
+from rentalstream.db import async_engine, psycopg_url
 from schemas.events import RentalEvent, utc_now
 from scorer import store
 from tests.helpers import SAMPLE_CAR
@@ -22,7 +22,7 @@ NEXT = RentalEvent(rental_id=101, car_id=7, checkin_type="connect", state="ended
 
 def write(url, *events):
     async def go():
-        engine = store.async_engine(url)
+        engine = async_engine(url)
         try:
             return await store.write_rental_batch(
                 engine, [(e, 0, i) for i, e in enumerate(events)], [], [], utc_now()

@@ -1,0 +1,221 @@
+"""The drift monitor: a FastStream app reading ``rentals``, ``prices`` and ``delays`` in
+consumer groups of its own, feeding every signal's River detector (``monitor.watch``),
+and raising ``DriftAlert``\\s on ``drift`` and in ``drift_events``.
+
+Delivery: as in the scorer, a batch's offsets are committed only after its alerts, the
+signals' states and its dead letters are stored (one transaction, upserts). The
+detectors' windows live in memory: a restarted monitor starts with fresh windows and
+every signal stable (a redelivered batch is seen twice by the detectors, which can
+only shorten a detection delay).
+
+Reference: the statistics logged with the champion at training. When prices start
+coming from a newer version of the model, the monitor loads that version's reference
+and restarts its detectors on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import make_asgi_app
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from monitor import store
+from monitor.detectors import DetectorSpec
+from monitor.metrics import MonitorMetrics
+from monitor.watch import DriftWatch, Fired, Origin
+from rentalstream.db import async_engine
+from rentalstream.records import KafkaRecord, batch_subscriber, parse_records, publish_all, with_retries
+from rentalstream.registry import reference_of, version_behind_alias
+from rentalstream.settings import Settings
+from schemas import tables
+from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
+from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES, RENTALS, Topic
+
+log = logging.getLogger("rentalstream.monitor")
+CONSUMER = "monitor"
+
+
+class NoChampion(RuntimeError):
+    pass
+
+
+def build_app(settings: Settings) -> AsgiFastStream:
+    """The monitor app. Served over HTTP (``RENTALSTREAM_MONITOR_PORT``): ``/health``,
+    ``/ready`` (reference loaded, every consumer holds partitions), ``/metrics``."""
+    metrics = MonitorMetrics()
+    broker = KafkaBroker(
+        settings.resolved_kafka_bootstrap(),
+        client_id="rentalstream-monitor",
+        log_level=logging.DEBUG,
+        middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="monitor")],
+    )
+    engine = async_engine(settings.resolved_database_url(), pool_size=2)
+    spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
+    state: dict[str, Any] = {"model_version": None, "states_written": 0.0, "newest_version": None}
+    last_alert: dict[str, tuple[str, Any]] = {}
+    subscribers: list = []
+
+    async def load_reference(version: str | None = None) -> None:
+        tracking_uri = settings.resolved_mlflow_tracking_uri()
+        if version is None:
+            version = await asyncio.to_thread(
+                version_behind_alias, tracking_uri, settings.model_name, settings.champion_alias
+            )
+            if version is None:
+                raise NoChampion(f"{settings.model_name} has no @{settings.champion_alias}; run `rentalstream train`")
+        reference = await asyncio.to_thread(reference_of, tracking_uri, settings.model_name, version)
+        state["watch"] = DriftWatch(
+            reference, spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
+        )
+        state["reference_version"] = state["model_version"] = version
+        log.info("monitoring against the reference of %s v%s with %s", settings.model_name, version, spec.label)
+
+    async def load_last_alerts() -> None:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(tables.drift_signals).where(tables.drift_signals.c.last_alert_id.isnot(None)))
+            for row in rows.mappings():
+                last_alert[row["signal"]] = (row["last_alert_id"], row["last_alert_at"])
+
+    def note_retry(retry_state) -> None:
+        metrics.write_retries.inc()
+        log.warning("database write failed (%s); retry %d", retry_state.outcome.exception(), retry_state.attempt_number)
+
+    def subscribe(topic: Topic, contract: type[BaseModel]) -> None:
+        subscriber = batch_subscriber(
+            broker, topic.name, f"{settings.monitor_group_id}.{topic.name}",
+            max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
+        )  # fmt: skip
+        subscribers.append(subscriber)
+
+        @subscriber
+        async def consume(records: Any) -> None:
+            with metrics.batch_seconds.labels(topic.name).time():
+                await monitor(topic, contract, records)
+
+    async def monitor(topic: Topic, contract: type[BaseModel], records: Sequence[KafkaRecord]) -> None:
+        parsed = parse_records(records, contract, CONSUMER)
+        watch: DriftWatch = state["watch"]
+        fired: list[Fired] = []
+        for record, event in parsed.events:
+            origin = Origin(record.topic, record.partition, record.offset, event_id(event), event.event_time)
+            if isinstance(event, RentalEvent):
+                fired += watch.observe_rental(event, origin)
+            elif isinstance(event, PriceScored):
+                note_model(event)
+                fired += watch.observe_price(event, origin)
+            else:
+                fired += watch.observe_delay(event, origin)
+        alerts = [drift_alert(f) for f in fired]
+        for alert in alerts:
+            last_alert[alert.signal] = (alert.alert_id, alert.detected_at)
+        due = time.monotonic() - state["states_written"] >= settings.monitor_state_seconds
+        signal_states = signal_rows(watch) if alerts or due else []
+        if alerts or signal_states or parsed.dead_letters:
+            await with_retries(
+                lambda: store.write_batch(engine, alerts, signal_states, parsed.dead_letters),
+                settings.scorer_db_retries, note_retry,
+            )  # fmt: skip
+            if signal_states:
+                state["states_written"] = time.monotonic()
+        metrics.observed.labels(topic.name).inc(len(parsed.events))
+        metrics.dead_letters.labels(topic.name).inc(len(parsed.dead_letters))
+        for alert in alerts:
+            metrics.alerts.labels(alert.signal, alert.state).inc()
+            log.warning("drift: %s %s (%s): mean %.4g -> %.4g", alert.signal, alert.state, alert.detector,
+                        alert.before.mean, alert.after.mean)  # fmt: skip
+        metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
+        if watch.error.window[1] is not None:
+            metrics.rolling_mae.set(watch.error.window[1])
+        await publish_all(broker, [
+            *((DRIFT.name, a.signal, a) for a in alerts),
+            *((DEAD_LETTERS.name, d.key, d) for d in parsed.dead_letters),
+        ])  # fmt: skip
+        newest = state["newest_version"]
+        if newest is not None and newest != state["reference_version"]:
+            await load_reference(newest)
+
+    def note_model(price: PriceScored) -> None:
+        if price.model_name != settings.model_name or not price.model_version.isdigit():
+            return
+        state["model_version"] = price.model_version
+        if int(price.model_version) > int(state["newest_version"] or state["reference_version"]):
+            state["newest_version"] = price.model_version
+
+    def drift_alert(fired: Fired) -> DriftAlert:
+        t = fired.transition
+        return DriftAlert(
+            alert_id=fired.alert_id, signal=t.signal, detector=t.detector, state=t.state,
+            before=t.before, after=t.after, reference=t.reference, events_seen=t.events_seen,
+            triggered_by=fired.origin.event_id, model_name=settings.model_name,
+            model_version=state["model_version"], event_time=fired.origin.event_time, detected_at=utc_now(),
+        )  # fmt: skip
+
+    def signal_rows(watch: DriftWatch) -> list[dict]:
+        rows = []
+        for m in watch.monitors():
+            n, mean = m.window
+            alert_id, alert_at = last_alert.get(m.signal, (None, None))
+            rows.append({
+                "signal": m.signal, "detector": m.label, "state": m.state, "events_seen": m.events_seen,
+                "window_n": n, "window_mean": mean,
+                "reference_mean": m.reference_stats.mean if m.reference_stats is not None else None,
+                "last_alert_id": alert_id, "last_alert_at": alert_at, "model_version": state["model_version"],
+            })  # fmt: skip
+        return rows
+
+    subscribe(RENTALS, RentalEvent)
+    subscribe(PRICES, PriceScored)
+    subscribe(DELAYS, DelayScored)
+
+    async def close_engine() -> None:
+        await engine.dispose()
+
+    @get
+    async def ready(scope) -> AsgiResponse:
+        consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
+        if "watch" in state and consuming and await broker.ping(timeout=2):
+            return AsgiResponse(b"ready", 200)
+        return AsgiResponse(b"not ready", 503)
+
+    async def start() -> None:
+        await load_reference()
+        await load_last_alerts()
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/health", make_ping_asgi(broker, timeout=2)),
+            ("/ready", ready),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
+        on_startup=[start],
+        after_shutdown=[close_engine],
+    )
+
+
+def event_id(event: BaseModel) -> str:
+    if isinstance(event, RentalEvent):
+        return f"rental-{event.rental_id}"
+    if isinstance(event, PriceScored):
+        return event.price_id
+    assert isinstance(event, DelayScored)
+    return f"delay-{event.rental_id}"
+
+
+def serve(settings: Settings) -> None:
+    """Run the monitor and its HTTP endpoints until SIGTERM/SIGINT."""
+    app = build_app(settings)
+    asyncio.run(app.run(
+        log_level=logging.WARNING,
+        run_extra_options={"host": settings.monitor_host, "port": settings.monitor_port},
+    ))  # fmt: skip
+

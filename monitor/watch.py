@@ -1,0 +1,115 @@
+"""Every monitored signal, and which event feeds which.
+
+Signals are named ``<stream>/<feature>``:
+
+- from ``rentals``: ``mileage`` and ``engine_power`` of the car; the share of each
+  category of the categorical fields (``fuel=diesel``, ``model_key=Renault`` ...) and of
+  each equipment (``has_gps=true``); ``delay.<check-in type>``, the delay at checkout
+  in minutes.
+  The delay comes from ``rentals`` rather than ``delays``, where a rental's fact is
+  published again when its previous rental arrives later: each rental counts once.
+- from ``delays``: ``is_conflict``, the share of rentals whose previous rental made the
+  driver wait, counted when that fact is complete (which happens once per rental).
+- from ``prices``: ``price_per_day.rentals`` and ``price_per_day.requests``, the model's
+  price of rented cars and of cars asked about, and ``absolute_error`` (the rolling
+  MAE) for prices whose real listed price is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor, Transition
+from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
+from schemas.events import DelayScored, PriceScored, RentalEvent
+from schemas.reference import ReferenceStats
+from schemas.topics import DELAYS, PRICES, RENTALS
+
+MAE_SIGNAL = f"{PRICES.name}/absolute_error"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the event that fed a signal came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    event_time: datetime
+
+
+@dataclass(frozen=True)
+class Fired:
+    transition: Transition
+    origin: Origin
+
+    @property
+    def alert_id(self) -> str:
+        return f"{self.transition.signal}@{self.origin.topic}/{self.origin.partition}/{self.origin.offset}"
+
+
+class DriftWatch:
+    def __init__(
+        self, reference: ReferenceStats, spec: DetectorSpec, *, mae_window: int = 500, mae_margin: float = 0.25
+    ) -> None:
+        self.reference = reference
+        self.spec = spec
+        self.numeric = {name: SignalMonitor(f"{RENTALS.name}/{name}", spec, reference.numeric[name]) for name in NUMERIC}
+        self.categories = {
+            (name, category): SignalMonitor(f"{RENTALS.name}/{name}={category}", spec, share=share)
+            for name in CATEGORICAL
+            for category, share in reference.category_shares[name].items()
+        }
+        self.equipment = {
+            name: SignalMonitor(f"{RENTALS.name}/{name}=true", spec, share=reference.category_shares[name]["true"])
+            for name in EQUIPMENT
+        }
+        self.delays = {
+            checkin_type: SignalMonitor(f"{RENTALS.name}/delay.{checkin_type}", spec, distribution)
+            for checkin_type, distribution in reference.delays.items()
+        }
+        self.conflicts = SignalMonitor(f"{DELAYS.name}/is_conflict", spec, share=reference.conflict_share)
+        # Two populations, two signals: the cars rented and the cars asked about. The scorer
+        # publishes their prices in batches of one kind, so one signal would see the mix
+        # change every batch.
+        self.prices = {
+            source: SignalMonitor(f"{PRICES.name}/price_per_day.{source}", spec, reference.predicted_price)
+            for source in ("rentals", "requests")
+        }
+        self.error = ErrorMonitor(MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin)
+
+    def monitors(self) -> Iterator[SignalMonitor | ErrorMonitor]:
+        yield from self.numeric.values()
+        yield from self.categories.values()
+        yield from self.equipment.values()
+        yield from self.delays.values()
+        yield self.conflicts
+        yield from self.prices.values()
+        yield self.error
+
+    def observe_rental(self, event: RentalEvent, origin: Origin) -> list[Fired]:
+        car = event.car
+        changes = [self.numeric[name].observe(getattr(car, name)) for name in NUMERIC]
+        for (name, category), monitor in self.categories.items():
+            changes.append(monitor.observe(1.0 if getattr(car, name) == category else 0.0))
+        for name, monitor in self.equipment.items():
+            changes.append(monitor.observe(1.0 if getattr(car, name) else 0.0))
+        delay = self.delays.get(event.checkin_type)
+        if delay is not None and event.delay_at_checkout_minutes is not None:
+            changes.append(delay.observe(event.delay_at_checkout_minutes))
+        return [Fired(t, origin) for t in changes if t is not None]
+
+    def observe_price(self, price: PriceScored, origin: Origin) -> list[Fired]:
+        changes = [self.prices["rentals" if price.rental_id is not None else "requests"].observe(price.price_per_day)]
+        if price.listed_price_per_day is not None:
+            changes.append(self.error.observe(price.price_per_day, price.listed_price_per_day))
+        return [Fired(t, origin) for t in changes if t is not None]
+
+    def observe_delay(self, fact: DelayScored, origin: Origin) -> list[Fired]:
+        if fact.is_conflict is None:
+            return []
+        change = self.conflicts.observe(1.0 if fact.is_conflict else 0.0)
+        return [Fired(change, origin)] if change is not None else []

@@ -1,0 +1,86 @@
+"""The per-signal state machine on synthetic streams whose levels are known by construction."""
+
+import random
+
+import pytest
+
+from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor
+from schemas.reference import Distribution
+
+REFERENCE = Distribution(n=10_000, mean=100.0, std=10.0, low=50.0, high=150.0)
+ADWIN = DetectorSpec("adwin", 0.002)
+
+
+def feed(monitor, values):
+    return [(i, t) for i, t in enumerate(monitor.observe(v) for v in values) if t is not None]
+
+
+def test_a_stationary_stream_raises_nothing():
+    rng = random.Random(7)
+    monitor = SignalMonitor("s", ADWIN, REFERENCE)
+    assert feed(monitor, [rng.gauss(100, 10) for _ in range(30_000)]) == []
+    assert monitor.state == "stable" and monitor.events_seen == 30_000
+
+
+def test_a_lasting_shift_alerts_once_then_recovers_once():
+    rng = random.Random(8)
+    monitor = SignalMonitor("rentals/mileage", ADWIN, REFERENCE)
+    values = [rng.gauss(100, 10) for _ in range(5000)] + [rng.gauss(120, 10) for _ in range(8000)]
+    values += [rng.gauss(100, 10) for _ in range(8000)]
+    fired = feed(monitor, values)
+    assert [t.state for _, t in fired] == ["drifting", "recovered"]
+    (drift_at, drift), (recover_at, recovered) = fired
+    assert 5000 <= drift_at < 5200 and 13_000 <= recover_at < 13_200
+    # The alert's windows are the two levels, in the signal's own units (the "after" side
+    # holds the few dozen values seen between the change and its detection).
+    assert drift.before.mean == pytest.approx(100, abs=1) and drift.after.mean == pytest.approx(120, abs=5)
+    assert recovered.before.mean == pytest.approx(120, abs=1) and recovered.after.mean == pytest.approx(100, abs=5)
+    assert drift.reference.mean == 100.0 and drift.detector == "ADWIN(delta=0.002)"
+    assert drift.events_seen == drift_at + 1
+
+
+def test_a_change_back_towards_the_reference_is_not_drift():
+    """A stream that starts away from the reference and comes back is returning to normal."""
+    rng = random.Random(9)
+    monitor = SignalMonitor("s", ADWIN, REFERENCE)
+    values = [rng.gauss(130, 10) for _ in range(5000)] + [rng.gauss(100, 10) for _ in range(5000)]
+    assert feed(monitor, values) == []
+    assert monitor.detections >= 1 and monitor.state == "stable"
+
+
+def test_values_are_clipped_to_the_reference_range():
+    """One absurd value must not pass for a change of the whole stream."""
+    rng = random.Random(10)
+    monitor = SignalMonitor("s", ADWIN, REFERENCE)
+    values = [rng.gauss(100, 10) for _ in range(3000)]
+    values[1500] = 1e9
+    assert feed(monitor, values) == []
+
+
+def test_category_share_indicator_detects_a_new_mix():
+    rng = random.Random(11)
+    monitor = SignalMonitor("rentals/fuel=electro", ADWIN, share=0.01)
+    values = [float(rng.random() < 0.01) for _ in range(5000)] + [float(rng.random() < 0.2) for _ in range(3000)]
+    fired = feed(monitor, values)
+    assert [t.state for _, t in fired] == ["drifting"]
+    assert fired[0][1].after.mean == pytest.approx(0.2, abs=0.05)
+    assert fired[0][1].reference.mean == 0.01
+
+
+def test_rolling_mae_alerts_past_the_margin_and_recovers_below_half_of_it():
+    monitor = ErrorMonitor("prices/absolute_error", cv_mae=10.0, window=100, margin=0.25)
+    # errors of 11 (under 12.5), then 14 (over), then 11 again (under 11.25)
+    pairs = [(100.0, 89.0)] * 300 + [(100.0, 114.0)] * 300 + [(100.0, 111.0)] * 300
+    fired = [(i, t) for i, t in enumerate(monitor.observe(p, a) for p, a in pairs) if t is not None]
+    assert [t.state for _, t in fired] == ["drifting", "recovered"]
+    # 11*(100-k) + 14k > 12.5*100  <=>  k > 50: the 51st error of 14 sets it off
+    assert fired[0][0] == 300 + 50
+    # 14*(100-k) + 11k < 11.25*100  <=>  k > 91.67: the 92nd error of 11 brings it back
+    assert fired[1][0] == 600 + 91
+    assert fired[0][1].after.mean == pytest.approx((11 * 49 + 14 * 51) / 100)
+
+
+def test_unknown_detector_is_refused():
+    with pytest.raises(ValueError, match="unknown detector"):
+        DetectorSpec("cusum", 1.0)
+    assert DetectorSpec("page_hinkley", 200).label == "PageHinkley(threshold=200)"
