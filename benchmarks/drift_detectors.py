@@ -4,7 +4,7 @@
 
 Builds, in process and without a broker, exactly what the monitor would read: the
 simulator's stream (one pass of the delay history as rentals plus 20% price requests
-from the listings, 26,638 events), each rental and request priced by a LightGBM model
+from the listings, 26,637 events), each rental and request priced by a LightGBM model
 fitted like the champion, and the delay facts as the scorer joins them. Then, for every
 detector setting, runs the monitor's ``DriftWatch`` (all 63 signals) over
 
@@ -50,7 +50,7 @@ SHIFTS = {  # shift → the signal it should set off
     "price=x1.3": "prices/absolute_error",
 }
 DEFAULT_DETECTORS = "adwin:0.002,adwin:0.0001,page_hinkley:50,page_hinkley:200,kswin:0.005,kswin:0.00001"
-EVENTS = 26_638  # one pass of the 21,310 rentals with 20% price requests
+EVENTS = 26_637  # one pass of the 21,310 rentals with 20% price requests
 
 
 def main() -> None:

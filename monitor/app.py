@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +59,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
     )
     engine = async_engine(settings.resolved_database_url(), pool_size=2)
     spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
-    state: dict[str, Any] = {"model_version": None, "states_written": 0.0, "newest_version": None}
+    state: dict[str, Any] = {"model_version": None, "states_dirty": False, "newest_version": None}
     last_alert: dict[str, tuple[str, Any]] = {}
     subscribers: list = []
 
@@ -117,15 +116,14 @@ def build_app(settings: Settings) -> AsgiFastStream:
         alerts = [drift_alert(f) for f in fired]
         for alert in alerts:
             last_alert[alert.signal] = (alert.alert_id, alert.detected_at)
-        due = time.monotonic() - state["states_written"] >= settings.monitor_state_seconds
-        signal_states = signal_rows(watch) if alerts or due else []
-        if alerts or signal_states or parsed.dead_letters:
+        # A state change is stored with its alert; the running counts every few moments.
+        signal_states = signal_rows(watch) if alerts else []
+        state["states_dirty"] = state["states_dirty"] or (bool(parsed.events) and not alerts)
+        if alerts or parsed.dead_letters:
             await with_retries(
                 lambda: store.write_batch(engine, alerts, signal_states, parsed.dead_letters),
                 settings.scorer_db_retries, note_retry,
             )  # fmt: skip
-            if signal_states:
-                state["states_written"] = time.monotonic()
         metrics.observed.labels(topic.name).inc(len(parsed.events))
         metrics.dead_letters.labels(topic.name).inc(len(parsed.dead_letters))
         for alert in alerts:
@@ -176,7 +174,28 @@ def build_app(settings: Settings) -> AsgiFastStream:
     subscribe(PRICES, PriceScored)
     subscribe(DELAYS, DelayScored)
 
-    async def close_engine() -> None:
+    async def write_states() -> None:
+        state["states_dirty"] = False
+        rows = signal_rows(state["watch"])
+        await with_retries(lambda: store.write_batch(engine, [], rows, []), settings.scorer_db_retries, note_retry)
+
+    async def write_states_periodically() -> None:
+        while True:
+            await asyncio.sleep(settings.monitor_state_seconds)
+            if state["states_dirty"]:
+                try:
+                    await write_states()
+                except Exception:  # the next round tries again; the alerts do not depend on it
+                    state["states_dirty"] = True
+                    log.exception("could not write the signal states")
+
+    async def stop() -> None:
+        writer = state.pop("writer", None)
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        if state.get("states_dirty"):
+            await write_states()
         await engine.dispose()
 
     @get
@@ -189,6 +208,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
     async def start() -> None:
         await load_reference()
         await load_last_alerts()
+        await write_states()  # every signal is listed from the start
+        state["writer"] = asyncio.create_task(write_states_periodically(), name="monitor-states")
 
     return AsgiFastStream(
         broker,
@@ -198,7 +219,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
             ("/metrics", make_asgi_app(metrics.registry)),
         ],
         on_startup=[start],
-        after_shutdown=[close_engine],
+        after_shutdown=[stop],
     )
 
 

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         0.25, gt=0, description="Alert when the rolling MAE exceeds the cross-validated MAE by this share."
     )
     monitor_state_seconds: float = Field(
-        1.0, gt=0, description="How often the monitor rewrites drift_signals (at once when a state changes)."
+        1.0, gt=0, description="How often the monitor rewrites drift_signals' counts (a change of state is written with its alert)."
     )
 
     request_fetch_max_wait_ms: int = Field(

@@ -98,7 +98,9 @@ def database_url(tmp_path_factory) -> Iterator[str]:
 def clean_database(database_url: str) -> str:
     engine = create_engine(psycopg_url(database_url))
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters"))
+        conn.execute(text(
+            "TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals"
+        ))
     engine.dispose()
     return database_url
 
@@ -206,3 +208,22 @@ def bridge_url(bridge_env, tmp_path) -> Iterator[str]:
     with service_process("bridge", bridge_env, log) as process:
         services.wait_ready("bridge", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
         yield url
+
+
+@pytest.fixture
+def monitor_env(scorer_env) -> dict[str, str]:
+    return {
+        **scorer_env,
+        "RENTALSTREAM_MONITOR_PORT": str(embedded.free_port()),
+        "RENTALSTREAM_MONITOR_STATE_SECONDS": "0.5",
+    }
+
+
+@pytest.fixture
+def monitor_process(monitor_env, tmp_path) -> Iterator[subprocess.Popen]:
+    """The real drift monitor (`rentalstream monitor`), ready (reference loaded, partitions held)."""
+    url = f"http://127.0.0.1:{monitor_env['RENTALSTREAM_MONITOR_PORT']}"
+    log = tmp_path / "monitor.log"
+    with service_process("monitor", monitor_env, log) as process:
+        services.wait_ready("monitor", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
+        yield process

@@ -1,0 +1,170 @@
+"""The drift monitor on the real stack: simulator → broker → scorer → broker → monitor →
+Postgres and the `drift` topic. Expected counts come from the files (pandas) and from
+the simulated events themselves, never from the monitor."""
+
+import asyncio
+import json
+from itertools import islice
+
+import pandas as pd
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import create_engine, text
+
+from producers.car_profiles import read_profile_pool
+from producers.publishing import publish_paced
+from producers.replay import rental_events
+from producers.simulator import Shift, Simulator
+from rentalstream.db import psycopg_url
+from schemas.events import DriftAlert, PriceRequest, RentalEvent
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+CLEAN_EVENTS = 26_637  # one pass of the 21,310 rentals, plus 20% price requests
+# Stated bounds (README, "Drift monitor"): false alarms over a clean pass of the history,
+# and detection delays, in values of the shifted signal published from the shift to the
+# event that set the alert off.
+CLEAN_FALSE_ALARMS_ALLOWED = 1
+SHIFT_FROM, SHIFTED_EVENTS = 6_000, 14_000
+SHIFTS = {"mileage=x2": "rentals/mileage", "delay.connect=+120": "rentals/delay.connect",
+          "price=x1.3": "prices/absolute_error"}  # fmt: skip
+DELAY_ALLOWED = {"rentals/mileage": 300, "rentals/delay.connect": 600, "prices/absolute_error": 500}
+# What the three shifts may rightly set off besides their own signals: prices follow
+# mileage, and later connect returns make more drivers wait.
+CONSEQUENCES = {"prices/price_per_day.rentals", "prices/price_per_day.requests", "delays/is_conflict"}
+
+
+def rows(url, sql, **params):
+    engine = create_engine(psycopg_url(url))
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(text(sql), params).mappings()]
+    finally:
+        engine.dispose()
+
+
+def seen(url) -> dict[str, int]:
+    return {r["signal"]: r["events_seen"] for r in rows(url, "SELECT signal, events_seen FROM drift_signals")}
+
+
+def simulate(env, delays_xlsx, pricing_csv, events, shifts=(), shift_from=0):
+    simulator = Simulator(
+        rental_events(delays_xlsx, pricing_csv), read_profile_pool(pricing_csv),
+        shifts=[Shift.parse(s) for s in shifts], shift_from=shift_from, run_id="e2e",
+    )  # fmt: skip
+    messages = list(islice(simulator.events(), events))
+    asyncio.run(publish_paced(env["RENTALSTREAM_KAFKA_BOOTSTRAP"], messages))
+    return [event for _, _, event in messages]
+
+
+def wait_until_monitored(url, published, process, log):
+    rentals = [e for e in published if isinstance(e, RentalEvent)]
+    expected = {
+        "rentals/mileage": len(rentals),
+        "prices/price_per_day.rentals": len(rentals),  # the scorer prices every rental, canceled ones too
+        "prices/price_per_day.requests": len(published) - len(rentals),
+    }
+    last: dict[str, int] = {}
+
+    def caught_up() -> bool:
+        last.update(seen(url))
+        return all(last.get(s, 0) >= n for s, n in expected.items())
+
+    try:
+        wait_for(caught_up, 300, f"the monitor to see {expected}", process, log)
+    finally:
+        print(f"monitor saw: { {s: last.get(s) for s in expected} }")
+    assert {s: last[s] for s in expected} == expected  # each event fed once
+
+
+def test_clean_history_raises_no_more_than_the_stated_false_alarms_and_bad_messages_are_dead_lettered(
+    scorer_process, monitor_process, monitor_env, clean_database, delays_xlsx, pricing_csv, tmp_path
+):
+    bad = [b"{not json", b"", json.dumps({"price_id": "x"}).encode(), b"\xff\xfe", json.dumps([1, 2]).encode()]
+
+    async def publish_bad():
+        producer = AIOKafkaProducer(bootstrap_servers=monitor_env["RENTALSTREAM_KAFKA_BOOTSTRAP"])
+        await producer.start()
+        try:
+            for topic in ("prices", "delays", "rentals"):
+                for value in bad:
+                    await producer.send_and_wait(topic, value, key=b"bad")
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish_bad())
+    published = simulate(monitor_env, delays_xlsx, pricing_csv, CLEAN_EVENTS)
+    history = pd.read_excel(delays_xlsx, sheet_name="rentals_data")
+    assert sum(isinstance(e, RentalEvent) for e in published) == len(history)  # exactly one pass
+    wait_until_monitored(clean_database, published, monitor_process, tmp_path / "monitor.log")
+
+    alerts = rows(clean_database, "SELECT signal, state, before_mean, after_mean FROM drift_events")
+    print(f"false alarms on the clean pass: {alerts}")
+    assert len(alerts) <= CLEAN_FALSE_ALARMS_ALLOWED, alerts
+    counts = seen(clean_database)
+    assert counts["rentals/delay.connect"] == int(history.query("checkin_type == 'connect'")
+                                                  .delay_at_checkout_in_minutes.notna().sum())  # fmt: skip
+    assert counts["prices/absolute_error"] == len(published) - len(history)  # every request had its real price
+
+    letters = rows(clean_database, "SELECT topic, raw_value, reason FROM dead_letters WHERE consumer = 'monitor'")
+    assert sorted((r["topic"], bytes(r["raw_value"])) for r in letters) == sorted(
+        (t, v) for t in ("prices", "delays", "rentals") for v in bad
+    )
+    assert all(len(r["reason"]) > 10 for r in letters)
+    assert monitor_process.poll() is None
+
+
+def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table_and_topic(
+    scorer_process, monitor_process, monitor_env, clean_database, mlflow_registry, delays_xlsx, pricing_csv, tmp_path
+):
+    published = simulate(monitor_env, delays_xlsx, pricing_csv, SHIFTED_EVENTS, SHIFTS, SHIFT_FROM)
+    wait_until_monitored(clean_database, published, monitor_process, tmp_path / "monitor.log")
+    alerts = rows(clean_database, "SELECT * FROM drift_events WHERE state = 'drifting' ORDER BY detected_at")
+    fired = {a["signal"]: a for a in reversed(alerts)}  # the first alert of each signal
+    assert set(SHIFTS.values()) <= fired.keys(), alerts
+    assert fired.keys() <= set(SHIFTS.values()) | CONSEQUENCES, f"unrelated signals alerted: {sorted(fired)}"
+
+    index_of = {
+        (f"rental-{e.rental_id}" if isinstance(e, RentalEvent) else e.request_id): i for i, e in enumerate(published)
+    }
+    is_value_of = {
+        "rentals/mileage": lambda e: isinstance(e, RentalEvent),
+        "rentals/delay.connect": lambda e: isinstance(e, RentalEvent) and e.checkin_type == "connect"
+        and e.delay_at_checkout_minutes is not None,
+        "prices/absolute_error": lambda e: isinstance(e, PriceRequest),
+    }  # fmt: skip
+    delays = {}
+    for signal, is_value in is_value_of.items():
+        alert = fired[signal]
+        trigger = index_of[alert["triggered_by"]]
+        assert trigger >= SHIFT_FROM, f"{signal} alerted before the shift: {alert}"
+        delays[signal] = sum(1 for e in published[SHIFT_FROM : trigger + 1] if is_value(e))
+        assert delays[signal] <= DELAY_ALLOWED[signal], delays
+        assert alert["after_mean"] > alert["before_mean"]  # every shift pushes its signal up
+    print(f"detection delays (values of the signal after the shift): {delays}")
+    assert fired["rentals/mileage"]["model_version"] == mlflow_registry[1].champion_version
+
+    # The same alerts, whole, on the `drift` topic.
+    table = {a["alert_id"] for a in rows(clean_database, "SELECT alert_id FROM drift_events")}
+    on_topic = asyncio.run(read_topic(monitor_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "drift"))
+    assert {a.alert_id for a in on_topic} == table
+    assert all(a.model_version == mlflow_registry[1].champion_version for a in on_topic)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[DriftAlert]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fills the metadata
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        alerts = []
+        while any([await consumer.position(p) < end[p] for p in partitions]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                alerts += [DriftAlert.model_validate_json(r.value) for r in records]
+        return alerts
+    finally:
+        await consumer.stop()
