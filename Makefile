@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test up down train replay scorer bridge bench-replay bench-bridge clean
+.PHONY: demo test up down train replay simulate scorer bridge monitor drift-report bench-replay bench-bridge bench-drift bench-monitor clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -15,7 +15,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-up down train replay scorer bridge: $(VENV)/.installed
+up down train replay simulate scorer bridge monitor drift-report: $(VENV)/.installed
 	$(BIN)/rentalstream $@
 
 bench-replay: $(VENV)/.installed
@@ -23,6 +23,12 @@ bench-replay: $(VENV)/.installed
 
 bench-bridge: $(VENV)/.installed
 	$(BIN)/python benchmarks/bridge_latency.py
+
+bench-drift: $(VENV)/.installed
+	$(BIN)/python benchmarks/drift_detectors.py
+
+bench-monitor: $(VENV)/.installed
+	$(BIN)/python benchmarks/monitor_throughput.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

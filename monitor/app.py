@@ -20,10 +20,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import make_asgi_app
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -31,6 +30,8 @@ from monitor import store
 from monitor.detectors import DetectorSpec
 from monitor.metrics import MonitorMetrics
 from monitor.watch import DriftWatch, Fired, Origin
+from rentalstream import consumer_service
+from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import KafkaRecord, batch_subscriber, parse_records, publish_all, with_retries
 from rentalstream.registry import reference_of, version_behind_alias
@@ -198,28 +199,14 @@ def build_app(settings: Settings) -> AsgiFastStream:
             await write_states()
         await engine.dispose()
 
-    @get
-    async def ready(scope) -> AsgiResponse:
-        consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
-        if "watch" in state and consuming and await broker.ping(timeout=2):
-            return AsgiResponse(b"ready", 200)
-        return AsgiResponse(b"not ready", 503)
-
     async def start() -> None:
         await load_reference()
         await load_last_alerts()
         await write_states()  # every signal is listed from the start
         state["writer"] = asyncio.create_task(write_states_periodically(), name="monitor-states")
 
-    return AsgiFastStream(
-        broker,
-        asgi_routes=[
-            ("/health", make_ping_asgi(broker, timeout=2)),
-            ("/ready", ready),
-            ("/metrics", make_asgi_app(metrics.registry)),
-        ],
-        on_startup=[start],
-        after_shutdown=[stop],
+    return consumer_app(
+        broker, metrics, subscribers, loaded=lambda: "watch" in state, on_startup=[start], after_shutdown=[stop]
     )
 
 
@@ -234,9 +221,4 @@ def event_id(event: BaseModel) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the monitor and its HTTP endpoints until SIGTERM/SIGINT."""
-    app = build_app(settings)
-    asyncio.run(app.run(
-        log_level=logging.WARNING,
-        run_extra_options={"host": settings.monitor_host, "port": settings.monitor_port},
-    ))  # fmt: skip
-
+    consumer_service.serve(build_app(settings), settings.monitor_host, settings.monitor_port)

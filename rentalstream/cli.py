@@ -226,7 +226,8 @@ def drift_report(
     drifting = sum(1 for r in rows if r["state"] == "drifting")
     detectors = ", ".join(sorted({r["detector"] for r in rows}))
     table = Table(
-        title=f"drift: {drifting} of {len(rows)} signal(s) drifting", caption=f"detectors: {detectors}",
+        title=f"drift: {drifting} signal(s) drifting" + ("" if drifting_only else f" of {len(rows)}"),
+        caption=f"detectors: {detectors}",
         box=box.SIMPLE_HEAD, pad_edge=False,
     )  # fmt: skip
     table.add_column("signal", no_wrap=True)
@@ -248,7 +249,9 @@ def drift_report(
 
 
 def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:,.4g}"
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 @app.command()

@@ -61,6 +61,7 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
             f"{max(0.0, last_commit - last_published):.2f} s after the last event was published"
         )
         console.print(ask_the_bridge(state["services"]["bridge"]["url"]))
+        console.print(drift_line(settings, stats.published))
         console.print(query_help(settings))
         if wait:
             console.print("[bold]Everything is running. Press Ctrl-C to stop it.[/bold]")
@@ -89,6 +90,26 @@ def ask_the_bridge(url: str) -> str:
         f"{answer['price_per_day']:.2f} €/day ({answer['model_name']} v{answer['model_version']}) in {took:.0f} ms.\n"
         f"  Try it: curl -s {url}/predict -H 'content-type: application/json' -d '{body}'\n"
         f"  API docs: {url}/docs"
+    )
+
+
+def drift_line(settings: Settings, replayed: int, timeout: float = 30) -> str:
+    """What the drift monitor makes of the replay, once it has seen it (or after ``timeout``)."""
+    from rentalstream.drift_report import signal_states
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = signal_states(settings.resolved_database_url())
+        mileage = next((s["events_seen"] for s in states if s["signal"] == "rentals/mileage"), 0)
+        if mileage >= replayed or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    drifting = [s["signal"] for s in states if s["state"] == "drifting"]
+    return (
+        f"drift monitor: {len(drifting)} of {len(states)} signals drifting after {mileage:,} rentals"
+        + (f" ({', '.join(drifting)})" if drifting else "")
+        + ".\n  See `rentalstream drift-report`; inject a shift with "
+        "`rentalstream simulate --events 20000 --shift mileage=x2 --shift-from 5000` and look again."
     )
 
 
@@ -131,5 +152,5 @@ def query_help(settings: Settings) -> str:
         "avg(delay_at_checkout_minutes) FROM delays GROUP BY 1, 2\"\n"
         f"  psql '{url}' -c \"SELECT * FROM delays WHERE is_conflict "
         "ORDER BY waiting_minutes DESC LIMIT 10\"\n"
-        "Tables: rentals, cars, prices, price_requests, delays, dead_letters."
+        "Tables: rentals, cars, prices, price_requests, delays, dead_letters, drift_events, drift_signals."
     )

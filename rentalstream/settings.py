@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         "adwin", description="River detector of every signal (chosen by benchmarks/drift_detectors.py)."
     )
     monitor_detector_setting: float = Field(
-        0.002, gt=0, description="ADWIN's delta, Page-Hinkley's threshold or KSWIN's alpha."
+        0.0001, gt=0, description="ADWIN's delta, Page-Hinkley's threshold or KSWIN's alpha."
     )
     monitor_mae_window: int = Field(500, ge=10, description="Prices with a known real price in the rolling MAE.")
     monitor_mae_margin: float = Field(

@@ -14,11 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import make_asgi_app
 
+from rentalstream import consumer_service
+from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import KafkaRecord, batch_subscriber, publish_all, with_retries
 from rentalstream.settings import Settings
@@ -146,33 +147,12 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     async def close_engine() -> None:
         await engine.dispose()
 
-    def consuming() -> bool:
-        """Every subscriber has joined its group and holds partitions. (A replica beyond
-        the partition count holds none and stays not-ready: it is a standby.)"""
-        return all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
-
-    @get
-    async def ready(scope) -> AsgiResponse:
-        if "model" in state and consuming() and await broker.ping(timeout=2):
-            return AsgiResponse(b"ready", 200)
-        return AsgiResponse(b"not ready", 503)
-
-    return AsgiFastStream(
-        broker,
-        asgi_routes=[
-            ("/health", make_ping_asgi(broker, timeout=2)),
-            ("/ready", ready),
-            ("/metrics", make_asgi_app(metrics.registry)),
-        ],
-        on_startup=[load_model],
-        after_shutdown=[close_engine],
-    )
+    return consumer_app(
+        broker, metrics, subscribers, loaded=lambda: "model" in state,
+        on_startup=[load_model], after_shutdown=[close_engine],
+    )  # fmt: skip
 
 
 def serve(settings: Settings) -> None:
     """Run the scorer and its HTTP endpoints until SIGTERM/SIGINT."""
-    app = build_app(settings)
-    asyncio.run(app.run(
-        log_level=logging.WARNING,
-        run_extra_options={"host": settings.scorer_host, "port": settings.scorer_port},
-    ))  # fmt: skip
+    consumer_service.serve(build_app(settings), settings.scorer_host, settings.scorer_port)

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
 from rentalstream.embedded import alive, free_port
+from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from tests.helpers import SAMPLE_CAR
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.e2e
 def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")}
     env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200",
-            "RENTALSTREAM_SCORER_PORT": str(free_port()), "RENTALSTREAM_BRIDGE_PORT": str(free_port())}
+            "RENTALSTREAM_SCORER_PORT": str(free_port()), "RENTALSTREAM_BRIDGE_PORT": str(free_port()),
+            "RENTALSTREAM_MONITOR_PORT": str(free_port())}
     result = subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "demo", "--limit", "2000", "--no-wait"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -32,6 +34,10 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     scored = next(line for line in out.splitlines() if "events scored" in line)
     assert published.split()[-2] == scored.split()[-2] == "2,000"
     assert re.search(r"bridge: POST http://127\.0\.0\.1:\d+/predict priced a Citroën convertible at [\d.]+ €/day", out)
+    # every signal of the monitor, none drifting: mileage and engine power, each category and
+    # equipment, the delay per check-in type, conflicts, the two price streams and the MAE
+    signals = len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values()) + len(EQUIPMENT) + 2 + 1 + 2 + 1
+    assert f"drift monitor: 0 of {signals} signals drifting after 2,000 rentals" in out, out
     assert not (tmp_path / ".rentalstream" / "stack.json").exists()  # everything stopped
 
     # `up` brings back the stack and its services; the results survived in Postgres, the
@@ -51,4 +57,4 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     pids = [*state["pids"].values(), *(service["pid"] for service in state["services"].values())]
-    assert len(pids) == 4 and not any(alive(pid) for pid in pids)
+    assert len(pids) == 5 and not any(alive(pid) for pid in pids)

@@ -1,0 +1,70 @@
+"""What every consuming service (scorer, monitor) exposes besides its handlers: the
+Prometheus metrics all of them keep, and an HTTP face — ``/health`` (the broker
+answers), ``/ready`` (what the service loads at start is there, and every subscriber
+holds partitions), ``/metrics`` — served next to the broker by ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+
+
+@dataclass
+class ConsumerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.dead_letters = Counter(
+            "rentalstream_dead_letters_total", "Messages sent to dead letters.", ["topic"], registry=self.registry
+        )
+        self.write_retries = Counter(
+            "rentalstream_db_write_retries_total", "Batch writes retried after a database error.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "rentalstream_batch_seconds", "Time to handle, store and publish one batch.", ["topic"],
+            registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+
+
+def consumer_app(
+    broker: KafkaBroker,
+    metrics: ConsumerMetrics,
+    subscribers: Sequence,
+    loaded: Callable[[], bool],
+    on_startup: Sequence[Callable[[], Awaitable[None]]],
+    after_shutdown: Sequence[Callable[[], Awaitable[None]]],
+) -> AsgiFastStream:
+    """The service's app. Ready means ``loaded()`` and every subscriber has joined its
+    group and holds partitions (a replica beyond the partition count holds none and
+    stays not-ready: it is a standby) and the broker answers."""
+
+    @get
+    async def ready(scope) -> AsgiResponse:
+        consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
+        if loaded() and consuming and await broker.ping(timeout=2):
+            return AsgiResponse(b"ready", 200)
+        return AsgiResponse(b"not ready", 503)
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/health", make_ping_asgi(broker, timeout=2)),
+            ("/ready", ready),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
+        on_startup=list(on_startup),
+        after_shutdown=list(after_shutdown),
+    )
+
+
+def serve(app: AsgiFastStream, host: str, port: int) -> None:
+    """Run the app and its HTTP endpoints until SIGTERM/SIGINT (the batch in hand is
+    finished and committed, then the consumers close)."""
+    asyncio.run(app.run(log_level=logging.WARNING, run_extra_options={"host": host, "port": port}))
