@@ -101,7 +101,6 @@ class SignalMonitor:
         self._since = 0  # values seen since the detector's last change, and their sum
         self._since_sum = 0.0
         self._baseline: WindowStats | None = None  # the level before the current drift
-        self._drifted: WindowStats | None = None  # the level the drift took it to
 
     def observe(self, value: float) -> Transition | None:
         if self.reference is not None:
@@ -145,17 +144,16 @@ class SignalMonitor:
 
     def _transition(self, before: WindowStats, after: WindowStats) -> Transition | None:
         if self.state == "stable":
-            target = self.reference_stats.mean if self.reference_stats is not None else before.mean
-            if abs(after.mean - target) <= abs(before.mean - target) and self.reference_stats is not None:
+            reference = self.reference_stats
+            if reference is not None and abs(after.mean - reference.mean) <= abs(before.mean - reference.mean):
                 return None  # moved towards the reference: back to normal, not drift
-            self.state, self._baseline, self._drifted = "drifting", before, after
+            self.state, self._baseline = "drifting", before
             return self._report("drifting", before, after)
         assert self._baseline is not None
         if abs(after.mean - self._baseline.mean) < abs(after.mean - before.mean):
-            self.state, self._baseline, self._drifted = "stable", None, None
+            self.state, self._baseline = "stable", None
             return self._report("recovered", before, after)
-        self._drifted = after  # drifting further, or elsewhere: still one drift
-        return None
+        return None  # drifting further, or elsewhere: still the same drift
 
     def _report(self, state: str, before: WindowStats, after: WindowStats) -> Transition:
         return Transition(self.signal, self.label, state, before, after, self.reference_stats, self.events_seen)

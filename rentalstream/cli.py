@@ -9,7 +9,6 @@ from itertools import islice
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -217,41 +216,18 @@ def drift_report(
     drifting_only: bool = typer.Option(False, "--drifting-only", help="Show only the signals drifting now."),
 ) -> None:
     """The current state of every monitored signal, as the monitor last wrote it."""
-    from rentalstream.drift_report import signal_states
+    from rentalstream.drift_report import report_table, signal_states
 
     rows = signal_states(ctx.obj.resolved_database_url(), drifting_only=drifting_only)
     if not rows and not drifting_only:
         console.print("no signal states yet: is the monitor running? (`rentalstream monitor`, or `rentalstream up`)")
         return
-    drifting = sum(1 for r in rows if r["state"] == "drifting")
-    detectors = ", ".join(sorted({r["detector"] for r in rows}))
-    table = Table(
-        title=f"drift: {drifting} signal(s) drifting" + ("" if drifting_only else f" of {len(rows)}"),
-        caption=f"detectors: {detectors}",
-        box=box.SIMPLE_HEAD, pad_edge=False,
-    )  # fmt: skip
-    table.add_column("signal", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    for column in ("events", "mean now", "reference"):
-        table.add_column(column, justify="right", no_wrap=True)
-
-    for r in rows:
-        table.add_row(
-            r["signal"], f"[red]{r['state']}[/red]" if r["state"] == "drifting" else r["state"],
-            f"{r['events_seen']:,}", _number(r["window_mean"]), _number(r["reference_mean"]),
-        )  # fmt: skip
-    console.print(table)
+    console.print(report_table(rows, drifting_only))
     if rows:
         console.print(
             f"model v{rows[0]['model_version']}; 'mean now' is the mean since the last change the detector found; "
             f"states written {rows[0]['updated_at']:%Y-%m-%d %H:%M:%S %Z}; the alerts: table drift_events"
         )
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich import box
+from rich.table import Table
 from sqlalchemy import case, create_engine, select
 
 from rentalstream.db import psycopg_url
@@ -19,3 +21,28 @@ def signal_states(database_url: str, drifting_only: bool = False) -> list[dict]:
             return [dict(row) for row in conn.execute(query).mappings()]
     finally:
         engine.dispose()
+
+
+def report_table(rows: list[dict], drifting_only: bool = False) -> Table:
+    drifting = sum(1 for r in rows if r["state"] == "drifting")
+    detectors = ", ".join(sorted({r["detector"] for r in rows}))
+    table = Table(
+        title=f"drift: {drifting} signal(s) drifting" + ("" if drifting_only else f" of {len(rows)}"),
+        caption=f"detectors: {detectors}", box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
+    table.add_column("signal", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for column in ("events", "mean now", "reference"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["signal"], f"[red]{r['state']}[/red]" if r["state"] == "drifting" else r["state"],
+            f"{r['events_seen']:,}", _number(r["window_mean"]), _number(r["reference_mean"]),
+        )  # fmt: skip
+    return table
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

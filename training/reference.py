@@ -56,7 +56,7 @@ def distribution(values: Iterable[float]) -> Distribution:
     >>> (d.n, d.low, d.high, d.mean)
     (101, 1.0, 99.0, 50.0)
     """
-    array = np.asarray(list(values) if not isinstance(values, pd.Series) else values, dtype=np.float64)
+    array = np.asarray(list(values), dtype=np.float64)
     low, high = np.percentile(array, CLIP_PERCENTILES)
     clipped = np.clip(array, low, high)
     return Distribution(
