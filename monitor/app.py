@@ -34,7 +34,7 @@ from rentalstream import consumer_service
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import KafkaRecord, batch_subscriber, parse_records, publish_all, with_retries
-from rentalstream.registry import reference_of, version_behind_alias
+from rentalstream.registry import champion_version, reference_of
 from rentalstream.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
@@ -42,10 +42,6 @@ from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES, RENTALS, Topic
 
 log = logging.getLogger("rentalstream.monitor")
 CONSUMER = "monitor"
-
-
-class NoChampion(RuntimeError):
-    pass
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -68,10 +64,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
         tracking_uri = settings.resolved_mlflow_tracking_uri()
         if version is None:
             version = await asyncio.to_thread(
-                version_behind_alias, tracking_uri, settings.model_name, settings.champion_alias
+                champion_version, tracking_uri, settings.model_name, settings.champion_alias
             )
-            if version is None:
-                raise NoChampion(f"{settings.model_name} has no @{settings.champion_alias}; run `rentalstream train`")
         reference = await asyncio.to_thread(reference_of, tracking_uri, settings.model_name, version)
         state["watch"] = DriftWatch(
             reference, spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin

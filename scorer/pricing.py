@@ -8,15 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from rentalstream.registry import version_behind_alias
+from rentalstream.registry import champion_version
 from schemas.cars import CATEGORICAL, CarFeatures
 from training.features import CATEGORICAL_FEATURES, FEATURES, feature_codes
 
 PARALLEL_FROM_ROWS = 500
-
-
-class NoChampion(RuntimeError):
-    pass
 
 
 class IncompatibleModel(RuntimeError):
@@ -33,12 +29,7 @@ class PriceModel:
     def load(cls, tracking_uri: str, name: str, alias: str = "champion") -> PriceModel:
         import mlflow
 
-        version = version_behind_alias(tracking_uri, name, alias)
-        if version is None:
-            raise NoChampion(
-                f"model {name!r} has no {alias!r} alias in {tracking_uri}; "
-                "run `rentalstream train` first"
-            )
+        version = champion_version(tracking_uri, name, alias)
         # Load the exact version, not the alias, so a concurrent promotion cannot
         # make the recorded version differ from the loaded one.
         model = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
