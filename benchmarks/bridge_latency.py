@@ -3,7 +3,8 @@
     python benchmarks/bridge_latency.py [--requests 1000] [--clients 50] [--seconds 20]
 
 Starts a fresh embedded stack in a temporary home (broker, PostgreSQL, MLflow), trains
-the champion, starts the scorer and the bridge as `rentalstream up` does, and the
+the champion, starts the scorer and the bridge (not the monitor, so it does not share
+the cores) as `rentalstream up` does, and the
 baseline (benchmarks/plain_model_api.py: FastAPI calling the same model in-process).
 Then, for each of
 
@@ -22,20 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import psutil
+from bench_stack import fresh_stack
 
-from rentalstream import embedded, services, stack
+from rentalstream import embedded, services
 from rentalstream.settings import Settings
 
 CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
@@ -65,22 +67,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="duration of each concurrent run")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rentalstream-bench-"))
-    os.environ.update({
-        "RENTALSTREAM_HOME": str(home), "RENTALSTREAM_LOG_LEVEL": "WARNING",
-        "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()), "RENTALSTREAM_BRIDGE_PORT": str(embedded.free_port()),
-    })  # fmt: skip
-    settings = Settings()
-    baseline = None
-    try:
-        print("starting the stack, training the champion, starting scorer and bridge...", flush=True)
-        state, _ = stack.up_with_services(settings)
-        baseline_port = embedded.free_port()
-        baseline = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(baseline_port)],
-        )
-        baseline_url = f"http://127.0.0.1:{baseline_port}"
-        services.wait_ready("plain API", f"{baseline_url}/ready", baseline.pid, time.monotonic() + 120)
+    with fresh_stack((services.SCORER, services.BRIDGE)) as (settings, state), plain_api() as baseline:
+        baseline_url = baseline["url"]
         bridge_url = state["services"]["bridge"]["url"]
         targets = {
             "bridge (via Kafka)": f"{bridge_url}/predict",
@@ -92,7 +80,7 @@ def main() -> None:
             "scorer": state["services"]["scorer"]["pid"],
             "broker": state["pids"]["broker"],
             "postgres": state["pids"]["postgres"],
-            "plain API": baseline.pid,
+            "plain API": baseline["pid"],
             "load generator": os.getpid(),
         }
 
@@ -108,12 +96,20 @@ def main() -> None:
             concurrent[name].cpu = {p: after[p] - before[p] for p in processes}
 
         report(settings, args, sequential, concurrent)
+
+
+@contextmanager
+def plain_api() -> Iterator[dict]:
+    """The baseline (``plain_model_api.py``) on a free port, ready; stopped on the way out."""
+    port = embedded.free_port()
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        services.wait_ready("plain API", f"{url}/ready", process.pid, time.monotonic() + 120)
+        yield {"url": url, "pid": process.pid}
     finally:
-        if baseline is not None:
-            baseline.terminate()
-            baseline.wait(30)
-        stack.down(settings)
-        shutil.rmtree(home, ignore_errors=True)
+        process.terminate()
+        process.wait(30)
 
 
 async def sequential_run(url: str, requests: int) -> Run:

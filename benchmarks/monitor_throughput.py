@@ -18,26 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from itertools import islice
-from pathlib import Path
 
 import httpx
+from bench_stack import fresh_stack
 from drift_detectors import EVENTS, monitored_stream
 from replay_throughput import PeakRss
 
-from producers.car_profiles import read_profile_pool
 from producers.publishing import publish_paced
-from producers.replay import rental_events
 from producers.simulator import Simulator
-from rentalstream import embedded, services, stack
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+from rentalstream import services
 from rentalstream.drift_report import signal_states
-from rentalstream.settings import Settings
 from scorer.pricing import PriceModel
 
 
@@ -45,32 +37,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="rentalstream-bench-"))
-    os.environ.setdefault("RENTALSTREAM_HOME", str(home))
-    os.environ.setdefault("RENTALSTREAM_MONITOR_PORT", str(embedded.free_port()))
-    settings = Settings()
-    stack.up(settings)
-    monitor = None
-    try:
-        env = {**os.environ, "RENTALSTREAM_LOG_LEVEL": "WARNING"}
-        subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"],
-                       env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        pricing_csv = dataset_path(PRICING_CSV, settings.data_dir)
-        simulator = Simulator(rental_events(dataset_path(DELAYS_XLSX, settings.data_dir), pricing_csv),
-                              read_profile_pool(pricing_csv), run_id="bench")  # fmt: skip
+    with fresh_stack((services.MONITOR,), keep_home=args.keep_home) as (settings, state):
+        simulator = Simulator.from_data_dir(settings.data_dir, run_id="bench")
         model = PriceModel.load(settings.resolved_mlflow_tracking_uri(), settings.model_name)
         messages = [
             (topic, _key(message), message)
             for _, topic, message in monitored_stream(list(islice(simulator.events(), EVENTS)), model.model.booster_)
         ]
-        monitor = subprocess.Popen([sys.executable, "-m", "rentalstream.cli", "monitor"], env=env)
-        url = f"http://{settings.monitor_host}:{settings.monitor_port}"
-        services.wait_ready("monitor", f"{url}/ready", monitor.pid, time.monotonic() + 120)
-        peak_rss = PeakRss(monitor.pid)
+        monitor = state["services"]["monitor"]
+        peak_rss = PeakRss(monitor["pid"])
         started = time.time()
         stats = asyncio.run(publish_paced(settings.resolved_kafka_bootstrap(), messages,
                                           batch_size=settings.replay_batch_size))  # fmt: skip
-        while (counted := monitored(url)) < len(messages):
+        while (counted := monitored(monitor["url"])) < len(messages):
             time.sleep(0.05)
         finished = time.time()
         peak_rss.stop()
@@ -84,13 +63,6 @@ def main() -> None:
         print(f"monitor peak RSS:    {peak_rss.peak / 2**20:>10,.0f} MiB")
         alerts = [s["signal"] for s in signal_states(settings.resolved_database_url()) if s["last_alert_id"]]
         print(f"signals that alerted (false alarms: nothing was shifted): {len(alerts)} {alerts}")
-    finally:
-        if monitor is not None:
-            monitor.terminate()
-            monitor.wait(30)
-        stack.down(settings)
-        if not args.keep_home:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _key(message) -> str:
@@ -104,5 +76,4 @@ def monitored(url: str) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("RENTALSTREAM_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     main()

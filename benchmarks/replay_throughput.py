@@ -2,9 +2,8 @@
 
     python benchmarks/replay_throughput.py [--limit N] [--keep-home]
 
-Starts a fresh embedded stack in a temporary home (or uses the RENTALSTREAM_*
-endpoints when set), trains the champion if there is none, starts `rentalstream
-scorer`, waits until one warm-up event is stored (so the consumer group is assigned
+Starts a fresh embedded stack in a temporary home (``bench_stack.fresh_stack``), trains
+the champion, starts `rentalstream scorer` (and nothing else), waits until one warm-up event is stored (so the consumer group is assigned
 and the model loaded), then replays the history as fast as possible and prints:
 
 - events/s published (replay start → last ack),
@@ -22,23 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psutil
+from bench_stack import fresh_stack
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
-from rentalstream import stack
+from rentalstream import services
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
-from rentalstream.settings import Settings
 from schemas.events import utc_now
 
 LATENCY_SQL = text("""
@@ -56,34 +50,26 @@ def main() -> None:
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rentalstream-bench-"))
-    os.environ.setdefault("RENTALSTREAM_HOME", str(home))
-    settings = Settings()
-    stack.up(settings)
-    scorer = None
-    try:
-        env = {**os.environ, "RENTALSTREAM_LOG_LEVEL": "WARNING"}
-        subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"],
-                       env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    with fresh_stack((services.SCORER,), keep_home=args.keep_home) as (settings, state):
+        scorer_pid = state["services"]["scorer"]["pid"]
         events = rental_events(
             dataset_path(DELAYS_XLSX, settings.data_dir),
             dataset_path(PRICING_CSV, settings.data_dir),
             limit=args.limit,
         )
-        scorer = subprocess.Popen([sys.executable, "-m", "rentalstream.cli", "scorer"], env=env)
         engine = create_engine(psycopg_url(settings.resolved_database_url()))
         bootstrap = settings.resolved_kafka_bootstrap()
 
         warm_up_since = utc_now()
         asyncio.run(publish_events(bootstrap, events[:1]))
-        wait_until_scored(settings, warm_up_since, 1, scorer.pid)
+        wait_until_scored(settings, warm_up_since, 1, scorer_pid)
 
-        peak_rss = PeakRss(scorer.pid)
+        peak_rss = PeakRss(scorer_pid)
         since = utc_now()
         started = time.time()
         stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay_batch_size))
         last_published = started + stats.seconds
-        wait_until_scored(settings, since, len(events), scorer.pid)
+        wait_until_scored(settings, since, len(events), scorer_pid)
         with engine.connect() as conn:
             row = conn.execute(LATENCY_SQL, {"since": since}).one()
         peak_rss.stop()
@@ -100,13 +86,6 @@ def main() -> None:
         print(f"last publish → last commit: {last_commit - last_published:>7.2f} s")
         print(f"event-to-commit latency: p50 {row.p50 * 1000:,.0f} ms, p99 {row.p99 * 1000:,.0f} ms")
         print(f"scorer peak RSS:         {peak_rss.peak / 2**20:>10,.0f} MiB")
-    finally:
-        if scorer is not None:
-            scorer.terminate()
-            scorer.wait(30)
-        stack.down(settings)
-        if not args.keep_home:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 class PeakRss:

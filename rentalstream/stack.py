@@ -69,13 +69,13 @@ def _start(settings: Settings, home: Path) -> dict:
     return state
 
 
-def up_with_services(settings: Settings) -> tuple[dict, list[str]]:
+def up_with_services(settings: Settings, wanted=services.ALL) -> tuple[dict, list[str]]:
     """``up``, then what compose's one-shot job does (train and register a model if the
-    registry has no champion), then the services; returns the stack and the services
-    started now."""
+    registry has no champion), then the ``wanted`` services; returns the stack and the
+    services started now."""
     state = up(settings)
     subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"], check=True)
-    started = services.ensure_services(settings)
+    started = services.ensure_services(settings, wanted)
     return settings.embedded_endpoints() | {"topics": state["topics"]}, started
 
 
