@@ -28,6 +28,9 @@ class PublishStats:
     def events_per_second(self) -> float:
         return self.published / self.seconds if self.seconds else 0.0
 
+    def describe(self) -> str:
+        return f"published {self.published} events in {self.seconds:.2f} s ({self.events_per_second:,.0f} events/s)"
+
 
 async def publish_paced(
     bootstrap: str,

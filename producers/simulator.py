@@ -26,10 +26,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
+from producers.car_profiles import read_profile_pool
+from producers.replay import rental_events
+from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from schemas.cars import MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, CarFeatures
 from schemas.events import MAX_ABS_DELAY_MINUTES, MAX_PRICE_PER_DAY, PriceRequest, RentalEvent
 from schemas.topics import PRICE_REQUESTS, RENTALS
@@ -87,6 +91,12 @@ class Simulator:
     shift_from: int = 0
     seed: int = 42
     run_id: str = ""
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path, **options) -> Simulator:
+        """A simulator over the two datasets of ``data_dir`` (downloaded if missing)."""
+        pricing_csv = dataset_path(PRICING_CSV, data_dir)
+        return cls(rental_events(dataset_path(DELAYS_XLSX, data_dir), pricing_csv), read_profile_pool(pricing_csv), **options)
 
     def __post_init__(self) -> None:
         if not 0 <= self.price_request_share <= 1:

@@ -117,11 +117,7 @@ def replay(
     limit: int | None = typer.Option(None, min=1, help="Replay only the first N rows."),
 ) -> None:
     """Replay get_around_delay_analysis.xlsx onto the `rentals` topic."""
-    stats = run_replay(ctx.obj, rate=rate, limit=limit)
-    console.print(
-        f"published {stats.published} events in {stats.seconds:.2f} s "
-        f"({stats.events_per_second:,.0f} events/s)"
-    )
+    console.print(run_replay(ctx.obj, rate=rate, limit=limit).describe())
 
 
 @app.command()
@@ -142,21 +138,16 @@ def simulate(
 ) -> None:
     """Publish a live stream of rentals and price requests (with their real prices) drawn
     from the two datasets, optionally shifted from event N on."""
-    from producers.car_profiles import read_profile_pool
     from producers.publishing import publish_paced
-    from producers.replay import rental_events
     from producers.simulator import BadShift, Shift, Simulator
-    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 
     settings: Settings = ctx.obj
     try:
         shifts = [Shift.parse(text) for text in shift or []]
     except BadShift as error:
         raise typer.BadParameter(str(error), param_hint="--shift") from None
-    pricing_csv = dataset_path(PRICING_CSV, settings.data_dir)
-    simulator = Simulator(
-        rental_events(dataset_path(DELAYS_XLSX, settings.data_dir), pricing_csv),
-        read_profile_pool(pricing_csv),
+    simulator = Simulator.from_data_dir(
+        settings.data_dir,
         price_request_share=settings.simulator_price_request_share if price_request_share is None
         else price_request_share,
         shifts=shifts, shift_from=shift_from, seed=seed,
@@ -176,7 +167,7 @@ def simulate(
         except KeyboardInterrupt:
             console.print("stopped")
             return
-    console.print(f"published {stats.published} events in {stats.seconds:.2f} s ({stats.events_per_second:,.0f} events/s)")
+    console.print(stats.describe())
 
 
 @app.command()
