@@ -125,9 +125,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
             metrics.alerts.labels(alert.signal, alert.state).inc()
             log.warning("drift: %s %s (%s): mean %.4g -> %.4g", alert.signal, alert.state, alert.detector,
                         alert.before.mean, alert.after.mean)  # fmt: skip
-        metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
-        if watch.error.window[1] is not None:
-            metrics.rolling_mae.set(watch.error.window[1])
+        if alerts:  # states change only with an alert
+            metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
         await publish_all(broker, [
             *((DRIFT.name, a.signal, a) for a in alerts),
             *((DEAD_LETTERS.name, d.key, d) for d in parsed.dead_letters),
@@ -171,7 +170,10 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
     async def write_states() -> None:
         state["states_dirty"] = False
-        rows = signal_rows(state["watch"])
+        watch: DriftWatch = state["watch"]
+        rows = signal_rows(watch)
+        if watch.error.window[1] is not None:
+            metrics.rolling_mae.set(watch.error.window[1])
         await with_retries(lambda: store.write_batch(engine, [], rows, []), settings.scorer_db_retries, note_retry)
 
     async def write_states_periodically() -> None:

@@ -175,7 +175,6 @@ class ErrorMonitor:
         self.mean = utils.Rolling(stats.Mean, window_size=window)
         self.var = utils.Rolling(stats.Var, window_size=window)
         self.events_seen = 0
-        self.detections = 0
         self.state = "stable"
         self._stable_window: WindowStats | None = None
 
@@ -191,7 +190,7 @@ class ErrorMonitor:
             if current.mean <= self.alert_above:
                 self._stable_window = current
                 return None
-            self.state, self.detections = "drifting", self.detections + 1
+            self.state = "drifting"
             return self._report("drifting", self._stable_window or self.reference_stats, current)
         if current.mean < self.recover_below:
             self.state = "stable"
