@@ -50,13 +50,13 @@ class Settings(BaseSettings):
     scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
     scorer_port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
     scorer_max_records: int = Field(
-        2000, ge=1, description="Largest batch the scorer takes from one poll."
+        2000, ge=1, description="Largest batch the scorer (and the monitor) takes from one poll."
     )
     scorer_batch_timeout_ms: int = Field(
-        100, ge=1, description="How long a poll waits to fill a batch."
+        100, ge=1, description="How long a poll of the scorer (and the monitor) waits to fill a batch."
     )
     scorer_db_retries: int = Field(
-        5, ge=0, description="Retries (exponential backoff) of a failed batch write "
+        5, ge=0, description="Retries (exponential backoff) of a failed batch write of the scorer (and the monitor) "
         "before the batch is handed back to Kafka for redelivery.",
     )
 
