@@ -4,6 +4,7 @@ import asyncio
 import json
 import urllib.request
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -92,9 +93,12 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     model = mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
     assert prices["price_per_day"].to_numpy() == pytest.approx(reference_prices(model, prices), abs=0.006)
 
-    # The operator's view of the same run: ready, and the counters agree with Postgres.
+    # The operator's view of the same run: ready (the rentals consumer can finish the rows
+    # before the embedded broker, ~5 s per group, has assigned the price-requests one),
+    # and the counters agree with Postgres.
     base = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
-    assert urllib.request.urlopen(f"{base}/ready", timeout=5).status == 200
+    wait_for(lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200, 60, "the scorer's /ready",
+             scorer_process, tmp_path / "scorer.log")  # fmt: skip
     exposition = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     assert f'rentalstream_events_scored_total{{topic="rentals"}} {float(ROWS)}' in exposition
     assert f"rentalstream_conflicts_found_total {float(len(conflicts))}" in exposition
