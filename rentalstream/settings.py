@@ -98,6 +98,33 @@ class Settings(BaseSettings):
         None, description="When set, /predict requires this value in the X-API-Key header (else 401)."
     )
 
+    dashboard_host: str = Field(
+        "127.0.0.1", description="Interface the Panel dashboard binds to (loopback unless you mean to share it)."
+    )
+    dashboard_port: int = Field(8093, ge=0, le=65535, description="Port of the dashboard (and its /health, /ready, /metrics).")
+    dashboard_group_id: str = Field(
+        "rentalstream-dashboard",
+        description="Consumer group of the dashboard's live feed; give each dashboard process its own.",
+    )
+    dashboard_websocket_origins: list[str] = Field(
+        default_factory=list,
+        description="Extra host[:port] origins allowed to open the dashboard (it always allows its own address "
+        "and localhost), e.g. the name of a proxy in front of it.",
+    )
+    dashboard_refresh_seconds: float = Field(
+        1.0, gt=0, description="How often an open dashboard redraws from the live feed (never once per message)."
+    )
+    dashboard_aggregate_seconds: float = Field(
+        2.0, gt=0, description="How often, while events arrive, the dashboard re-reads its aggregates from Postgres.",
+    )
+    dashboard_buffer_rows: int = Field(
+        200, ge=10, le=100_000, description="Rows kept of each live list (recent prices, conflicts, alerts, dead letters)."
+    )
+    bridge_url: str | None = Field(
+        None, description="Where the dashboard's price form reaches the HTTP bridge; by default "
+        "http://<bridge_host>:<bridge_port>.",
+    )  # fmt: skip
+
     replay_batch_size: int = Field(
         5000, ge=1, description="Messages in flight before the replay awaits their acks."
     )
@@ -119,6 +146,9 @@ class Settings(BaseSettings):
         if self.stack_file.exists():
             return json.loads(self.stack_file.read_text())
         return {}
+
+    def resolved_bridge_url(self) -> str:
+        return self.bridge_url or f"http://{self.bridge_host}:{self.bridge_port}"
 
     def resolved_kafka_bootstrap(self) -> str:
         return self._resolve("kafka_bootstrap")

@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")}
     env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200",
             "RENTALSTREAM_SCORER_PORT": str(free_port()), "RENTALSTREAM_BRIDGE_PORT": str(free_port()),
-            "RENTALSTREAM_MONITOR_PORT": str(free_port())}
+            "RENTALSTREAM_MONITOR_PORT": str(free_port()), "RENTALSTREAM_DASHBOARD_PORT": str(free_port())}
     result = subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "demo", "--limit", "2000", "--no-wait"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -38,6 +38,8 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     # equipment, the delay per check-in type, conflicts, the two price streams and the MAE
     signals = len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values()) + len(EQUIPMENT) + 2 + 1 + 2 + 1
     assert f"drift monitor: 0 of {signals} signals drifting after 2,000 rentals" in out, out
+    assert re.search(r"Open the dashboard now to watch the replay fill it: http://127\.0\.0\.1:\d+/", out)
+    assert "minimum gap between two rentals of a car" in out and "Connect cars only" in out
     assert not (tmp_path / ".rentalstream" / "stack.json").exists()  # everything stopped
 
     # `up` brings back the stack and its services; the results survived in Postgres, the
@@ -52,9 +54,11 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
         engine.dispose()
         answer = httpx.post(f"{state['services']['bridge']['url']}/predict", json=SAMPLE_CAR, timeout=10)
         assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        page = httpx.get(f"{state['services']['dashboard']['url']}/", timeout=30)
+        assert page.status_code == 200 and "rentalstream" in page.text
     finally:
         down = subprocess.run([sys.executable, "-m", "rentalstream.cli", "down"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     pids = [*state["pids"].values(), *(service["pid"] for service in state["services"].values())]
-    assert len(pids) == 5 and not any(alive(pid) for pid in pids)
+    assert len(pids) == 6 and not any(alive(pid) for pid in pids)

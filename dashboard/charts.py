@@ -1,0 +1,129 @@
+"""The dashboard's Bokeh figures. Each is built once per page around its data sources and
+redrawn by replacing the sources' data (``update_*``), never rebuilt."""
+
+from __future__ import annotations
+
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Span
+from bokeh.plotting import figure
+
+from dashboard.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, Curve
+from dashboard.queries import DELAY_BIN_MINUTES, DELAY_RANGE_MINUTES
+
+CHECKIN_COLORS = {"mobile": "#1f77b4", "connect": "#ff7f0e"}
+SCOPE_COLORS = {"all": "#1f77b4", "connect": "#ff7f0e"}
+BIN_WIDTH = DELAY_BIN_MINUTES * 0.45
+
+
+class MinGapCharts:
+    """Blocked rentals and conflicts solved over the threshold, one line per scope, with
+    the selected threshold marked."""
+
+    def __init__(self) -> None:
+        self.lines = {scope: ColumnDataSource(_curve_data(None)) for scope in SCOPES}
+        self.points = {scope: ColumnDataSource({"threshold": [], "blocked": [], "solved": []}) for scope in SCOPES}
+        self.spans = [Span(location=0, dimension="height", line_dash="dashed", line_color="#555") for _ in range(2)]
+        self.blocked = self._figure("Rentals blocked (share of all rentals)", "blocked", self.spans[0], "top_left")
+        self.solved = self._figure(
+            "Late-return conflicts solved (share of the scope's conflicts)", "solved", self.spans[1], "bottom_right"
+        )
+
+    def _figure(self, title: str, column: str, span: Span, legend: str):
+        plot = figure(
+            title=title, height=280, sizing_mode="stretch_width", x_range=(0, MAX_THRESHOLD_MINUTES),
+            x_axis_label="minimum gap T (minutes)", tools="pan,wheel_zoom,reset,save",
+        )  # fmt: skip
+        plot.yaxis.formatter = NumeralTickFormatter(format="0.0%")
+        for scope in SCOPES:
+            line = plot.step("threshold", column, source=self.lines[scope], mode="after", line_width=2,
+                             color=SCOPE_COLORS[scope], legend_label=SCOPE_LABELS[scope])  # fmt: skip
+            plot.scatter("threshold", column, source=self.points[scope], size=10, color=SCOPE_COLORS[scope])
+            plot.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
+                ("scope", SCOPE_LABELS[scope]), ("T", "@threshold min"),
+                ("blocked", "@blocked_rentals{0,0} (@blocked{0.0%})"),
+                ("revenue blocked", "@revenue{0,0} €/day"),
+                ("conflicts solved", "@solved_rentals{0,0} (@solved{0.0%})"),
+            ]))  # fmt: skip
+        plot.add_layout(span)
+        plot.legend.location = legend
+        return plot
+
+    def update_curves(self, curves: dict[str, Curve]) -> None:
+        for scope, curve in curves.items():
+            self.lines[scope].data = _curve_data(curve)
+
+    def mark(self, threshold: int, curves: dict[str, Curve]) -> None:
+        for span in self.spans:
+            span.location = threshold
+        for scope, curve in curves.items():
+            index = min(threshold, len(curve.thresholds) - 1)
+            self.points[scope].data = {
+                "threshold": [threshold],
+                "blocked": [float(curve.blocked_share[index])],
+                "solved": [float(curve.solved_share[index])],
+            }
+
+
+def _curve_data(curve: Curve | None) -> dict:
+    if curve is None:
+        return {key: [] for key in ("threshold", "blocked", "blocked_rentals", "revenue", "solved", "solved_rentals")}
+    return {
+        "threshold": curve.thresholds,
+        "blocked": curve.blocked_share,
+        "blocked_rentals": curve.blocked_rentals,
+        "revenue": curve.blocked_revenue_per_day,
+        "solved": curve.solved_share,
+        "solved_rentals": curve.conflicts_solved,
+    }
+
+
+class DelayChart:
+    """Rentals by delay at checkout, in 30-minute bins, per check-in type."""
+
+    def __init__(self) -> None:
+        low, high = DELAY_RANGE_MINUTES
+        self.sources = {kind: ColumnDataSource({"bin_start": [], "x": [], "rentals": []}) for kind in CHECKIN_COLORS}
+        self.figure = figure(
+            title=f"Delay at checkout (minutes; {low} and {high} hold everything beyond)", height=300,
+            sizing_mode="stretch_width", x_axis_label="delay at checkout (minutes, 30-minute bins)",
+            y_axis_label="rentals", tools="pan,wheel_zoom,reset,save",
+        )  # fmt: skip
+        for kind, color in CHECKIN_COLORS.items():
+            bars = self.figure.vbar(x="x", top="rentals", width=BIN_WIDTH, source=self.sources[kind], color=color,
+                                    legend_label=kind, alpha=0.85)  # fmt: skip
+            self.figure.add_tools(HoverTool(renderers=[bars], tooltips=[
+                ("check-in", kind), ("from", "@bin_start min"), ("rentals", "@rentals{0,0}"),
+            ]))  # fmt: skip
+        self.figure.add_layout(Span(location=0, dimension="height", line_color="#c00", line_dash="dotted"))
+        self.figure.legend.location = "top_right"
+
+    def update(self, histogram: list[dict]) -> None:
+        for index, kind in enumerate(CHECKIN_COLORS):
+            rows = [row for row in histogram if row["checkin_type"] == kind]
+            shift = (index - 0.5) * BIN_WIDTH + DELAY_BIN_MINUTES / 2
+            self.sources[kind].data = {
+                "bin_start": [int(row["bin_start"]) for row in rows],
+                "x": [row["bin_start"] + shift for row in rows],
+                "rentals": [row["rentals"] for row in rows],
+            }
+
+
+class PriceByCarTypeChart:
+    """Median price per day by car type, with the 10th–90th percentile range."""
+
+    def __init__(self) -> None:
+        self.source = ColumnDataSource({"car_type": [], "median": [], "p10": [], "p90": [], "prices": []})
+        self.figure = figure(
+            title="Price per day by car type (median, 10th–90th percentile)", height=300, y_range=[],
+            sizing_mode="stretch_width", x_axis_label="€ per day", tools="save",
+        )  # fmt: skip
+        self.figure.hbar(y="car_type", left="p10", right="p90", height=0.3, source=self.source, color="#bbb")
+        dots = self.figure.scatter(x="median", y="car_type", size=10, source=self.source, color="#1f77b4")
+        self.figure.add_tools(HoverTool(renderers=[dots], tooltips=[
+            ("car type", "@car_type"), ("median", "@median{0.0} €"), ("10–90%", "@p10{0.0} – @p90{0.0} €"),
+            ("prices", "@prices{0,0}"),
+        ]))  # fmt: skip
+
+    def update(self, rows: list[dict]) -> None:
+        rows = [row for row in rows if row["car_type"]]
+        self.figure.y_range.factors = [row["car_type"] for row in reversed(rows)]
+        self.source.data = {key: [row[key] for row in rows] for key in ("car_type", "median", "p10", "p90", "prices")}

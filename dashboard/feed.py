@@ -1,0 +1,241 @@
+"""The dashboard's live feed: one per dashboard process, shared by every open page.
+
+It reads ``prices``, ``delays``, ``drift`` and ``dead-letters`` in the dashboard's own
+consumer group, from the end of each partition (Postgres already holds what came
+before), into bounded buffers: the newest rows of each live list, and the arrival time
+and event-to-scored latency of recent prices. While messages arrive it re-reads the
+aggregates from Postgres every ``dashboard_aggregate_seconds``. Pages never see a
+message: each one redraws from ``snapshot()`` on its own periodic callback, so a replay
+at full speed costs a page one redraw a second, not one per message.
+
+A message the feed cannot read (the topics are written by our own services, so that
+would be a bug upstream) is counted and logged, not dead-lettered: the dashboard
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import takewhile
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dashboard.metrics import DashboardMetrics
+from dashboard.queries import Aggregates, read_aggregates, read_latest
+from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored
+from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES
+
+log = logging.getLogger("rentalstream.dashboard")
+
+CONTRACTS: dict[str, type[BaseModel]] = {
+    PRICES.name: PriceScored,
+    DELAYS.name: DelayScored,
+    DRIFT.name: DriftAlert,
+    DEAD_LETTERS.name: DeadLetter,
+}
+RATE_WINDOW_SECONDS = 5.0
+IDLE_REFRESH_SECONDS = 15.0  # re-read the aggregates this often even when no message comes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a page draws; ``version`` changes whenever anything in it does."""
+
+    version: int
+    aggregates: Aggregates | None
+    events_per_second: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    prices_seen: int
+    model: str | None
+    prices: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)
+
+
+class LiveFeed:
+    def __init__(
+        self,
+        bootstrap: str,
+        engine: AsyncEngine,
+        *,
+        group_id: str,
+        buffer_rows: int,
+        aggregate_seconds: float,
+        metrics: DashboardMetrics,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.engine = engine
+        self.group_id = group_id
+        self.aggregate_seconds = aggregate_seconds
+        self.metrics = metrics
+        self.prices: deque[dict] = deque(maxlen=buffer_rows)
+        self.conflicts: deque[dict] = deque(maxlen=buffer_rows)
+        self.alerts: deque[dict] = deque(maxlen=buffer_rows)
+        self.dead_letters: deque[dict] = deque(maxlen=buffer_rows)
+        # (arrival time, event-to-scored latency in ms) of the recent prices
+        self.recent: deque[tuple[float, float]] = deque(maxlen=200_000)
+        self.prices_seen = 0
+        self.model: str | None = None
+        self.aggregates: Aggregates | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.version = 0
+        self._stale = True  # messages arrived since the aggregates were read
+
+    @property
+    def ready(self) -> bool:
+        return self.aggregates is not None and self.consumer is not None and bool(self.consumer.assignment())
+
+    async def run(self) -> None:
+        """Seed from Postgres, then follow the topics until cancelled."""
+        await self._seed()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id="rentalstream-dashboard",
+            enable_auto_commit=True,
+            auto_offset_reset="latest",
+        )
+        await self.consumer.start()
+        self.consumer.subscribe(list(CONTRACTS), listener=_FromTheEnd(self))
+        refresher = asyncio.create_task(self._refresh_aggregates())
+        try:
+            while True:
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    self._take(records)
+        finally:
+            refresher.cancel()
+            await self.consumer.stop()
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        window = [latency for _, latency in takewhile(lambda r: now - r[0] <= RATE_WINDOW_SECONDS, reversed(self.recent))]
+        p50, p99 = np.percentile(window, [50, 99]) if window else (None, None)
+        return Snapshot(
+            version=self.version,
+            aggregates=self.aggregates,
+            events_per_second=len(window) / RATE_WINDOW_SECONDS,
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
+            prices_seen=self.prices_seen,
+            model=self.model,
+            prices=list(self.prices),
+            conflicts=list(self.conflicts),
+            alerts=list(self.alerts),
+            dead_letters=list(self.dead_letters),
+        )
+
+    # -- the stream --------------------------------------------------------------
+
+    def _take(self, records: Iterable) -> None:
+        arrived = time.monotonic()
+        for record in records:
+            try:
+                message = CONTRACTS[record.topic].model_validate_json(record.value)
+            except (ValidationError, ValueError, TypeError) as error:
+                self.metrics.unreadable.labels(record.topic).inc()
+                log.warning("unreadable message topic=%s partition=%s offset=%s error=%s",
+                            record.topic, record.partition, record.offset, str(error).splitlines()[0])  # fmt: skip
+                continue
+            self.metrics.messages.labels(record.topic).inc()
+            if isinstance(message, PriceScored):
+                self._price(message, arrived)
+            elif isinstance(message, DelayScored):
+                if message.is_conflict:
+                    self.conflicts.appendleft(message.model_dump())
+            elif isinstance(message, DriftAlert):
+                self.alerts.appendleft(_alert_row(message))
+            else:
+                self.dead_letters.appendleft(_dead_letter_row(message))
+            self._stale = True
+        self.version += 1
+
+    def _price(self, price: PriceScored, arrived: float) -> None:
+        latency_ms = (price.scored_at - price.event_time).total_seconds() * 1000
+        self.recent.append((arrived, latency_ms))
+        self.prices_seen += 1
+        self.model = f"{price.model_name} v{price.model_version}"
+        self.prices.appendleft({**price.model_dump(exclude={"unknown_fields"}), "latency_ms": latency_ms})
+
+    # -- Postgres ----------------------------------------------------------------
+
+    async def _seed(self) -> None:
+        async with self.engine.connect() as conn:
+            latest = await read_latest(conn, self.prices.maxlen or 0)
+            self.aggregates = await read_aggregates(conn)
+        for buffer in (self.prices, self.conflicts, self.alerts, self.dead_letters):
+            buffer.clear()  # a feed restarted after an outage starts again from Postgres
+        self.prices.extend({**row, "latency_ms": _latency_ms(row)} for row in latest.prices)
+        self.conflicts.extend(latest.conflicts)
+        self.alerts.extend(latest.alerts)
+        self.dead_letters.extend(latest.dead_letters)
+        if latest.prices:
+            self.model = f"{latest.prices[0]['model_name']} v{latest.prices[0]['model_version']}"
+        self._stale = False
+        self.version += 1
+
+    async def _refresh_aggregates(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.aggregate_seconds)
+            if not self._stale and time.monotonic() - last < IDLE_REFRESH_SECONDS:
+                continue
+            self._stale = False
+            started = time.monotonic()
+            try:
+                async with self.engine.connect() as conn:
+                    self.aggregates = await read_aggregates(conn)
+            except (SQLAlchemyError, OSError) as error:  # the database may be away a while: keep what we have
+                self._stale = True
+                self.metrics.refresh_errors.inc()
+                log.warning("aggregates not refreshed error=%s", str(error).splitlines()[0])
+                continue
+            last = time.monotonic()
+            self.metrics.refresh_seconds.observe(last - started)
+            self.version += 1
+
+
+class _FromTheEnd(ConsumerRebalanceListener):
+    """Start every partition the feed is given at its end: Postgres has the past."""
+
+    def __init__(self, feed: LiveFeed) -> None:
+        self.feed = feed
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        if assigned:
+            await self.feed.consumer.seek_to_end(*assigned)
+
+
+def _latency_ms(row: dict) -> float:
+    return (row["scored_at"] - row["event_time"]).total_seconds() * 1000
+
+
+def _alert_row(alert: DriftAlert) -> dict:
+    return {
+        "alert_id": alert.alert_id, "signal": alert.signal, "state": alert.state, "detector": alert.detector,
+        "before_mean": alert.before.mean, "after_mean": alert.after.mean,
+        "reference_mean": alert.reference.mean if alert.reference else None,
+        "triggered_by": alert.triggered_by, "detected_at": alert.detected_at,
+    }  # fmt: skip
+
+
+def _dead_letter_row(letter: DeadLetter) -> dict:
+    return {
+        "dead_letter_id": letter.dead_letter_id, "topic": letter.topic, "partition": letter.partition,
+        "offset": letter.offset, "consumer": letter.consumer, "reason": letter.reason,
+        "size_bytes": len(letter.raw_value), "received_at": letter.received_at,
+    }  # fmt: skip

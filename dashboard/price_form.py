@@ -1,0 +1,91 @@
+"""A small form that prices one car through the HTTP bridge's ``POST /predict``, exactly
+as a product service would (with the API key when one is set)."""
+
+from __future__ import annotations
+
+from html import escape
+
+import httpx
+import panel as pn
+
+from schemas.cars import CAR_TYPES, FUELS, PAINT_COLORS
+from schemas.predict import EXAMPLE_CAR
+
+EQUIPMENT = (
+    "private_parking_available", "has_gps", "has_air_conditioning", "automatic_car",
+    "has_getaround_connect", "has_speed_regulator", "winter_tires",
+)  # fmt: skip
+
+
+class PriceForm:
+    def __init__(self, bridge_url: str, api_key: str | None, timeout: float = 5.0) -> None:
+        self.bridge_url = bridge_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.model_key = pn.widgets.TextInput(name="Brand", value=EXAMPLE_CAR["model_key"])
+        self.mileage = pn.widgets.IntInput(name="Mileage (km)", value=EXAMPLE_CAR["mileage"], start=0)
+        self.engine_power = pn.widgets.IntInput(name="Engine power (hp)", value=EXAMPLE_CAR["engine_power"], start=1)
+        self.fuel = pn.widgets.Select(name="Fuel", options=list(FUELS), value=EXAMPLE_CAR["fuel"])
+        self.paint_color = pn.widgets.Select(name="Paint", options=list(PAINT_COLORS), value=EXAMPLE_CAR["paint_color"])
+        self.car_type = pn.widgets.Select(name="Car type", options=list(CAR_TYPES), value=EXAMPLE_CAR["car_type"])
+        self.equipment = pn.widgets.CheckBoxGroup(
+            name="Equipment", options=list(EQUIPMENT), value=[e for e in EQUIPMENT if EXAMPLE_CAR[e]], inline=False
+        )
+        self.button = pn.widgets.Button(name="Price this car", button_type="primary")
+        self.answer = pn.pane.HTML("", css_classes=["price-answer"], sizing_mode="stretch_width")
+        self.button.on_click(self._price)
+
+    def car(self) -> dict:
+        return {
+            "model_key": self.model_key.value, "mileage": self.mileage.value, "engine_power": self.engine_power.value,
+            "fuel": self.fuel.value, "paint_color": self.paint_color.value, "car_type": self.car_type.value,
+            **{name: name in self.equipment.value for name in EQUIPMENT},
+        }  # fmt: skip
+
+    def panel(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.pane.Markdown(f"#### Ask the bridge\n`POST {self.bridge_url}/predict`"),
+            pn.Row(self.model_key, self.car_type),
+            pn.Row(self.mileage, self.engine_power),
+            pn.Row(self.fuel, self.paint_color),
+            self.equipment, self.button, self.answer,
+        )  # fmt: skip
+
+    async def _price(self, _event) -> None:
+        self.button.disabled = True
+        try:
+            self.answer.object = await self.ask()
+        finally:
+            self.button.disabled = False
+
+    async def ask(self) -> str:
+        headers = {"X-API-Key": self.api_key} if self.api_key else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.post(f"{self.bridge_url}/predict", json=self.car(), headers=headers)
+        except httpx.HTTPError as error:
+            return _error(f"the bridge at {self.bridge_url} did not answer ({type(error).__name__}); "
+                                     "is it running? (`rentalstream bridge` or `rentalstream up`)")  # fmt: skip
+        if response.status_code != 200:
+            return _error(f"the bridge answered {response.status_code}: {_detail(response)}")
+        priced = response.json()
+        unknown = f" (priced without: {', '.join(priced['unknown_fields'])})" if priced["unknown_fields"] else ""
+        return (
+            f'<div class="price-ok" style="color:#1a7f37;font-size:1.1em"><span id="bridge-price">'
+            f'{priced["price_per_day"]:.2f}</span> € per day, by '
+            f"{escape(priced['model_name'])} v{escape(priced['model_version'])}{escape(unknown)}</div>"
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:300]
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}" for e in detail)
+    return str(detail)
+
+
+def _error(text: str) -> str:
+    return f'<div class="price-error" style="color:#b42318;font-size:1.1em">{escape(text)}</div>'
