@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pandas as pd
 import panel as pn
@@ -62,10 +64,11 @@ class DashboardPage:
         self.live = _html()
         self.threshold = pn.widgets.EditableIntSlider(
             name="Minimum gap T between two rentals of a car (minutes)", start=0, end=MAX_THRESHOLD_MINUTES,
-            step=10, value=DEFAULT_THRESHOLD_MINUTES, width=420,
+            step=10, value=DEFAULT_THRESHOLD_MINUTES, width=420, css_classes=["min-gap-threshold"],
         )  # fmt: skip
         self.scope = pn.widgets.RadioButtonGroup(
-            name="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all"
+            name="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all",
+            css_classes=["min-gap-scope"],
         )
         self.min_gap_figures = _html()
         self.min_gap_scopes = _html()
@@ -75,21 +78,21 @@ class DashboardPage:
 
         self.delay_figures = _html()
         self.delay_chart = DelayChart()
-        self.conflicts = _table(["rental_id", "car_id", "checkin_type", "planned_gap_minutes",
+        self.conflicts = _table("conflicts", ["rental_id", "car_id", "checkin_type", "planned_gap_minutes",
                                  "previous_delay_minutes", "waiting_minutes", "scored_at"])  # fmt: skip
 
-        self.prices = _table(["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version",
+        self.prices = _table("prices", ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version",
                               "latency_ms", "scored_at"])  # fmt: skip
         self.price_chart = PriceByCarTypeChart()
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self.price_form = PriceForm(settings.resolved_bridge_url(), api_key)
 
         self.drift_figures = _html()
-        self.signals = _table(["signal", "state", "events_seen", "window_mean", "reference_mean", "last_alert_at"])
-        self.alerts = _table(["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by",
+        self.signals = _table("signals", ["signal", "state", "events_seen", "window_mean", "reference_mean", "last_alert_at"])
+        self.alerts = _table("alerts", ["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by",
                               "detected_at"])  # fmt: skip
         self.dead_letter_figures = _html()
-        self.dead_letters = _table(["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"])
+        self.dead_letters = _table("dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"])
 
         self.layout = pn.Column(
             pn.pane.Markdown("# rentalstream — live operations"),
@@ -245,16 +248,25 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f} ms"
 
 
-def _table(columns: list[str]) -> pn.widgets.Tabulator:
+def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
     return pn.widgets.Tabulator(
         pd.DataFrame(columns=columns), show_index=False, disabled=True, height=260,
-        sizing_mode="stretch_width", pagination=None,
+        sizing_mode="stretch_width", pagination=None, css_classes=[f"{name}-table"],
     )  # fmt: skip
 
 
 def _frame(rows: list[dict], table: pn.widgets.Tabulator) -> pd.DataFrame:
     columns = list(table.value.columns)
-    return pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
+    return pd.DataFrame([{c: _cell(row.get(c)) for c in columns} for row in rows], columns=columns)
+
+
+def _cell(value):
+    # Tabulator would show a timestamp's date only (operators want the time, UTC) and every digit of a float.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 2) if abs(value) >= 1 else float(f"{value:.3g}")
+    return value
 
 
 # -- the server ----------------------------------------------------------------

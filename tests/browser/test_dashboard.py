@@ -1,0 +1,254 @@
+"""The dashboard in a real browser: headless Chromium (Debian's package, driven by
+Playwright) against the dashboard process, with the real broker, PostgreSQL, scorer,
+monitor and bridge behind it, while the whole delay history is replayed.
+
+Every figure checked is computed here independently: pandas on the spreadsheet, and
+the scorer's stored price of each rental for the euros.
+"""
+
+import asyncio
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiokafka import AIOKafkaProducer
+from playwright.sync_api import Page, expect, sync_playwright
+from sqlalchemy import create_engine, text
+
+from producers.replay import publish_events, rental_events
+from rentalstream import services
+from rentalstream.db import psycopg_url
+from rentalstream.embedded import free_port
+from schemas.predict import EXAMPLE_CAR
+from tests.e2e.test_bridge import champion, expected_prices
+from tests.helpers import service_process
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(os.environ.get("RENTALSTREAM_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+# As root on a machine whose network is closed: no sandbox, and none of Chromium's own
+# background connections (refused by the hundred otherwise).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+BAD_RENTALS = [b"{not json", b'{"rental_id": "seven"}', b"\xff\xfe"]  # the scorer and the monitor dead-letter each
+FIGURE_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = os.environ.get("RENTALSTREAM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            f"no Chromium at {path}: install Debian's package (`apt-get install chromium`; .ci/run does) "
+            "or point RENTALSTREAM_TEST_CHROMIUM at a Chromium or Chrome binary"
+        )
+    return path
+
+
+@pytest.fixture
+def dashboard_url(bridge_env, monitor_env, tmp_path):
+    """The real dashboard (`rentalstream dashboard`), ready, pointed at the test's bridge
+    (with its API key) and re-reading its aggregates every half second."""
+    env = {
+        **bridge_env,
+        "RENTALSTREAM_MONITOR_PORT": monitor_env["RENTALSTREAM_MONITOR_PORT"],
+        "RENTALSTREAM_DASHBOARD_PORT": str(free_port()),
+        "RENTALSTREAM_DASHBOARD_AGGREGATE_SECONDS": "0.5",
+    }
+    url = f"http://127.0.0.1:{env['RENTALSTREAM_DASHBOARD_PORT']}"
+    log = tmp_path / "dashboard.log"
+    with service_process("dashboard", env, log) as process:
+        services.wait_ready("dashboard", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
+        yield url
+
+
+def expected_figures(delays_xlsx: Path, database_url: str) -> dict:
+    """The simulator's and the live view's figures, from the spreadsheet and the stored prices."""
+    history = pd.read_excel(delays_xlsx, sheet_name="rentals_data")
+    previous = history[["rental_id", "delay_at_checkout_in_minutes"]].set_axis(
+        ["previous_ended_rental_id", "previous_delay"], axis=1
+    )
+    history = history.merge(previous, on="previous_ended_rental_id", how="left")
+    history["conflict"] = history["previous_delay"] - history["time_delta_with_previous_rental_in_minutes"] > 0
+    engine = create_engine(psycopg_url(database_url))
+    with engine.connect() as conn:
+        prices = pd.read_sql(text("SELECT rental_id, price_per_day FROM prices WHERE rental_id IS NOT NULL"), conn)
+        drifting = conn.execute(text("SELECT count(*) FILTER (WHERE state = 'drifting'), count(*) FROM drift_signals"))
+        drifting, signals = drifting.one()
+        letters = conn.execute(text("SELECT consumer, reason FROM dead_letters")).all()
+    engine.dispose()
+    history = history.merge(prices, on="rental_id", how="left")
+    assert history["price_per_day"].notna().all()  # every rental was priced
+
+    figures = {"rentals": len(history), "drifting": drifting, "signals": signals, "dead_letters": letters}
+    delay = history["delay_at_checkout_in_minutes"]
+    figures["late_share"] = (delay > 0).sum() / delay.notna().sum()
+    figures["conflicts"] = int(history["conflict"].sum())
+    for kind in ("mobile", "connect"):
+        of_kind = delay[history["checkin_type"] == kind]
+        figures[f"late_share_{kind}"] = (of_kind > 0).sum() / of_kind.notna().sum()
+    for threshold in (60, 120):
+        for scope in ("all", "connect"):
+            in_scope = history if scope == "all" else history[history["checkin_type"] == "connect"]
+            blocked = in_scope[in_scope["time_delta_with_previous_rental_in_minutes"] < threshold]
+            figures[threshold, scope] = {
+                "blocked": len(blocked),
+                "share": len(blocked) / len(history),
+                "revenue": blocked.loc[blocked["state"] == "ended", "price_per_day"].sum(),
+                "solved": int(blocked["conflict"].sum()),
+                "conflicts": int(in_scope["conflict"].sum()),
+            }
+    figures["conflict_waits"] = dict(zip(
+        history.loc[history["conflict"], "rental_id"],
+        history.loc[history["conflict"], "previous_delay"] - history.loc[history["conflict"], "time_delta_with_previous_rental_in_minutes"],
+    ))  # fmt: skip
+    return figures
+
+
+def figure(page: Page, element_id: str):
+    return page.locator(f"#{element_id}")
+
+
+def number(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
+    chromium, scorer_process, monitor_process, bridge_url, dashboard_url, scorer_env, clean_database,
+    delays_xlsx, pricing_csv, mlflow_registry,
+):  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(dashboard_url)
+            # Panel draws only once its websocket is open: wait for a figure, not for the load event.
+            expect(figure(page, "live-rentals")).to_have_text("0", timeout=FIGURE_TIMEOUT_MS)
+
+            # The whole history, as fast as the broker takes it, plus three malformed rentals.
+            # (In a thread of their own: Playwright's sync API holds this thread's event loop.)
+            bootstrap = scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"]
+            events = rental_events(delays_xlsx, pricing_csv)
+            with ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, publish_bad_rentals(bootstrap)).result()
+                thread.submit(asyncio.run, publish_events(bootstrap, events)).result()
+
+            # The same page, never reloaded, fills up as the scorer stores the rentals.
+            seen_rentals, seen_latency = watch_the_live_figures(page, len(events))
+            print(f"rentals scored as the page showed them: {seen_rentals}; p50 latencies shown: {seen_latency}")
+            assert seen_latency, "the live latency never showed while events were being scored"
+
+            expected = expected_figures(delays_xlsx, clean_database)
+            check_live_and_delays(page, expected)
+            check_min_gap(page, expected)
+            check_drift_and_dead_letters(page, expected)
+            check_conflicts_table(page, expected)
+            check_price_form(page, mlflow_registry)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+async def publish_bad_rentals(bootstrap: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in BAD_RENTALS:
+            await producer.send_and_wait("rentals", value, key=b"bad")
+    finally:
+        await producer.stop()
+
+
+def watch_the_live_figures(page: Page, rentals: int, timeout: float = 300) -> tuple[list[int], list[str]]:
+    """Poll the page (as a user watching it would) until it shows every rental scored;
+    return the counts and p50 latencies it showed on the way."""
+    counts, latencies = [], []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = int(figure(page, "live-rentals").inner_text().replace(",", ""))
+        if not counts or counts[-1] != shown:
+            counts.append(shown)
+        latency = figure(page, "live-latency-p50").inner_text()
+        if re.fullmatch(r"[\d,]+ ms", latency):
+            latencies.append(latency)
+        if shown == rentals:
+            return counts, latencies
+        time.sleep(0.25)
+    pytest.fail(f"the page showed {counts[-1]} of {rentals} rentals after {timeout} s: {counts}")
+
+
+def check_live_and_delays(page: Page, expected: dict) -> None:
+    expect(figure(page, "live-rentals")).to_have_text(number(expected["rentals"]))
+    expect(figure(page, "live-late-share")).to_have_text(f"{expected['late_share']:.1%}")
+    expect(figure(page, "live-conflicts")).to_have_text(number(expected["conflicts"]))
+    expect(figure(page, "live-model")).to_have_text("rentalstream-price v1")
+    for kind in ("mobile", "connect"):
+        expect(figure(page, f"delay-late-share-{kind}")).to_have_text(f"{expected[f'late_share_{kind}']:.1%}")
+
+
+def check_min_gap(page: Page, expected: dict) -> None:
+    def scopes_show(threshold: int) -> None:
+        expect(figure(page, "mg-threshold")).to_have_text(str(threshold), timeout=FIGURE_TIMEOUT_MS)
+        for scope in ("all", "connect"):
+            want = expected[threshold, scope]
+            expect(figure(page, f"mg-{scope}-blocked")).to_have_text(number(want["blocked"]))
+            expect(figure(page, f"mg-{scope}-revenue")).to_have_text(f"{number(want['revenue'])} €")
+            expect(figure(page, f"mg-{scope}-solved")).to_have_text(number(want["solved"]))
+
+    def headline_shows(threshold: int, scope: str) -> None:
+        want = expected[threshold, scope]
+        expect(figure(page, "mg-blocked")).to_have_text(number(want["blocked"]))
+        expect(figure(page, "mg-blocked-share")).to_have_text(f"{want['share']:.1%}")
+        expect(figure(page, "mg-revenue")).to_have_text(f"{number(want['revenue'])} €")
+        expect(figure(page, "mg-solved")).to_have_text(number(want["solved"]))
+        expect(figure(page, "mg-solved-share")).to_have_text(f"{want['solved'] / want['conflicts']:.1%}")
+
+    scopes_show(60)  # the default threshold
+    headline_shows(60, "all")
+    threshold_input = page.locator(".min-gap-threshold input").first
+    threshold_input.fill("120")
+    threshold_input.press("Enter")
+    scopes_show(120)
+    headline_shows(120, "all")
+    page.locator(".min-gap-scope").get_by_text("Connect cars only").click()
+    headline_shows(120, "connect")
+    assert expected[120, "connect"]["blocked"] < expected[120, "all"]["blocked"]  # the scope changed the figures
+
+
+def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
+    expect(figure(page, "drift-signals")).to_have_text(str(expected["signals"]))
+    expect(figure(page, "drift-drifting")).to_have_text(str(expected["drifting"]))
+    assert expected["signals"] == 65
+    # Both consumers of `rentals` dead-letter each malformed rental.
+    assert sorted(consumer for consumer, _ in expected["dead_letters"]) == ["monitor"] * 3 + ["scorer"] * 3
+    expect(figure(page, "dead-letters-total")).to_have_text(str(len(expected["dead_letters"])))
+    table = page.locator(".dead-letters-table")
+    expect(table.locator(".tabulator-row")).to_have_count(len(expected["dead_letters"]))
+    for _, reason in expected["dead_letters"]:
+        expect(table).to_contain_text(reason)
+
+
+def check_conflicts_table(page: Page, expected: dict) -> None:
+    rows = page.locator(".conflicts-table .tabulator-row")
+    expect(rows.first).to_be_visible()
+    def cell(field: str) -> int:
+        return int(rows.first.locator(f'[tabulator-field="{field}"]').inner_text().replace(",", ""))
+
+    rental_id, waiting = cell("rental_id"), cell("waiting_minutes")
+    assert rental_id in expected["conflict_waits"]
+    assert waiting == expected["conflict_waits"][rental_id]
+
+
+def check_price_form(page: Page, mlflow_registry) -> None:
+    _, model = champion(mlflow_registry)
+    want = expected_prices(model, [EXAMPLE_CAR])[0]
+    page.get_by_role("button", name="Price this car").click()
+    expect(figure(page, "bridge-price")).to_have_text(f"{want:.2f}", timeout=FIGURE_TIMEOUT_MS)

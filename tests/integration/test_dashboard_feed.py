@@ -1,0 +1,135 @@
+"""The dashboard's live feed against the real broker and PostgreSQL: seeded from the
+tables on start, then following the result topics into bounded buffers, and re-reading
+the aggregates while messages arrive."""
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import insert
+
+from dashboard.feed import LiveFeed
+from dashboard.metrics import DashboardMetrics
+from rentalstream.db import async_engine
+from schemas import tables
+from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored, WindowStats
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def delay_row(rental_id, checkin_type, state, gap, conflict, delay=10, waiting=None):
+    return {
+        "rental_id": rental_id, "car_id": rental_id % 7 + 1, "checkin_type": checkin_type, "state": state,
+        "delay_at_checkout_minutes": delay, "is_late": None if delay is None else delay > 0,
+        "previous_ended_rental_id": None if gap is None else rental_id + 1000, "planned_gap_minutes": gap,
+        "previous_delay_minutes": None if gap is None else gap + (waiting or 0),
+        "waiting_minutes": waiting, "is_conflict": conflict, "event_time": T0, "scored_at": T0,
+    }  # fmt: skip
+
+
+def price(rental_id, euros, latency_ms=40.0, version="1"):
+    return PriceScored(
+        price_id=f"rental-{rental_id}", rental_id=rental_id, car_id=rental_id % 7 + 1, price_per_day=euros,
+        model_name="rentalstream-price", model_version=version, event_time=T0,
+        scored_at=T0 + timedelta(milliseconds=latency_ms),
+    )  # fmt: skip
+
+
+def delay_fact(row) -> DelayScored:
+    return DelayScored(**{k: v for k, v in row.items()})
+
+
+async def wait_until(predicate, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_feed_seeds_from_postgres_then_follows_the_topics(clean_database, kafka_bootstrap):
+    asyncio.run(_scenario(clean_database, kafka_bootstrap))
+
+
+async def _scenario(database_url, bootstrap):
+    engine = async_engine(database_url, pool_size=2)
+    stored = [
+        delay_row(1, "mobile", "ended", 0, True, waiting=25),
+        delay_row(2, "connect", "ended", 30, False),
+        delay_row(3, "connect", "canceled", 30, True, waiting=5),
+        delay_row(4, "mobile", "ended", None, None, delay=-20),
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(insert(tables.delays), stored)
+        await conn.execute(insert(tables.prices), [
+            {**price(i, e).model_dump(), "unknown_fields": []} for i, e in [(1, 100.0), (2, 80.0), (3, 60.0), (4, 50.0)]
+        ])  # fmt: skip
+
+    metrics = DashboardMetrics()
+    feed = LiveFeed(bootstrap, engine, group_id="dashboard-test", buffer_rows=3, aggregate_seconds=0.2, metrics=metrics)
+    following = asyncio.create_task(feed.run())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await wait_until(lambda: feed.ready, "the feed to hold its partitions")
+        seeded = feed.snapshot()
+        # Seeded from the tables: the totals, the groups of the simulator, the newest rows.
+        assert seeded.aggregates.totals["rentals"] == 4
+        assert seeded.aggregates.totals["late_returns"] == 3 and seeded.aggregates.totals["conflicts"] == 2
+        groups = {(g.checkin_type, g.planned_gap_minutes): g for g in seeded.aggregates.gap_groups}
+        assert (groups[("connect", 30)].rentals, groups[("connect", 30)].conflicts) == (2, 1)
+        assert groups[("connect", 30)].ended_revenue_per_day == 80.0  # the canceled rental earns nothing
+        assert groups[("mobile", None)].rentals == 1
+        assert {row["rental_id"] for row in seeded.conflicts} == {1, 3}
+        assert seeded.model == "rentalstream-price v1" and seeded.prices_seen == 0
+
+        # Live: prices with their latency, a conflict, an alert, a dead letter, and one
+        # message nobody could read. The buffers keep the newest 3 rows, newest first.
+        for rental_id in range(10, 15):
+            await producer.send("prices", price(rental_id, 90.0 + rental_id, latency_ms=rental_id * 10, version="2")
+                                .model_dump_json().encode(), key=b"one partition, in order")  # fmt: skip
+        await producer.send("prices", b"{not json")
+        conflict = delay_row(20, "connect", "ended", 60, True, waiting=45)
+        await producer.send("delays", delay_fact(conflict).model_dump_json().encode())
+        await producer.send("delays", delay_fact(delay_row(21, "mobile", "ended", None, None)).model_dump_json().encode())
+        stats = WindowStats(n=100, mean=1.0, std=0.1)
+        alert = DriftAlert(
+            alert_id="rentals/mileage@rentals/0/99", signal="rentals/mileage", detector="ADWIN(delta=0.0001)",
+            state="drifting", before=stats, after=WindowStats(n=50, mean=2.0, std=0.2), reference=stats,
+            events_seen=150, triggered_by="99", model_name="rentalstream-price", model_version="2",
+            event_time=T0, detected_at=T0,
+        )  # fmt: skip
+        await producer.send("drift", alert.model_dump_json().encode())
+        letter = DeadLetter(dead_letter_id="rentals/1/7/scorer", topic="rentals", partition=1, offset=7, key="5",
+                            raw_value=b"\x00bad", reason="invalid JSON", consumer="scorer", received_at=T0)  # fmt: skip
+        await producer.send("dead-letters", letter.model_dump_json().encode())
+        await producer.flush()
+
+        await wait_until(lambda: feed.snapshot().prices_seen == 5 and feed.snapshot().dead_letters, "the live messages")
+        live = feed.snapshot()
+        assert [row["rental_id"] for row in live.prices] == [14, 13, 12]
+        assert live.model == "rentalstream-price v2"
+        assert live.latency_p50_ms == pytest.approx(120.0) and live.latency_p99_ms == pytest.approx(139.6)
+        assert live.events_per_second == pytest.approx(5 / 5.0)
+        assert [row["rental_id"] for row in live.conflicts] == [20, 3, 1]  # rental 21 waited for nobody
+        assert live.conflicts[0]["waiting_minutes"] == 45
+        assert live.alerts[0]["signal"] == "rentals/mileage" and live.alerts[0]["after_mean"] == 2.0
+        assert live.dead_letters[0]["reason"] == "invalid JSON" and live.dead_letters[0]["size_bytes"] == 4
+        assert metrics.unreadable.labels("prices")._value.get() == 1
+
+        # The aggregates are re-read from Postgres once messages came in.
+        async with engine.begin() as conn:
+            await conn.execute(insert(tables.delays), [conflict])
+        before = live.aggregates
+        await producer.send("delays", delay_fact(conflict).model_dump_json().encode())
+        await producer.flush()
+        await wait_until(lambda: feed.snapshot().aggregates.totals["rentals"] == 5, "the aggregates to be re-read")
+        assert feed.snapshot().aggregates is not before and feed.snapshot().aggregates.totals["conflicts"] == 3
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await producer.stop()
+        await engine.dispose()
