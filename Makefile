@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test up down train replay simulate scorer bridge monitor drift-report bench-replay bench-bridge bench-drift bench-monitor clean
+.PHONY: demo test chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-bridge bench-drift bench-monitor bench-dashboard clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -15,7 +15,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-up down train replay simulate scorer bridge monitor drift-report: $(VENV)/.installed
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download needs hosts this kind of machine cannot reach). Needs root or sudo.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+		|| { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }; }
+	@echo "chromium: $$(command -v chromium)"
+
+up down train replay simulate scorer bridge monitor dashboard drift-report: $(VENV)/.installed
 	$(BIN)/rentalstream $@
 
 bench-replay: $(VENV)/.installed
@@ -29,6 +38,9 @@ bench-drift: $(VENV)/.installed
 
 bench-monitor: $(VENV)/.installed
 	$(BIN)/python benchmarks/monitor_throughput.py
+
+bench-dashboard: $(VENV)/.installed
+	$(BIN)/python benchmarks/dashboard_responsiveness.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
