@@ -83,8 +83,8 @@ class LiveFeed:
         self.conflicts: deque[dict] = deque(maxlen=buffer_rows)
         self.alerts: deque[dict] = deque(maxlen=buffer_rows)
         self.dead_letters: deque[dict] = deque(maxlen=buffer_rows)
-        # (arrival time, event-to-scored latency in ms) of the recent prices
-        self.recent: deque[tuple[float, float]] = deque(maxlen=200_000)
+        # (arrival time, event-to-scored latencies in ms) of each poll's prices, for the rate and percentiles
+        self.recent: deque[tuple[float, list[float]]] = deque(maxlen=10_000)
         self.prices_seen = 0
         self.model: str | None = None
         self.aggregates: Aggregates | None = None
@@ -120,7 +120,8 @@ class LiveFeed:
 
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
-        window = [latency for _, latency in takewhile(lambda r: now - r[0] <= RATE_WINDOW_SECONDS, reversed(self.recent))]
+        polls = takewhile(lambda poll: now - poll[0] <= RATE_WINDOW_SECONDS, reversed(self.recent))
+        window = [latency for _, latencies in polls for latency in latencies]
         p50, p99 = np.percentile(window, [50, 99]) if window else (None, None)
         return Snapshot(
             version=self.version,
@@ -139,7 +140,8 @@ class LiveFeed:
     # -- the stream --------------------------------------------------------------
 
     def _take(self, records: Iterable) -> None:
-        arrived = time.monotonic()
+        latencies: list[float] = []
+        self.recent.append((time.monotonic(), latencies))
         for record in records:
             try:
                 message = CONTRACTS[record.topic].model_validate_json(record.value)
@@ -150,7 +152,7 @@ class LiveFeed:
                 continue
             self.metrics.messages.labels(record.topic).inc()
             if isinstance(message, PriceScored):
-                self._price(message, arrived)
+                latencies.append(self._price(message))
             elif isinstance(message, DelayScored):
                 if message.is_conflict:
                     self.conflicts.appendleft(message.model_dump())
@@ -161,12 +163,12 @@ class LiveFeed:
             self._stale = True
         self.version += 1
 
-    def _price(self, price: PriceScored, arrived: float) -> None:
+    def _price(self, price: PriceScored) -> float:
         latency_ms = (price.scored_at - price.event_time).total_seconds() * 1000
-        self.recent.append((arrived, latency_ms))
         self.prices_seen += 1
         self.model = f"{price.model_name} v{price.model_version}"
         self.prices.appendleft({**price.model_dump(exclude={"unknown_fields"}), "latency_ms": latency_ms})
+        return latency_ms
 
     # -- Postgres ----------------------------------------------------------------
 

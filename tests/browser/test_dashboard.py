@@ -94,22 +94,25 @@ def expected_figures(delays_xlsx: Path, database_url: str) -> dict:
     for kind in ("mobile", "connect"):
         of_kind = delay[history["checkin_type"] == kind]
         figures[f"late_share_{kind}"] = (of_kind > 0).sum() / of_kind.notna().sum()
-    for threshold in (60, 120):
-        for scope in ("all", "connect"):
-            in_scope = history if scope == "all" else history[history["checkin_type"] == "connect"]
-            blocked = in_scope[in_scope["time_delta_with_previous_rental_in_minutes"] < threshold]
-            figures[threshold, scope] = {
-                "blocked": len(blocked),
-                "share": len(blocked) / len(history),
-                "revenue": blocked.loc[blocked["state"] == "ended", "price_per_day"].sum(),
-                "solved": int(blocked["conflict"].sum()),
-                "conflicts": int(in_scope["conflict"].sum()),
-            }
+    figures["min_gap"] = lambda threshold, scope: min_gap(history, threshold, scope)
     figures["conflict_waits"] = dict(zip(
         history.loc[history["conflict"], "rental_id"],
         history.loc[history["conflict"], "previous_delay"] - history.loc[history["conflict"], "time_delta_with_previous_rental_in_minutes"],
     ))  # fmt: skip
     return figures
+
+
+def min_gap(history: pd.DataFrame, threshold: int, scope: str) -> dict:
+    """The simulator's figures, row by row: blocked = in scope and planned < T after the previous rental."""
+    in_scope = history if scope == "all" else history[history["checkin_type"] == "connect"]
+    blocked = in_scope[in_scope["time_delta_with_previous_rental_in_minutes"] < threshold]
+    return {
+        "blocked": len(blocked),
+        "share": len(blocked) / len(history),
+        "revenue": blocked.loc[blocked["state"] == "ended", "price_per_day"].sum(),
+        "solved": int(blocked["conflict"].sum()),
+        "conflicts": int(in_scope["conflict"].sum()),
+    }
 
 
 def figure(page: Page, element_id: str):
@@ -198,13 +201,13 @@ def check_min_gap(page: Page, expected: dict) -> None:
     def scopes_show(threshold: int) -> None:
         expect(figure(page, "mg-threshold")).to_have_text(str(threshold), timeout=FIGURE_TIMEOUT_MS)
         for scope in ("all", "connect"):
-            want = expected[threshold, scope]
+            want = expected["min_gap"](threshold, scope)
             expect(figure(page, f"mg-{scope}-blocked")).to_have_text(number(want["blocked"]))
             expect(figure(page, f"mg-{scope}-revenue")).to_have_text(f"{number(want['revenue'])} €")
             expect(figure(page, f"mg-{scope}-solved")).to_have_text(number(want["solved"]))
 
     def headline_shows(threshold: int, scope: str) -> None:
-        want = expected[threshold, scope]
+        want = expected["min_gap"](threshold, scope)
         expect(figure(page, "mg-blocked")).to_have_text(number(want["blocked"]))
         expect(figure(page, "mg-blocked-share")).to_have_text(f"{want['share']:.1%}")
         expect(figure(page, "mg-revenue")).to_have_text(f"{number(want['revenue'])} €")
@@ -220,7 +223,23 @@ def check_min_gap(page: Page, expected: dict) -> None:
     headline_shows(120, "all")
     page.locator(".min-gap-scope").get_by_text("Connect cars only").click()
     headline_shows(120, "connect")
-    assert expected[120, "connect"]["blocked"] < expected[120, "all"]["blocked"]  # the scope changed the figures
+    assert expected["min_gap"](120, "connect")["blocked"] < expected["min_gap"](120, "all")["blocked"]
+
+    # The slider itself: one step with the keyboard, then a drag to wherever it lands.
+    handle = page.locator(".min-gap-threshold .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    scopes_show(130)
+    headline_shows(130, "connect")
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 150, box["y"] + box["height"] / 2, steps=10)
+    page.mouse.up()
+    dragged_to = int(float(handle.get_attribute("aria-valuenow")))  # where the slider came to rest
+    assert 130 < dragged_to <= 720
+    scopes_show(dragged_to)
+    headline_shows(dragged_to, "connect")
 
 
 def check_drift_and_dead_letters(page: Page, expected: dict) -> None:

@@ -1,0 +1,176 @@
+"""One open dashboard page: its widgets, figures and tables, redrawn from the live feed's
+snapshot on a periodic callback (never once per message)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pandas as pd
+import panel as pn
+
+from dashboard.charts import DelayChart, MinGapCharts, PriceByCarTypeChart
+from dashboard.feed import LiveFeed, Snapshot
+from dashboard.figures import (
+    CSS,
+    dead_letter_html,
+    delay_html,
+    drift_html,
+    live_html,
+    min_gap_html,
+    scopes_html,
+)
+from dashboard.metrics import DashboardMetrics
+from dashboard.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
+from dashboard.price_form import PriceForm
+from rentalstream.settings import Settings
+
+DEFAULT_THRESHOLD_MINUTES = 60
+
+
+def build_page(feed: LiveFeed, settings: Settings, metrics: DashboardMetrics) -> pn.viewable.Viewable:
+    page = DashboardPage(feed, settings)
+    metrics.sessions.inc()
+    pn.state.curdoc.on_session_destroyed(lambda _context: metrics.sessions.dec())
+    pn.state.add_periodic_callback(page.redraw, period=int(settings.dashboard_refresh_seconds * 1000))
+    return page.layout
+
+
+class DashboardPage:
+    """One open page: its widgets, figures and tables, redrawn from the feed."""
+
+    def __init__(self, feed: LiveFeed, settings: Settings) -> None:
+        self.feed = feed
+        self.shown_version = -1
+        self.shown_aggregates = None
+        self.curves: dict = {}
+        self.newest_rows: dict[int, tuple] = {}
+
+        self.live = _html()
+        self.threshold = pn.widgets.EditableIntSlider(
+            name="Minimum gap T between two rentals of a car (minutes)", start=0, end=MAX_THRESHOLD_MINUTES,
+            step=10, value=DEFAULT_THRESHOLD_MINUTES, width=420, css_classes=["min-gap-threshold"],
+        )  # fmt: skip
+        self.scope = pn.widgets.RadioButtonGroup(
+            name="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all",
+            css_classes=["min-gap-scope"],
+        )
+        self.min_gap_figures = _html()
+        self.min_gap_scopes = _html()
+        self.min_gap_charts = MinGapCharts()
+        self.threshold.param.watch(self._show_min_gap, "value")
+        self.scope.param.watch(self._show_min_gap, "value")
+
+        self.delay_figures = _html()
+        self.delay_chart = DelayChart()
+        self.conflicts = _table("conflicts", ["rental_id", "car_id", "checkin_type", "planned_gap_minutes",
+                                 "previous_delay_minutes", "waiting_minutes", "scored_at"])  # fmt: skip
+
+        self.prices = _table("prices", ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version",
+                              "latency_ms", "scored_at"])  # fmt: skip
+        self.price_chart = PriceByCarTypeChart()
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.price_form = PriceForm(settings.resolved_bridge_url(), api_key)
+
+        self.drift_figures = _html()
+        self.signals = _table("signals", ["signal", "state", "events_seen", "window_mean", "reference_mean", "last_alert_at"])
+        self.alerts = _table("alerts", ["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by",
+                              "detected_at"])  # fmt: skip
+        self.dead_letter_figures = _html()
+        self.dead_letters = _table("dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"])
+
+        self.layout = pn.Column(
+            pn.pane.Markdown("# rentalstream — live operations"),
+            self.live,
+            pn.pane.Markdown("## Minimum gap between rentals: what would it block, what would it solve?"),
+            pn.Row(self.threshold, self.scope),
+            self.min_gap_figures,
+            self.min_gap_scopes,
+            pn.Row(pn.pane.Bokeh(self.min_gap_charts.blocked, sizing_mode="stretch_width"),
+                   pn.pane.Bokeh(self.min_gap_charts.solved, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+            pn.pane.Markdown("## Delays at checkout"),
+            self.delay_figures,
+            pn.pane.Bokeh(self.delay_chart.figure, sizing_mode="stretch_width"),
+            pn.pane.Markdown("#### Latest rentals whose driver waited for the previous car"),
+            self.conflicts,
+            pn.pane.Markdown("## Pricing"),
+            pn.Row(pn.Column(pn.pane.Markdown("#### Latest prices"), self.prices, sizing_mode="stretch_width"),
+                   self.price_form.panel(), sizing_mode="stretch_width"),
+            pn.pane.Bokeh(self.price_chart.figure, sizing_mode="stretch_width"),
+            pn.pane.Markdown("## Drift"),
+            self.drift_figures,
+            pn.Row(pn.Column(pn.pane.Markdown("#### Signals"), self.signals, sizing_mode="stretch_width"),
+                   pn.Column(pn.pane.Markdown("#### Latest alerts"), self.alerts, sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            pn.pane.Markdown("## Dead letters"),
+            self.dead_letter_figures,
+            self.dead_letters,
+            sizing_mode="stretch_width",
+        )  # fmt: skip
+        self.redraw()
+
+    def redraw(self) -> None:
+        snapshot = self.feed.snapshot()
+        self.live.object = live_html(snapshot)  # rates move with the clock, not only with messages
+        if snapshot.version == self.shown_version:
+            return
+        self.shown_version = snapshot.version
+        if snapshot.aggregates is not None and snapshot.aggregates is not self.shown_aggregates:
+            self.shown_aggregates = snapshot.aggregates
+            self._show_aggregates(snapshot)
+        for table, rows in ((self.conflicts, snapshot.conflicts), (self.prices, snapshot.prices),
+                            (self.alerts, snapshot.alerts), (self.dead_letters, snapshot.dead_letters)):  # fmt: skip
+            self._show_rows(table, rows)
+
+    def _show_rows(self, table: pn.widgets.Tabulator, rows: list[dict]) -> None:
+        """Replace a table's rows only when its list changed (a replaced table loses its scroll)."""
+        newest = (len(rows), tuple(map(str, rows[0].values())) if rows else None)
+        if self.newest_rows.get(id(table)) != newest:
+            self.newest_rows[id(table)] = newest
+            table.value = _frame(rows, table)
+
+    def _show_aggregates(self, snapshot: Snapshot) -> None:
+        aggregates = snapshot.aggregates
+        self.curves = {scope: curve(aggregates.gap_groups, scope) for scope in SCOPES}
+        self.min_gap_charts.update_curves(self.curves)
+        self._show_min_gap()
+        self.delay_chart.update(aggregates.delay_histogram)
+        self.delay_figures.object = delay_html(aggregates.totals, aggregates.delay_histogram)
+        self.price_chart.update(aggregates.price_by_car_type)
+        self.signals.value = _frame(aggregates.drift_signals, self.signals)
+        self.drift_figures.object = drift_html(aggregates.drift_signals)
+        self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)
+
+    def _show_min_gap(self, *_events) -> None:
+        if self.shown_aggregates is None:
+            return
+        groups = self.shown_aggregates.gap_groups
+        threshold = int(self.threshold.value)
+        self.min_gap_figures.object = min_gap_html(outcome(groups, threshold, self.scope.value))
+        self.min_gap_scopes.object = scopes_html([outcome(groups, threshold, scope) for scope in SCOPES])
+        self.min_gap_charts.mark(threshold, self.curves)
+
+
+def _html() -> pn.pane.HTML:
+    return pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
+
+
+def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
+    return pn.widgets.Tabulator(
+        pd.DataFrame(columns=columns), show_index=False, disabled=True, height=260,
+        sizing_mode="stretch_width", pagination=None, css_classes=[f"{name}-table"],
+    )  # fmt: skip
+
+
+def _frame(rows: list[dict], table: pn.widgets.Tabulator) -> pd.DataFrame:
+    columns = list(table.value.columns)
+    return pd.DataFrame([{c: _cell(row.get(c)) for c in columns} for row in rows], columns=columns)
+
+
+def _cell(value):
+    # Tabulator would show a timestamp's date only (operators want the time, UTC) and every digit of a float.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 2) if abs(value) >= 1 else float(f"{value:.3g}")
+    return value
