@@ -48,11 +48,11 @@ class DashboardPage:
 
         self.live = _html()
         self.threshold = pn.widgets.EditableIntSlider(
-            name="Minimum gap T between two rentals of a car (minutes)", start=0, end=MAX_THRESHOLD_MINUTES,
+            label="Minimum gap T between two rentals of a car (minutes)", start=0, end=MAX_THRESHOLD_MINUTES,
             step=10, value=DEFAULT_THRESHOLD_MINUTES, width=420, css_classes=["min-gap-threshold"],
         )  # fmt: skip
         self.scope = pn.widgets.RadioButtonGroup(
-            name="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all",
+            label="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all",
             css_classes=["min-gap-scope"],
         )
         self.min_gap_figures = _html()

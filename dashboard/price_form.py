@@ -8,7 +8,7 @@ from html import escape
 import httpx
 import panel as pn
 
-from schemas.cars import CAR_TYPES, FUELS, PAINT_COLORS
+from schemas.cars import CAR_TYPES, FUELS, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, PAINT_COLORS
 from schemas.predict import EXAMPLE_CAR
 
 EQUIPMENT = (
@@ -22,16 +22,20 @@ class PriceForm:
         self.bridge_url = bridge_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
-        self.model_key = pn.widgets.TextInput(name="Brand", value=EXAMPLE_CAR["model_key"])
-        self.mileage = pn.widgets.IntInput(name="Mileage (km)", value=EXAMPLE_CAR["mileage"], start=0)
-        self.engine_power = pn.widgets.IntInput(name="Engine power (hp)", value=EXAMPLE_CAR["engine_power"], start=1)
-        self.fuel = pn.widgets.Select(name="Fuel", options=list(FUELS), value=EXAMPLE_CAR["fuel"])
-        self.paint_color = pn.widgets.Select(name="Paint", options=list(PAINT_COLORS), value=EXAMPLE_CAR["paint_color"])
-        self.car_type = pn.widgets.Select(name="Car type", options=list(CAR_TYPES), value=EXAMPLE_CAR["car_type"])
-        self.equipment = pn.widgets.CheckBoxGroup(
-            name="Equipment", options=list(EQUIPMENT), value=[e for e in EQUIPMENT if EXAMPLE_CAR[e]], inline=False
+        self.model_key = pn.widgets.TextInput(label="Brand", value=EXAMPLE_CAR["model_key"])
+        self.mileage = pn.widgets.IntInput(
+            label="Mileage (km)", value=EXAMPLE_CAR["mileage"], start=0, end=MAX_MILEAGE_KM
         )
-        self.button = pn.widgets.Button(name="Price this car", button_type="primary")
+        self.engine_power = pn.widgets.IntInput(
+            label="Engine power (hp)", value=EXAMPLE_CAR["engine_power"], start=1, end=MAX_ENGINE_POWER_HP
+        )
+        self.fuel = pn.widgets.Select(label="Fuel", options=list(FUELS), value=EXAMPLE_CAR["fuel"])
+        self.paint_color = pn.widgets.Select(label="Paint", options=list(PAINT_COLORS), value=EXAMPLE_CAR["paint_color"])
+        self.car_type = pn.widgets.Select(label="Car type", options=list(CAR_TYPES), value=EXAMPLE_CAR["car_type"])
+        self.equipment = pn.widgets.CheckBoxGroup(
+            label="Equipment", options=list(EQUIPMENT), value=[e for e in EQUIPMENT if EXAMPLE_CAR[e]], inline=False
+        )
+        self.button = pn.widgets.Button(label="Price this car", button_type="primary")
         self.answer = pn.pane.HTML("", css_classes=["price-answer"], sizing_mode="stretch_width")
         self.button.on_click(self._price)
 
