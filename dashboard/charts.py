@@ -3,6 +3,7 @@ redrawn by replacing the sources' data (``update_*``), never rebuilt."""
 
 from __future__ import annotations
 
+import numpy as np
 from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
@@ -55,7 +56,7 @@ class MinGapCharts:
         for span in self.spans:
             span.location = threshold
         for scope, curve in curves.items():
-            index = min(threshold, len(curve.thresholds) - 1)
+            index = min(int(np.searchsorted(curve.thresholds, threshold)), len(curve.thresholds) - 1)
             self.points[scope].data = {
                 "threshold": [threshold],
                 "blocked": [float(curve.blocked_share[index])],
