@@ -35,7 +35,7 @@ class PriceForm:
         self.equipment = pn.widgets.CheckBoxGroup(
             label="Equipment", options=list(EQUIPMENT), value=[e for e in EQUIPMENT if EXAMPLE_CAR[e]], inline=False
         )
-        self.button = pn.widgets.Button(label="Price this car", button_type="primary")
+        self.button = pn.widgets.Button(label="Price this car", color="primary")
         self.answer = pn.pane.HTML("", css_classes=["price-answer"], sizing_mode="stretch_width")
         self.button.on_click(self._price)
 
