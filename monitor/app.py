@@ -202,7 +202,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
         state["writer"] = asyncio.create_task(write_states_periodically(), name="monitor-states")
 
     return consumer_app(
-        broker, metrics, subscribers, loaded=lambda: "watch" in state, on_startup=[start], after_shutdown=[stop]
+        broker, metrics, subscribers, loaded=lambda: "watch" in state, on_startup=[start], after_shutdown=[stop],
+        engine=engine,
     )
 
 

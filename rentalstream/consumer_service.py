@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rentalstream import db
 
 
 @dataclass
@@ -40,17 +43,23 @@ def consumer_app(
     loaded: Callable[[], bool],
     on_startup: Sequence[Callable[[], Awaitable[None]]],
     after_shutdown: Sequence[Callable[[], Awaitable[None]]],
+    engine: AsyncEngine,
 ) -> AsgiFastStream:
-    """The service's app. Ready means ``loaded()`` and every subscriber has joined its
-    group and holds partitions (a replica beyond the partition count holds none and
-    stays not-ready: it is a standby) and the broker answers."""
+    """The service's app. Ready means ``loaded()``, every subscriber has joined its group
+    and holds partitions (a replica beyond the partition count holds none and stays
+    not-ready: it is a standby), the broker answers and the database (``engine``) takes
+    a query: a consumer that cannot store its results commits nothing and falls behind."""
 
     @get
     async def ready(scope) -> AsgiResponse:
         consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
-        if loaded() and consuming and await broker.ping(timeout=2):
-            return AsgiResponse(b"ready", 200)
-        return AsgiResponse(b"not ready", 503)
+        if not (loaded() and consuming):
+            return AsgiResponse(b"not ready: starting", 503)
+        if not await broker.ping(timeout=2):
+            return AsgiResponse(b"not ready: the broker does not answer", 503)
+        if not await db.answers(engine):
+            return AsgiResponse(b"not ready: the database does not answer", 503)
+        return AsgiResponse(b"ready", 200)
 
     return AsgiFastStream(
         broker,

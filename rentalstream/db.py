@@ -3,7 +3,10 @@ and add the columns a newer version of a table has gained."""
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
 
@@ -24,6 +27,17 @@ def psycopg_url(database_url: str) -> str:
 def async_engine(database_url: str, pool_size: int = 4) -> AsyncEngine:
     # psycopg 3 serves both sync and async engines from the same URL.
     return create_async_engine(psycopg_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+
+
+async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:
+    """Whether the database takes a query now (for readiness: a scorer that cannot write
+    is not ready, whatever else is)."""
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+    return True
 
 
 def upgrade(database_url: str) -> list[str]:

@@ -149,7 +149,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
 
     return consumer_app(
         broker, metrics, subscribers, loaded=lambda: "model" in state,
-        on_startup=[load_model], after_shutdown=[close_engine],
+        on_startup=[load_model], after_shutdown=[close_engine], engine=engine,
     )  # fmt: skip
 
 
