@@ -239,5 +239,5 @@ def _dead_letter_row(letter: DeadLetter) -> dict:
     return {
         "dead_letter_id": letter.dead_letter_id, "topic": letter.topic, "partition": letter.partition,
         "offset": letter.offset, "consumer": letter.consumer, "reason": letter.reason,
-        "size_bytes": len(letter.raw_value), "received_at": letter.received_at,
+        "size_bytes": letter.raw_size or len(letter.raw_value), "received_at": letter.received_at,
     }  # fmt: skip

@@ -129,7 +129,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
             metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
         await publish_all(broker, [
             *((DRIFT.name, a.signal, a) for a in alerts),
-            *((DEAD_LETTERS.name, d.key, d) for d in parsed.dead_letters),
+            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in parsed.dead_letters),
         ])  # fmt: skip
         newest = state["newest_version"]
         if newest is not None and newest != state["reference_version"]:

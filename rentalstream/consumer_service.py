@@ -54,7 +54,7 @@ def consumer_app(
     async def ready(scope) -> AsgiResponse:
         consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
         if not (loaded() and consuming):
-            return AsgiResponse(b"not ready: starting", 503)
+            return AsgiResponse(b"not ready: loading, or joining its consumer groups", 503)
         if not await broker.ping(timeout=2):
             return AsgiResponse(b"not ready: the broker does not answer", 503)
         if not await db.answers(engine):

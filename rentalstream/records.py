@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from schemas import tables
-from schemas.events import DeadLetter, utc_now
+from schemas.events import MAX_MESSAGE_BYTES, DeadLetter, utc_now
 
 Event = TypeVar("Event", bound=BaseModel)
 T = TypeVar("T")
@@ -109,6 +109,11 @@ def parse_records(records: Sequence[KafkaRecord], contract: type[Event], consume
     """Validate every record against ``contract``; failures become dead letters."""
     parsed: Parsed[Event] = Parsed()
     for record in records:
+        size = len(record.value or b"")
+        if size > MAX_MESSAGE_BYTES:
+            reason = f"message of {size:,} bytes is over the {MAX_MESSAGE_BYTES:,}-byte limit of a {contract.__name__}"
+            parsed.dead_letters.append(dead_letter(record, reason, consumer))
+            continue
         try:
             event = contract.model_validate_json(record.value or b"")
         except ValidationError as error:
@@ -128,6 +133,7 @@ def dead_letter(record: KafkaRecord, reason: str, consumer: str) -> DeadLetter:
         offset=record.offset,
         key=record.key.decode("utf-8", "replace") if record.key is not None else None,
         raw_value=record.value or b"",
+        raw_size=len(record.value or b""),
         reason=reason,
         consumer=consumer,
         received_at=utc_now(),

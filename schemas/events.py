@@ -14,6 +14,8 @@ from schemas.cars import CarFeatures
 MAX_ABS_DELAY_MINUTES = 525_600  # one year: anything beyond is a broken record
 MAX_PLANNED_GAP_MINUTES = 720  # the history only links rentals planned < 12 h apart
 MAX_PRICE_PER_DAY = 10_000.0  # euros; the pricing data tops out near 400
+MAX_MESSAGE_BYTES = 65_536  # a valid event is under 2 kB; anything this large is refused unread
+MAX_DEAD_LETTER_RAW_BYTES = 65_536
 
 CheckinType = Literal["mobile", "connect"]
 RentalState = Literal["ended", "canceled"]
@@ -126,9 +128,21 @@ class DeadLetter(BaseModel):
     offset: int
     key: str | None
     raw_value: bytes = Field(description="The message bytes exactly as consumed (base64 in JSON).")
+    raw_size: int = Field(0, ge=0, description="Bytes of the message as consumed.")
+    raw_truncated: bool = Field(
+        False, description="On the topic, raw_value holds only the first MAX_DEAD_LETTER_RAW_BYTES bytes of a "
+        "larger message (the dead_letters table keeps them all).",
+    )  # fmt: skip
     reason: str
     consumer: str
     received_at: datetime
+
+    def on_topic(self) -> DeadLetter:
+        """The letter as published on ``dead-letters``: a poison message of any size must
+        not make its own dead letter too large for the broker."""
+        if len(self.raw_value) <= MAX_DEAD_LETTER_RAW_BYTES:
+            return self
+        return self.model_copy(update={"raw_value": self.raw_value[:MAX_DEAD_LETTER_RAW_BYTES], "raw_truncated": True})
 
 
 class WindowStats(BaseModel):

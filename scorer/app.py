@@ -103,7 +103,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         await publish_all(broker, [
             *((PRICES.name, p.price_id, p) for p in price_rows),
             *((DELAYS.name, str(f.car_id), f) for f in facts),
-            *((DEAD_LETTERS.name, d.key, d) for d in dead),
+            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in dead),
         ])  # fmt: skip
 
     async def score_price_requests(records: Sequence[KafkaRecord]) -> None:
@@ -126,7 +126,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         await publish_all(broker, [
             *((PRICES.name, s.price_id, s) for _, s in answered),
             *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
-            *((DEAD_LETTERS.name, d.key, d) for d in dead),
+            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in dead),
         ])  # fmt: skip
 
     subscribe(RENTALS, score_rentals)
