@@ -7,7 +7,8 @@ so the request log is plain SQL (``price_requests`` joined to ``prices``).
 
 Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_API_KEY`` is set),
 413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
-503 when the broker does not take the request, 504 with the request id when the
+503 when the broker does not take the request or ``RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT``
+requests are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
 scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``.
 """
 
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
 from rentalstream.registry import version_behind_alias
@@ -66,6 +68,7 @@ def build_app(settings: Settings) -> FastAPI:
         settings.request_fetch_max_wait_ms, on_late_reply=metrics.late_replies.inc,
     )  # fmt: skip
     champion: dict[str, str | None] = {"version": None}
+    in_flight = {"requests": 0}
 
     async def watch_champion() -> None:
         """Know which version is the champion, for /ready (a bridge without one can only time out)."""
@@ -93,6 +96,7 @@ def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="rentalstream price bridge", version="1", description=DESCRIPTION, lifespan=lifespan,
     )  # fmt: skip
+    app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge_max_body_bytes)
     app.add_middleware(TimeResponses, metrics=metrics)
 
     auth = [Security(api_key_checker(settings))] if settings.api_key else []
@@ -104,7 +108,8 @@ def build_app(settings: Settings) -> FastAPI:
         responses={
             401: {"model": ErrorReply, "description": "Missing or wrong X-API-Key"},
             413: {"description": "Body larger than the configured limit"},
-            503: {"model": ErrorReply, "description": "The broker did not take the request, or the bridge is not ready"},
+            503: {"model": ErrorReply, "description": "The broker did not take the request, the bridge is not ready, "
+                  "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT requests are already waiting (with Retry-After)"},
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
         dependencies=auth,
@@ -120,7 +125,14 @@ def build_app(settings: Settings) -> FastAPI:
         request_id = requester.new_request_id()
         if not requester.listening:
             return error(503, "not ready: the reply consumer is not reading yet", request_id)
+        if in_flight["requests"] >= settings.bridge_max_in_flight:
+            # Refuse at once rather than queue without bound behind a slow scorer.
+            refused = error(503, f"overloaded: {settings.bridge_max_in_flight} requests already waiting for the "
+                                 "scorer; retry shortly", request_id)  # fmt: skip
+            refused.headers["Retry-After"] = "1"
+            return refused
         client = x_client_id or (request.client.host if request.client else None)
+        in_flight["requests"] += 1
         try:
             replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
         except BrokerUnavailable as failure:
@@ -129,6 +141,8 @@ def build_app(settings: Settings) -> FastAPI:
         except ReplyTimeout as failure:
             log.warning("request %s: %s", request_id, failure)
             return error(504, str(failure), request_id)
+        finally:
+            in_flight["requests"] -= 1
         metrics.cars_priced.inc(len(replies))
         response.headers["X-Request-Id"] = request_id
         if isinstance(body, PositionalRequest):

@@ -61,3 +61,4 @@ class TimeResponses:
             await send(message)
 
         await self.app(scope, receive, timed_send)
+

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         2.0, gt=0, le=60, description="How long /predict waits for the scorer's reply before a 504."
     )
     bridge_max_cars: int = Field(100, ge=1, le=10_000, description="Most cars one /predict request may hold.")
+    bridge_max_in_flight: int = Field(
+        1000, ge=1, description="Most /predict requests waiting for the scorer at once; more are refused at once "
+        "with 503 and Retry-After instead of queuing without bound.",
+    )  # fmt: skip
     bridge_max_body_bytes: int = Field(
         65_536, ge=1024, description="Largest /predict body accepted; larger ones get 413."
     )
