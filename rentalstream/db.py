@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateColumn
 
 from schemas.tables import metadata
 
@@ -47,6 +48,7 @@ def upgrade(database_url: str) -> list[str]:
     try:
         with engine.begin() as conn:
             inspector = inspect(conn)
+            migrations = Operations(MigrationContext.configure(conn))
             before = set(inspector.get_table_names())
             added = []
             for table in metadata.sorted_tables:
@@ -61,9 +63,7 @@ def upgrade(database_url: str) -> list[str]:
                             f"{table.name}.{column.name} is new and NOT NULL without a default; "
                             "it cannot be added to existing rows automatically"
                         )
-                    # Names come from our own metadata, quoted by the dialect; no user input.
-                    spec = CreateColumn(column).compile(dialect=conn.dialect)
-                    conn.execute(text(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"))
+                    migrations.add_column(table.name, column._copy())
                     added.append(f"{table.name}.{column.name}")
             metadata.create_all(conn)
         return sorted(set(metadata.tables) - before) + added

@@ -149,12 +149,13 @@ def stop_pid(pid: int, timeout: float = 10) -> None:
 
 def _create_database(server: Postgres) -> None:
     import psycopg
+    from psycopg import sql
 
     admin = f"postgresql://postgres@{HOST}:{server.port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_DB,)).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{POSTGRES_DB}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(POSTGRES_DB)))
 
 
 def _prepare_system_user(pgdata: Path, bin_path: Path) -> str | None:
