@@ -61,4 +61,3 @@ class TimeResponses:
             await send(message)
 
         await self.app(scope, receive, timed_send)
-
