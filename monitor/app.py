@@ -33,12 +33,19 @@ from monitor.watch import DriftWatch, Fired, Origin
 from rentalstream import consumer_service
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
-from rentalstream.records import KafkaRecord, batch_subscriber, parse_records, publish_all, with_retries
+from rentalstream.records import (
+    KafkaRecord,
+    batch_subscriber,
+    dead_letter_messages,
+    parse_records,
+    publish_all,
+    with_retries,
+)
 from rentalstream.registry import champion_version, reference_of
 from rentalstream.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
-from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES, RENTALS, Topic
+from schemas.topics import DELAYS, DRIFT, PRICES, RENTALS, Topic
 
 log = logging.getLogger("rentalstream.monitor")
 CONSUMER = "monitor"
@@ -129,7 +136,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
             metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
         await publish_all(broker, [
             *((DRIFT.name, a.signal, a) for a in alerts),
-            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in parsed.dead_letters),
+            *dead_letter_messages(parsed.dead_letters),
         ])  # fmt: skip
         newest = state["newest_version"]
         if newest is not None and newest != state["reference_version"]:

@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from schemas import tables
 from schemas.events import MAX_MESSAGE_BYTES, DeadLetter, utc_now
+from schemas.topics import DEAD_LETTERS
 
 Event = TypeVar("Event", bound=BaseModel)
 T = TypeVar("T")
@@ -160,6 +161,12 @@ async def insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[Dead
         "reason": d.reason, "consumer": d.consumer, "received_at": d.received_at,
     } for d in dead_letters]  # fmt: skip
     await conn.execute(insert(tables.dead_letters).on_conflict_do_nothing(), rows)
+
+
+def dead_letter_messages(dead_letters: Sequence[DeadLetter]) -> list[tuple[str, str | None, DeadLetter]]:
+    """The (topic, key, letter) messages of ``dead_letters`` for ``publish_all``: on the
+    topic a letter carries at most the first 64 kB of its message (``DeadLetter.on_topic``)."""
+    return [(DEAD_LETTERS.name, d.key, d.on_topic()) for d in dead_letters]
 
 
 async def publish_all(broker: KafkaBroker, messages: list[tuple[str, str | None, BaseModel]]) -> None:

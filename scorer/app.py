@@ -21,10 +21,10 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from rentalstream import consumer_service
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
-from rentalstream.records import KafkaRecord, batch_subscriber, publish_all, with_retries
+from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, publish_all, with_retries
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
-from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
+from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
@@ -103,7 +103,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         await publish_all(broker, [
             *((PRICES.name, p.price_id, p) for p in price_rows),
             *((DELAYS.name, str(f.car_id), f) for f in facts),
-            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in dead),
+            *dead_letter_messages(dead),
         ])  # fmt: skip
 
     async def score_price_requests(records: Sequence[KafkaRecord]) -> None:
@@ -126,7 +126,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         await publish_all(broker, [
             *((PRICES.name, s.price_id, s) for _, s in answered),
             *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
-            *((DEAD_LETTERS.name, d.key, d.on_topic()) for d in dead),
+            *dead_letter_messages(dead),
         ])  # fmt: skip
 
     subscribe(RENTALS, score_rentals)
