@@ -77,19 +77,19 @@ class MinGapOutcome:
 
 
 def outcome(groups: Iterable[GapGroup], threshold_minutes: int, scope: Scope) -> MinGapOutcome:
-    """The simulator's figures for one threshold and scope."""
+    """The simulator's figures for one threshold and scope (``curve`` at that one point)."""
     groups = list(groups)
     in_scope = [g for g in groups if _in_scope(g, scope)]
-    blocked = [g for g in in_scope if g.planned_gap_minutes is not None and g.planned_gap_minutes < threshold_minutes]
+    point = curve(groups, scope, np.array([threshold_minutes]))
     return MinGapOutcome(
         threshold_minutes=threshold_minutes,
         scope=scope,
         rentals=sum(g.rentals for g in groups),
         scope_rentals=sum(g.rentals for g in in_scope),
-        blocked_rentals=sum(g.rentals for g in blocked),
-        blocked_revenue_per_day=sum(g.ended_revenue_per_day for g in blocked),
+        blocked_rentals=int(point.blocked_rentals[0]),
+        blocked_revenue_per_day=float(point.blocked_revenue_per_day[0]),
         conflicts=sum(g.conflicts for g in in_scope),
-        conflicts_solved=sum(g.conflicts for g in blocked),
+        conflicts_solved=int(point.conflicts_solved[0]),
     )
 
 
@@ -109,8 +109,8 @@ class Curve:
 def curve(
     groups: Sequence[GapGroup], scope: Scope, thresholds: np.ndarray | None = None
 ) -> Curve:
-    """``outcome`` at every threshold at once (every minute from 0 to 720 by default):
-    cumulative sums over the groups sorted by planned gap."""
+    """The simulator's figures at every threshold at once (every minute from 0 to 720 by
+    default): cumulative sums over the groups sorted by planned gap."""
     if thresholds is None:
         thresholds = np.arange(MAX_THRESHOLD_MINUTES + 1)
     rentals = sum(g.rentals for g in groups)

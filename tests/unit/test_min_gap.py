@@ -106,14 +106,17 @@ def test_the_known_figures_of_the_history(history):
 
 
 @pytest.mark.parametrize("scope", ["all", "connect"])
-def test_the_curves_agree_with_the_figures_at_every_minute(history, scope):
-    groups = groups_of(history)
-    lines = curve(groups, scope)
+def test_the_curves_against_pandas_at_every_ten_minutes(history, scope):
+    lines = curve(groups_of(history), scope)
     assert list(lines.thresholds) == list(range(721))
-    for threshold in range(0, 721, 1):
-        expected = outcome(groups, threshold, scope)
-        assert lines.blocked_rentals[threshold] == expected.blocked_rentals
-        assert lines.conflicts_solved[threshold] == expected.conflicts_solved
-        assert lines.blocked_revenue_per_day[threshold] == pytest.approx(expected.blocked_revenue_per_day)
-        assert lines.blocked_share[threshold] == pytest.approx(expected.blocked_share)
-        assert lines.solved_share[threshold] == pytest.approx(expected.solved_share)
+    in_scope = history if scope == "all" else history[history["checkin_type"] == "connect"]
+    gap = in_scope["time_delta_with_previous_rental_in_minutes"]
+    for threshold in range(0, 721, 10):
+        blocked = in_scope[gap < threshold]
+        assert lines.blocked_rentals[threshold] == len(blocked)
+        assert lines.blocked_share[threshold] == pytest.approx(len(blocked) / len(history))
+        assert lines.blocked_revenue_per_day[threshold] == pytest.approx(
+            blocked.loc[blocked["state"] == "ended", "price"].sum()
+        )
+        assert lines.conflicts_solved[threshold] == blocked["conflict"].sum()
+        assert lines.solved_share[threshold] == pytest.approx(blocked["conflict"].sum() / in_scope["conflict"].sum())
