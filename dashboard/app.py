@@ -55,13 +55,16 @@ def serve(settings: Settings) -> None:
     loop = server.io_loop.asyncio_loop
     following = loop.create_task(_follow(feed))
 
-    def stop() -> None:
+    async def stop() -> None:
+        """Stop the feed (its consumer leaves the group), then the server, then the loop."""
         following.cancel()
-        following.add_done_callback(lambda _task: (server.stop(), loop.create_task(engine.dispose()),
-                                                   loop.call_later(0.2, server.io_loop.stop)))  # fmt: skip
+        await asyncio.gather(following, return_exceptions=True)
+        server.stop()
+        await engine.dispose()
+        server.io_loop.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, lambda: loop.create_task(stop()))
     server.start()
     log.info("dashboard serving url=http://%s/", address)
     server.io_loop.start()
