@@ -95,6 +95,17 @@ def database_url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_postgres(tmp_path):
+    """A PostgreSQL server of this test's own, which it may stop and start again."""
+    server = embedded.start_postgres(tmp_path / "pgdata")
+    db.upgrade(server.url)
+    try:
+        yield server
+    finally:
+        embedded.stop_postgres(server.pgdata, server.system_user, mode="immediate")
+
+
+@pytest.fixture
 def clean_database(database_url: str) -> str:
     engine = create_engine(psycopg_url(database_url))
     with engine.begin() as conn:

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+
+from schemas.cars import EQUIPMENT
 
 # A valid car as a client would send it: field names of CarFeatures, training spellings.
 SAMPLE_CAR = {
@@ -49,19 +52,36 @@ def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:
     return model.predict(matrix)
 
 
+def spawn(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start `rentalstream <command>` as a child process appending to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rentalstream.cli", command], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
 @contextmanager
 def service_process(command: str, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """`rentalstream <command>` as a child process logging to ``log_path``; SIGTERM at the end."""
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rentalstream.cli", command], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    process = spawn(command, env, log_path)
+    try:
+        yield process
+    finally:
+        process.terminate()
         try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def champion(mlflow_registry):
+    uri, training = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    return training.champion_version, mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
+
+
+def expected_prices(model, cars: list[dict]) -> list[float]:
+    """What LightGBM says for these cars, from plain pandas (no code of ours)."""
+    full = [{**dict.fromkeys(EQUIPMENT, False), **car} for car in cars]  # the contract's defaults
+    return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]

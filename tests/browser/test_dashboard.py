@@ -25,8 +25,7 @@ from rentalstream import services
 from rentalstream.db import psycopg_url
 from rentalstream.embedded import free_port
 from schemas.predict import EXAMPLE_CAR
-from tests.e2e.test_bridge import champion, expected_prices
-from tests.helpers import service_process
+from tests.helpers import champion, expected_prices, service_process
 
 pytestmark = pytest.mark.browser
 

@@ -4,17 +4,14 @@ import asyncio
 import time
 
 import httpx
-import mlflow
-import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
-from schemas.cars import EQUIPMENT
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
-from tests.helpers import SAMPLE_CAR, reference_prices, service_process, wait_for
+from tests.helpers import SAMPLE_CAR, champion, expected_prices, service_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,18 +23,6 @@ CAR = {
     "automatic_car": False, "has_getaround_connect": True, "has_speed_regulator": True, "winter_tires": True,
 }  # fmt: skip
 TRAINING_SPELLING = {"model_key": "Citroën", "fuel": "diesel"}
-
-
-def champion(mlflow_registry):
-    uri, training = mlflow_registry
-    mlflow.set_tracking_uri(uri)
-    return training.champion_version, mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
-
-
-def expected_prices(model, cars: list[dict]) -> list[float]:
-    """What LightGBM says for these cars, from plain pandas (no code of ours)."""
-    full = [{**dict.fromkeys(EQUIPMENT, False), **car} for car in cars]  # the contract's defaults
-    return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
 
 
 def metric(url: str, name: str) -> float:

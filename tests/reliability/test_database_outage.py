@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from producers.replay import rental_events
-from rentalstream import db, embedded
+from rentalstream import embedded
 from tests.reliability.test_scorer_faults import (
     Scorer,
     committed,
@@ -22,17 +22,6 @@ from tests.reliability.test_scorer_faults import (
 pytestmark = pytest.mark.reliability
 OUTAGE_SECONDS = 30
 MEMORY_GROWTH_ALLOWED = 64 * 2**20
-
-
-@pytest.fixture
-def own_postgres(tmp_path):
-    """A PostgreSQL server of this test's own, which it may stop and start again."""
-    server = embedded.start_postgres(tmp_path / "pgdata")
-    db.upgrade(server.url)
-    try:
-        yield server
-    finally:
-        embedded.stop_postgres(server.pgdata, server.system_user, mode="immediate")
 
 
 def ready_status(url: str) -> tuple[int, str]:

@@ -7,7 +7,6 @@ import asyncio
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from producers.replay import publish_events, rental_events
 from rentalstream import services
 from rentalstream.db import psycopg_url
 from rentalstream.embedded import free_port
+from tests.helpers import spawn
 
 pytestmark = pytest.mark.reliability
 TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"
@@ -71,9 +71,7 @@ class Scorer:
         self.starts = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "rentalstream.cli", "scorer"], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = spawn("scorer", self.env, self.log)
         self.starts += 1
 
     def wait_ready(self) -> None:

@@ -16,7 +16,6 @@ from rentalstream import embedded, services
 from rentalstream.embedded import free_port
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import service_process, wait_for
-from tests.reliability.test_database_outage import own_postgres  # noqa: F401 (a fixture)
 from tests.reliability.test_scorer_faults import stored_rentals
 
 pytestmark = pytest.mark.reliability
@@ -25,7 +24,7 @@ API_KEY = "api-key-51be02-secret"
 SERVICES = ("scorer", "bridge", "monitor", "dashboard")
 
 
-def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pricing_csv, tmp_path):  # noqa: F811
+def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pricing_csv, tmp_path):
     url = make_url(own_postgres.url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
     env = {**scorer_env, "RENTALSTREAM_DATABASE_URL": url, "RENTALSTREAM_API_KEY": API_KEY,
            "RENTALSTREAM_LOG_LEVEL": "DEBUG"}  # fmt: skip
