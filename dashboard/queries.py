@@ -28,6 +28,7 @@ GAP_GROUPS_SQL = text("""
 
 TOTALS_SQL = text("""
     SELECT count(*)                                   AS rentals,
+           count(*) FILTER (WHERE state = 'ended')    AS ended,
            count(delay_at_checkout_minutes)           AS with_delay,
            count(*) FILTER (WHERE is_late)            AS late_returns,
            count(previous_ended_rental_id)            AS with_previous_rental,

@@ -18,14 +18,7 @@ from rentalstream.settings import Settings, redact_url
 from schemas.events import utc_now
 from schemas.predict import EXAMPLE_CAR
 
-SUMMARY_SQL = text("""
-    SELECT count(*)                                    AS rentals,
-           count(*) FILTER (WHERE state = 'ended')      AS ended,
-           count(*) FILTER (WHERE is_late)              AS late_returns,
-           count(previous_ended_rental_id)              AS with_previous_rental,
-           count(*) FILTER (WHERE is_conflict)          AS conflicts
-    FROM delays
-""")
+SUMMARY = ("rentals", "ended", "late_returns", "with_previous_rental", "conflicts")  # of the dashboard's totals
 SCORED_SINCE_SQL = text("SELECT count(*), max(stored_at) FROM rentals WHERE event_time >= :since")
 DEAD_SINCE_SQL = text("SELECT count(*) FROM dead_letters WHERE received_at >= :since")
 
@@ -164,10 +157,13 @@ def wait_until_scored(
 
 
 def summarise(settings: Settings) -> dict[str, int]:
+    from dashboard.queries import TOTALS_SQL
+
     engine = create_engine(psycopg_url(settings.resolved_database_url()))
     try:
         with engine.connect() as conn:
-            return dict(conn.execute(SUMMARY_SQL).one()._mapping)
+            totals = conn.execute(TOTALS_SQL).one()._mapping
+            return {name: totals[name] for name in SUMMARY}
     finally:
         engine.dispose()
 
