@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import BigInteger, all_, any_, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rentalstream.records import insert_dead_letters, upsert
@@ -31,12 +33,11 @@ async def write_rental_batch(
     async with engine.begin() as conn:
         await upsert(conn, tables.cars, "car_id", _car_rows(e for e, _, _ in rentals))
         await upsert(conn, tables.rentals, "rental_id", [
-            {**e.model_dump(exclude={"car"}), "kafka_partition": p, "kafka_offset": o}
-            for e, p, o in rentals
+            {**_fields(e), "kafka_partition": p, "kafka_offset": o} for e, p, o in rentals
         ])  # fmt: skip
-        await upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        await upsert(conn, tables.prices, "price_id", [_fields(p) for p in prices])
         facts = await _delay_facts(conn, [e for e, _, _ in rentals], scored_at)
-        await upsert(conn, tables.delays, "rental_id", [f.model_dump() for f in facts])
+        await upsert(conn, tables.delays, "rental_id", [_fields(f) for f in facts])
         await insert_dead_letters(conn, dead_letters)
     return facts
 
@@ -53,7 +54,7 @@ async def write_price_requests(
             "request_id": r.request_id, "client": r.client, "car": r.car.model_dump(),
             "reply_to": r.reply_to, "requested_at": r.event_time, "kafka_partition": p, "kafka_offset": o,
         } for r, p, o in requests])  # fmt: skip
-        await upsert(conn, tables.prices, "price_id", [p.model_dump() for p in prices])
+        await upsert(conn, tables.prices, "price_id", [_fields(p) for p in prices])
         await insert_dead_letters(conn, dead_letters)
 
 
@@ -72,7 +73,7 @@ async def _delay_facts(
         row.rental_id: row.delay_at_checkout_minutes
         for row in await conn.execute(
             select(delays.c.rental_id, delays.c.delay_at_checkout_minutes).where(
-                delays.c.rental_id.in_(wanted - arriving.keys())
+                delays.c.rental_id == any_(_ids(wanted - arriving.keys()))
             )
         )
     }
@@ -82,8 +83,8 @@ async def _delay_facts(
     # Stored rentals waiting for one of the arriving rentals as their previous one.
     followers = await conn.execute(
         select(delays).where(
-            delays.c.previous_ended_rental_id.in_(list(arriving)),
-            delays.c.rental_id.not_in(list(arriving)),
+            delays.c.previous_ended_rental_id == any_(_ids(arriving)),
+            delays.c.rental_id != all_(_ids(arriving)),
         )
     )
     for row in followers.mappings():
@@ -122,4 +123,18 @@ def _fact(event: RentalEvent, known_delay: dict[int, int | None], scored_at: dat
 
 
 def _car_rows(events: Iterable[RentalEvent]) -> list[dict]:
-    return list({e.car_id: {"car_id": e.car_id, **e.car.model_dump()} for e in events}.values())
+    return list({e.car_id: {"car_id": e.car_id, **_fields(e.car)} for e in events}.values())
+
+
+def _fields(model: BaseModel) -> dict:
+    """A model's fields as they are (a shallow copy of its ``__dict__``, no serialisation:
+    ~10x cheaper than ``model_dump``), minus the nested car, which is stored in ``cars``."""
+    row = model.__dict__.copy()
+    row.pop("car", None)
+    return row
+
+
+def _ids(ids: Iterable[int]):
+    """One array parameter (``= ANY(...)``), not one placeholder per id: a batch's 2,000
+    ids as placeholders cost more to parse than the query costs to run."""
+    return literal(list(ids), ARRAY(BigInteger))

@@ -76,3 +76,38 @@ def test_redelivery_changes_nothing(clean_database):
         counts = conn.execute(text("SELECT (SELECT count(*) FROM rentals), (SELECT count(*) FROM cars)")).one()
     engine.dispose()
     assert tuple(counts) == (2, 1)
+
+
+def test_price_requests_and_answers_are_upserted_last_write_wins(clean_database):
+    """The request log keeps the car as JSON; an id twice in one batch (or again in a
+    redelivery) leaves one row, the last written."""
+    from schemas.events import PriceRequest, PriceScored
+
+    now = utc_now()
+    first = PriceRequest(request_id="r-1", car=CAR, client="first", event_time=now)
+    again = PriceRequest(request_id="r-1", car=CAR, client="again", event_time=now)
+    other = PriceRequest(request_id="r-2", car=CAR, reply_to="replies", event_time=now)
+    answer = PriceScored(price_id="r-1", request_id="r-1", price_per_day=101.5, unknown_fields=["model_key"],
+                         model_name="m", model_version="3", event_time=now, scored_at=now)  # fmt: skip
+
+    async def go():
+        engine = async_engine(clean_database)
+        try:
+            await store.write_price_requests(engine, [(first, 0, 1), (again, 0, 2), (other, 1, 7)], [answer], [])
+            await store.write_price_requests(engine, [(other, 1, 7)], [answer], [])  # redelivered
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    engine = create_engine(psycopg_url(clean_database))
+    with engine.connect() as conn:
+        requests = conn.execute(text(
+            "SELECT request_id, client, reply_to, car, kafka_offset FROM price_requests ORDER BY request_id"
+        )).all()  # fmt: skip
+        prices = conn.execute(text("SELECT price_id, price_per_day, unknown_fields, model_version FROM prices")).all()
+    engine.dispose()
+    assert [tuple(r) for r in requests] == [
+        ("r-1", "again", None, first.car.model_dump(), 2),
+        ("r-2", None, "replies", first.car.model_dump(), 7),
+    ]
+    assert [tuple(p) for p in prices] == [("r-1", 101.5, ["model_key"], "3")]
