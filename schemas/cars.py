@@ -65,10 +65,13 @@ def _lookup(categories: tuple[str, ...]) -> dict[str, str]:
 
 
 _CANONICAL = {field: _lookup(values) for field, values in CATEGORICAL.items()}
+_EXACT = {field: frozenset(values) for field, values in CATEGORICAL.items()}
 
 
 def canonical_category(field: str, value: str) -> str | None:
     """The training-data spelling of ``value``, or None when it is not a known category."""
+    if value in _EXACT[field]:  # nearly every event: skip the Unicode folding
+        return value
     return _CANONICAL[field].get(fold(value))
 
 
