@@ -31,6 +31,7 @@ from monitor.detectors import DetectorSpec
 from monitor.metrics import MonitorMetrics
 from monitor.watch import DriftWatch, Fired, Origin
 from rentalstream import consumer_service
+from rentalstream.batch_publisher import BatchPublisher
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import (
@@ -38,7 +39,6 @@ from rentalstream.records import (
     batch_subscriber,
     dead_letter_messages,
     parse_records,
-    publish_all,
     with_retries,
 )
 from rentalstream.registry import champion_version, reference_of
@@ -62,6 +62,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="monitor")],
     )
     engine = async_engine(settings.resolved_database_url(), pool_size=2)
+    publisher = BatchPublisher(settings.resolved_kafka_bootstrap(), client_id="rentalstream-monitor")
     spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
     state: dict[str, Any] = {"model_version": None, "states_dirty": False, "newest_version": None}
     last_alert: dict[str, tuple[str, Any]] = {}
@@ -134,7 +135,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
                         alert.before.mean, alert.after.mean)  # fmt: skip
         if alerts:  # states change only with an alert
             metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
-        await publish_all(broker, [
+        await publisher.publish([
             *((DRIFT.name, a.signal, a) for a in alerts),
             *dead_letter_messages(parsed.dead_letters),
         ])  # fmt: skip
@@ -200,9 +201,11 @@ def build_app(settings: Settings) -> AsgiFastStream:
             await asyncio.gather(writer, return_exceptions=True)
         if state.get("states_dirty"):
             await write_states()
+        await publisher.stop()
         await engine.dispose()
 
     async def start() -> None:
+        await publisher.start()
         await load_reference()
         await load_last_alerts()
         await write_states()  # every signal is listed from the start

@@ -1,0 +1,80 @@
+"""Publishing a batch's results: one record batch per topic partition, all acks awaited together.
+
+A consumer's results (prices, delay facts, replies, dead letters) leave in bulk after
+each Postgres commit. Published one by one through FastStream, each message costs
+~40 µs of Python (middlewares, a correlation id, a send future): 4,000 results of a
+2,000-rental batch took ~0.3 s, more than scoring them. Here the messages are grouped
+by topic and partition (Kafka's default partitioner on the key, murmur2, as every
+client computes it, so a key lands where any other producer would put it) and each group is
+appended to aiokafka record batches (a C extension) and sent as one produce request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import BaseModel
+
+HEADERS = [("content-type", b"application/json")]
+MAX_BATCH_BYTES = 1 << 20  # Kafka's default largest message (record batch) is 1 MiB
+
+
+class BatchPublisher:
+    """One aiokafka producer publishing (topic, key, model) messages in bulk."""
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the publisher is not started")
+        return self._producer
+
+    async def start(self) -> None:
+        """Connect (aiokafka wants its loop running, so not in ``__init__``)."""
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, client_id=self.client_id, max_batch_size=MAX_BATCH_BYTES, linger_ms=0,
+            acks="all",
+        )  # fmt: skip
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, messages: Sequence[tuple[str, str | None, BaseModel]]) -> None:
+        """Send every message, then wait until the broker has acknowledged all of them."""
+        await asyncio.gather(*await self.send(messages))
+
+    async def send(self, messages: Sequence[tuple[str, str | None, BaseModel]]) -> list[asyncio.Future]:
+        """Hand every message to the producer; the futures resolve when the broker has
+        acknowledged them (one per record batch)."""
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        partitions: dict[str, list[int]] = {}
+        for topic, key, value in messages:
+            if topic not in partitions:
+                partitions[topic] = sorted(await self.producer.partitions_for(topic))
+            key_bytes = key.encode() if key is not None else None
+            partition = self._partitioner(key_bytes, partitions[topic], partitions[topic])
+            groups[topic, partition].append((key_bytes, value.model_dump_json().encode()))
+        acks = []
+        for (topic, partition), records in groups.items():
+            batch = self.producer.create_batch()
+            for key_bytes, value_bytes in records:
+                if batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=HEADERS) is None:
+                    # full: send it and start the next (an empty batch takes any record;
+                    # the broker judges its size, and its refusal fails the ack)
+                    acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=HEADERS)
+            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return acks
