@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     scorer_batch_timeout_ms: int = Field(
         100, ge=1, description="How long a poll of the scorer (and the monitor) waits to fill a batch."
     )
+    scorer_compile_model: bool = Field(
+        True, description="Compile the model's trees to machine code (lleaves) in the background and score with "
+        "them once they are checked against the model; the model itself scores until then.",
+    )  # fmt: skip
+    model_cache_dir: Path = Field(
+        Path("~/.cache/rentalstream/compiled-models"),
+        description="Where compiled models are kept, by the hash of the model, so each is compiled once per machine.",
+    )
     scorer_db_retries: int = Field(
         5, ge=0, description="Retries (exponential backoff) of a failed batch write of the scorer (and the monitor) "
         "before the batch is handed back to Kafka for redelivery.",

@@ -28,3 +28,7 @@ class ScorerMetrics(ConsumerMetrics):
             "rentalstream_model_info", "The model the scorer serves (value 1).",
             ["name", "version"], registry=self.registry,
         )  # fmt: skip
+        self.compiled = Gauge(
+            "rentalstream_model_compiled", "1 once the scorer prices with the compiled trees (see scorer/compiled.py).",
+            registry=self.registry,
+        )  # fmt: skip

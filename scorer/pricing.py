@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from rentalstream.registry import champion_version
 from schemas.cars import CATEGORICAL, CarFeatures
+from scorer.compiled import CompiledTrees
 from training.features import CATEGORICAL_FEATURES, FEATURES, feature_codes
 
 PARALLEL_FROM_ROWS = 500
@@ -24,6 +25,7 @@ class PriceModel:
     name: str
     version: str
     model: Any  # the native LightGBM flavour: a fitted LGBMRegressor
+    compiled: CompiledTrees | None = None  # the same trees as machine code, once compiled
 
     @classmethod
     def load(cls, tracking_uri: str, name: str, alias: str = "champion") -> PriceModel:
@@ -48,9 +50,18 @@ class PriceModel:
                 "category lists; retrain it with `rentalstream train`"
             )
 
+    @property
+    def booster(self) -> Any:
+        return self.model.booster_
+
+    def with_compiled(self, compiled: CompiledTrees) -> PriceModel:
+        return replace(self, compiled=compiled)
+
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]:
         if not cars:
             return []
+        if self.compiled is not None:
+            return [round(p, 2) for p in self.compiled.predict(feature_codes(cars)).tolist()]
         # Small batches on one thread: LightGBM's OpenMP workers spin after each
         # parallel call and take CPU from the broker and the database on a small machine.
         threads = 1 if len(cars) < PARALLEL_FROM_ROWS else 0  # 0: LightGBM's default
