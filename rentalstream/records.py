@@ -17,8 +17,22 @@ from faststream.kafka import KafkaBroker
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Column, MetaData, Table, func, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
@@ -90,30 +104,56 @@ async def with_retries(
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
+COPY_FROM_ROWS = 100  # fewer rows go as one multi-row upsert: COPY costs two more round trips
+
+
 async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]) -> None:
-    """Upsert ``rows`` by ``key`` (the last write of an id wins) at COPY speed: the rows are
-    COPYed into a temporary staging table (emptied at commit), then moved by one
-    ``INSERT … SELECT … ON CONFLICT (key) DO UPDATE``. On this machine that is ~4x the
-    rows/s of an executemany of single-row upserts, in the caller's transaction."""
+    """Upsert ``rows`` by ``key`` (the last write of an id wins), in the caller's transaction.
+
+    From ``COPY_FROM_ROWS`` rows on, at COPY speed: the rows are COPYed (binary) into a
+    temporary staging table (emptied at commit), then moved by one ``INSERT … SELECT …
+    ON CONFLICT (key) DO UPDATE``. For 2,000 prices here: binary COPY 5 ms, text COPY
+    18 ms, an executemany of single-row upserts ~100 ms. A few rows (a /predict request)
+    go straight in with one ``INSERT … ON CONFLICT``: one round trip instead of three."""
     if not rows:
         return
     rows = list({row[key]: row for row in rows}.values())
     columns = tuple(c.name for c in table.columns if c.name in rows[0])
+    if len(rows) < COPY_FROM_ROWS:
+        await conn.execute(_upsert(table, key, columns), rows)
+        return
     staging = _staging_table(table)
-    await conn.execute(CreateTable(staging, if_not_exists=True))
     driver = (await conn.get_raw_connection()).driver_connection
+    await conn.execute(CreateTable(staging, if_not_exists=True))  # once per connection; then a no-op
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    copy_statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(staging.name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     async with driver.cursor() as cursor, cursor.copy(copy_statement) as copy:
+        copy.set_types([_binary_type(table.c[c]) for c in columns])
         if json_columns:
             for row in rows:
                 await copy.write_row([Jsonb(row[c]) if c in json_columns else row[c] for c in columns])
         else:
             for row in rows:
                 await copy.write_row([row[c] for c in columns])
-    await conn.execute(_upsert_from_staging(table, key, columns))
+    await conn.execute(_upsert(table, key, columns, from_staging=True))
+
+
+def _binary_type(column: Column) -> str:
+    """The PostgreSQL type a value of ``column`` is sent as in a binary COPY."""
+    kind = column.type
+    if isinstance(kind, ARRAY):
+        return _BINARY_TYPES[type(kind.item_type)] + "[]"
+    if isinstance(kind, DateTime):
+        return "timestamptz" if kind.timezone else "timestamp"
+    return _BINARY_TYPES[type(kind)]
+
+
+_BINARY_TYPES = {
+    BigInteger: "int8", Integer: "int4", String: "text", Text: "text", Boolean: "bool",
+    Float: "float8", JSONB: "jsonb", LargeBinary: "bytea",
+}  # fmt: skip
 
 
 @cache
@@ -126,9 +166,13 @@ def _staging_table(table: Table) -> Table:
 
 
 @cache
-def _upsert_from_staging(table: Table, key: str, columns: tuple[str, ...]):
-    staging = _staging_table(table)
-    statement = insert(table).from_select(list(columns), select(*(staging.c[c] for c in columns)))
+def _upsert(table: Table, key: str, columns: tuple[str, ...], from_staging: bool = False):
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` of ``columns``: of bound rows, or of
+    everything in the staging table."""
+    statement = insert(table)
+    if from_staging:
+        staging = _staging_table(table)
+        statement = statement.from_select(list(columns), select(*(staging.c[c] for c in columns)))
     updates = {c: statement.excluded[c] for c in columns if c != key}
     for stamp in ("stored_at", "updated_at"):  # a rewritten row records when it was last written
         if stamp in table.c:

@@ -111,3 +111,39 @@ def test_price_requests_and_answers_are_upserted_last_write_wins(clean_database)
         ("r-2", None, "replies", first.car.model_dump(), 7),
     ]
     assert [tuple(p) for p in prices] == [("r-1", 101.5, ["model_key"], "3")]
+
+
+def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_database):
+    """250 rentals (over ``COPY_FROM_ROWS``: COPY into staging, then one upsert) twice, the
+    second time with changed delays: every row once, the last write's values, and the
+    knock-on computed within the batch."""
+    from rentalstream.records import COPY_FROM_ROWS
+
+    def chain(delay_shift: int) -> list[RentalEvent]:
+        # rentals 1000..1249 of car 9, each following the previous one 30 minutes later
+        return [
+            RentalEvent(rental_id=1000 + i, car_id=9, checkin_type="mobile", state="ended",
+                        delay_at_checkout_minutes=10 * (i % 7) + delay_shift,
+                        previous_ended_rental_id=999 + i if i else None, planned_gap_minutes=30 if i else None,
+                        car=CAR)
+            for i in range(250)
+        ]
+
+    assert len(chain(0)) >= COPY_FROM_ROWS
+    write(clean_database, *chain(0))
+    write(clean_database, *chain(25))  # redelivered with other delays: the last write wins
+    engine = create_engine(psycopg_url(clean_database))
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT d.rental_id, d.delay_at_checkout_minutes, d.waiting_minutes, d.is_conflict, r.kafka_offset "
+            "FROM delays d JOIN rentals r USING (rental_id) ORDER BY rental_id"
+        )).all()  # fmt: skip
+        cars = conn.execute(text("SELECT count(*) FROM cars")).scalar_one()
+    engine.dispose()
+    expected = []
+    for i in range(250):
+        delay = 10 * (i % 7) + 25
+        waiting = (10 * ((i - 1) % 7) + 25) - 30 if i else None
+        expected.append((1000 + i, delay, waiting, waiting > 0 if i else None, i))
+    assert [tuple(r) for r in rows] == expected
+    assert cars == 1
