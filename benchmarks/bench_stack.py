@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+import psutil
 
 from rentalstream import embedded, services, stack
 from rentalstream.settings import Settings
@@ -33,3 +38,60 @@ def fresh_stack(wanted: tuple[services.Service, ...] = (), keep_home: bool = Fal
         stack.down(settings)
         if not keep_home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def wait_until_compiled(scorer_url: str, timeout: float = 300) -> None:
+    """Wait until the scorer prices with the compiled trees (the first time a model is
+    seen on a machine its compilation takes ~30 s of one core, which would share the run)."""
+    print("waiting for the scorer to switch to the compiled trees...", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{scorer_url}/metrics", timeout=5).text
+        if "\nrentalstream_model_compiled 1.0" in metrics:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the scorer did not switch to the compiled trees within {timeout:.0f} s")
+
+
+def stack_processes(state: dict) -> dict[str, int]:
+    """Name → pid of the broker, PostgreSQL, MLflow and every started service."""
+    return {**state["pids"], **{name: service["pid"] for name, service in state["services"].items()}}
+
+
+def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
+    """User + system CPU of each process with its children (PostgreSQL has a backend
+    per connection; MLflow its workers), except for this process, whose children are
+    the services measured on their own."""
+    totals = {}
+    for name, pid in processes.items():
+        try:
+            parent = psutil.Process(pid)
+            family = [parent] if pid == os.getpid() else [parent, *parent.children(recursive=True)]
+            totals[name] = sum(t.user + t.system for t in (p.cpu_times() for p in family))
+        except psutil.NoSuchProcess:
+            totals[name] = 0.0
+    return totals
+
+
+class PeakRss:
+    """Samples the resident memory of some processes every 50 ms in a background thread."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
+        self.peak = {name: p.memory_info().rss for name, p in self.processes.items()}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            for name, process in self.processes.items():
+                try:
+                    self.peak[name] = max(self.peak[name], process.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+
+    def stop(self) -> dict[str, int]:
+        self._done.set()
+        self._thread.join()
+        return self.peak

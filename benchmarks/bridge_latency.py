@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import psutil
-from bench_stack import fresh_stack
+from bench_stack import cpu_seconds, fresh_stack
 
 from rentalstream import embedded, services
 from rentalstream.settings import Settings
@@ -148,20 +147,6 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: dict, run: 
         await response.read()
     run.latencies.append(time.perf_counter() - sent)
     run.statuses[response.status] += 1
-
-
-def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
-    """User + system CPU of each process; PostgreSQL's with its children (a backend per
-    connection). Every other service is a child of this process, so no children here."""
-    totals = {}
-    for name, pid in processes.items():
-        try:
-            parent = psutil.Process(pid)
-            family = [parent, *parent.children(recursive=True)] if name == "postgres" else [parent]
-            totals[name] = sum(t.user + t.system for t in (p.cpu_times() for p in family))
-        except psutil.NoSuchProcess:
-            totals[name] = 0.0
-    return totals
 
 
 def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:

@@ -1,19 +1,22 @@
 """Replay throughput: the whole delay history through broker → scorer → Postgres.
 
-    python benchmarks/replay_throughput.py [--limit N] [--keep-home]
+    python benchmarks/replay_throughput.py [--scorer-only] [--limit N] [--profile PATH] [--keep-home]
 
 Starts a fresh embedded stack in a temporary home (``bench_stack.fresh_stack``), trains
-the champion, starts `rentalstream scorer` (and nothing else), waits until one warm-up event is stored (so the consumer group is assigned
-and the model loaded), then replays the history as fast as possible and prints:
+the champion and starts the scorer, monitor, bridge and dashboard (``--scorer-only``:
+the scorer alone), as `rentalstream up` does. It waits until one warm-up event is
+stored (consumer groups assigned, model loaded) and the scorer prices with the
+compiled trees, then replays the history as fast as possible and prints:
 
 - events/s published (replay start → last ack),
 - events/s scored and committed (first publish → last row committed),
 - time from the last event published to the last row committed,
 - p50/p99 event-to-commit latency (event time set at send; commit time from
   PostgreSQL's clock_timestamp(); same machine, same clock),
-- peak RSS of the scorer process,
+- peak RSS of every service and the CPU seconds every process used meanwhile,
 
-with the conditions (CPU count, partitions, batch size, dataset rows).
+with the conditions (CPU count, partitions, batch size, dataset rows). ``--profile``
+attaches py-spy to the scorer for the replay and writes its collapsed stacks.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import threading
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-import psutil
-from bench_stack import fresh_stack
+from bench_stack import PeakRss, cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
-from rentalstream import services
+from rentalstream import embedded, services
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
@@ -42,15 +49,21 @@ LATENCY_SQL = text("""
            percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - event_time)) AS p99
     FROM rentals WHERE event_time >= :since
 """)
+SERVICES = (services.SCORER, services.MONITOR, services.BRIDGE, services.DASHBOARD)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scorer-only", action="store_true", help="start the scorer and no other service")
+    parser.add_argument("--scorers", type=int, default=1, help="scorer replicas in the consumer group (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy the scorer during the replay; collapsed stacks to PATH")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     args = parser.parse_args()
 
-    with fresh_stack((services.SCORER,), keep_home=args.keep_home) as (settings, state):
+    wanted = (services.SCORER,) if args.scorer_only else SERVICES
+    with fresh_stack(wanted, keep_home=args.keep_home) as (settings, state), replicas(args.scorers - 1) as extra:
+        state["services"].update(extra)
         scorer_pid = state["services"]["scorer"]["pid"]
         events = rental_events(
             dataset_path(DELAYS_XLSX, settings.data_dir),
@@ -63,51 +76,69 @@ def main() -> None:
         warm_up_since = utc_now()
         asyncio.run(publish_events(bootstrap, events[:1]))
         wait_until_scored(settings, warm_up_since, 1, scorer_pid)
+        for name, service in state["services"].items():
+            if name.startswith("scorer"):
+                wait_until_compiled(service["url"])
+        time.sleep(2)  # let the services settle after the warm-up
 
-        peak_rss = PeakRss(scorer_pid)
+        processes = stack_processes(state) | {"replay (this process)": os.getpid()}
+        peak_rss = PeakRss({name: state["services"][name]["pid"] for name in state["services"]})
+        profiler = subprocess.Popen([
+            str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(scorer_pid),
+            "--format", "raw", "--rate", "200", "--output", args.profile,
+        ]) if args.profile else None  # fmt: skip
+        cpu_before = cpu_seconds(processes)
         since = utc_now()
         started = time.time()
         stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay_batch_size))
         last_published = started + stats.seconds
         wait_until_scored(settings, since, len(events), scorer_pid)
+        cpu_used = {name: after - cpu_before[name] for name, after in cpu_seconds(processes).items()}
         with engine.connect() as conn:
             row = conn.execute(LATENCY_SQL, {"since": since}).one()
-        peak_rss.stop()
+        peaks = peak_rss.stop()
+        if profiler:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         engine.dispose()
 
         last_commit = row.last_commit.timestamp()
-        cores = os.cpu_count()
-        print(f"conditions: {len(events)} rentals, {cores} CPU cores shared by broker, PostgreSQL, "
-              f"scorer and replay; {settings.topic_partitions} partitions; scorer batches of up to "
-              f"{settings.scorer_max_records}; broker {bootstrap}")  # fmt: skip
-        print(f"published:               {stats.events_per_second:>10,.0f} events/s ({stats.seconds:.2f} s)")
-        print(f"scored and committed:    {len(events) / (last_commit - started):>10,.0f} events/s "
+        print(f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
+              f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
+              f"{settings.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
+              f"{settings.scorer_max_records}; "
+              f"model compiled (lleaves)")  # fmt: skip
+        print(f"published:                  {stats.events_per_second:>8,.0f} events/s ({stats.seconds:.2f} s)")
+        print(f"scored and committed:       {len(events) / (last_commit - started):>8,.0f} events/s "
               f"({last_commit - started:.2f} s from first publish to last commit)")  # fmt: skip
-        print(f"last publish → last commit: {last_commit - last_published:>7.2f} s")
-        print(f"event-to-commit latency: p50 {row.p50 * 1000:,.0f} ms, p99 {row.p99 * 1000:,.0f} ms")
-        print(f"scorer peak RSS:         {peak_rss.peak / 2**20:>10,.0f} MiB")
+        print(f"last publish → last commit: {last_commit - last_published:>8.2f} s")
+        print(f"event-to-commit latency:    p50 {row.p50 * 1000:,.0f} ms, p99 {row.p99 * 1000:,.0f} ms")
+        print("peak RSS:                   " + ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in peaks.items()))
+        print("CPU seconds meanwhile:      " + ", ".join(
+            f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05
+        ))  # fmt: skip
 
 
-class PeakRss:
-    """Samples a process's resident memory every 50 ms in a background thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.05):
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
+@contextmanager
+def replicas(count: int) -> Iterator[dict[str, dict]]:
+    """``count`` more scorer processes in the same consumer group, each on its own port,
+    ready (holding partitions); stopped (SIGTERM) on the way out."""
+    started: dict[str, dict] = {}
+    try:
+        for index in range(2, count + 2):
+            port = embedded.free_port()
+            env = {**os.environ, "RENTALSTREAM_SCORER_PORT": str(port)}
+            log = open(Path(os.environ["RENTALSTREAM_HOME"]) / "logs" / f"scorer-{index}.log", "ab")  # noqa: SIM115
+            process = subprocess.Popen([sys.executable, "-m", "rentalstream.cli", "scorer"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            url = f"http://127.0.0.1:{port}"
+            started[f"scorer-{index}"] = {"pid": process.pid, "url": url, "log": log.name}
+        for name, service in started.items():
+            services.wait_ready(name, f"{service['url']}/ready", service["pid"], time.monotonic() + 180, service["log"])
+        yield started
+    finally:
+        for service in started.values():
+            embedded.stop_pid(service["pid"], timeout=30)
 
 
 if __name__ == "__main__":
