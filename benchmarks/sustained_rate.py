@@ -60,13 +60,15 @@ def main() -> None:
         wait_until_compiled(state["services"]["scorer"]["url"])
         total = int(args.rate * args.seconds)
         print(f"generating {total:,} simulated events...", flush=True)
-        simulator = Simulator.from_data_dir(settings.data_dir, run_id="sustained")
+        simulator = Simulator.from_data_dir(
+            settings.data_dir, price_request_share=settings.simulator_price_request_share, run_id="sustained"
+        )
         events = list(itertools.islice(simulator.events(), total))
         engine = create_engine(psycopg_url(settings.resolved_database_url()))
         processes = stack_processes(state) | {"publisher (this process)": os.getpid()}
         peak_rss = PeakRss({name: service["pid"] for name, service in state["services"].items()})
         acknowledged = [0]
-        backlog = Backlog(state["services"]["scorer"]["url"], acknowledged)
+        backlog = Backlog(state["services"]["scorer"]["url"], acknowledged, processes)
 
         cpu_before = cpu_seconds(processes)
         since = utc_now()
@@ -95,12 +97,15 @@ def main() -> None:
         print(f"published: {stats.published:,} events in {stats.seconds:.1f} s = {stats.events_per_second:,.0f}/s; "
               f"committed: {len(latencies):,}; last committed {drained - backlog.started - stats.seconds:.2f} s "
               "after the last publish")  # fmt: skip
-        print(f"\n{'window':>10}{'committed':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        shown = ["broker", "postgres", *state["services"]]
+        print(f"\n{'window':>10}{'committed':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   cores used: "
+              + ", ".join(shown))  # fmt: skip
         for start in range(0, int(args.seconds), WINDOW):
             window = sorted(lat for at, lat in latencies if start <= at < start + WINDOW)
             if window:
+                cores = "  ".join(f"{backlog.cores(n, start, start + WINDOW):.2f}" for n in shown)
                 print(f"{start:>4}-{start + WINDOW:<3} s{len(window):>11,}{len(window) / WINDOW:>8,.0f}"
-                      f"{quantile(window, 0.5):>9,.0f}{quantile(window, 0.99):>9,.0f}{window[-1] * 1000:>9,.0f}")  # fmt: skip
+                      f"{quantile(window, 0.5):>9,.0f}{quantile(window, 0.99):>9,.0f}{window[-1] * 1000:>9,.0f}   {cores}")  # fmt: skip
         overall = sorted(lat for _, lat in latencies)
         print(f"{'all':>10}{len(overall):>11,}{'':>8}{quantile(overall, 0.5):>9,.0f}"
               f"{quantile(overall, 0.99):>9,.0f}{overall[-1] * 1000:>9,.0f}")  # fmt: skip
@@ -121,10 +126,12 @@ class Backlog:
     committed to Postgres (its counters of events scored and dead-lettered; counting rows
     in Postgres every second would itself load the database more and more)."""
 
-    def __init__(self, scorer_url: str, acknowledged: list[int]) -> None:
+    def __init__(self, scorer_url: str, acknowledged: list[int], processes: dict[str, int]) -> None:
         self.scorer_url = scorer_url
         self.acknowledged = acknowledged
+        self.processes = processes
         self.samples: list[int] = []
+        self.cpu: list[dict[str, float]] = []  # each process's CPU seconds at each sample
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -145,9 +152,16 @@ class Backlog:
         ))  # fmt: skip
 
     def _sample(self) -> None:
+        self.cpu.append(cpu_seconds(self.processes))
         while not self._done.wait(1.0):
             published = self.acknowledged[0]
             self.samples.append(max(0, published - self.committed()))
+            self.cpu.append(cpu_seconds(self.processes))
+
+    def cores(self, name: str, start: int, end: int) -> float:
+        """Cores ``name`` used on average between second ``start`` and ``end`` of the run."""
+        end = min(end, len(self.cpu) - 1)
+        return (self.cpu[end][name] - self.cpu[start][name]) / (end - start) if end > start else float("nan")
 
     def stop(self) -> None:
         self._done.set()

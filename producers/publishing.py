@@ -3,8 +3,8 @@
 Sends are batched and pipelined (``rentalstream.batch_publisher``): up to
 ``batch_size`` messages are in flight before their acknowledgements are awaited
 together, which is what makes tens of thousands of messages per second possible (one
-awaited send per message manages about 1.4k/s). Each event gets its event time when
-it is handed to the producer.
+awaited send per message manages about 1.4k/s). Paced, the events due are sent every
+~10 ms, not one by one. Each event gets its event time when it is handed to the producer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from pydantic import BaseModel
 
@@ -50,48 +51,38 @@ async def publish_paced(
     publisher = BatchPublisher(bootstrap, client_id=client_id)
     await publisher.start()
     started = time.perf_counter()
-    published = 0
-    chunk: list[tuple[str, str, BaseModel]] = []
+    sent = published = 0
     pending: list[asyncio.Future] = []
-    # Paced: send every ~10 ms of events and await the acks every ~100 ms, so an event
-    # waits at most ~10 ms after its event time and progress shows; as fast as possible:
-    # send and await ``batch_size`` at a time.
-    send_every = batch_size if not rate else max(1, min(batch_size, int(rate / 100)))
+    # Paced: every ~10 ms, send the events due by then (each gets its event time as it is
+    # handed over) and await the acks every ~100 ms, so progress shows and a slow broker
+    # is noticed. As fast as possible: ``batch_size`` events at a time.
+    step = batch_size if not rate else max(1, min(batch_size, int(rate / 100)))
     ack_every = batch_size if not rate else max(1, min(batch_size, int(rate / 10)))
-    in_flight = 0
-
-    async def send() -> None:
-        nonlocal in_flight
-        if chunk:
-            pending.extend(await publisher.send(chunk))
-            in_flight += len(chunk)
-            chunk.clear()
+    iterator = iter(messages)
 
     async def flush() -> None:
-        nonlocal published, in_flight
-        await send()
+        nonlocal published
         await asyncio.gather(*pending)
-        published += in_flight
-        on_progress(in_flight)
+        on_progress(sent - published)
+        published = sent
         pending.clear()
-        in_flight = 0
 
     try:
-        for index, (topic, key, event) in enumerate(messages):
-            now = time.perf_counter()
-            if seconds is not None and now - started >= seconds:
-                break
-            if rate:
-                ahead = started + index / rate - now
-                if ahead > 0:
-                    await send()
-                    await asyncio.sleep(ahead)
-            event.event_time = utc_now()
-            chunk.append((topic, key, event))
-            if len(chunk) >= send_every:
-                await send()
-            if in_flight >= ack_every:
+        while seconds is None or time.perf_counter() - started < seconds:
+            due = step if not rate else max(1, int((time.perf_counter() - started) * rate) + 1 - sent)
+            chunk = list(islice(iterator, due))
+            stamp = utc_now()
+            for _, _, event in chunk:
+                event.event_time = stamp
+            if chunk:
+                pending.extend(await publisher.send(chunk))
+                sent += len(chunk)
+            if len(chunk) < due:
+                break  # the stream has ended
+            if sent - published >= ack_every:
                 await flush()
+            if rate:  # until the next step's events are due
+                await asyncio.sleep(max(0.0, started + (sent + step - 1) / rate - time.perf_counter()))
     finally:
         try:
             await flush()
