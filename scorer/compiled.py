@@ -5,7 +5,7 @@ core here, the largest single cost of a replay. lleaves compiles the same trees
 (LLVM) into one function: ~4 µs per car, with the same predictions (checked on load).
 
 Compiling takes ~30 s of one core, so the scorer starts on the LightGBM booster and
-compiles in a child process (``python -m scorer.compiled MODEL_TXT OUTPUT``); when the
+compiles in a child process (``python -m scorer.compiled MODEL_TXT OUTPUT SCORER_PID``); when the
 compiled model is ready it is checked against the booster and swapped in between two
 batches. The object file is cached under ``model_cache_dir`` by the SHA-256 of the
 model text, so each model version is compiled once per machine.
@@ -69,8 +69,8 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
     if not object_path.exists():
         log.info("compiling the model's trees into %s (once per model version)", object_path)
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "scorer.compiled", str(text_path), str(object_path),
-            stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
+            sys.executable, "-m", "scorer.compiled", str(text_path), str(object_path), str(os.getpid()),
+            stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
             _, stderr = await child.communicate()
@@ -116,14 +116,18 @@ def probe_matrix(rows: int, seed: int = 0) -> np.ndarray:
     return np.column_stack(columns).astype(np.float64)
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to kill it if the scorer dies (SIGKILL included)."""
+def _die_with(parent: int) -> None:
+    """Ask Linux to kill this process when ``parent`` (the scorer) dies, SIGKILL included;
+    exit now if it already has."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit("the scorer that asked for this compilation is gone")
 
 
-def main(text_path: str, object_path: str) -> None:
+def main(text_path: str, object_path: str, parent: str) -> None:
     """Compile ``text_path`` into ``object_path``, atomically (several scorers may race)."""
+    _die_with(int(parent))
     import lleaves
 
     partial = Path(f"{object_path}.{os.getpid()}.partial")
