@@ -91,10 +91,14 @@ class LiveFeed:
         self.consumer: AIOKafkaConsumer | None = None
         self.version = 0
         self._stale = True  # messages arrived since the aggregates were read
+        self.positioned = False  # every assigned partition's end offset is resolved
 
     @property
     def ready(self) -> bool:
-        return self.aggregates is not None and self.consumer is not None and bool(self.consumer.assignment())
+        return (
+            self.aggregates is not None and self.consumer is not None and bool(self.consumer.assignment())
+            and self.positioned
+        )  # fmt: skip
 
     async def run(self) -> None:
         """Seed from Postgres, then follow the topics until cancelled."""
@@ -215,11 +219,16 @@ class _FromTheEnd(ConsumerRebalanceListener):
         self.feed = feed
 
     async def on_partitions_revoked(self, revoked) -> None:
-        pass
+        self.feed.positioned = False
 
     async def on_partitions_assigned(self, assigned) -> None:
         if assigned:
             await self.feed.consumer.seek_to_end(*assigned)
+            # seek_to_end is lazy (resolved at the next fetch): resolve it now, so that
+            # nothing published once the dashboard says it is ready can be skipped
+            for partition in assigned:
+                await self.feed.consumer.position(partition)
+        self.feed.positioned = True
 
 
 def _latency_ms(row: dict) -> float:
