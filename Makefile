@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-bridge bench-drift bench-monitor bench-dashboard clean
+.PHONY: demo test chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -30,8 +30,14 @@ up down train replay simulate scorer bridge monitor dashboard drift-report: $(VE
 bench-replay: $(VENV)/.installed
 	$(BIN)/python benchmarks/replay_throughput.py
 
+bench-sustained: $(VENV)/.installed
+	$(BIN)/python benchmarks/sustained_rate.py
+
 bench-bridge: $(VENV)/.installed
 	$(BIN)/python benchmarks/bridge_latency.py
+
+bench-baseline: $(VENV)/.installed
+	$(BIN)/python benchmarks/baseline_comparison.py
 
 bench-drift: $(VENV)/.installed
 	$(BIN)/python benchmarks/drift_detectors.py
