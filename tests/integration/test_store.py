@@ -33,15 +33,18 @@ def write(url, *events):
     return asyncio.run(go())
 
 
-def delays_table(url):
+def query(url, statement: str) -> list[tuple]:
     engine = create_engine(psycopg_url(url))
-    with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict "
-            "FROM delays ORDER BY rental_id"
-        )).all()  # fmt: skip
-    engine.dispose()
-    return [tuple(r) for r in rows]
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(statement))]
+    finally:
+        engine.dispose()
+
+
+def delays_table(url):
+    return query(url, "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict "
+                      "FROM delays ORDER BY rental_id")  # fmt: skip
 
 
 # rental 101 waits 95 - 60 = 35 minutes: a conflict
@@ -99,18 +102,14 @@ def test_price_requests_and_answers_are_upserted_last_write_wins(clean_database)
             await engine.dispose()
 
     asyncio.run(go())
-    engine = create_engine(psycopg_url(clean_database))
-    with engine.connect() as conn:
-        requests = conn.execute(text(
-            "SELECT request_id, client, reply_to, car, kafka_offset FROM price_requests ORDER BY request_id"
-        )).all()  # fmt: skip
-        prices = conn.execute(text("SELECT price_id, price_per_day, unknown_fields, model_version FROM prices")).all()
-    engine.dispose()
-    assert [tuple(r) for r in requests] == [
+    requests = query(clean_database, "SELECT request_id, client, reply_to, car, kafka_offset FROM price_requests "
+                                     "ORDER BY request_id")  # fmt: skip
+    prices = query(clean_database, "SELECT price_id, price_per_day, unknown_fields, model_version FROM prices")
+    assert requests == [
         ("r-1", "again", None, first.car.model_dump(), 2),
         ("r-2", None, "replies", first.car.model_dump(), 7),
     ]
-    assert [tuple(p) for p in prices] == [("r-1", 101.5, ["model_key"], "3")]
+    assert prices == [("r-1", 101.5, ["model_key"], "3")]
 
 
 def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_database):
@@ -132,18 +131,13 @@ def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_
     assert len(chain(0)) >= COPY_FROM_ROWS
     write(clean_database, *chain(0))
     write(clean_database, *chain(25))  # redelivered with other delays: the last write wins
-    engine = create_engine(psycopg_url(clean_database))
-    with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT d.rental_id, d.delay_at_checkout_minutes, d.waiting_minutes, d.is_conflict, r.kafka_offset "
-            "FROM delays d JOIN rentals r USING (rental_id) ORDER BY rental_id"
-        )).all()  # fmt: skip
-        cars = conn.execute(text("SELECT count(*) FROM cars")).scalar_one()
-    engine.dispose()
+    rows = query(clean_database, "SELECT d.rental_id, d.delay_at_checkout_minutes, d.waiting_minutes, d.is_conflict, "
+                                 "r.kafka_offset FROM delays d JOIN rentals r USING (rental_id) ORDER BY rental_id")  # fmt: skip
+    [(cars,)] = query(clean_database, "SELECT count(*) FROM cars")
     expected = []
     for i in range(250):
         delay = 10 * (i % 7) + 25
         waiting = (10 * ((i - 1) % 7) + 25) - 30 if i else None
         expected.append((1000 + i, delay, waiting, waiting > 0 if i else None, i))
-    assert [tuple(r) for r in rows] == expected
+    assert rows == expected
     assert cars == 1
