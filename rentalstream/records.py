@@ -15,24 +15,9 @@ from typing import Generic, Protocol, TypeVar
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    func,
-    select,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy import Column, MetaData, Table, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
@@ -123,37 +108,23 @@ async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]
         await conn.execute(_upsert(table, key, columns), rows)
         return
     staging = _staging_table(table)
-    driver = (await conn.get_raw_connection()).driver_connection
     await conn.execute(CreateTable(staging, if_not_exists=True))  # once per connection; then a no-op
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(staging.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    async with driver.cursor() as cursor, cursor.copy(copy_statement) as copy:
-        copy.set_types([_binary_type(table.c[c]) for c in columns])
-        if json_columns:
-            for row in rows:
-                await copy.write_row([Jsonb(row[c]) if c in json_columns else row[c] for c in columns])
-        else:
+    driver = (await conn.get_raw_connection()).driver_connection
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    async with driver.cursor() as cursor:
+        types = _copy_types.get((staging.name, columns))
+        if types is None:  # the column types as the server has them (built-in type OIDs never change)
+            await cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(staging.name)))
+            types = _copy_types[staging.name, columns] = [column.type_code for column in cursor.description]
+        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(staging.name), names)
+        async with cursor.copy(copy_statement) as copy:
+            copy.set_types(types)
             for row in rows:
                 await copy.write_row([row[c] for c in columns])
     await conn.execute(_upsert(table, key, columns, from_staging=True))
 
 
-def _binary_type(column: Column) -> str:
-    """The PostgreSQL type a value of ``column`` is sent as in a binary COPY."""
-    kind = column.type
-    if isinstance(kind, ARRAY):
-        return _BINARY_TYPES[type(kind.item_type)] + "[]"
-    if isinstance(kind, DateTime):
-        return "timestamptz" if kind.timezone else "timestamp"
-    return _BINARY_TYPES[type(kind)]
-
-
-_BINARY_TYPES = {
-    BigInteger: "int8", Integer: "int4", String: "text", Text: "text", Boolean: "bool",
-    Float: "float8", JSONB: "jsonb", LargeBinary: "bytea",
-}  # fmt: skip
+_copy_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
 
 @cache

@@ -6,6 +6,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import async_engine, psycopg_url
+from rentalstream.records import COPY_FROM_ROWS
+from schemas.cars import EQUIPMENT
 from schemas.events import RentalEvent, utc_now
 from scorer import store
 from tests.helpers import SAMPLE_CAR
@@ -116,8 +118,6 @@ def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_
     """250 rentals (over ``COPY_FROM_ROWS``: COPY into staging, then one upsert) twice, the
     second time with changed delays: every row once, the last write's values, and the
     knock-on computed within the batch."""
-    from rentalstream.records import COPY_FROM_ROWS
-
     def chain(delay_shift: int) -> list[RentalEvent]:
         # rentals 1000..1249 of car 9, each following the previous one 30 minutes later
         return [
@@ -141,3 +141,31 @@ def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_
         expected.append((1000 + i, delay, waiting, waiting > 0 if i else None, i))
     assert rows == expected
     assert cars == 1
+
+
+def test_a_large_batch_of_price_requests_keeps_each_car_as_json(clean_database):
+    """150 requests (the COPY path, with a JSONB column and a text array): each car comes
+    back as the contract dumped it, each answer with its unknown fields."""
+    from schemas.events import PriceRequest, PriceScored
+
+    now = utc_now()
+    cars = [{**CAR, "mileage": 1_000 * i, "model_key": "Renault" if i % 2 else "Unheard-of"} for i in range(150)]
+    requests = [PriceRequest(request_id=f"r-{i}", car=car, event_time=now) for i, car in enumerate(cars)]
+    answers = [PriceScored(price_id=r.request_id, request_id=r.request_id, price_per_day=float(i),
+                           unknown_fields=r.car.unknown_fields, model_name="m", model_version="3",
+                           event_time=now, scored_at=now) for i, r in enumerate(requests)]  # fmt: skip
+
+    async def go():
+        engine = async_engine(clean_database)
+        try:
+            await store.write_price_requests(engine, [(r, 0, i) for i, r in enumerate(requests)], answers, [])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    stored = query(clean_database, "SELECT r.car, p.unknown_fields FROM price_requests r JOIN prices p "
+                                   "ON p.price_id = r.request_id ORDER BY r.kafka_offset")  # fmt: skip
+    assert len(stored) == len(cars) >= COPY_FROM_ROWS
+    for (car, unknown), sent in zip(stored, cars, strict=True):
+        assert car == {**dict.fromkeys(EQUIPMENT, False), **sent}  # the contract's defaults filled in
+        assert unknown == ([] if sent["model_key"] == "Renault" else ["model_key"])
