@@ -42,7 +42,7 @@ class PriceModel:
         # through pandas for one car). That means the same as the pandas categoricals only
         # for a booster fitted on the contract's features and category lists, which is
         # what `rentalstream train` registers; anything else is refused at load.
-        booster = self.model.booster_
+        booster = self.booster
         expected = [list(CATEGORICAL[name]) for name in CATEGORICAL_FEATURES]
         if tuple(booster.feature_name()) != FEATURES or booster.pandas_categorical != expected:
             raise IncompatibleModel(
@@ -60,10 +60,12 @@ class PriceModel:
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]:
         if not cars:
             return []
+        matrix = feature_codes(cars)
         if self.compiled is not None:
-            return [round(p, 2) for p in self.compiled.predict(feature_codes(cars)).tolist()]
-        # Small batches on one thread: LightGBM's OpenMP workers spin after each
-        # parallel call and take CPU from the broker and the database on a small machine.
-        threads = 1 if len(cars) < PARALLEL_FROM_ROWS else 0  # 0: LightGBM's default
-        predicted = self.model.booster_.predict(feature_codes(cars), num_threads=threads)
-        return [round(float(p), 2) for p in np.asarray(predicted)]
+            predicted = self.compiled.predict(matrix)
+        else:
+            # Small batches on one thread: LightGBM's OpenMP workers spin after each
+            # parallel call and take CPU from the broker and the database on a small machine.
+            threads = 1 if len(cars) < PARALLEL_FROM_ROWS else 0  # 0: LightGBM's default
+            predicted = self.booster.predict(matrix, num_threads=threads)
+        return [round(p, 2) for p in np.asarray(predicted, dtype=np.float64).tolist()]
