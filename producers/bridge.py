@@ -8,7 +8,7 @@ so the request log is plain SQL (``price_requests`` joined to ``prices``).
 Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_API_KEY`` is set),
 413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
 503 when the broker does not take the request or ``RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT``
-requests are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
+price requests (one per car) are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
 scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``.
 """
 
@@ -68,7 +68,6 @@ def build_app(settings: Settings) -> FastAPI:
         settings.request_fetch_max_wait_ms, on_late_reply=metrics.late_replies.inc,
     )  # fmt: skip
     champion: dict[str, str | None] = {"version": None}
-    in_flight = {"requests": 0}
 
     async def watch_champion() -> None:
         """Know which version is the champion, for /ready (a bridge without one can only time out)."""
@@ -109,7 +108,7 @@ def build_app(settings: Settings) -> FastAPI:
             401: {"model": ErrorReply, "description": "Missing or wrong X-API-Key"},
             413: {"description": "Body larger than the configured limit"},
             503: {"model": ErrorReply, "description": "The broker did not take the request, the bridge is not ready, "
-                  "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT requests are already waiting (with Retry-After)"},
+                  "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT price requests are already waiting (with Retry-After)"},
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
         dependencies=auth,
@@ -125,14 +124,14 @@ def build_app(settings: Settings) -> FastAPI:
         request_id = requester.new_request_id()
         if not requester.listening:
             return error(503, "not ready: the reply consumer is not reading yet", request_id)
-        if in_flight["requests"] >= settings.bridge_max_in_flight:
-            # Refuse at once rather than queue without bound behind a slow scorer.
-            refused = error(503, f"overloaded: {settings.bridge_max_in_flight} requests already waiting for the "
+        if requester.pending >= settings.bridge_max_in_flight:
+            # Refuse at once rather than queue without bound behind a slow scorer. (No
+            # await until ``ask`` registers this request's cars, so no race past the check.)
+            refused = error(503, f"overloaded: {requester.pending} price requests already waiting for the "
                                  "scorer; retry shortly", request_id)  # fmt: skip
             refused.headers["Retry-After"] = "1"
             return refused
         client = x_client_id or (request.client.host if request.client else None)
-        in_flight["requests"] += 1
         try:
             replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
         except BrokerUnavailable as failure:
@@ -141,8 +140,6 @@ def build_app(settings: Settings) -> FastAPI:
         except ReplyTimeout as failure:
             log.warning("request %s: %s", request_id, failure)
             return error(504, str(failure), request_id)
-        finally:
-            in_flight["requests"] -= 1
         metrics.cars_priced.inc(len(replies))
         response.headers["X-Request-Id"] = request_id
         if isinstance(body, PositionalRequest):

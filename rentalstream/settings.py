@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     )
     bridge_max_cars: int = Field(100, ge=1, le=10_000, description="Most cars one /predict request may hold.")
     bridge_max_in_flight: int = Field(
-        1000, ge=1, description="Most /predict requests waiting for the scorer at once; more are refused at once "
-        "with 503 and Retry-After instead of queuing without bound.",
+        1000, ge=1, description="Most price requests (one per car) waiting for the scorer at once; a /predict arriving "
+        "past it is refused at once with 503 and Retry-After instead of queuing without bound.",
     )  # fmt: skip
     bridge_max_body_bytes: int = Field(
         65_536, ge=1024, description="Largest /predict body accepted; larger ones get 413."
