@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -49,3 +50,11 @@ def test_replay_publishes_each_row_keyed_by_car_in_file_order(kafka_bootstrap, d
         {json.loads(r.value)["car_id"] for r in records if r.partition == p} for p in by_partition
     ]
     assert sum(len(c) for c in cars_per_partition) == len(set().union(*cars_per_partition))
+
+    # Paced in steps of ~10 ms (8 events at 800/s), each step stamped as it is handed over:
+    # never ahead of the schedule by more than one step, and not one send per event.
+    sent_at = {file_position[json.loads(r.value)["rental_id"]]: json.loads(r.value)["event_time"] for r in records}
+    times = [datetime.fromisoformat(sent_at[i]).timestamp() for i in range(ROWS)]
+    assert all(t >= times[0] + (i - 8) / 800 - 0.002 for i, t in enumerate(times))
+    assert times == sorted(times)
+    assert len(set(times)) <= ROWS / 4
