@@ -40,6 +40,7 @@ from rentalstream import embedded, services
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
+from rentalstream.settings import Settings
 from schemas.events import utc_now
 
 LATENCY_SQL = text("""
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
-    with fresh_stack(wanted, keep_home=args.keep_home) as (settings, state), replicas(args.scorers - 1) as extra:
+    with fresh_stack(wanted, keep_home=args.keep_home) as (settings, state), replicas(settings, args.scorers - 1) as extra:
         state["services"].update(extra)
         scorer_pid = state["services"]["scorer"]["pid"]
         events = rental_events(
@@ -120,19 +121,14 @@ def main() -> None:
 
 
 @contextmanager
-def replicas(count: int) -> Iterator[dict[str, dict]]:
+def replicas(settings: Settings, count: int) -> Iterator[dict[str, dict]]:
     """``count`` more scorer processes in the same consumer group, each on its own port,
     ready (holding partitions); stopped (SIGTERM) on the way out."""
     started: dict[str, dict] = {}
     try:
         for index in range(2, count + 2):
-            port = embedded.free_port()
-            env = {**os.environ, "RENTALSTREAM_SCORER_PORT": str(port)}
-            log = open(Path(os.environ["RENTALSTREAM_HOME"]) / "logs" / f"scorer-{index}.log", "ab")  # noqa: SIM115
-            process = subprocess.Popen([sys.executable, "-m", "rentalstream.cli", "scorer"], env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-            url = f"http://127.0.0.1:{port}"
-            started[f"scorer-{index}"] = {"pid": process.pid, "url": url, "log": log.name}
+            name = f"scorer-{index}"
+            started[name] = services.spawn(settings, services.SCORER, instance=name, port=embedded.free_port())
         for name, service in started.items():
             services.wait_ready(name, f"{service['url']}/ready", service["pid"], time.monotonic() + 180, service["log"])
         yield started

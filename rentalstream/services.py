@@ -54,7 +54,7 @@ def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> l
         known = running.get(service.name)
         if known and embedded.alive(known["pid"]):
             continue
-        running[service.name] = _spawn(settings, service)
+        running[service.name] = spawn(settings, service)
         started.append(service)
         _save(settings, state)
     deadline = time.monotonic() + timeout
@@ -84,15 +84,20 @@ def stop_services(settings: Settings, names: list[str] | None = None) -> list[st
     return stopped
 
 
-def _spawn(settings: Settings, service: Service) -> dict:
+def spawn(settings: Settings, service: Service, instance: str | None = None, port: int | None = None) -> dict:
+    """Start ``service`` in the background; ``instance`` names its log (another replica of
+    a service needs its own name and ``port``). Returns its pid, URL and log path."""
     logs = settings.home.resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{service.name}.log"
+    log_path = logs / f"{instance or service.name}.log"
+    env = os.environ.copy()
+    if port is not None:
+        env[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(port)
+        settings = settings.model_copy(update={service.port_setting: port})
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "rentalstream.cli", service.name],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=os.environ.copy(),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )  # fmt: skip
     return {"pid": process.pid, "url": service.url(settings), "log": str(log_path)}
 
