@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from rentalstream import embedded, services, stack
 from rentalstream.settings import Settings
@@ -46,11 +47,19 @@ def wait_until_compiled(scorer_url: str, timeout: float = 300) -> None:
     print("waiting for the scorer to switch to the compiled trees...", flush=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        metrics = httpx.get(f"{scorer_url}/metrics", timeout=5).text
-        if "\nrentalstream_model_compiled 1.0" in metrics:
+        if metric_totals(scorer_url).get("rentalstream_model_compiled") == 1:
             return
         time.sleep(0.5)
     raise TimeoutError(f"the scorer did not switch to the compiled trees within {timeout:.0f} s")
+
+
+def metric_totals(service_url: str) -> dict[str, float]:
+    """Each Prometheus sample name of a service's /metrics, summed over its labels."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{service_url}/metrics", timeout=5).text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def stack_processes(state: dict) -> dict[str, int]:

@@ -26,9 +26,7 @@ import statistics
 import threading
 import time
 
-import httpx
-from bench_stack import PeakRss, cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
-from prometheus_client.parser import text_string_to_metric_families
+from bench_stack import PeakRss, cpu_seconds, fresh_stack, metric_totals, stack_processes, wait_until_compiled
 from sqlalchemy import create_engine, text
 
 from producers.publishing import publish_paced
@@ -144,12 +142,8 @@ class Backlog:
         return self._counted() - self.baseline
 
     def _counted(self) -> int:
-        families = text_string_to_metric_families(httpx.get(f"{self.scorer_url}/metrics", timeout=5).text)
-        return int(sum(
-            sample.value for family in families
-            if family.name in ("rentalstream_events_scored", "rentalstream_dead_letters")
-            for sample in family.samples if sample.name.endswith("_total")
-        ))  # fmt: skip
+        totals = metric_totals(self.scorer_url)
+        return int(totals.get("rentalstream_events_scored_total", 0) + totals.get("rentalstream_dead_letters_total", 0))
 
     def _sample(self) -> None:
         self.cpu.append(cpu_seconds(self.processes))
