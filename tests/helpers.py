@@ -13,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.cars import EQUIPMENT
 
@@ -85,3 +86,23 @@ def expected_prices(model, cars: list[dict]) -> list[float]:
     """What LightGBM says for these cars, from plain pandas (no code of ours)."""
     full = [{**dict.fromkeys(EQUIPMENT, False), **car} for car in cars]  # the contract's defaults
     return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list:
+    """Every record on ``topic`` from the beginning of each partition to its end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetch the metadata, so the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()

@@ -5,12 +5,12 @@ import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel
 
 from rentalstream.batch_publisher import BatchPublisher
 from rentalstream.topics import ensure_topics
 from schemas.topics import DELAYS, PRICES
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -18,26 +18,6 @@ pytestmark = pytest.mark.integration
 class Note(BaseModel):
     n: int
     text: str
-
-
-async def read_all(bootstrap: str, topic: str, expected: int) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records = []
-        async with asyncio.timeout(30):
-            while len(records) < expected:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def murmur2(data: bytes) -> int:
@@ -92,8 +72,8 @@ def test_every_message_arrives_once_on_its_keys_partition(kafka_bootstrap):
             await publisher.publish(messages)
         finally:
             await publisher.stop()
-        received = await read_all(kafka_bootstrap, PRICES.name, 5000)
-        unkeyed = await read_all(kafka_bootstrap, DELAYS.name, 1)
+        received = await read_topic(kafka_bootstrap, PRICES.name)
+        unkeyed = await read_topic(kafka_bootstrap, DELAYS.name)
         return received, unkeyed
 
     received, unkeyed = asyncio.run(go())

@@ -11,7 +11,7 @@ import pytest
 
 from producers.replay import rental_events
 from rentalstream import embedded
-from tests.reliability.test_scorer_faults import (
+from tests.reliability.scorer_runs import (
     Scorer,
     committed,
     replay_in_background,

@@ -6,155 +6,24 @@ never interrupted."""
 import asyncio
 import random
 import signal
-import subprocess
-import threading
 import time
-from pathlib import Path
 
-import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import create_engine, text
 
-from producers.replay import publish_events, rental_events
-from rentalstream import services
-from rentalstream.db import psycopg_url
+from producers.replay import rental_events
 from rentalstream.embedded import free_port
-from tests.helpers import spawn
+from tests.helpers import read_topic
+from tests.reliability.scorer_runs import (
+    assert_same_results,
+    committed,
+    replay_in_background,
+    snapshot,
+    stored_rentals,
+    truncate,
+    wait_for_rentals,
+)
 
 pytestmark = pytest.mark.reliability
-TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"
-# What a run stores, without the columns that say when it was stored.
-SNAPSHOT_SQL = {
-    "rentals": "SELECT rental_id, car_id, checkin_type, state, delay_at_checkout_minutes, previous_ended_rental_id, "
-               "planned_gap_minutes, event_time, kafka_partition, kafka_offset FROM rentals ORDER BY rental_id",
-    "prices": "SELECT price_id, rental_id, car_id, price_per_day, model_name, model_version, event_time "
-              "FROM prices ORDER BY price_id",
-    "delays": "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict, event_time "
-              "FROM delays ORDER BY rental_id",
-    "cars": "SELECT * FROM cars ORDER BY car_id",
-}  # fmt: skip
-
-
-def snapshot(url: str) -> dict[str, pd.DataFrame]:
-    engine = create_engine(psycopg_url(url))
-    with engine.connect() as conn:
-        frames = {name: pd.read_sql(text(sql), conn) for name, sql in SNAPSHOT_SQL.items()}
-        frames["cars"] = frames["cars"].drop(columns="updated_at")
-        frames["dead_letters"] = pd.read_sql(text("SELECT * FROM dead_letters"), conn)
-    engine.dispose()
-    return frames
-
-
-def stored_rentals(url: str) -> int:
-    engine = create_engine(psycopg_url(url))
-    with engine.connect() as conn:
-        count = conn.execute(text("SELECT count(*) FROM rentals")).scalar_one()
-    engine.dispose()
-    return count
-
-
-def truncate(url: str) -> None:
-    engine = create_engine(psycopg_url(url))
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES}"))
-    engine.dispose()
-
-
-class Scorer:
-    """`rentalstream scorer` as a child process that the test can kill and restart."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.url = f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}"
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.process = spawn("scorer", self.env, self.log)
-        self.starts += 1
-
-    def wait_ready(self) -> None:
-        services.wait_ready("scorer", f"{self.url}/ready", self.process.pid, time.monotonic() + 120, str(self.log))
-
-    def signal(self, sig: int) -> float:
-        """Send ``sig`` and return how long the process took to exit."""
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        self.process.wait(60)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-
-
-@pytest.fixture
-def scorer(scorer_env, tmp_path):
-    process = Scorer(scorer_env, tmp_path / "scorer.log")
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def wait_for_rentals(url: str, expected: int, scorer: Scorer, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while (stored := stored_rentals(url)) < expected:
-        if scorer.process.poll() is not None:
-            pytest.fail(f"the scorer exited ({scorer.process.returncode}):\n{scorer.log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{stored} of {expected} rentals stored after {timeout} s")
-        time.sleep(0.2)
-
-
-def replay_in_background(bootstrap: str, events, rate: float | None) -> threading.Thread:
-    thread = threading.Thread(target=lambda: asyncio.run(publish_events(bootstrap, events, rate=rate)), daemon=True)
-    thread.start()
-    return thread
-
-
-def assert_same_results(crashed: dict[str, pd.DataFrame], clean: dict[str, pd.DataFrame], rentals: int) -> None:
-    assert len(crashed["rentals"]) == len(crashed["delays"]) == len(crashed["prices"]) == rentals
-    assert crashed["rentals"]["rental_id"].is_unique and crashed["prices"]["price_id"].is_unique
-    assert crashed["dead_letters"].empty and clean["dead_letters"].empty
-    for name in SNAPSHOT_SQL:
-        pd.testing.assert_frame_equal(crashed[name], clean[name], check_exact=True, obj=name)
-
-
-async def topic_messages(bootstrap: str, topic: str) -> list[bytes]:
-    """Every message on ``topic`` (the scorer publishes at least once, so redelivered
-    batches show up here twice)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer.topics()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        keys: list[bytes] = []
-        deadline = time.monotonic() + 60
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                keys.extend(record.key for record in records)
-        return keys
-    finally:
-        await consumer.stop()
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> int:
-    """The sum of ``group``'s committed offsets on ``topic``: the messages it has finished."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)]
-        return sum(offset or 0 for offset in offsets)
-    finally:
-        await consumer.stop()
 
 
 def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clean_run_does(
@@ -184,7 +53,7 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     replay.join()
     wait_for_rentals(clean_database, len(events), scorer)
     crashed = snapshot(clean_database)
-    prices_published = asyncio.run(topic_messages(bootstrap, "prices"))
+    prices_published = [r.key for r in asyncio.run(read_topic(bootstrap, "prices"))]
     scorer.stop()
 
     # The clean run: a new group reads the same topic from the start, nobody interrupts it.

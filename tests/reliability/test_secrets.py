@@ -16,7 +16,7 @@ from rentalstream import embedded, services
 from rentalstream.embedded import free_port
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import service_process, wait_for
-from tests.reliability.test_scorer_faults import stored_rentals
+from tests.reliability.scorer_runs import stored_rentals
 
 pytestmark = pytest.mark.reliability
 DB_PASSWORD = "db-pw-7f3a9c-secret"
