@@ -123,7 +123,8 @@ def _fact(event: RentalEvent, known_delay: dict[int, int | None], scored_at: dat
 
 
 def _car_rows(events: Iterable[RentalEvent]) -> list[dict]:
-    return list({e.car_id: {"car_id": e.car_id, **_fields(e.car)} for e in events}.values())
+    latest = {e.car_id: e.car for e in events}  # one row per car, its last features in the batch
+    return [{"car_id": car_id, **_fields(car)} for car_id, car in latest.items()]
 
 
 def _fields(model: BaseModel) -> dict:
