@@ -95,6 +95,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
         subscriber = batch_subscriber(
             broker, topic.name, f"{settings.monitor_group_id}.{topic.name}",
             max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )  # fmt: skip
         subscribers.append(subscriber)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rentalstream import db
@@ -48,7 +50,9 @@ def consumer_app(
     """The service's app. Ready means ``loaded()``, every subscriber has joined its group
     and holds partitions (a replica beyond the partition count holds none and stays
     not-ready: it is a standby), the broker answers and the database (``engine``) takes
-    a query: a consumer that cannot store its results commits nothing and falls behind."""
+    a query: a consumer that cannot store its results commits nothing and falls behind.
+    ``rentalstream_assigned_partitions`` tells how the partitions are spread over replicas."""
+    metrics.registry.register(AssignedPartitions(subscribers))
 
     @get
     async def ready(scope) -> AsgiResponse:
@@ -71,6 +75,24 @@ def consumer_app(
         on_startup=list(on_startup),
         after_shutdown=list(after_shutdown),
     )
+
+
+class AssignedPartitions(Collector):
+    """The partitions this replica holds now, per topic, read from the consumers at scrape
+    time (a rebalance moves them without telling the handlers)."""
+
+    def __init__(self, subscribers: Sequence) -> None:
+        self.subscribers = subscribers
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "rentalstream_assigned_partitions", "Partitions of a topic this replica holds now.", labels=["topic"]
+        )
+        for subscriber in self.subscribers:
+            held = subscriber.consumer.assignment() if subscriber.consumer is not None else set()
+            for topic in subscriber.topic_names:
+                family.add_metric([topic], sum(1 for tp in held if tp.topic == topic))
+        yield family
 
 
 def serve(app: AsgiFastStream, host: str, port: int) -> None:

@@ -53,12 +53,16 @@ def batch_subscriber(
     max_records: int,
     batch_timeout_ms: int,
     fetch_max_wait_ms: int = 500,
+    session_timeout_ms: int = 10_000,
+    heartbeat_interval_ms: int = 3_000,
 ):
     """A batch subscriber whose offsets are committed only when the handler returns: if
     it raises, FastStream nacks (seeks every partition back to the batch's first offset)
     and the batch is consumed again. Each topic should get its own group: two
     subscribers in one group rebalance each other at start, and a rebalance re-delivers
-    every batch not yet committed."""
+    every batch not yet committed. Replicas of a service share the group: a replica
+    silent for ``session_timeout_ms`` loses its partitions to the others, which resume
+    from its last committed offsets."""
     return broker.subscriber(
         topic,
         group_id=group_id,
@@ -68,6 +72,8 @@ def batch_subscriber(
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
         decoder=raw_records,
     )
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,7 +38,20 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="postgresql://user:pass@host:port/db")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI.")
 
-    topic_partitions: int = Field(3, ge=1, description="Partitions per topic at creation.")
+    topic_partitions: int = Field(
+        3, ge=1, description="Partitions per topic at creation: the most scorer (or monitor) replicas that share the work."
+    )
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Copies of each partition at creation (at most the number of brokers)."
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1, description="How long the scorer's and monitor's consumer groups wait for a silent replica "
+        "before its partitions go to the others (the broker bounds it, 6 s to 30 min on Apache Kafka by default).",
+    )  # fmt: skip
+    kafka_heartbeat_interval_ms: int = Field(
+        3_000, ge=1, description="How often a replica tells its groups it is alive; keep it under a third of the "
+        "session timeout.",
+    )  # fmt: skip
     model_name: str = "rentalstream-price"
     champion_alias: str = "champion"
     experiment_name: str = "rentalstream-price"
@@ -147,6 +160,16 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Settings:
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS ({self.kafka_heartbeat_interval_ms}) must be below "
+                f"RENTALSTREAM_KAFKA_SESSION_TIMEOUT_MS ({self.kafka_session_timeout_ms}), else every replica "
+                "would be thrown out of its group between two heartbeats"
+            )
+        return self
 
     # -- endpoints -------------------------------------------------------------
 

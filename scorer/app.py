@@ -78,6 +78,8 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         subscriber = batch_subscriber(
             broker, topic.name, f"{settings.scorer_group_id}.{topic.name}",
             max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )  # fmt: skip
         subscribers.append(subscriber)

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.cars import EQUIPMENT
 
@@ -106,3 +108,13 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list:
         return records
     finally:
         await consumer.stop()
+
+
+def metric_samples(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples called ``name`` on a service's /metrics, by their sorted labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text)
+        for sample in family.samples
+        if sample.name == name
+    }

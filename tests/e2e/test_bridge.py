@@ -5,13 +5,12 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
-from tests.helpers import SAMPLE_CAR, champion, expected_prices, service_process, wait_for
+from tests.helpers import SAMPLE_CAR, champion, expected_prices, metric_samples, service_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,11 +25,9 @@ TRAINING_SPELLING = {"model_key": "Citroën", "fuel": "diesel"}
 
 
 def metric(url: str, name: str) -> float:
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"{name} not in /metrics")
+    samples = metric_samples(url, name)
+    assert samples, f"{name} not in /metrics"
+    return next(iter(samples.values()))
 
 
 def warm_up(url: str) -> None:

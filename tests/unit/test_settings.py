@@ -26,3 +26,12 @@ def test_dotenv_file_is_honoured(tmp_path, monkeypatch):
 
 def test_passwords_are_redacted():
     assert "secret" not in redact_url("postgresql://u:secret@db:5432/x")
+
+
+def test_a_heartbeat_as_long_as_the_session_is_refused_with_both_names(monkeypatch):
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_SESSION_TIMEOUT_MS", "3000")
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS", "3000")
+    with pytest.raises(ValueError, match="HEARTBEAT_INTERVAL_MS \\(3000\\) must be below .*SESSION_TIMEOUT_MS"):
+        Settings()
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
+    assert Settings().kafka_heartbeat_interval_ms == 1000

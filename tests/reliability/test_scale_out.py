@@ -1,0 +1,110 @@
+"""Scale-out is Kafka's: scorer replicas share one consumer group per topic and split its
+partitions. When a replica dies without a word to the group (SIGKILL), the broker hands
+its partitions to the survivor once the session timeout expires, and the survivor
+resumes from the dead replica's last committed offsets. What the dead one scored but
+had not committed is scored again; the upserts make that harmless. Postgres must end up
+as a run by one uninterrupted scorer leaves it: every rental once, the same values.
+
+The embedded broker hands partitions over only when the session timeout expires, so the
+replicas run with a short one (3 s; Kafka's default is 10 s)."""
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from producers.replay import rental_events
+from rentalstream.embedded import free_port
+from schemas.topics import RENTALS
+from tests.helpers import metric_samples, read_topic, wait_for
+from tests.reliability.scorer_runs import (
+    Scorer,
+    assert_same_results,
+    committed,
+    replay_in_background,
+    snapshot,
+    stored_rentals,
+    truncate,
+    wait_for_rentals,
+)
+
+pytestmark = pytest.mark.reliability
+
+SESSION_TIMEOUT_MS = 3000
+
+
+def held(scorer: Scorer, topic: str) -> int:
+    """Partitions of ``topic`` the replica says it holds now (its Prometheus gauge)."""
+    return int(metric_samples(scorer.url, "rentalstream_assigned_partitions").get((("topic", topic),), 0))
+
+
+def scored(scorer: Scorer) -> int:
+    return int(metric_samples(scorer.url, "rentalstream_events_scored_total").get((("topic", RENTALS.name),), 0))
+
+
+def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_one_with_nothing_lost(
+    scorer_env, clean_database, delays_xlsx, pricing_csv, tmp_path
+):
+    bootstrap = scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"]
+    events = rental_events(delays_xlsx, pricing_csv)
+    group = {
+        **scorer_env,
+        "RENTALSTREAM_SCORER_GROUP_ID": "replicas",
+        "RENTALSTREAM_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    }
+    survivor, victim = replicas = [
+        Scorer({**group, "RENTALSTREAM_SCORER_PORT": str(free_port())}, tmp_path / f"scorer-{name}.log")
+        for name in ("survivor", "victim")
+    ]
+    clean_run = Scorer({**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "clean"}, tmp_path / "scorer-clean.log")
+    try:
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            replica.wait_ready()
+        # The group settles with every partition held, by both replicas.
+        def settled() -> list[int] | None:
+            counts = [held(r, RENTALS.name) for r in replicas]
+            return counts if sorted(counts) == [1, 2] else None
+
+        split = wait_for(settled, 60, "the two replicas to split the 3 rentals partitions")
+
+        replay = replay_in_background(bootstrap, events, rate=2000)  # ~11 s of replay
+        wait_for(lambda: stored_rentals(clean_database) >= 5000 and min(scored(r) for r in replicas) > 0, 60,
+                 "both replicas to score rentals")  # fmt: skip
+        # The worst moment: right after a batch's rows commit, before its offsets can be.
+        before = scored(victim)
+        while (victim_scored := scored(victim)) == before:
+            time.sleep(0.005)
+        victim.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: held(survivor, RENTALS.name) == 3, 60, "the survivor to take every partition",
+                 survivor.process, survivor.log)  # fmt: skip
+        takeover_seconds = time.monotonic() - killed_at
+        replay.join()
+        wait_for_rentals(clean_database, len(events), survivor)
+        shared = snapshot(clean_database)
+        done = asyncio.run(committed(bootstrap, "replicas.rentals", RENTALS.name))
+        published = [r.key for r in asyncio.run(read_topic(bootstrap, "prices"))]
+        survivor_scored = scored(survivor)
+        survivor.stop()
+
+        # The reference: one scorer, a new group, the same topic from the start, no interruption.
+        truncate(clean_database)
+        clean_run.start()
+        wait_for_rentals(clean_database, len(events), clean_run)
+        clean = snapshot(clean_database)
+    finally:
+        for scorer in (*replicas, clean_run):
+            scorer.stop()
+
+    print(f"split of the 3 rentals partitions: {split}; victim scored {victim_scored:,} rentals, then SIGKILL; "
+          f"survivor held all 3 after {takeover_seconds:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s) "
+          f"and scored {survivor_scored:,} in all; {len(published) - len(set(published)):,} of {len(published):,} "
+          f"messages on `prices` were redeliveries; committed offsets {done:,} of {len(events):,}")  # fmt: skip
+    assert done == len(events)
+    assert survivor_scored + victim_scored >= len(events)  # the dead one's uncommitted batches are scored again
+    assert takeover_seconds < 30
+    assert_same_results(shared, clean, len(events))
