@@ -111,6 +111,55 @@ def train(
 
 
 @app.command()
+def init(ctx: typer.Context) -> None:
+    """Prepare Kafka, PostgreSQL and MLflow for the services (compose's one-shot job): create
+    the missing topics, create or migrate the tables, then train and register a model if the
+    registry has no champion. Running it again changes nothing that is already there."""
+    from rentalstream import db
+    from rentalstream.topics import ensure_topics
+
+    settings: Settings = ctx.obj
+    partitions = asyncio.run(ensure_topics(
+        settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
+    ))  # fmt: skip
+    console.print("topics: " + ", ".join(f"{topic} ({count} partitions)" for topic, count in partitions.items()))
+    fewer = sorted(topic for topic, count in partitions.items() if count < settings.topic_partitions)
+    if fewer:
+        console.print(
+            f"[yellow]{', '.join(fewer)} existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS="
+            f"{settings.topic_partitions} partitions: no more replicas than that can share their work "
+            "(kafka-topics.sh --alter --partitions grows a topic, and moves keys to new partitions)[/yellow]"
+        )
+    created = db.upgrade(settings.resolved_database_url())
+    console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
+    train(ctx, if_no_champion=True)
+
+
+@app.command()
+def probe(
+    ctx: typer.Context,
+    service: str = typer.Argument(..., help="scorer, bridge, monitor or dashboard"),
+    live: bool = typer.Option(False, "--live", help="Ask /health (the process answers) instead of /ready."),
+) -> None:
+    """Exit 0 when the service running on this machine answers /ready (or /health) with 200,
+    else 1: the healthcheck of the containers. Reads the port from the same settings."""
+    import httpx
+
+    from rentalstream.services import BY_NAME
+
+    if service not in BY_NAME:
+        raise typer.BadParameter(f"one of {', '.join(BY_NAME)}", param_hint="SERVICE")
+    url = f"{BY_NAME[service].local_url(ctx.obj)}/{'health' if live else 'ready'}"
+    try:
+        response = httpx.get(url, timeout=3)
+    except httpx.HTTPError as error:
+        console.print(f"{url}: {error!r}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"{url}: {response.status_code} {response.text[:200]}", markup=False)
+    raise typer.Exit(0 if response.status_code == 200 else 1)
+
+
+@app.command()
 def replay(
     ctx: typer.Context,
     rate: float | None = typer.Option(None, min=0.1, help="Events per second (default: as fast as possible)."),

@@ -32,12 +32,19 @@ class Service:
     def url(self, settings: Settings) -> str:
         return f"http://{getattr(settings, self.host_setting)}:{getattr(settings, self.port_setting)}"
 
+    def local_url(self, settings: Settings) -> str:
+        """Its URL from the machine it runs on (a service bound to every interface answers on loopback)."""
+        host = getattr(settings, self.host_setting)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{getattr(settings, self.port_setting)}"
+
 
 SCORER = Service("scorer", "scorer_host", "scorer_port")
 BRIDGE = Service("bridge", "bridge_host", "bridge_port")
 MONITOR = Service("monitor", "monitor_host", "monitor_port")
 DASHBOARD = Service("dashboard", "dashboard_host", "dashboard_port")
 ALL = (SCORER, BRIDGE, MONITOR, DASHBOARD)
+BY_NAME = {service.name: service for service in ALL}
 
 
 class ServiceFailed(RuntimeError):

@@ -39,9 +39,9 @@ def up(settings: Settings) -> dict:
             down(settings)  # a half-dead stack: clear it before starting afresh
         state = _start(settings, home)
     # From here on the resolved endpoints are either configured or embedded.
-    partitions = asyncio.run(
-        ensure_topics(settings.resolved_kafka_bootstrap(), settings.topic_partitions)
-    )
+    partitions = asyncio.run(ensure_topics(
+        settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
+    ))  # fmt: skip
     created = db.upgrade(settings.resolved_database_url())
     return {**state, "topics": partitions, "tables_created": created}
 

@@ -13,8 +13,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from schemas.topics import CATALOGUE
 
 
-async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30) -> dict[str, int]:
-    """Create missing catalogue topics; return the partition count of every topic."""
+async def ensure_topics(
+    bootstrap: str, partitions: int, replication_factor: int = 1, timeout: float = 30
+) -> dict[str, int]:
+    """Create missing catalogue topics; return the partition count of every topic (an
+    existing topic keeps its own count: growing it would move keys to other partitions)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     # A broker that has just been started may not accept connections yet.
     async for attempt in AsyncRetrying(
@@ -28,7 +31,7 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30) ->
         missing = [t.name for t in CATALOGUE if t.name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+                [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor) for name in missing]
             )
         described = await admin.describe_topics([t.name for t in CATALOGUE])
         return {d["topic"]: len(d["partitions"]) for d in described}
