@@ -15,21 +15,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from rentalstream.services import BY_NAME
 from rentalstream.settings import Settings
+from tests.compose import COMPOSE, SERVICES, VARIABLE, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
-SERVICES = COMPOSE["services"]
 OURS = {name: service for name, service in SERVICES.items() if service["image"].startswith("rentalstream:")}
-VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
-
-
-def with_defaults(value) -> str:
-    """A compose value as `docker compose` sees it with no variable set in the shell."""
-    return VARIABLE.sub(lambda match: match["default"] or "", str(value))
 
 
 def settings_of(service: str, monkeypatch) -> Settings:
@@ -105,7 +97,7 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
     postgres = {k: with_defaults(v) for k, v in SERVICES["postgres"]["environment"].items()}
     mlflow_database = urlsplit(with_defaults(mlflow_command["backend-store-uri"]))
     assert mlflow_database.password == postgres["POSTGRES_PASSWORD"] and mlflow_database.hostname == "postgres"
-    assert f"CREATE DATABASE {mlflow_database.path.lstrip('/')} " in COMPOSE["configs"]["mlflow-database"]["content"]
+    assert f"CREATE DATABASE {mlflow_database.path.lstrip('/')};" in COMPOSE["configs"]["mlflow-database"]["content"]
     assert "--serve-artifacts" in SERVICES["mlflow"]["command"]
     assert any(v.endswith(":" + mlflow_command["artifacts-destination"]) for v in SERVICES["mlflow"]["volumes"])
 

@@ -1,0 +1,136 @@
+"""compose.yaml's MLflow server and one-shot init job, run as processes on this machine
+(no Docker engine answers here, so no container runs): the server with compose's own
+command line, but for its address, database host and artifact folder; then
+`rentalstream init` twice against it, the embedded broker and a fresh PostgreSQL; then
+a scorer and its healthcheck (`rentalstream probe scorer`) on what init prepared."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from mlflow import MlflowClient
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from rentalstream import embedded
+from rentalstream.db import psycopg_url
+from schemas.tables import metadata
+from schemas.topics import CATALOGUE
+from tests.compose import COMPOSE, with_defaults
+from tests.helpers import metric_samples, service_process, wait_for
+
+pytestmark = pytest.mark.integration
+MODEL = "rentalstream-price"
+
+
+def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> list[str]:
+    """compose's `mlflow server` command, pointed at this machine's pieces."""
+    local = {
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "--backend-store-uri": make_url(database_url).set(drivername="postgresql+psycopg", database="mlflow")
+        .render_as_string(hide_password=False),
+        "--artifacts-destination": str(artifacts),
+    }  # fmt: skip
+    command = COMPOSE["services"]["mlflow"]["command"]
+    assert command[:2] == ["mlflow", "server"] and all(flag in "".join(command) for flag in local)
+    arguments = [f"{flag}={local[flag]}" if flag in local else arg for arg in command[2:] for flag in [arg.split("=")[0]]]
+    return [str(Path(sys.executable).with_name("mlflow")), "server", *arguments]
+
+
+def run_init(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", "init"], env=env, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def probe(env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", "probe", "scorer"], env=env, capture_output=True, check=False
+    ).returncode
+
+
+async def topic_partitions(bootstrap: str) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
+    finally:
+        await admin.close()
+
+
+def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir):
+    postgres = embedded.start_postgres(tmp_path / "pgdata")
+    broker = embedded.start_broker(tmp_path)
+    port, artifacts = embedded.free_port(), tmp_path / "mlflow-artifacts"
+    engine = create_engine(psycopg_url(postgres.url), isolation_level="AUTOCOMMIT")
+    mlflow_server = None
+    try:
+        with engine.connect() as conn:  # what the postgres container runs on its first start
+            conn.execute(text(COMPOSE["configs"]["mlflow-database"]["content"]))
+        with (tmp_path / "mlflow.log").open("ab") as log:
+            mlflow_server = subprocess.Popen(
+                compose_mlflow_command(postgres.url, port, artifacts), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        tracking_uri = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{tracking_uri}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 120, "the MLflow server", mlflow_server, tmp_path / "mlflow.log")
+        # The services call it by its compose name; a name it was not told of is refused.
+        search = f"{tracking_uri}/api/2.0/mlflow/registered-models/search"
+        assert httpx.get(search, headers={"Host": "mlflow:5000"}).status_code == 200
+        assert httpx.get(search, headers={"Host": "attacker.example"}).status_code in (400, 403)
+
+        partitions = int(with_defaults(COMPOSE["services"]["init"]["environment"]["RENTALSTREAM_TOPIC_PARTITIONS"]))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")},
+            "RENTALSTREAM_HOME": str(tmp_path / "home"),
+            "RENTALSTREAM_DATA_DIR": str(data_dir),
+            "RENTALSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "RENTALSTREAM_DATABASE_URL": postgres.url,
+            "RENTALSTREAM_MLFLOW_TRACKING_URI": tracking_uri,
+            "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions),
+            "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()),
+        }
+        first = run_init(env)
+        assert asyncio.run(topic_partitions(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert set(metadata.tables) <= set(inspect(engine).get_table_names())
+        client = MlflowClient(tracking_uri)
+        champion = client.get_model_version_by_alias(MODEL, "champion")
+        assert champion.source.startswith(("mlflow-artifacts:", "models:/"))  # stored through the server ...
+        assert list(artifacts.rglob("MLmodel")), "... on the artifact volume"
+        registry_db = make_url(psycopg_url(postgres.url)).set(database="mlflow")
+        with create_engine(registry_db).connect() as conn:  # ... and the registry in Postgres
+            assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == 1
+
+        second = run_init(env)
+        assert "not training" in second and "none (all present)" in second
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+        assert probe(env) == 1  # no scorer yet
+        with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
+            wait_for(lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log")
+            served = metric_samples(f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}", "rentalstream_model_info")
+        assert (("name", MODEL), ("version", champion.version)) in served
+        print(f"init, first run:\n{first}\ninit, second run:\n{second}")
+    finally:
+        if mlflow_server is not None:
+            os.killpg(mlflow_server.pid, 15)
+            mlflow_server.wait(30)
+        engine.dispose()
+        embedded.stop_pid(broker.pid)
+        embedded.stop_postgres(postgres.pgdata, postgres.system_user, mode="immediate")
