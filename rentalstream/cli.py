@@ -115,13 +115,11 @@ def init(ctx: typer.Context) -> None:
     """Prepare Kafka, PostgreSQL and MLflow for the services (compose's one-shot job): create
     the missing topics, create or migrate the tables, then train and register a model if the
     registry has no champion. Running it again changes nothing that is already there."""
-    from rentalstream import db
-    from rentalstream.topics import ensure_topics
+    from rentalstream.stack import prepare
 
     settings: Settings = ctx.obj
-    partitions = asyncio.run(ensure_topics(
-        settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
-    ))  # fmt: skip
+    prepared = prepare(settings)
+    partitions = prepared["topics"]
     console.print("topics: " + ", ".join(f"{topic} ({count} partitions)" for topic, count in partitions.items()))
     fewer = sorted(topic for topic, count in partitions.items() if count < settings.topic_partitions)
     if fewer:
@@ -130,8 +128,7 @@ def init(ctx: typer.Context) -> None:
             f"{settings.topic_partitions} partitions: no more replicas than that can share their work "
             "(kafka-topics.sh --alter --partitions grows a topic, and moves keys to new partitions)[/yellow]"
         )
-    created = db.upgrade(settings.resolved_database_url())
-    console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
+    console.print(f"tables and columns created: {', '.join(prepared['tables_created']) or 'none (all present)'}")
     train(ctx, if_no_champion=True)
 
 

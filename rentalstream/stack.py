@@ -39,11 +39,16 @@ def up(settings: Settings) -> dict:
             down(settings)  # a half-dead stack: clear it before starting afresh
         state = _start(settings, home)
     # From here on the resolved endpoints are either configured or embedded.
+    return {**state, **prepare(settings)}
+
+
+def prepare(settings: Settings) -> dict:
+    """Create the missing topics and tables (or columns) on the resolved endpoints; return
+    every topic's partition count and what was created. Idempotent."""
     partitions = asyncio.run(ensure_topics(
         settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
     ))  # fmt: skip
-    created = db.upgrade(settings.resolved_database_url())
-    return {**state, "topics": partitions, "tables_created": created}
+    return {"topics": partitions, "tables_created": db.upgrade(settings.resolved_database_url())}
 
 
 def _start(settings: Settings, home: Path) -> dict:

@@ -105,6 +105,7 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
             "RENTALSTREAM_MLFLOW_TRACKING_URI": tracking_uri,
             "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions),
             "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()),
+            "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
         first = run_init(env)
         assert asyncio.run(topic_partitions(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
@@ -120,6 +121,11 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
         second = run_init(env)
         assert "not training" in second and "none (all present)" in second
         assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+        # Asked for more partitions than the topics have: they keep theirs (growing one
+        # would move keys), and init says what that limits.
+        third = run_init({**env, "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions * 2)})
+        assert f"existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS={partitions * 2}" in third
+        assert asyncio.run(topic_partitions(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet
         with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
