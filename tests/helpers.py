@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.cars import EQUIPMENT
+from schemas.topics import CATALOGUE
 
 # A valid car as a client would send it: field names of CarFeatures, training spellings.
 SAMPLE_CAR = {
@@ -118,3 +120,13 @@ def metric_samples(url: str, name: str) -> dict[tuple[tuple[str, str], ...], flo
         for sample in family.samples
         if sample.name == name
     }
+
+
+async def partition_counts(bootstrap: str) -> dict[str, int]:
+    """Each catalogue topic's partition count, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
+    finally:
+        await admin.close()

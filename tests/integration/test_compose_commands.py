@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
@@ -22,7 +21,7 @@ from rentalstream.db import psycopg_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE
 from tests.compose import COMPOSE, with_defaults
-from tests.helpers import metric_samples, service_process, wait_for
+from tests.helpers import metric_samples, partition_counts, service_process, wait_for
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
@@ -56,15 +55,6 @@ def probe(env: dict[str, str]) -> int:
     return subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "probe", "scorer"], env=env, capture_output=True, check=False
     ).returncode
-
-
-async def topic_partitions(bootstrap: str) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
-    finally:
-        await admin.close()
 
 
 def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir):
@@ -108,7 +98,7 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
             "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
         first = run_init(env)
-        assert asyncio.run(topic_partitions(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert asyncio.run(partition_counts(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
         assert set(metadata.tables) <= set(inspect(engine).get_table_names())
         client = MlflowClient(tracking_uri)
         champion = client.get_model_version_by_alias(MODEL, "champion")
@@ -125,7 +115,7 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
         # would move keys), and init says what that limits.
         third = run_init({**env, "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions * 2)})
         assert f"existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS={partitions * 2}" in third
-        assert asyncio.run(topic_partitions(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert asyncio.run(partition_counts(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet
         with service_process("scorer", env, tmp_path / "scorer.log") as scorer:

@@ -4,24 +4,15 @@ import asyncio
 import json
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import create_engine, inspect
 
 from rentalstream import embedded, stack
 from rentalstream.db import psycopg_url
 from rentalstream.settings import Settings
 from schemas.topics import CATALOGUE
+from tests.helpers import partition_counts
 
 pytestmark = pytest.mark.integration
-
-
-async def partition_counts(bootstrap):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
-    finally:
-        await admin.close()
 
 
 def test_up_starts_everything_on_loopback_and_down_stops_it(tmp_path, monkeypatch):
