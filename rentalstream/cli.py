@@ -146,7 +146,7 @@ def probe(
 
     if service not in BY_NAME:
         raise typer.BadParameter(f"one of {', '.join(BY_NAME)}", param_hint="SERVICE")
-    url = f"{BY_NAME[service].local_url(ctx.obj)}/{'health' if live else 'ready'}"
+    url = f"{BY_NAME[service].url(ctx.obj)}/{'health' if live else 'ready'}"
     try:
         response = httpx.get(url, timeout=3)
     except httpx.HTTPError as error:

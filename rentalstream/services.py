@@ -30,9 +30,6 @@ class Service:
     port_setting: str
 
     def url(self, settings: Settings) -> str:
-        return f"http://{getattr(settings, self.host_setting)}:{getattr(settings, self.port_setting)}"
-
-    def local_url(self, settings: Settings) -> str:
         """Its URL from the machine it runs on (a service bound to every interface answers on loopback)."""
         host = getattr(settings, self.host_setting)
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

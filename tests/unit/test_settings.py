@@ -35,3 +35,11 @@ def test_a_heartbeat_as_long_as_the_session_is_refused_with_both_names(monkeypat
         Settings()
     monkeypatch.setenv("RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
     assert Settings().kafka_heartbeat_interval_ms == 1000
+
+
+def test_a_service_bound_to_every_interface_is_reached_on_loopback():
+    from rentalstream.services import BRIDGE, SCORER
+
+    settings = Settings(_env_file=None, scorer_host="0.0.0.0", scorer_port=9101, bridge_host="bridge", bridge_port=9102)
+    assert SCORER.url(settings) == "http://127.0.0.1:9101"  # what `rentalstream probe scorer` asks
+    assert BRIDGE.url(settings) == "http://bridge:9102"
