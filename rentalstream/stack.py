@@ -75,9 +75,9 @@ def _start(settings: Settings, home: Path) -> dict:
 
 
 def up_with_services(settings: Settings, wanted=services.ALL) -> tuple[dict, list[str]]:
-    """``up``, then what compose's one-shot job does (train and register a model if the
-    registry has no champion), then the ``wanted`` services; returns the stack and the
-    services started now."""
+    """``up`` (which prepares topics and tables), then the rest of what ``rentalstream
+    init`` does (train and register a model if the registry has no champion), then the
+    ``wanted`` services; returns the stack and the services started now."""
     state = up(settings)
     subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"], check=True)
     started = services.ensure_services(settings, wanted)
