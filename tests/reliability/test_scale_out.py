@@ -100,7 +100,7 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
         for scorer in (*replicas, clean_run):
             scorer.stop()
 
-    print(f"split of the 3 rentals partitions: {split}; victim scored {victim_scored:,} rentals, then SIGKILL; "
+    print(f"split of the 3 rentals partitions: {split}; victim scored >= {victim_scored:,} rentals, then SIGKILL; "
           f"survivor held all 3 after {takeover_seconds:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s) "
           f"and scored {survivor_scored:,} in all; {len(published) - len(set(published)):,} of {len(published):,} "
           f"messages on `prices` were redeliveries; committed offsets {done:,} of {len(events):,}")  # fmt: skip
