@@ -43,8 +43,10 @@ def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="plain model API (baseline)", lifespan=lifespan)
 
     def answer(car: CarFeatures) -> PricedCar:
+        price = model.price_per_day([car])[0]
+        lower, upper = model.interval.around(price) if model.interval else (None, None)
         return PricedCar(
-            request_id=uuid.uuid4().hex, price_per_day=model.price_per_day([car])[0],
+            request_id=uuid.uuid4().hex, price_per_day=price, price_lower=lower, price_upper=upper,
             model_name=model.name, model_version=model.version, unknown_fields=car.unknown_fields,
         )  # fmt: skip
 

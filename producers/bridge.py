@@ -187,6 +187,8 @@ def priced_car(reply: PriceScored) -> PricedCar:
     return PricedCar(
         request_id=reply.request_id or reply.price_id,
         price_per_day=reply.price_per_day,
+        price_lower=reply.price_lower,
+        price_upper=reply.price_upper,
         model_name=reply.model_name,
         model_version=reply.model_version,
         unknown_fields=reply.unknown_fields,

@@ -54,3 +54,67 @@ def reference_of(tracking_uri: str, model_name: str, version: str):
             f"existed); register a new version with `rentalstream train` and promote it: {error}"
         ) from None
     return ReferenceStats.model_validate(stored)
+
+
+def interval_of(tracking_uri: str, model_name: str, version: str):
+    """The price interval (``schemas.intervals.PriceInterval``) calibrated with a model
+    version at training, or None for a version trained before intervals existed (its
+    prices are then served without one)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id = MlflowClient().get_model_version(model_name, version).run_id
+    try:
+        stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/{INTERVAL_ARTIFACT}")
+    except (MlflowException, OSError):
+        return None
+    return PriceInterval.model_validate(stored)
+
+
+class UnknownVersion(ValueError):
+    pass
+
+
+def promote(
+    tracking_uri: str, model_name: str, version: str, alias: str, challenger_alias: str
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Point ``alias`` at ``version``; the versions behind the aliases before and after.
+
+    Promoting the challenger's version to champion ends the challenge: the challenger
+    alias is removed, since the scorer would otherwise score every event twice with the
+    same model."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    try:
+        client.get_model_version(model_name, version)
+    except MlflowException:
+        known = sorted((int(v.version) for v in client.search_model_versions(f"name='{model_name}'")), reverse=True)
+        raise UnknownVersion(
+            f"{model_name} has no version {version!r} in {tracking_uri}; versions: {', '.join(map(str, known)) or 'none'}"
+        ) from None
+    before = {a: version_behind_alias(tracking_uri, model_name, a) for a in {alias, challenger_alias}}
+    client.set_registered_model_alias(model_name, alias, version)
+    if alias != challenger_alias and before[challenger_alias] == version:
+        client.delete_registered_model_alias(model_name, challenger_alias)
+    return before, {a: version_behind_alias(tracking_uri, model_name, a) for a in before}
+
+
+def retire(tracking_uri: str, model_name: str, alias: str) -> str | None:
+    """Remove ``alias``; the version it pointed to, or None when it did not exist."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    version = version_behind_alias(tracking_uri, model_name, alias)
+    if version is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        MlflowClient().delete_registered_model_alias(model_name, alias)
+    return version

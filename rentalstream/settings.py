@@ -54,9 +54,12 @@ class Settings(BaseSettings):
     )  # fmt: skip
     model_name: str = "rentalstream-price"
     champion_alias: str = "champion"
+    challenger_alias: str = Field(
+        "challenger", description="While this alias exists, the scorer also prices every event with its version."
+    )
     experiment_name: str = "rentalstream-price"
     registry_poll_seconds: float = Field(
-        30, gt=0, description="How often a service asks the registry which version is the champion."
+        30, gt=0, description="How often the scorer and the bridge ask the registry which versions the aliases point to."
     )
 
     scorer_group_id: str = "rentalstream-scorer"

@@ -89,10 +89,21 @@ class PriceScored(BaseModel):
     request_id: str | None = None
     car_id: int | None = None
     price_per_day: float
+    price_lower: float | None = Field(
+        None, description="Low end of the model's calibrated interval (80%: see schemas.intervals); "
+        "None for a model version trained without one.",
+    )  # fmt: skip
+    price_upper: float | None = Field(None, description="High end of the same interval.")
     listed_price_per_day: float | None = Field(None, description="The real price, when the request carried it.")
     unknown_fields: list[str] = Field(default_factory=list)
     model_name: str
     model_version: str
+    challenger_model_version: str | None = Field(
+        None, description="The challenger that also priced this car, when a challenger alias exists."
+    )
+    challenger_price_per_day: float | None = Field(
+        None, description="The challenger's price (None without a challenger, or where it failed)."
+    )
     event_time: datetime
     scored_at: datetime
 

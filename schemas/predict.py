@@ -80,6 +80,11 @@ class PricedCar(BaseModel):
 
     request_id: str = Field(description="'<request id>/<position of the car in the request>'")
     price_per_day: float = Field(description="Predicted rental price per day, in euros.")
+    price_lower: float | None = Field(
+        description="Low end of the 80% price interval: 8 in 10 true prices fall between price_lower and "
+        "price_upper (coverage measured on held-out folds at training). None if the model version has no interval."
+    )
+    price_upper: float | None = Field(description="High end of the 80% price interval.")
     model_name: str
     model_version: str
     unknown_fields: list[str] = Field(

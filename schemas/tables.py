@@ -71,6 +71,11 @@ prices = Table(
     Column("unknown_fields", ARRAY(Text), nullable=False),
     Column("model_name", String(128), nullable=False),
     Column("model_version", String(32), nullable=False),
+    # Added with issue 9 (nullable, so `rentalstream db upgrade` adds them to older tables).
+    Column("price_lower", Float),
+    Column("price_upper", Float),
+    Column("challenger_model_version", String(32)),
+    Column("challenger_price_per_day", Float),
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )

@@ -24,6 +24,7 @@ from rentalstream.batch_publisher import BatchPublisher
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, with_retries
+from rentalstream.registry import NoChampion, version_behind_alias
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
@@ -31,15 +32,19 @@ from scorer import store
 from scorer.compiled import compile_trees
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
-from scorer.scoring import Pricer, price_scored, score_batch
+from scorer.scoring import Pricer, challenger_prices, price_scored, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
 T = TypeVar("T")
 
 
-def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream:
-    """The scorer app; ``model`` defaults to the registry's champion, loaded at start.
+def build_app(settings: Settings) -> AsgiFastStream:
+    """The scorer app. It loads the registry's champion (and challenger, if any) at start
+    and then polls the two aliases every ``registry_poll_seconds``: a version that moved
+    is loaded in full beside the one scoring, then swapped in between two batches (each
+    batch reads the models once), so no event is priced by a half-loaded model and every
+    price names the version that made it.
 
     Served over HTTP (``RENTALSTREAM_SCORER_PORT``): ``/health`` (the broker answers),
     ``/ready`` (and the model is loaded and every consumer holds partitions),
@@ -54,11 +59,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
     )
     engine = async_engine(settings.resolved_database_url())
     publisher = BatchPublisher(settings.resolved_kafka_bootstrap(), client_id="rentalstream-scorer")
-    state: dict[str, Pricer] = {}
+    state: dict[str, Pricer] = {}  # "model": the champion; "challenger", when its alias exists
     subscribers: list = []
     background: list[asyncio.Task] = []
-    if model is not None:
-        state["model"] = model
 
     def note_retry(retry_state) -> None:
         metrics.write_retries.inc()
@@ -89,17 +92,24 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
             with metrics.batch_seconds.labels(topic.name).time():
                 await score(records)
 
+    def challenge(challenger: Pricer | None, priced: Sequence[tuple[Any, Any, float]]) -> list[float | None]:
+        if challenger is None:
+            return [None] * len(priced)
+        prices = challenger_prices(challenger, [e.car for _, e, _ in priced])
+        metrics.challenger_failures.inc(sum(p is None for p in prices))
+        return prices
+
     async def score_rentals(records: Sequence[KafkaRecord]) -> None:
-        model = state["model"]
+        model, challenger = state["model"], state.get("challenger")  # once per batch: see build_app
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
         price_rows = [
             price_scored(
                 price_id=f"rental-{e.rental_id}", price=p, car=e.car, model=model,
                 event_time=e.event_time, scored_at=scored_at, rental_id=e.rental_id,
-                car_id=e.car_id,
+                car_id=e.car_id, challenger=challenger, challenger_price=c,
             )
-            for _, e, p in priced
+            for (_, e, p), c in zip(priced, challenge(challenger, priced), strict=True)
         ]  # fmt: skip
         facts = await retrying(lambda: store.write_rental_batch(
             engine, [(e, r.partition, r.offset) for r, e, _ in priced], price_rows, dead, scored_at,
@@ -114,7 +124,7 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
         ])  # fmt: skip
 
     async def score_price_requests(records: Sequence[KafkaRecord]) -> None:
-        model = state["model"]
+        model, challenger = state["model"], state.get("challenger")
         priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
         scored_at = utc_now()
         answered = [
@@ -122,8 +132,9 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
                 price_id=request.request_id, price=p, car=request.car, model=model,
                 event_time=request.event_time, scored_at=scored_at,
                 request_id=request.request_id, listed_price_per_day=request.listed_price_per_day,
+                challenger=challenger, challenger_price=c,
             ))
-            for _, request, p in priced
+            for (_, request, p), c in zip(priced, challenge(challenger, priced), strict=True)
         ]  # fmt: skip
         await retrying(lambda: store.write_price_requests(
             engine, [(r, rec.partition, rec.offset) for rec, r, _ in priced], [s for _, s in answered], dead,
@@ -142,35 +153,65 @@ def build_app(settings: Settings, model: Pricer | None = None) -> AsgiFastStream
 
     async def start() -> None:
         await publisher.start()
-        await load_model()
+        await refresh_models()  # raises NoChampion at start: a scorer without a model cannot score
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
         # long as the process; frozen, the collector stops rescanning it, which took
         # ~0.2 s, once every few batches, in the middle of scoring.
         gc.freeze()
+        background.append(asyncio.create_task(watch_registry(), name="scorer-registry-watch"))
 
-    async def load_model() -> None:
-        if "model" not in state:
-            state["model"] = await asyncio.to_thread(
-                PriceModel.load,
-                settings.resolved_mlflow_tracking_uri(),
-                settings.model_name,
-                settings.champion_alias,
-            )
-        metrics.model.labels(state["model"].name, state["model"].version).set(1)
-        log.info("scoring with %s v%s", state["model"].name, state["model"].version)
-        if settings.scorer_compile_model and isinstance(state["model"], PriceModel):
-            background.append(asyncio.create_task(switch_to_compiled(state["model"])))
+    async def watch_registry() -> None:
+        while True:
+            await asyncio.sleep(settings.registry_poll_seconds)
+            try:
+                await refresh_models()
+            except Exception as error:  # noqa: BLE001  (the registry may be away; scoring goes on with what is loaded)
+                log.warning("registry check failed; scoring on with %s: %s", loaded_versions(), error)
 
-    async def switch_to_compiled(model: PriceModel) -> None:
-        """Score with the compiled trees once they are ready; the swap is one assignment,
-        between two batches (each batch reads ``state["model"]`` once)."""
+    def loaded_versions() -> str:
+        return ", ".join(f"{role} v{m.version}" for role, m in state.items())
+
+    async def refresh_models() -> None:
+        """Load whatever version an alias now points to, and swap it in once loaded."""
+        uri, name = settings.resolved_mlflow_tracking_uri(), settings.model_name
+        for role, alias in (("model", settings.champion_alias), ("challenger", settings.challenger_alias)):
+            version = await asyncio.to_thread(version_behind_alias, uri, name, alias)
+            current = state.get(role)
+            if version == (current.version if current else None):
+                continue
+            if version is None:
+                if role == "model":
+                    raise NoChampion(f"model {name!r} has no {alias!r} alias in {uri}; run `rentalstream train` first")
+                del state[role]  # the challenge is over
+                log.info("challenger alias removed; scoring with the champion only")
+            else:
+                loaded = await asyncio.to_thread(PriceModel.load_version, uri, name, version)
+                state[role] = loaded  # one assignment: the next batch prices with it
+                if current is not None:
+                    metrics.model_swaps.labels(alias).inc()
+                log.info("%s: scoring with %s v%s (was %s)", alias, name, version,
+                         f"v{current.version}" if current else "none")  # fmt: skip
+                if settings.scorer_compile_model:
+                    background.append(asyncio.create_task(switch_to_compiled(role, loaded)))
+            gauge = metrics.model if role == "model" else metrics.challenger
+            gauge.clear()
+            if role in state:
+                gauge.labels(name, state[role].version).set(1)
+        metrics.compiled.set(int(getattr(state["model"], "compiled", None) is not None))
+
+    async def switch_to_compiled(role: str, model: PriceModel) -> None:
+        """Score with the compiled trees once they are ready, if ``model`` is still the
+        one in ``role`` by then; the swap is one assignment, between two batches."""
         try:
             compiled = await compile_trees(model.booster, settings.model_cache_dir.expanduser())
         except Exception as error:  # noqa: BLE001  (an optimisation: whatever fails, the booster scores on)
-            log.warning("scoring stays on LightGBM's own predictor: %s", error)
+            log.warning("v%s stays on LightGBM's own predictor: %s", model.version, error)
             return
-        state["model"] = model.with_compiled(compiled)
-        metrics.compiled.set(1)
+        if state.get(role) is not model:
+            return  # an alias moved while compiling
+        state[role] = model.with_compiled(compiled)
+        if role == "model":
+            metrics.compiled.set(1)
         log.info("scoring with %s v%s compiled (%s)", model.name, model.version, compiled.path)
 
     async def stop() -> None:

@@ -28,6 +28,18 @@ class ScorerMetrics(ConsumerMetrics):
             "rentalstream_model_info", "The model the scorer serves (value 1).",
             ["name", "version"], registry=self.registry,
         )  # fmt: skip
+        self.challenger = Gauge(
+            "rentalstream_challenger_info", "The challenger the scorer also prices with (value 1), if any.",
+            ["name", "version"], registry=self.registry,
+        )  # fmt: skip
+        self.model_swaps = Counter(
+            "rentalstream_model_swaps_total", "Models swapped in between batches after an alias moved.",
+            ["alias"], registry=self.registry,
+        )  # fmt: skip
+        self.challenger_failures = Counter(
+            "rentalstream_challenger_failures_total", "Events the challenger could not price (the champion did).",
+            registry=self.registry,
+        )  # fmt: skip
         self.compiled = Gauge(
             "rentalstream_model_compiled", "1 once the scorer prices with the compiled trees (see scorer/compiled.py).",
             registry=self.registry,

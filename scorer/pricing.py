@@ -1,4 +1,4 @@
-"""The champion price model, loaded once from the MLflow registry."""
+"""A registered price model version, loaded from the MLflow registry with its interval."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from rentalstream.registry import champion_version
 from schemas.cars import CATEGORICAL, CarFeatures
+from schemas.intervals import PriceInterval
 from scorer.compiled import CompiledTrees
 from training.features import CATEGORICAL_FEATURES, FEATURES, feature_codes
 
@@ -26,16 +27,22 @@ class PriceModel:
     version: str
     model: Any  # the native LightGBM flavour: a fitted LGBMRegressor
     compiled: CompiledTrees | None = None  # the same trees as machine code, once compiled
+    interval: PriceInterval | None = None  # None for versions trained before intervals existed
 
     @classmethod
     def load(cls, tracking_uri: str, name: str, alias: str = "champion") -> PriceModel:
-        import mlflow
-
-        version = champion_version(tracking_uri, name, alias)
         # Load the exact version, not the alias, so a concurrent promotion cannot
         # make the recorded version differ from the loaded one.
+        return cls.load_version(tracking_uri, name, champion_version(tracking_uri, name, alias))
+
+    @classmethod
+    def load_version(cls, tracking_uri: str, name: str, version: str) -> PriceModel:
+        import mlflow
+
+        from rentalstream.registry import interval_of
+
         model = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
-        return cls(name=name, version=str(version), model=model)
+        return cls(name=name, version=str(version), model=model, interval=interval_of(tracking_uri, name, version))
 
     def __post_init__(self) -> None:
         # The scorer feeds the booster category codes (0.2 ms per call instead of 9 ms

@@ -14,6 +14,7 @@ from typing import Protocol
 from rentalstream.records import Event, KafkaRecord, dead_letter, parse_records
 from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, PriceScored
+from schemas.intervals import PriceInterval
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class CarEvent(Protocol):
 class Pricer(Protocol):
     name: str
     version: str
+    interval: PriceInterval | None
 
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]: ...
 
@@ -62,6 +64,22 @@ def price_events(
     return prices, dead
 
 
+def challenger_prices(challenger: Pricer, cars: Sequence[CarFeatures]) -> list[float | None]:
+    """The challenger's price of every car, None where it fails: a challenger under
+    trial must never dead-letter an event the champion priced, nor stop the consumer."""
+    try:
+        return list(challenger.price_per_day(cars))
+    except Exception:
+        log.exception("challenger %s v%s failed on a batch; pricing car by car", challenger.name, challenger.version)
+    prices: list[float | None] = []
+    for car in cars:
+        try:
+            prices.append(challenger.price_per_day([car])[0])
+        except Exception:  # noqa: BLE001
+            prices.append(None)
+    return prices
+
+
 def price_scored(
     *,
     price_id: str,
@@ -74,7 +92,10 @@ def price_scored(
     request_id: str | None = None,
     car_id: int | None = None,
     listed_price_per_day: float | None = None,
+    challenger: Pricer | None = None,
+    challenger_price: float | None = None,
 ) -> PriceScored:
+    lower, upper = model.interval.around(price) if model.interval else (None, None)
     return PriceScored(
         price_id=price_id,
         rental_id=rental_id,
@@ -83,8 +104,12 @@ def price_scored(
         price_per_day=price,
         listed_price_per_day=listed_price_per_day,
         unknown_fields=car.unknown_fields,
+        price_lower=lower,
+        price_upper=upper,
         model_name=model.name,
         model_version=model.version,
+        challenger_model_version=challenger.version if challenger else None,
+        challenger_price_per_day=challenger_price,
         event_time=event_time,
         scored_at=scored_at,
     )

@@ -86,6 +86,14 @@ def champion(mlflow_registry):
     return training.champion_version, mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
 
 
+def interval_ratios(tracking_uri: str, version: str) -> tuple[float, float]:
+    """The (lower, upper) ratios logged with a version at training, read straight from its run."""
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id = mlflow.MlflowClient().get_model_version("rentalstream-price", version).run_id
+    stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/price_interval.json")
+    return stored["lower_ratio"], stored["upper_ratio"]
+
+
 def expected_prices(model, cars: list[dict]) -> list[float]:
     """What LightGBM says for these cars, from plain pandas (no code of ours)."""
     full = [{**dict.fromkeys(EQUIPMENT, False), **car} for car in cars]  # the contract's defaults

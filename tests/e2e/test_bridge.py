@@ -10,7 +10,15 @@ from sqlalchemy import create_engine, text
 from rentalstream.db import psycopg_url
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
-from tests.helpers import SAMPLE_CAR, champion, expected_prices, metric_samples, service_process, wait_for
+from tests.helpers import (
+    SAMPLE_CAR,
+    champion,
+    expected_prices,
+    interval_ratios,
+    metric_samples,
+    service_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +53,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     warm_up(bridge_url)
     tasks_before = metric(bridge_url, "rentalstream_bridge_asyncio_tasks")
     [car_price] = expected_prices(model, [{**CAR, **TRAINING_SPELLING}])
+    lower_ratio, upper_ratio = interval_ratios(mlflow_registry[0], version)
 
     # One car, named fields.
     one = httpx.post(f"{bridge_url}/predict", json=CAR, headers={**KEY, "X-Client-Id": "pricing-page"})
@@ -52,8 +61,11 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     request_id = one.headers["X-Request-Id"]
     assert one.json() == {
         "request_id": f"{request_id}/0", "price_per_day": pytest.approx(car_price, abs=0.006),
+        "price_lower": pytest.approx(car_price * lower_ratio, abs=0.02),
+        "price_upper": pytest.approx(car_price * upper_ratio, abs=0.02),
         "model_name": "rentalstream-price", "model_version": version, "unknown_fields": [],
     }  # fmt: skip
+    assert lower_ratio < 1 < upper_ratio
 
     # The same car in the original Getaround API's positional form.
     positional = httpx.post(f"{bridge_url}/predict", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]]}, headers=KEY)
@@ -89,7 +101,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     with engine.connect() as conn:
         logged = conn.execute(text("""
             SELECT r.client, r.car ->> 'model_key' AS brand, (r.car ->> 'mileage')::int AS mileage,
-                   p.price_per_day, p.model_version, p.scored_at - r.requested_at AS took
+                   p.price_per_day, p.price_lower, p.price_upper, p.model_version, p.scored_at - r.requested_at AS took
             FROM price_requests r JOIN prices p ON p.price_id = r.request_id
             WHERE r.request_id = :id
         """), {"id": f"{request_id}/0"}).one()  # fmt: skip
@@ -97,6 +109,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     engine.dispose()
     assert (logged.client, logged.brand, logged.mileage) == ("pricing-page", "Citroën", 140411)
     assert (logged.price_per_day, logged.model_version) == (pytest.approx(car_price, abs=0.006), version)
+    assert (logged.price_lower, logged.price_upper) == (one.json()["price_lower"], one.json()["price_upper"])
     assert 0 <= logged.took.total_seconds() < 2
     assert stored >= 1 + 1 + 3 + 200  # and the warm-up
 

@@ -21,7 +21,7 @@ def rental(rental_id, **change):
 
 
 class PricePerMileage:
-    name, version = "stand-in", "0"
+    name, version, interval = "stand-in", "0", None
 
     def price_per_day(self, cars):
         if any(c.mileage == 666 for c in cars):
