@@ -23,6 +23,7 @@ from dashboard.figures import (
 from dashboard.metrics import DashboardMetrics
 from dashboard.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
 from dashboard.price_form import PriceForm
+from rentalstream.model_comparison import verdict
 from rentalstream.settings import Settings
 
 DEFAULT_THRESHOLD_MINUTES = 60
@@ -69,6 +70,9 @@ class DashboardPage:
         self.prices = _table("prices", ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version",
                               "latency_ms", "scored_at"])  # fmt: skip
         self.price_chart = PriceByCarTypeChart()
+        self.challenge = _table("challenge", ["champion_version", "challenger_version", "prices", "mean_difference",
+                                "mean_abs_difference", "with_true_price", "champion_mae", "challenger_mae",
+                                "champion_closer", "challenger_closer", "verdict"])  # fmt: skip
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self.price_form = PriceForm(settings.resolved_bridge_url(), api_key)
 
@@ -97,6 +101,9 @@ class DashboardPage:
             pn.Row(pn.Column(pn.pane.Markdown("#### Latest prices"), self.prices, sizing_mode="stretch_width"),
                    self.price_form.panel(), sizing_mode="stretch_width"),
             pn.pane.Bokeh(self.price_chart.figure, sizing_mode="stretch_width"),
+            pn.pane.Markdown("#### Champion vs challenger on live traffic (prices in €; closer = nearer the "
+                             "listed price, where the request carried one)"),
+            self.challenge,
             pn.pane.Markdown("## Drift"),
             self.drift_figures,
             pn.Row(pn.Column(pn.pane.Markdown("#### Signals"), self.signals, sizing_mode="stretch_width"),
@@ -137,6 +144,7 @@ class DashboardPage:
         self.delay_chart.update(aggregates.delay_histogram)
         self.delay_figures.object = delay_html(aggregates.totals, aggregates.delay_histogram)
         self.price_chart.update(aggregates.price_by_car_type)
+        self.challenge.value = _frame([{**r, "verdict": verdict(r)} for r in aggregates.model_comparison], self.challenge)
         self.signals.value = _frame(aggregates.drift_signals, self.signals)
         self.drift_figures.object = drift_html(aggregates.drift_signals)
         self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)

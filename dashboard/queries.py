@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashboard.min_gap import GapGroup
+from rentalstream.model_comparison import COMPARISON_SQL
 
 DELAY_BIN_MINUTES = 30
 DELAY_RANGE_MINUTES = (-360, 720)  # delays outside fall in the first or last bin
@@ -100,6 +101,7 @@ class Aggregates:
     price_by_car_type: list[dict] = field(default_factory=list)
     drift_signals: list[dict] = field(default_factory=list)
     dead_letter_counts: list[dict] = field(default_factory=list)
+    model_comparison: list[dict] = field(default_factory=list)  # champion vs challenger, newest pairing first
 
 
 async def read_aggregates(conn: AsyncConnection) -> Aggregates:
@@ -111,6 +113,7 @@ async def read_aggregates(conn: AsyncConnection) -> Aggregates:
         price_by_car_type=await _rows(conn, PRICE_BY_CAR_TYPE_SQL),
         drift_signals=await _rows(conn, DRIFT_SIGNALS_SQL),
         dead_letter_counts=await _rows(conn, DEAD_LETTER_COUNTS_SQL),
+        model_comparison=await _rows(conn, COMPARISON_SQL),
     )
 
 
