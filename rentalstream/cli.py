@@ -74,6 +74,10 @@ def db_upgrade(ctx: typer.Context) -> None:
 def train(
     ctx: typer.Context,
     if_no_champion: bool = typer.Option(False, help="Do nothing when the registry already has a champion."),
+    challenger: bool = typer.Option(
+        False, "--challenger", help="Register the new version as the challenger (scored beside the champion "
+        "on live traffic) instead of promoting it if it beats the champion.",
+    ),
 ) -> None:
     """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
     from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
@@ -95,6 +99,7 @@ def train(
         experiment_name=settings.experiment_name,
         model_name=settings.model_name,
         champion_alias=settings.champion_alias,
+        challenger_alias=settings.challenger_alias if challenger else None,
         artifact_location=settings.mlflow_artifact_root(),
     )
     table = Table(title="5-fold cross-validated error (mean over folds)")
@@ -103,11 +108,99 @@ def train(
     for row in comparison_rows(result):
         table.add_row(*row)
     console.print(table)
-    verdict = "promoted to" if result.promoted else "did not beat the champion; kept"
+    if result.interval is not None:
+        folds = ", ".join(f"{c:.1%}" for c in result.interval.fold_coverage)
+        console.print(
+            f"{result.interval.coverage:.0%} price interval: [price × {result.interval.lower_ratio:.3f}, "
+            f"price × {result.interval.upper_ratio:.3f}]; coverage on the held-out folds: {folds}",
+            markup=False,
+        )
+    if challenger:
+        verdict = f"set as @{settings.challenger_alias}; champion stays"
+    else:
+        verdict = "promoted to" if result.promoted else "did not beat the champion; kept"
     console.print(
         f"registered {settings.model_name} v{result.registered_version}; {verdict} "
         f"@{settings.champion_alias} = v{result.champion_version}"
     )
+
+
+@app.command()
+def experiments(
+    ctx: typer.Context,
+    trials: int = typer.Option(60, min=1, help="Optuna trials of the tuning study (the fixed budget)."),
+) -> None:
+    """Re-run the documented model experiments (training/experiments.py), each an MLflow run
+    in <experiment>-experiments, and print their 5-fold cross-validated error side by side."""
+    from rentalstream.datasets import PRICING_CSV, dataset_path
+    from training.experiments import run_experiments
+    from training.features import read_pricing
+
+    settings: Settings = ctx.obj
+    pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
+    name = f"{settings.experiment_name}-experiments"
+    with tqdm(total=trials, unit="trial", desc="tuning") as bar:
+        def progress(number: int, best: float) -> None:
+            bar.update(1)
+            bar.set_postfix(best_rmse=f"{best:.3f}")
+
+        results = run_experiments(
+            pricing, tracking_uri=settings.resolved_mlflow_tracking_uri(), experiment_name=name, trials=trials,
+            artifact_location=settings.mlflow_artifact_root(), on_trial=progress,
+        )  # fmt: skip
+    table = Table(title=f"5-fold cross-validated error (mean over folds), MLflow experiment {name}")
+    for column in ("experiment", "RMSE €", "MAE €", "R²", "note"):
+        table.add_column(column)
+    for experiment, evaluation in results:
+        m = evaluation.mean()
+        table.add_row(
+            experiment.name, f"{m['cv_rmse_mean']:.2f}", f"{m['cv_mae_mean']:.2f}", f"{m['cv_r2_mean']:.3f}", experiment.note
+        )
+    console.print(table)
+    tuned = next(e for e, _ in results if e.name == "tuned")
+    console.print(f"tuned parameters: {tuned.params}")
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: str = typer.Argument(help="The registered version to point the alias at."),
+    as_challenger: bool = typer.Option(
+        False, "--challenger", help="Make VERSION the challenger instead of the champion."
+    ),
+) -> None:
+    """Point the champion alias (or, with --challenger, the challenger alias) at VERSION.
+    Running scorers and bridges follow within RENTALSTREAM_REGISTRY_POLL_SECONDS, without a
+    restart. Promoting the challenger's version to champion ends the challenge."""
+    from rentalstream.registry import UnknownVersion
+    from rentalstream.registry import promote as move_alias
+
+    settings: Settings = ctx.obj
+    alias = settings.challenger_alias if as_challenger else settings.champion_alias
+    try:
+        before, after = move_alias(
+            settings.resolved_mlflow_tracking_uri(), settings.model_name, version, alias, settings.challenger_alias
+        )
+    except UnknownVersion as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(2) from None
+    for name in sorted(before):
+        was, now = (f"v{v}" if v else "none" for v in (before[name], after[name]))
+        console.print(f"{settings.model_name}@{name}: {was} -> {now}" if was != now else f"{settings.model_name}@{name}: {now}")
+    console.print(f"services follow within {settings.registry_poll_seconds:g} s (RENTALSTREAM_REGISTRY_POLL_SECONDS)")
+
+
+@app.command("end-challenge")
+def end_challenge(ctx: typer.Context) -> None:
+    """Remove the challenger alias: the scorer stops pricing with the challenger."""
+    from rentalstream.registry import retire
+
+    settings: Settings = ctx.obj
+    version = retire(settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.challenger_alias)
+    console.print(
+        f"{settings.model_name}@{settings.challenger_alias} (v{version}) removed" if version
+        else f"{settings.model_name} has no @{settings.challenger_alias}; nothing to do"
+    )  # fmt: skip
 
 
 @app.command()
@@ -277,6 +370,24 @@ def drift_report(
             f"model v{rows[0]['model_version']}; 'mean now' is the mean since the last change the detector found; "
             f"states written {rows[0]['updated_at']:%Y-%m-%d %H:%M:%S %Z}; the alerts: table drift_events"
         )
+
+
+@app.command()
+def compare(ctx: typer.Context) -> None:
+    """How the challenger's prices differ from the champion's on live traffic and, where
+    the true price is known, which one is closer; and how often the served interval held it."""
+    from rentalstream.model_comparison import comparison_table, coverage_table, read_comparison
+
+    pairs, coverage = read_comparison(ctx.obj.resolved_database_url())
+    if pairs:
+        console.print(comparison_table(pairs))
+    else:
+        console.print(
+            "no price has been scored by a challenger yet: register one with `rentalstream train --challenger` "
+            "or `rentalstream promote VERSION --challenger`, with the scorer running"
+        )
+    if coverage:
+        console.print(coverage_table(coverage))
 
 
 @app.command()

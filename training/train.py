@@ -26,7 +26,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from schemas.cars import EQUIPMENT, NUMERIC
+from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT
+from training import intervals
 from training.features import CATEGORICAL_FEATURES, FEATURES, TARGET, build_features
 from training.reference import reference_stats
 
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 PROTOCOL = "kfold5-shuffle-seed42-v1"
 FOLDS = 5
 SEED = 42
-LIGHTGBM_PARAMS = {
+# The first champion's parameters: the "before" of `rentalstream experiments`.
+V1_LIGHTGBM_PARAMS = {
     "n_estimators": 600,
     "learning_rate": 0.03,
     "num_leaves": 31,
@@ -43,6 +46,26 @@ LIGHTGBM_PARAMS = {
     "subsample": 0.8,
     "subsample_freq": 1,
     "colsample_bytree": 0.8,
+    "random_state": SEED,
+    "n_jobs": 2,
+    "verbose": -1,
+}
+# The winner of `rentalstream experiments --trials 60` ("tuned", see training/experiments.py
+# and docs/model.md), copied here so `rentalstream train` reproduces it without the search.
+LIGHTGBM_PARAMS = {
+    "objective": "huber",  # caps the pull of the few recording errors among the prices
+    "alpha": 11.83683478640451,
+    "n_estimators": 1787,
+    "learning_rate": 0.03352958493461235,
+    "num_leaves": 38,
+    "min_child_samples": 2,
+    "subsample": 0.8321011322075804,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.6429312605014701,
+    "reg_lambda": 0.002003918588847551,
+    "cat_smooth": 1.2393217035691944,
+    "min_data_per_group": 22,
+    "max_cat_to_onehot": 6,
     "random_state": SEED,
     "n_jobs": 2,
     "verbose": -1,
@@ -55,6 +78,8 @@ class Evaluation:
     rmse: list[float] = field(default_factory=list)
     mae: list[float] = field(default_factory=list)
     r2: list[float] = field(default_factory=list)
+    predicted: np.ndarray | None = None  # the out-of-fold prediction of every row
+    folds: list[np.ndarray] = field(default_factory=list)  # the row indices of each held-out fold
 
     def mean(self) -> dict[str, float]:
         return {
@@ -71,6 +96,7 @@ class TrainingResult:
     champion_version: str
     promoted: bool
     previous_champion: dict[str, float] | None
+    interval: PriceInterval | None = None
 
 
 def new_lightgbm() -> RegressorMixin:
@@ -95,12 +121,14 @@ BASELINES: dict[str, Callable[[], RegressorMixin]] = {"ridge_baseline": new_ridg
 def cross_validate(
     name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series
 ) -> Evaluation:
-    evaluation = Evaluation(name)
+    evaluation = Evaluation(name, predicted=np.zeros(len(matrix)))
     for train_idx, test_idx in KFold(FOLDS, shuffle=True, random_state=SEED).split(matrix):
         model = new_model()
         model.fit(matrix.iloc[train_idx], target.iloc[train_idx])
         predicted = model.predict(matrix.iloc[test_idx])
         actual = target.iloc[test_idx]
+        evaluation.predicted[test_idx] = predicted
+        evaluation.folds.append(test_idx)
         evaluation.rmse.append(float(np.sqrt(mean_squared_error(actual, predicted))))
         evaluation.mae.append(float(mean_absolute_error(actual, predicted)))
         evaluation.r2.append(float(r2_score(actual, predicted)))
@@ -115,11 +143,15 @@ def train_and_register(
     experiment_name: str,
     model_name: str,
     champion_alias: str = "champion",
+    challenger_alias: str | None = None,
     artifact_location: str | None = None,
 ) -> TrainingResult:
-    """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it.
+    """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it;
+    with ``challenger_alias``, point that alias at the new version instead, whatever its
+    score (the champion alias does not move).
 
-    The LightGBM run also holds the reference statistics (``REFERENCE_ARTIFACT``) of the
+    The LightGBM run also holds the 80% price interval (``INTERVAL_ARTIFACT``),
+    calibrated on its out-of-fold predictions, with its coverage per held-out fold, and also holds the reference statistics (``REFERENCE_ARTIFACT``) of the
     training table, the fitted model's prices and ``delay_history`` (rows with
     ``RentalEvent`` fields), which the drift monitor compares the live streams with."""
     import mlflow
@@ -135,6 +167,11 @@ def train_and_register(
     with mlflow.start_run(run_name="lightgbm"):
         candidate = _cross_validate_and_log("lightgbm", new_lightgbm, matrix, target)
         mlflow.log_params(LIGHTGBM_PARAMS)
+        interval = intervals.calibrate(target.to_numpy(), candidate.predicted, candidate.folds)
+        mlflow.log_dict(interval.model_dump(), INTERVAL_ARTIFACT)
+        for fold, coverage in enumerate(interval.fold_coverage):
+            mlflow.log_metric("fold_interval_coverage", coverage, step=fold)
+        mlflow.log_metric("cv_interval_coverage_mean", float(np.mean(interval.fold_coverage)))
         fitted = new_lightgbm().fit(matrix, target)
         reference = reference_stats(
             pricing, TARGET, fitted.predict(matrix), delay_history=delay_history,
@@ -160,12 +197,16 @@ def train_and_register(
 
     client = MlflowClient()
     previous = _champion_metrics(client, model_name, champion_alias)
-    promote = previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"]
+    if challenger_alias and previous is None and _champion_metrics(client, model_name, champion_alias, any_protocol=True) is None:
+        challenger_alias = None  # nothing to challenge: the first model becomes the champion
+    promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
     client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
     if promote:
         client.set_registered_model_alias(model_name, champion_alias, registered)
+    if challenger_alias:
+        client.set_registered_model_alias(model_name, challenger_alias, registered)
     champion = client.get_model_version_by_alias(model_name, champion_alias).version
-    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous)
+    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous, interval)
 
 
 def _cross_validate_and_log(
@@ -186,8 +227,9 @@ def _cross_validate_and_log(
     return evaluation
 
 
-def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] | None:
-    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
+def _champion_metrics(client, model_name: str, alias: str, any_protocol: bool = False) -> dict[str, float] | None:
+    """Mean CV metrics of the current champion, if it was evaluated on our protocol (or
+    on any, with ``any_protocol``)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -195,7 +237,7 @@ def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] |
     except MlflowException:
         return None
     run = client.get_run(champion.run_id)
-    if run.data.tags.get("protocol") != PROTOCOL:
+    if run.data.tags.get("protocol") != PROTOCOL and not any_protocol:
         return None  # not comparable: any model on the current protocol replaces it
     return {"version": float(champion.version), **{
         k: v for k, v in run.data.metrics.items() if k.startswith("cv_")

@@ -1,16 +1,21 @@
 """Training to a real MLflow registry, and serving through the registered model."""
 
+import shutil
+from pathlib import Path
+
+import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.model_selection import KFold, cross_val_predict
 
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices
-from training.features import read_pricing
-from training.train import PROTOCOL, train_and_register
+from training.features import build_features, read_pricing
+from training.train import LIGHTGBM_PARAMS, PROTOCOL, train_and_register
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +101,43 @@ def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pric
     ).dropna(subset=["delay_at_checkout_in_minutes_previous", "time_delta_with_previous_rental_in_minutes"])
     waited = pairs.delay_at_checkout_in_minutes_previous > pairs.time_delta_with_previous_rental_in_minutes
     assert reference.conflict_share == pytest.approx(waited.mean())
+
+
+def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_registry, pricing_csv):
+    """The interval logged with the champion, recomputed with scikit-learn and numpy from
+    out-of-fold predictions on the protocol's folds; its held-out coverage near 80%."""
+    uri, training = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    run_id = MlflowClient().get_model_version("rentalstream-price", training.champion_version).run_id
+    stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/price_interval.json")
+
+    pricing = read_pricing(pricing_csv)
+    folds = KFold(5, shuffle=True, random_state=42)
+    oof = cross_val_predict(
+        lightgbm.LGBMRegressor(**LIGHTGBM_PARAMS), build_features(pricing), pricing.rental_price_per_day, cv=folds
+    )
+    ratios = pricing.rental_price_per_day.to_numpy() / oof
+    assert (stored["lower_ratio"], stored["upper_ratio"]) == pytest.approx(tuple(np.quantile(ratios, [0.1, 0.9])), abs=2e-3)
+    coverage = []
+    for _, held_out in folds.split(pricing):
+        others = np.setdiff1d(np.arange(len(pricing)), held_out)
+        low, high = np.quantile(ratios[others], [0.1, 0.9])
+        coverage.append(float(((ratios[held_out] >= low) & (ratios[held_out] <= high)).mean()))
+    assert stored["fold_coverage"] == pytest.approx(coverage, abs=5e-3)
+    assert 0.78 <= np.mean(stored["fold_coverage"]) <= 0.82
+    assert all(0.75 <= c <= 0.85 for c in stored["fold_coverage"])
+
+
+def test_a_challenger_is_registered_beside_the_champion_without_moving_it(mlflow_registry, pricing_csv, delay_history):
+    uri, first = mlflow_registry
+    root = uri.removeprefix("sqlite:///")
+    copy = Path(root).with_name("challenger-registry.db")
+    shutil.copy(root, copy)  # the session's registry keeps its aliases
+    second = train_and_register(
+        read_pricing(pricing_csv), delay_history, tracking_uri=f"sqlite:///{copy}",
+        experiment_name="rentalstream-price", model_name="rentalstream-price", challenger_alias="challenger",
+    )  # fmt: skip
+    client = MlflowClient(f"sqlite:///{copy}")
+    assert not second.promoted and second.champion_version == first.champion_version
+    assert str(client.get_model_version_by_alias("rentalstream-price", "challenger").version) == second.registered_version
+    assert str(client.get_model_version_by_alias("rentalstream-price", "champion").version) == first.champion_version

@@ -1,0 +1,196 @@
+"""Model lifecycle on a running scorer: a challenger scored beside the champion, the
+comparison `rentalstream compare` prints, and a promotion in the middle of a replay.
+
+Real broker, Postgres and scorer process; the registry is a copy of the session's, so
+moving its aliases leaves the other tests' champion alone. Every expected price comes
+from LightGBM through plain pandas (``tests.helpers.reference_prices``).
+"""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import lightgbm
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import create_engine, text
+
+from producers.replay import publish_events, rental_events
+from rentalstream import services
+from rentalstream.db import psycopg_url
+from schemas.topics import PRICE_REQUESTS
+from tests.helpers import interval_ratios, reference_prices, service_process, wait_for
+from training.features import TARGET, build_features, read_pricing
+
+pytestmark = pytest.mark.e2e
+MODEL = "rentalstream-price"
+REQUESTS = 400
+CHALLENGER_RATIOS = (0.7, 1.4)
+
+
+@pytest.fixture
+def registry(tmp_path, mlflow_registry, pricing_csv):
+    """A copy of the session registry (v1 champion) plus a v2: a smaller LightGBM, with a
+    hand-written interval, so its prices and interval differ from v1's in known ways."""
+    uri, training = mlflow_registry
+    source = uri.removeprefix("sqlite:///")
+    shutil.copy(source, tmp_path / "mlflow.db")
+    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(copy)
+    pricing = read_pricing(pricing_csv)
+    small = lightgbm.LGBMRegressor(n_estimators=40, num_leaves=8, verbose=-1).fit(build_features(pricing), pricing[TARGET])
+    mlflow.set_experiment("rentalstream-price")
+    with mlflow.start_run(run_name="small"):
+        mlflow.log_dict({"coverage": 0.8, "lower_ratio": CHALLENGER_RATIOS[0], "upper_ratio": CHALLENGER_RATIOS[1],
+                         "fold_coverage": [0.8] * 5}, "price_interval.json")  # fmt: skip
+        info = mlflow.lightgbm.log_model(small, name="model", registered_model_name=MODEL)
+    assert str(info.registered_model_version) != training.champion_version
+    champion = mlflow.lightgbm.load_model(f"models:/{MODEL}/{training.champion_version}")
+    return copy, {training.champion_version: champion, str(info.registered_model_version): small}
+
+
+def cli(env, *args) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", *args], env={**env, "COLUMNS": "250"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def query(url, sql) -> pd.DataFrame:
+    engine = create_engine(psycopg_url(url))
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql(text(sql), conn)
+    finally:
+        engine.dispose()
+
+
+async def publish_requests(bootstrap: str, rows: pd.DataFrame) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i, row in enumerate(rows.to_dict("records")):
+            listed = row.pop(TARGET)
+            body = {"request_id": f"listing-{i}", "car": row, "listed_price_per_day": listed, "client": "test"}
+            await producer.send(PRICE_REQUESTS.name, json.dumps(body).encode(), key=body["request_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def lifecycle_env(scorer_env, registry):
+    return {
+        **scorer_env,
+        "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
+        "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
+        "RENTALSTREAM_SCORER_COMPILE_MODEL": "false",
+    }
+
+
+def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
+    lifecycle_env, registry, clean_database, pricing_csv, mlflow_registry, tmp_path
+):
+    uri, models = registry
+    champion_version = mlflow_registry[1].champion_version
+    [challenger_version] = set(models) - {champion_version}
+    assert f"@challenger: none -> v{challenger_version}" in cli(lifecycle_env, "promote", challenger_version, "--challenger")
+
+    pricing = read_pricing(pricing_csv).sample(REQUESTS, random_state=3).reset_index(drop=True)
+    with service_process("scorer", lifecycle_env, tmp_path / "scorer.log") as scorer:
+        asyncio.run(publish_requests(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], pricing))
+        wait_for(lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS, 120,
+                 f"{REQUESTS} prices", scorer, tmp_path / "scorer.log")  # fmt: skip
+
+    stored = query(clean_database, "SELECT * FROM prices ORDER BY price_id").set_index("price_id")
+    ids = [f"listing-{i}" for i in range(REQUESTS)]
+    stored = stored.loc[ids]
+    cars = pricing.drop(columns=TARGET)
+    champion_prices = np.round(reference_prices(models[champion_version], cars), 2)
+    challenger_prices = np.round(reference_prices(models[challenger_version], cars), 2)
+    assert (stored.model_version == champion_version).all()
+    assert (stored.challenger_model_version == challenger_version).all()
+    assert stored.price_per_day.to_numpy() == pytest.approx(champion_prices, abs=0.006)
+    assert stored.challenger_price_per_day.to_numpy() == pytest.approx(challenger_prices, abs=0.006)
+    low, high = interval_ratios(uri, champion_version)
+    assert stored.price_lower.to_numpy() == pytest.approx(champion_prices * low, abs=0.011)
+    assert stored.price_upper.to_numpy() == pytest.approx(champion_prices * high, abs=0.011)
+
+    # What `compare` prints, against numpy on the true prices.
+    listed = pricing[TARGET].to_numpy()
+    champion_error, challenger_error = np.abs(champion_prices - listed), np.abs(challenger_prices - listed)
+    printed = cli(lifecycle_env, "compare")
+    line = next(line for line in printed.splitlines() if line.strip().startswith(f"v{champion_version}"))
+    assert f"{REQUESTS:,}" in line
+    assert f"{np.mean(challenger_prices - champion_prices):+.2f}" in line
+    assert f"{np.mean(np.abs(challenger_prices - champion_prices)):.2f}" in line
+    assert f"{champion_error.mean():.2f}" in line and f"{challenger_error.mean():.2f}" in line
+    closer = "champion" if champion_error.mean() < challenger_error.mean() else "challenger"
+    assert f"{closer} closer" in line
+    assert f"{(champion_error < challenger_error).sum():,} / {(challenger_error < champion_error).sum():,}" in line
+    # ... and how often the served interval held the true price (the stored bounds, as numpy sees them).
+    inside = ((listed >= stored.price_lower.to_numpy()) & (listed <= stored.price_upper.to_numpy())).mean()
+    assert f"{inside:.1%}" in printed.split("price interval on true prices")[1]
+
+
+def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_nothing(
+    lifecycle_env, registry, clean_database, delays_xlsx, pricing_csv, mlflow_registry, tmp_path
+):
+    _, models = registry
+    old = mlflow_registry[1].champion_version
+    [new] = set(models) - {old}
+    events = rental_events(delays_xlsx, pricing_csv)
+    rentals = len(events)
+
+    log = tmp_path / "scorer.log"
+    with service_process("scorer", lifecycle_env, log) as scorer:
+        ready = f"http://127.0.0.1:{lifecycle_env['RENTALSTREAM_SCORER_PORT']}/ready"
+        services.wait_ready("scorer", ready, scorer.pid, time.monotonic() + 120, str(log))
+        # Paced (~21 s), so the promotion lands in the middle of the stream, not after it.
+        replay = threading.Thread(target=lambda: asyncio.run(
+            publish_events(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=1_000)
+        ))  # fmt: skip
+        replay.start()
+        try:
+            wait_for(lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals // 4, 120,
+                     "a quarter of the replay scored", scorer, log)  # fmt: skip
+            assert f"@champion: v{old} -> v{new}" in cli(lifecycle_env, "promote", new)
+        finally:
+            replay.join()
+        wait_for(lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals, 180,
+                 f"all {rentals:,} rentals priced", scorer, log)  # fmt: skip
+
+    scored = query(clean_database, """
+        SELECT p.rental_id, p.price_per_day, p.model_version, p.scored_at, r.kafka_partition, r.kafka_offset
+        FROM prices p JOIN rentals r USING (rental_id)
+    """)  # fmt: skip
+    assert len(scored) == rentals == scored.rental_id.nunique()
+    assert len(query(clean_database, "SELECT 1 FROM dead_letters")) == 0
+    counts = scored.model_version.value_counts().to_dict()
+    assert set(counts) == {old, new}, counts
+
+    # One switch: in each partition, offsets scored by the old version all come before the new.
+    for partition, rows in scored.sort_values("kafka_offset").groupby("kafka_partition"):
+        versions = rows.model_version.tolist()
+        switch = versions.index(new) if new in versions else len(versions)
+        assert versions == [old] * switch + [new] * (len(versions) - switch), f"partition {partition}"
+    by_version = scored.groupby("model_version").scored_at.agg(["min", "max"])
+    assert by_version.loc[old, "max"] <= by_version.loc[new, "min"]
+
+    # Each price is exactly what the version it names says: no half-loaded model.
+    cars = pd.DataFrame([e.car.model_dump() for e in events], index=[e.rental_id for e in events])
+    scored = scored.set_index("rental_id")
+    for version, model in models.items():
+        mine = scored[scored.model_version == version]
+        expected = np.round(reference_prices(model, cars.loc[mine.index]), 2)
+        assert mine.price_per_day.to_numpy() == pytest.approx(expected, abs=0.006), f"v{version}"
+    print(f"\nreload: {counts[old]:,} rentals priced by v{old}, then {counts[new]:,} by v{new}; {rentals:,} of {rentals:,} stored")
