@@ -137,26 +137,27 @@ def run_experiments(
     ]
     results = [(e, _evaluate_and_log(e, matrix, target)) for e in experiments]
 
-    with mlflow.start_run(run_name="tuned"):
-        tuned = tune(matrix, target, trials, on_trial)
-        experiment = Experiment("tuned", tuned, lgbm(tuned), f"{trials} Optuna TPE trials on folds seeded {TUNING_SEED}")
-        mlflow.log_params({"trials": trials, "tuning_seed": TUNING_SEED})
-        results.append((experiment, _evaluate_and_log(experiment, matrix, target)))
+    tuned = tune(matrix, target, trials, on_trial)
+    experiment = Experiment("tuned", tuned, lgbm(tuned), f"{trials} Optuna TPE trials on folds seeded {TUNING_SEED}")
+    search = {"trials": trials, "tuning_seed": TUNING_SEED}
+    results.append((experiment, _evaluate_and_log(experiment, matrix, target, search)))
     linear = {**tuned, "linear_tree": True}
     experiment = Experiment("tuned-linear-trees", linear, lgbm(linear), "linear leaves: not servable compiled")
     results.append((experiment, _evaluate_and_log(experiment, matrix, target)))
     return results
 
 
-def _evaluate_and_log(experiment: Experiment, matrix: pd.DataFrame, target: pd.Series) -> Evaluation:
-    """Cross-validate on the protocol's folds and log to the active run, or a new one."""
+def _evaluate_and_log(
+    experiment: Experiment, matrix: pd.DataFrame, target: pd.Series, search: dict | None = None
+) -> Evaluation:
+    """Cross-validate on the protocol's folds and log it as a run of its own."""
     import mlflow
 
     log.info("cross-validating %s", experiment.name)
     evaluation = cross_validate(experiment.name, experiment.new_model, matrix, target)
-    with mlflow.start_run(run_name=experiment.name, nested=mlflow.active_run() is not None):
+    with mlflow.start_run(run_name=experiment.name):
         mlflow.set_tags({"protocol": PROTOCOL, "note": experiment.note})
-        mlflow.log_params({f"lgbm_{k}": v for k, v in experiment.params.items()})
+        mlflow.log_params({f"lgbm_{k}": v for k, v in experiment.params.items()} | (search or {}))
         for fold, (rmse, mae, r2) in enumerate(zip(evaluation.rmse, evaluation.mae, evaluation.r2)):
             mlflow.log_metrics({"fold_rmse": rmse, "fold_mae": mae, "fold_r2": r2}, step=fold)
         mlflow.log_metrics(evaluation.mean())

@@ -141,3 +141,27 @@ def test_a_challenger_is_registered_beside_the_champion_without_moving_it(mlflow
     assert not second.promoted and second.champion_version == first.champion_version
     assert str(client.get_model_version_by_alias("rentalstream-price", "challenger").version) == second.registered_version
     assert str(client.get_model_version_by_alias("rentalstream-price", "champion").version) == first.champion_version
+
+
+def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_path, pricing_csv):
+    """`rentalstream experiments` with a tiny budget: every variant is an MLflow run on the
+    protocol's folds, and the first is the first champion, with the figures the README gives."""
+    from training.experiments import run_experiments
+
+    uri = f"sqlite:///{tmp_path / 'experiments.db'}"
+    trials = []
+    results = run_experiments(
+        read_pricing(pricing_csv), tracking_uri=uri, experiment_name="rentalstream-price-experiments", trials=2,
+        artifact_location=(tmp_path / "artifacts").as_uri(), on_trial=lambda number, best: trials.append(number),
+    )  # fmt: skip
+    assert trials == [0, 1]
+    names = [e.name for e, _ in results]
+    assert names == ["v1", "v1-log-target", "v1-huber", "v1-category-smoothing", "tuned", "tuned-linear-trees"]
+    v1 = results[0][1].mean()
+    assert (round(v1["cv_rmse_mean"], 2), round(v1["cv_mae_mean"], 2), round(v1["cv_r2_mean"], 3)) == (15.77, 10.21, 0.778)
+    runs = mlflow.search_runs(experiment_names=["rentalstream-price-experiments"], output_format="list")
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(names) <= set(by_name)
+    assert all(by_name[n].data.tags["protocol"] == PROTOCOL for n in names)
+    assert by_name["tuned"].data.params["trials"] == "2"
+    assert by_name["v1"].data.metrics["cv_rmse_mean"] == pytest.approx(v1["cv_rmse_mean"])
