@@ -17,7 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 
+from rentalstream.db import psycopg_url
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
 
@@ -42,6 +44,16 @@ def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | N
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
         time.sleep(0.2)
+
+
+def query(database_url: str, sql: str) -> pd.DataFrame:
+    """The rows of one SQL query, as a DataFrame."""
+    engine = create_engine(psycopg_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql(text(sql), conn)
+    finally:
+        engine.dispose()
 
 
 def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:

@@ -20,13 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import services
-from rentalstream.db import psycopg_url
 from schemas.topics import PRICE_REQUESTS
-from tests.helpers import interval_ratios, reference_prices, service_process, wait_for
+from tests.helpers import interval_ratios, query, reference_prices, service_process, wait_for
 from training.features import TARGET, build_features, read_pricing
 
 pytestmark = pytest.mark.e2e
@@ -63,15 +61,6 @@ def cli(env, *args) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def query(url, sql) -> pd.DataFrame:
-    engine = create_engine(psycopg_url(url))
-    try:
-        with engine.connect() as conn:
-            return pd.read_sql(text(sql), conn)
-    finally:
-        engine.dispose()
 
 
 async def publish_requests(bootstrap: str, rows: pd.DataFrame) -> None:

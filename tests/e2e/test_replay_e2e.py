@@ -10,23 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
-from rentalstream.db import psycopg_url
-from tests.helpers import reference_prices, wait_for
+from tests.helpers import query, reference_prices, wait_for
 
 pytestmark = pytest.mark.e2e
 ROWS = 3000
-
-
-def query(url, sql):
-    engine = create_engine(psycopg_url(url))
-    try:
-        with engine.connect() as conn:
-            return pd.read_sql(text(sql), conn)
-    finally:
-        engine.dispose()
 
 
 def count(url, table):
