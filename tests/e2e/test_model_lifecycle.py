@@ -118,6 +118,7 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     listed = pricing[TARGET].to_numpy()
     champion_error, challenger_error = np.abs(champion_prices - listed), np.abs(challenger_prices - listed)
     printed = cli(lifecycle_env, "compare")
+    print(f"\n{printed}")  # shown with -s: the comparison as an operator sees it
     line = next(line for line in printed.splitlines() if line.strip().startswith(f"v{champion_version}"))
     assert f"{REQUESTS:,}" in line
     assert f"{np.mean(challenger_prices - champion_prices):+.2f}" in line
