@@ -51,7 +51,7 @@ V1_LIGHTGBM_PARAMS = {
     "verbose": -1,
 }
 # The winner of `rentalstream experiments --trials 60` ("tuned", see training/experiments.py
-# and docs/model.md), copied here so `rentalstream train` reproduces it without the search.
+# and the README's price-model section), copied here so `rentalstream train` reproduces it without the search.
 LIGHTGBM_PARAMS = {
     "objective": "huber",  # caps the pull of the few recording errors among the prices
     "alpha": 11.83683478640451,
@@ -151,8 +151,8 @@ def train_and_register(
     score (the champion alias does not move).
 
     The LightGBM run also holds the 80% price interval (``INTERVAL_ARTIFACT``),
-    calibrated on its out-of-fold predictions, with its coverage per held-out fold, and also holds the reference statistics (``REFERENCE_ARTIFACT``) of the
-    training table, the fitted model's prices and ``delay_history`` (rows with
+    calibrated on its out-of-fold predictions, with its coverage per held-out fold; and
+    the reference statistics (``REFERENCE_ARTIFACT``) of the training table, the fitted model's prices and ``delay_history`` (rows with
     ``RentalEvent`` fields), which the drift monitor compares the live streams with."""
     import mlflow
     from mlflow import MlflowClient
@@ -197,7 +197,7 @@ def train_and_register(
 
     client = MlflowClient()
     previous = _champion_metrics(client, model_name, champion_alias)
-    if challenger_alias and previous is None and _champion_metrics(client, model_name, champion_alias, any_protocol=True) is None:
+    if challenger_alias and _champion_metrics(client, model_name, champion_alias, any_protocol=True) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
     promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
     client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
