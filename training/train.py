@@ -152,8 +152,9 @@ def train_and_register(
 
     The LightGBM run also holds the 80% price interval (``INTERVAL_ARTIFACT``),
     calibrated on its out-of-fold predictions, with its coverage per held-out fold; and
-    the reference statistics (``REFERENCE_ARTIFACT``) of the training table, the fitted model's prices and ``delay_history`` (rows with
-    ``RentalEvent`` fields), which the drift monitor compares the live streams with."""
+    the reference statistics (``REFERENCE_ARTIFACT``) of the training table, the fitted
+    model's prices and ``delay_history`` (rows with ``RentalEvent`` fields), which the
+    drift monitor compares the live streams with."""
     import mlflow
     from mlflow import MlflowClient
 
