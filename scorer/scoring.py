@@ -45,39 +45,38 @@ def score_batch(
 def price_events(
     events: Sequence[tuple[KafkaRecord, CarEvent]], model: Pricer, consumer: str
 ) -> tuple[list[float | None], list[DeadLetter]]:
-    """Price all cars in one call; if that fails, price one by one to isolate the bad ones."""
-    cars = [event.car for _, event in events]
-    # The model is third-party code: whatever it raises must dead-letter the event
-    # that caused it, never stop the consumer.
-    try:
-        return list(model.price_per_day(cars)), []
-    except Exception:
-        log.exception("batch pricing failed; isolating the failing events")
-    prices: list[float | None] = []
-    dead: list[DeadLetter] = []
-    for (record, _), car in zip(events, cars, strict=True):
-        try:
-            prices.append(model.price_per_day([car])[0])
-        except Exception as error:  # noqa: BLE001
-            prices.append(None)
-            dead.append(dead_letter(record, f"scoring failed: {error!r}", consumer))
-    return prices, dead
+    """Price every event's car; an event whose car the model fails on is dead-lettered."""
+    outcomes = price_each(model, [event.car for _, event in events])
+    dead = [
+        dead_letter(record, f"scoring failed: {outcome!r}", consumer)
+        for (record, _), outcome in zip(events, outcomes, strict=True)
+        if isinstance(outcome, Exception)
+    ]
+    return [None if isinstance(o, Exception) else o for o in outcomes], dead
 
 
 def challenger_prices(challenger: Pricer, cars: Sequence[CarFeatures]) -> list[float | None]:
     """The challenger's price of every car, None where it fails: a challenger under
-    trial must never dead-letter an event the champion priced, nor stop the consumer."""
+    trial must never dead-letter an event the champion priced."""
+    return [None if isinstance(o, Exception) else o for o in price_each(challenger, cars)]
+
+
+def price_each(model: Pricer, cars: Sequence[CarFeatures]) -> list[float | Exception]:
+    """Each car's price, or what the model raised on it: all cars in one call, and car
+    by car only if that call fails, to isolate the bad ones. The model is third-party
+    code, so whatever it raises stays with the car that caused it and never stops the
+    consumer."""
     try:
-        return list(challenger.price_per_day(cars))
+        return list(model.price_per_day(cars))
     except Exception:
-        log.exception("challenger %s v%s failed on a batch; pricing car by car", challenger.name, challenger.version)
-    prices: list[float | None] = []
+        log.exception("%s v%s failed on a batch; pricing car by car", model.name, model.version)
+    outcomes: list[float | Exception] = []
     for car in cars:
         try:
-            prices.append(challenger.price_per_day([car])[0])
-        except Exception:  # noqa: BLE001
-            prices.append(None)
-    return prices
+            outcomes.append(model.price_per_day([car])[0])
+        except Exception as error:  # noqa: BLE001
+            outcomes.append(error)
+    return outcomes
 
 
 def price_scored(

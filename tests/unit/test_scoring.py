@@ -4,8 +4,9 @@ import json
 from types import SimpleNamespace
 
 from rentalstream.records import parse_records
+from schemas.cars import CarFeatures
 from schemas.events import RentalEvent
-from scorer.scoring import score_batch
+from scorer.scoring import challenger_prices, score_batch
 from tests.helpers import SAMPLE_CAR
 
 CAR = SAMPLE_CAR
@@ -55,3 +56,8 @@ def test_a_car_the_model_cannot_price_is_isolated_and_the_rest_priced():
     priced, dead = score_batch(records, RentalEvent, PricePerMileage(), "scorer")
     assert [(e.rental_id, price) for _, e, price in priced] == [(1, 120.0), (3, 120.0)]
     assert [d.offset for d in dead] == [1] and "cursed mileage" in dead[0].reason
+
+
+def test_a_challenger_failing_on_a_car_leaves_that_price_empty_and_prices_the_rest():
+    cars = [CarFeatures.model_validate({**CAR, "mileage": m}) for m in (2_000, 666, 3_000)]
+    assert challenger_prices(PricePerMileage(), cars) == [2.0, None, 3.0]
