@@ -34,25 +34,32 @@ class MissingReference(RuntimeError):
     pass
 
 
-def reference_of(tracking_uri: str, model_name: str, version: str):
-    """The reference statistics (``schemas.reference.ReferenceStats``) logged with a
-    model version at training."""
+def version_artifact(tracking_uri: str, model_name: str, version: str, artifact: str) -> dict | None:
+    """A JSON artifact logged in the training run of a model version, None if it has none."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from schemas.reference import REFERENCE_ARTIFACT, ReferenceStats
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a service log is no terminal
     mlflow.set_tracking_uri(tracking_uri)
     run_id = MlflowClient().get_model_version(model_name, version).run_id
     try:
-        stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_ARTIFACT}")
-    except (MlflowException, OSError) as error:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact}")
+    except (MlflowException, OSError):
+        return None
+
+
+def reference_of(tracking_uri: str, model_name: str, version: str):
+    """The reference statistics (``schemas.reference.ReferenceStats``) logged with a
+    model version at training."""
+    from schemas.reference import REFERENCE_ARTIFACT, ReferenceStats
+
+    stored = version_artifact(tracking_uri, model_name, version, REFERENCE_ARTIFACT)
+    if stored is None:
         raise MissingReference(
             f"{model_name} v{version} has no {REFERENCE_ARTIFACT} (it was trained before the drift monitor "
-            f"existed); register a new version with `rentalstream train` and promote it: {error}"
-        ) from None
+            "existed); register a new version with `rentalstream train` and promote it"
+        )
     return ReferenceStats.model_validate(stored)
 
 
@@ -60,20 +67,10 @@ def interval_of(tracking_uri: str, model_name: str, version: str):
     """The price interval (``schemas.intervals.PriceInterval``) calibrated with a model
     version at training, or None for a version trained before intervals existed (its
     prices are then served without one)."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(tracking_uri)
-    run_id = MlflowClient().get_model_version(model_name, version).run_id
-    try:
-        stored = mlflow.artifacts.load_dict(f"runs:/{run_id}/{INTERVAL_ARTIFACT}")
-    except (MlflowException, OSError):
-        return None
-    return PriceInterval.model_validate(stored)
+    stored = version_artifact(tracking_uri, model_name, version, INTERVAL_ARTIFACT)
+    return None if stored is None else PriceInterval.model_validate(stored)
 
 
 class UnknownVersion(ValueError):

@@ -24,7 +24,7 @@ from rentalstream.batch_publisher import BatchPublisher
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
 from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, with_retries
-from rentalstream.registry import NoChampion, version_behind_alias
+from rentalstream.registry import champion_version, version_behind_alias
 from rentalstream.settings import Settings
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
@@ -153,7 +153,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
     async def start() -> None:
         await publisher.start()
-        await refresh_models()  # raises NoChampion at start: a scorer without a model cannot score
+        await refresh_models()
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
         # long as the process; frozen, the collector stops rescanning it, which took
         # ~0.2 s, once every few batches, in the middle of scoring.
@@ -175,13 +175,13 @@ def build_app(settings: Settings) -> AsgiFastStream:
         """Load whatever version an alias now points to, and swap it in once loaded."""
         uri, name = settings.resolved_mlflow_tracking_uri(), settings.model_name
         for role, alias in (("model", settings.champion_alias), ("challenger", settings.challenger_alias)):
-            version = await asyncio.to_thread(version_behind_alias, uri, name, alias)
+            # No champion raises NoChampion (at start: a scorer without a model cannot score).
+            lookup = champion_version if role == "model" else version_behind_alias
+            version = await asyncio.to_thread(lookup, uri, name, alias)
             current = state.get(role)
             if version == (current.version if current else None):
                 continue
             if version is None:
-                if role == "model":
-                    raise NoChampion(f"model {name!r} has no {alias!r} alias in {uri}; run `rentalstream train` first")
                 del state[role]  # the challenge is over
                 log.info("challenger alias removed; scoring with the champion only")
             else:
