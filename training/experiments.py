@@ -28,30 +28,15 @@ from dataclasses import dataclass
 import lightgbm
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.metrics import mean_squared_error
-from sklearn.model_selection import KFold
+from sklearn.base import RegressorMixin
+from sklearn.compose import TransformedTargetRegressor
 
 from training.features import TARGET, build_features
-from training.train import FOLDS, PROTOCOL, SEED, V1_LIGHTGBM_PARAMS, Evaluation, cross_validate
+from training.train import PROTOCOL, SEED, V1_LIGHTGBM_PARAMS, Evaluation, cross_validate
 
 log = logging.getLogger(__name__)
 TUNING_SEED = 2026
 DEFAULT_TRIALS = 60
-
-
-class LogTarget(RegressorMixin, BaseEstimator):
-    """A LightGBM fitted on log(price), predicting exp of its output."""
-
-    def __init__(self, **params) -> None:
-        self.params = params
-
-    def fit(self, matrix, target):
-        self.model_ = lightgbm.LGBMRegressor(**self.params).fit(matrix, np.log(target))
-        return self
-
-    def predict(self, matrix):
-        return np.exp(self.model_.predict(matrix))
 
 
 @dataclass
@@ -90,15 +75,11 @@ def tune(matrix: pd.DataFrame, target: pd.Series, trials: int, on_trial: Callabl
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    folds = list(KFold(FOLDS, shuffle=True, random_state=TUNING_SEED).split(matrix))
 
     def objective(trial) -> float:
         params = suggest(trial)
-        errors = []
-        for train_idx, test_idx in folds:
-            model = lightgbm.LGBMRegressor(**params).fit(matrix.iloc[train_idx], target.iloc[train_idx])
-            errors.append(np.sqrt(mean_squared_error(target.iloc[test_idx], model.predict(matrix.iloc[test_idx]))))
-        return float(np.mean(errors))
+        tried = cross_validate("trial", lambda: lightgbm.LGBMRegressor(**params), matrix, target, seed=TUNING_SEED)
+        return tried.mean()["cv_rmse_mean"]
 
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=SEED))
     study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: on_trial(t.number, s.best_value)])
@@ -126,12 +107,15 @@ def run_experiments(
     def lgbm(params: dict) -> Callable[[], RegressorMixin]:
         return lambda: lightgbm.LGBMRegressor(**params)
 
+    def log_target(params: dict) -> Callable[[], RegressorMixin]:
+        return lambda: TransformedTargetRegressor(lgbm(params)(), func=np.log, inverse_func=np.exp, check_inverse=False)
+
     v1 = V1_LIGHTGBM_PARAMS
     huber = {**v1, "objective": "huber", "alpha": 35.0}
     smooth = {**v1, "cat_smooth": 1.0, "min_data_per_group": 5, "cat_l2": 1.0}
     experiments = [
         Experiment("v1", v1, lgbm(v1), "the first champion's parameters"),
-        Experiment("v1-log-target", v1, lambda: LogTarget(**v1), "fitted on log(price)"),
+        Experiment("v1-log-target", v1, log_target(v1), "fitted on log(price)"),
         Experiment("v1-huber", huber, lgbm(huber), "Huber loss, alpha 35 €"),
         Experiment("v1-category-smoothing", smooth, lgbm(smooth), "smoothing of rare categories"),
     ]

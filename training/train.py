@@ -25,6 +25,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from rentalstream.registry import version_behind_alias
 from schemas.cars import EQUIPMENT, NUMERIC
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT
@@ -119,10 +120,11 @@ BASELINES: dict[str, Callable[[], RegressorMixin]] = {"ridge_baseline": new_ridg
 
 
 def cross_validate(
-    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series
+    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series, seed: int = SEED
 ) -> Evaluation:
+    """The protocol's cross-validation (``seed`` other than ``SEED`` only to tune on other folds)."""
     evaluation = Evaluation(name, predicted=np.zeros(len(matrix)))
-    for train_idx, test_idx in KFold(FOLDS, shuffle=True, random_state=SEED).split(matrix):
+    for train_idx, test_idx in KFold(FOLDS, shuffle=True, random_state=seed).split(matrix):
         model = new_model()
         model.fit(matrix.iloc[train_idx], target.iloc[train_idx])
         predicted = model.predict(matrix.iloc[test_idx])
@@ -198,7 +200,7 @@ def train_and_register(
 
     client = MlflowClient()
     previous = _champion_metrics(client, model_name, champion_alias)
-    if challenger_alias and _champion_metrics(client, model_name, champion_alias, any_protocol=True) is None:
+    if challenger_alias and version_behind_alias(tracking_uri, model_name, champion_alias) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
     promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
     client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
@@ -228,9 +230,8 @@ def _cross_validate_and_log(
     return evaluation
 
 
-def _champion_metrics(client, model_name: str, alias: str, any_protocol: bool = False) -> dict[str, float] | None:
-    """Mean CV metrics of the current champion, if it was evaluated on our protocol (or
-    on any, with ``any_protocol``)."""
+def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] | None:
+    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -238,7 +239,7 @@ def _champion_metrics(client, model_name: str, alias: str, any_protocol: bool = 
     except MlflowException:
         return None
     run = client.get_run(champion.run_id)
-    if run.data.tags.get("protocol") != PROTOCOL and not any_protocol:
+    if run.data.tags.get("protocol") != PROTOCOL:
         return None  # not comparable: any model on the current protocol replaces it
     return {"version": float(champion.version), **{
         k: v for k, v in run.data.metrics.items() if k.startswith("cv_")
