@@ -30,13 +30,12 @@ from training.features import TARGET, build_features, read_pricing
 pytestmark = pytest.mark.e2e
 MODEL = "rentalstream-price"
 REQUESTS = 400
-CHALLENGER_RATIOS = (0.7, 1.4)
 
 
 @pytest.fixture
 def registry(tmp_path, mlflow_registry, pricing_csv):
-    """A copy of the session registry (v1 champion) plus a v2: a smaller LightGBM, with a
-    hand-written interval, so its prices and interval differ from v1's in known ways."""
+    """A copy of the session registry (v1 champion) plus a v2: a smaller LightGBM without
+    an interval, so its prices differ from v1's and it is served without bounds."""
     uri, training = mlflow_registry
     source = uri.removeprefix("sqlite:///")
     shutil.copy(source, tmp_path / "mlflow.db")
@@ -45,9 +44,7 @@ def registry(tmp_path, mlflow_registry, pricing_csv):
     pricing = read_pricing(pricing_csv)
     small = lightgbm.LGBMRegressor(n_estimators=40, num_leaves=8, verbose=-1).fit(build_features(pricing), pricing[TARGET])
     mlflow.set_experiment("rentalstream-price")
-    with mlflow.start_run(run_name="small"):
-        mlflow.log_dict({"coverage": 0.8, "lower_ratio": CHALLENGER_RATIOS[0], "upper_ratio": CHALLENGER_RATIOS[1],
-                         "fold_coverage": [0.8] * 5}, "price_interval.json")  # fmt: skip
+    with mlflow.start_run(run_name="small"):  # no interval artifact, like a version trained before intervals
         info = mlflow.lightgbm.log_model(small, name="model", registered_model_name=MODEL)
     assert str(info.registered_model_version) != training.champion_version
     champion = mlflow.lightgbm.load_model(f"models:/{MODEL}/{training.champion_version}")
@@ -160,7 +157,8 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
                  f"all {rentals:,} rentals priced", scorer, log)  # fmt: skip
 
     scored = query(clean_database, """
-        SELECT p.rental_id, p.price_per_day, p.model_version, p.scored_at, r.kafka_partition, r.kafka_offset
+        SELECT p.rental_id, p.price_per_day, p.price_lower, p.model_version, p.scored_at,
+               r.kafka_partition, r.kafka_offset
         FROM prices p JOIN rentals r USING (rental_id)
     """)  # fmt: skip
     assert len(scored) == rentals == scored.rental_id.nunique()
@@ -175,6 +173,9 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
         assert versions == [old] * switch + [new] * (len(versions) - switch), f"partition {partition}"
     by_version = scored.groupby("model_version").scored_at.agg(["min", "max"])
     assert by_version.loc[old, "max"] <= by_version.loc[new, "min"]
+    # v1 was trained with an interval, v2 without one: bounds exactly where the version has them.
+    assert scored.loc[scored.model_version == old, "price_lower"].notna().all()
+    assert scored.loc[scored.model_version == new, "price_lower"].isna().all()
 
     # Each price is exactly what the version it names says: no half-loaded model.
     cars = pd.DataFrame([e.car.model_dump() for e in events], index=[e.rental_id for e in events])
