@@ -41,6 +41,17 @@ async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:
     return True
 
 
+def read_rows(database_url: str, *queries) -> list[list[dict]]:
+    """The rows of each query (SQLAlchemy statements), as dicts, on one short-lived
+    connection: what a command reads once and prints."""
+    engine = create_engine(psycopg_url(database_url))
+    try:
+        with engine.connect() as conn:
+            return [[dict(row) for row in conn.execute(query).mappings()] for query in queries]
+    finally:
+        engine.dispose()
+
+
 def upgrade(database_url: str) -> list[str]:
     """Create missing tables and indexes, add missing nullable columns to existing ones;
     return the names of the tables created and of the columns added (``table.column``)."""

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 from rentalstream import embedded, services, stack
-from rentalstream.db import psycopg_url
+from rentalstream.db import psycopg_url, read_rows
 from rentalstream.settings import Settings, redact_url
 from schemas.events import utc_now
 from schemas.predict import EXAMPLE_CAR
@@ -115,12 +115,8 @@ def min_gap_table(settings: Settings, thresholds: tuple[int, ...] = (60, 120)) -
     from dashboard.min_gap import SCOPE_LABELS, SCOPES, GapGroup, outcome
     from dashboard.queries import GAP_GROUPS_SQL
 
-    engine = create_engine(psycopg_url(settings.resolved_database_url()))
-    try:
-        with engine.connect() as conn:
-            groups = [GapGroup(**row) for row in conn.execute(GAP_GROUPS_SQL).mappings()]
-    finally:
-        engine.dispose()
+    [rows] = read_rows(settings.resolved_database_url(), GAP_GROUPS_SQL)
+    groups = [GapGroup(**row) for row in rows]
     table = Table(title="minimum gap between two rentals of a car (the dashboard's simulator)")
     for column in ("T (min)", "scope", "rentals blocked", "of all rentals", "revenue blocked €/day", "conflicts solved"):
         table.add_column(column, justify="left" if column == "scope" else "right")
@@ -159,13 +155,8 @@ def wait_until_scored(
 def summarise(settings: Settings) -> dict[str, int]:
     from dashboard.queries import TOTALS_SQL
 
-    engine = create_engine(psycopg_url(settings.resolved_database_url()))
-    try:
-        with engine.connect() as conn:
-            totals = conn.execute(TOTALS_SQL).one()._mapping
-            return {name: totals[name] for name in SUMMARY}
-    finally:
-        engine.dispose()
+    [[totals]] = read_rows(settings.resolved_database_url(), TOTALS_SQL)
+    return {name: totals[name] for name in SUMMARY}
 
 
 def query_help(settings: Settings) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich import box
 from rich.table import Table
-from sqlalchemy import case, create_engine, select
+from sqlalchemy import case, select
 
-from rentalstream.db import psycopg_url
+from rentalstream.db import read_rows
 from schemas.tables import drift_signals
 
 
@@ -15,12 +15,8 @@ def signal_states(database_url: str, drifting_only: bool = False) -> list[dict]:
     query = select(drift_signals).order_by(case((drift_signals.c.state == "drifting", 0), else_=1), drift_signals.c.signal)
     if drifting_only:
         query = query.where(drift_signals.c.state == "drifting")
-    engine = create_engine(psycopg_url(database_url))
-    try:
-        with engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
-    finally:
-        engine.dispose()
+    [rows] = read_rows(database_url, query)
+    return rows
 
 
 def report_table(rows: list[dict], drifting_only: bool = False) -> Table:

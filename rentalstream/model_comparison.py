@@ -58,19 +58,10 @@ def verdict(row: dict) -> str:
 
 def read_comparison(database_url: str) -> tuple[list[dict], list[dict]]:
     """(champion/challenger rows, interval coverage rows), newest pairing first."""
-    from sqlalchemy import create_engine
+    from rentalstream.db import read_rows
 
-    from rentalstream.db import psycopg_url
-
-    engine = create_engine(psycopg_url(database_url))
-    try:
-        with engine.connect() as conn:
-            return (
-                [dict(r) for r in conn.execute(COMPARISON_SQL).mappings()],
-                [dict(r) for r in conn.execute(INTERVAL_COVERAGE_SQL).mappings()],
-            )
-    finally:
-        engine.dispose()
+    pairs, coverage = read_rows(database_url, COMPARISON_SQL, INTERVAL_COVERAGE_SQL)
+    return pairs, coverage
 
 
 def comparison_table(rows: list[dict]):
