@@ -16,7 +16,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from rentalstream import embedded, services, stack
+from rentalstream import processes, services, stack
 from rentalstream.settings import Settings
 
 
@@ -28,7 +28,7 @@ def fresh_stack(wanted: tuple[services.Service, ...] = (), keep_home: bool = Fal
     os.environ.setdefault("RENTALSTREAM_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     os.environ.update({"RENTALSTREAM_HOME": str(home), "RENTALSTREAM_LOG_LEVEL": "WARNING"})
     for service in services.ALL:
-        os.environ[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(embedded.free_port())
+        os.environ[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(processes.free_port())
     settings = Settings()
     try:
         print(f"starting a fresh stack in {home}, the champion (trained if missing) and "

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 from bench_stack import cpu_seconds, fresh_stack
 
-from rentalstream import embedded, services
+from rentalstream import processes, services
 from rentalstream.settings import Settings
 
 CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
@@ -100,7 +100,7 @@ def main() -> None:
 @contextmanager
 def plain_api() -> Iterator[dict]:
     """The baseline (``plain_model_api.py``) on a free port, ready; stopped on the way out."""
-    port = embedded.free_port()
+    port = processes.free_port()
     process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(port)])
     try:
         url = f"http://127.0.0.1:{port}"

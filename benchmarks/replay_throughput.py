@@ -36,7 +36,7 @@ from bench_stack import PeakRss, cpu_seconds, fresh_stack, stack_processes, wait
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
-from rentalstream import embedded, services
+from rentalstream import processes, services
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
@@ -128,13 +128,13 @@ def replicas(settings: Settings, count: int) -> Iterator[dict[str, dict]]:
     try:
         for index in range(2, count + 2):
             name = f"scorer-{index}"
-            started[name] = services.spawn(settings, services.SCORER, instance=name, port=embedded.free_port())
+            started[name] = services.spawn(settings, services.SCORER, instance=name, port=processes.free_port())
         for name, service in started.items():
             services.wait_ready(name, f"{service['url']}/ready", service["pid"], time.monotonic() + 180, service["log"])
         yield started
     finally:
         for service in started.values():
-            embedded.stop_pid(service["pid"], timeout=30)
+            processes.stop_pid(service["pid"], timeout=30)
 
 
 if __name__ == "__main__":

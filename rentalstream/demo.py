@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
-from rentalstream import embedded, services, stack
+from rentalstream import processes, services, stack
 from rentalstream.db import psycopg_url, read_rows
 from rentalstream.settings import Settings, redact_url
 from schemas.events import utc_now
@@ -143,7 +143,7 @@ def wait_until_scored(
                 dead = conn.execute(DEAD_SINCE_SQL, {"since": since}).scalar_one()
             if scored + dead >= expected:
                 return scored, dead, last_stored.timestamp() if last_stored else time.time()
-            if not embedded.alive(scorer_pid):
+            if not processes.alive(scorer_pid):
                 raise RuntimeError(f"the scorer (pid {scorer_pid}) has exited; see its log")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {scored + dead}/{expected} events scored after {timeout:.0f} s")

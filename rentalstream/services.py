@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from rentalstream import embedded
+from rentalstream import processes
 from rentalstream.settings import Settings
 
 
@@ -56,7 +56,7 @@ def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> l
     started = []
     for service in services:
         known = running.get(service.name)
-        if known and embedded.alive(known["pid"]):
+        if known and processes.alive(known["pid"]):
             continue
         running[service.name] = spawn(settings, service)
         started.append(service)
@@ -80,8 +80,8 @@ def stop_services(settings: Settings, names: list[str] | None = None) -> list[st
     stopped = []
     for name in list(running if names is None else names):
         service = running.pop(name, None)
-        if service and embedded.alive(service["pid"]):
-            embedded.stop_pid(service["pid"], timeout=30)
+        if service and processes.alive(service["pid"]):
+            processes.stop_pid(service["pid"], timeout=30)
             stopped.append(name)
     if state:
         _save(settings, state)
@@ -115,7 +115,7 @@ def wait_ready(name: str, url: str, pid: int, deadline: float, log: str | None =
                 return
         except httpx.HTTPError:
             pass  # not listening yet
-        if not embedded.alive(pid):
+        if not processes.alive(pid):
             raise ServiceFailed(f"the {name} exited at start; its log:\n{_tail(log)}")
         if time.monotonic() > deadline:
             raise ServiceFailed(f"the {name} was not ready in time; its log:\n{_tail(log)}")

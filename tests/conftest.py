@@ -2,8 +2,8 @@
 PostgreSQL server and an MLflow registry with a trained champion.
 
 Backend: testcontainers (Kafka and PostgreSQL images) when a Docker engine answers a
-ping and testcontainers is installed; otherwise the embedded Tansu broker and
-PostgreSQL server. ``RENTALSTREAM_TEST_BACKEND=embedded|containers`` forces one.
+ping and testcontainers is installed; otherwise Apache Kafka and PostgreSQL run here
+as processes, as in the embedded stack. ``RENTALSTREAM_TEST_BACKEND=embedded|containers`` forces one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream import db, embedded, services
+from rentalstream import db, embedded, kafka_server, processes, services
 from rentalstream.db import psycopg_url
+from rentalstream.kafka_server import KafkaRuntime
+from rentalstream.settings import Settings
 from rentalstream.topics import ensure_topics
 from tests.helpers import service_process
 
@@ -122,11 +124,16 @@ class RunningBroker:
     stop: Callable[[], None]
 
 
+@pytest.fixture(scope="session")
+def kafka_runtime() -> KafkaRuntime:
+    """Java and the pinned Apache Kafka jars (fetched once into the user's cache)."""
+    return kafka_server.kafka_runtime(Settings().kafka_cache_dir.expanduser())
+
+
 @pytest.fixture
-def kafka_broker(tmp_path) -> Iterator[RunningBroker]:
-    """A fresh broker per test: the embedded one keeps topics in memory, so a new
-    process is the cleanest isolation (it starts in milliseconds). ``stop()`` lets a
-    test take the broker away."""
+def kafka_broker(tmp_path, kafka_runtime) -> Iterator[RunningBroker]:
+    """A fresh Apache Kafka node per test (KRaft, broker and controller, log in the
+    test's folder), with the catalogue's topics; ``stop()`` lets a test take it away."""
     if BACKEND == "containers":
         from testcontainers.community.kafka import KafkaContainer
 
@@ -135,12 +142,12 @@ def kafka_broker(tmp_path) -> Iterator[RunningBroker]:
             asyncio.run(ensure_topics(bootstrap, partitions=3))
             yield RunningBroker(bootstrap, container.stop)
         return
-    broker = embedded.start_broker(tmp_path)
+    cluster = kafka_server.start_cluster(tmp_path / "kafka", kafka_runtime, nodes=1)
     try:
-        asyncio.run(ensure_topics(broker.bootstrap, partitions=3))
-        yield RunningBroker(broker.bootstrap, lambda: embedded.stop_pid(broker.pid))
+        asyncio.run(ensure_topics(cluster.bootstrap, partitions=3))
+        yield RunningBroker(cluster.bootstrap, cluster.stop)
     finally:
-        embedded.stop_pid(broker.pid)
+        cluster.stop()
 
 
 @pytest.fixture
@@ -184,7 +191,7 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
         "RENTALSTREAM_DATABASE_URL": clean_database,
         "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
         "RENTALSTREAM_SCORER_BATCH_TIMEOUT_MS": "50",
-        "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()),
+        "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
     }
 
 
@@ -203,7 +210,7 @@ def bridge_env(scorer_env) -> dict[str, str]:
     """The bridge as the tests run it: an API key, and small limits that are quick to hit."""
     return {
         **scorer_env,
-        "RENTALSTREAM_BRIDGE_PORT": str(embedded.free_port()),
+        "RENTALSTREAM_BRIDGE_PORT": str(processes.free_port()),
         "RENTALSTREAM_API_KEY": BRIDGE_API_KEY,
         "RENTALSTREAM_BRIDGE_MAX_CARS": "5",
         "RENTALSTREAM_BRIDGE_MAX_BODY_BYTES": "4096",
@@ -225,7 +232,7 @@ def bridge_url(bridge_env, tmp_path) -> Iterator[str]:
 def monitor_env(scorer_env) -> dict[str, str]:
     return {
         **scorer_env,
-        "RENTALSTREAM_MONITOR_PORT": str(embedded.free_port()),
+        "RENTALSTREAM_MONITOR_PORT": str(processes.free_port()),
         "RENTALSTREAM_MONITOR_STATE_SECONDS": "0.5",
     }
 

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
+from rentalstream.topics import partition_ids
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
 
@@ -112,16 +113,22 @@ def expected_prices(model, cars: list[dict]) -> list[float]:
     return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list:
-    """Every record on ``topic`` from the beginning of each partition to its end now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def read_topic(
+    bootstrap: str, topic: str, timeout: float = 60, isolation_level: str = "read_committed"
+) -> list:
+    """Every record on ``topic`` from the beginning of each partition to its end now, as
+    a ``read_committed`` reader sees them (unless told otherwise)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        auto_offset_reset="earliest",  # a seek_to_beginning can lose the race with a default reset to the end
+    )
     await consumer.start()
     try:
-        await consumer.topics()  # fetch the metadata, so the topic's partitions are known
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
         records: list = []
         deadline = time.monotonic() + timeout
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]] and time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from rentalstream.db import psycopg_url
-from rentalstream.embedded import free_port
+from rentalstream.processes import free_port
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import champion, expected_prices, service_process
 

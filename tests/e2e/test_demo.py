@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
-from rentalstream.embedded import alive, free_port
+from rentalstream.processes import alive, free_port
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from tests.helpers import SAMPLE_CAR
 

@@ -8,7 +8,7 @@ from itertools import islice
 
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
 from producers.car_profiles import read_profile_pool
@@ -17,7 +17,7 @@ from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
 from rentalstream.db import psycopg_url
 from schemas.events import DriftAlert, PriceRequest, RentalEvent
-from tests.helpers import wait_for
+from tests.helpers import read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -152,24 +152,10 @@ def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table
 
     # The same alerts, whole, on the `drift` topic.
     table = {a["alert_id"] for a in rows(clean_database, "SELECT alert_id FROM drift_events")}
-    on_topic = asyncio.run(read_topic(monitor_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "drift"))
+    on_topic = asyncio.run(read_alerts(monitor_env["RENTALSTREAM_KAFKA_BOOTSTRAP"]))
     assert {a.alert_id for a in on_topic} == table
     assert all(a.model_version == mlflow_registry[1].champion_version for a in on_topic)
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[DriftAlert]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fills the metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        alerts = []
-        while any([await consumer.position(p) < end[p] for p in partitions]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                alerts += [DriftAlert.model_validate_json(r.value) for r in records]
-        return alerts
-    finally:
-        await consumer.stop()
+async def read_alerts(bootstrap: str) -> list[DriftAlert]:
+    return [DriftAlert.model_validate_json(r.value) for r in await read_topic(bootstrap, "drift")]

@@ -6,7 +6,7 @@ import json
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from rentalstream import embedded, stack
+from rentalstream import processes, stack
 from rentalstream.db import psycopg_url
 from rentalstream.settings import Settings
 from schemas.topics import CATALOGUE
@@ -35,5 +35,5 @@ def test_up_starts_everything_on_loopback_and_down_stops_it(tmp_path, monkeypatc
     finally:
         stopped = stack.down(settings)
     assert sorted(stopped) == ["broker", "postgres"]
-    assert not any(embedded.alive(pid) for pid in pids.values())
+    assert not any(processes.alive(pid) for pid in pids.values())
     assert not settings.stack_file.exists()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from rentalstream import services
-from rentalstream.embedded import free_port
+from rentalstream.processes import free_port
 from schemas.predict import EXAMPLE_CAR, POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import service_process

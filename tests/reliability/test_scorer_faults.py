@@ -11,7 +11,7 @@ import time
 import pytest
 
 from producers.replay import rental_events
-from rentalstream.embedded import free_port
+from rentalstream.processes import free_port
 from tests.helpers import read_topic
 from tests.reliability.scorer_runs import (
     assert_same_results,

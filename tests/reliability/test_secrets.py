@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from producers.replay import publish_events, rental_events
 from rentalstream import embedded, services
-from rentalstream.embedded import free_port
+from rentalstream.processes import free_port
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import service_process, wait_for
 from tests.reliability.scorer_runs import stored_rentals

@@ -7,7 +7,7 @@ from dashboard.feed import Snapshot
 from dashboard.figures import dead_letter_html, drift_html, live_html, min_gap_html
 from dashboard.min_gap import outcome
 from dashboard.price_form import PriceForm
-from rentalstream.embedded import free_port
+from rentalstream.processes import free_port
 
 
 def test_an_empty_stack_shows_dashes_and_zeros_not_errors():
