@@ -109,6 +109,7 @@ class LiveFeed:
             client_id="rentalstream-dashboard",
             enable_auto_commit=True,
             auto_offset_reset="latest",
+            isolation_level="read_committed",  # the scorer publishes in transactions: only committed ones
         )
         await self.consumer.start()
         self.consumer.subscribe(list(CONTRACTS), listener=_FromTheEnd(self))

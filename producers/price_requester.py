@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from rentalstream.topics import partition_ids
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
 
@@ -77,7 +78,9 @@ class PriceRequester:
     async def start(self, timeout: float = 30) -> None:
         """Connect (retrying while the broker comes up), take every reply partition at its
         end, and start reading. Replies are only awaited for requests made after this."""
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, client_id=f"bridge-{self.instance}")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, client_id=f"bridge-{self.instance}", acks="all", enable_idempotence=True
+        )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             client_id=f"bridge-{self.instance}",
@@ -85,6 +88,7 @@ class PriceRequester:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            isolation_level="read_committed",  # a reply of an aborted scorer transaction is not a reply
         )
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((KafkaConnectionError, OSError)),
@@ -93,8 +97,7 @@ class PriceRequester:
             with attempt:
                 await self._producer.start()
                 await self._consumer.start()
-        await self._consumer.topics()  # fills the metadata
-        partitions = self._consumer.partitions_for_topic(self.reply_topic)
+        partitions = await partition_ids(self._bootstrap, self.reply_topic)
         if not partitions:
             raise RuntimeError(f"topic {self.reply_topic!r} does not exist; `rentalstream up` creates the topics")
         assigned = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]

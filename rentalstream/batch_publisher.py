@@ -26,9 +26,10 @@ MAX_BATCH_BYTES = 1 << 20  # Kafka's default largest message (record batch) is 1
 class BatchPublisher:
     """One aiokafka producer publishing (topic, key, model) messages in bulk."""
 
-    def __init__(self, bootstrap: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, client_id: str, transactional_id: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
 
@@ -40,10 +41,17 @@ class BatchPublisher:
 
     async def start(self) -> None:
         """Connect (aiokafka wants its loop running, so not in ``__init__``)."""
+        # Idempotent: a send retried after a lost ack is written once. Transactional when
+        # given an id (``delivery.TransactionalResults``).
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, client_id=self.client_id, max_batch_size=MAX_BATCH_BYTES, linger_ms=0,
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            max_batch_size=MAX_BATCH_BYTES,
+            linger_ms=0,
             acks="all",
-        )  # fmt: skip
+            enable_idempotence=True,
+            transactional_id=self.transactional_id,
+        )
         await self._producer.start()
 
     async def stop(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -55,6 +55,8 @@ def batch_subscriber(
     fetch_max_wait_ms: int = 500,
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 3_000,
+    ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
+    isolation_level: Literal["read_uncommitted", "read_committed"] = "read_committed",
 ):
     """A batch subscriber whose offsets are committed only when the handler returns: if
     it raises, FastStream nacks (seeks every partition back to the batch's first offset)
@@ -62,19 +64,26 @@ def batch_subscriber(
     subscribers in one group rebalance each other at start, and a rebalance re-delivers
     every batch not yet committed. Replicas of a service share the group: a replica
     silent for ``session_timeout_ms`` loses its partitions to the others, which resume
-    from its last committed offsets."""
+    from its last committed offsets.
+
+    ``AckPolicy.MANUAL`` leaves the commit to the handler (``delivery``: in a Kafka
+    transaction with the results); it must then ``nack()`` the message when it fails.
+    ``read_committed``: a result another service published in a transaction that did not
+    commit is never seen."""
     return broker.subscriber(
         topic,
         group_id=group_id,
         batch=True,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=ack_policy,
+        isolation_level=isolation_level,
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
         fetch_max_wait_ms=fetch_max_wait_ms,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
         decoder=raw_records,
+        include_in_schema=False,  # the typed contracts are schemas.contracts' document
     )
 
 

@@ -1,10 +1,12 @@
 """The scorer: a FastStream app pricing rentals and price requests, storing the results.
 
-Delivery: batches are consumed with ``AckPolicy.NACK_ON_ERROR``. The offsets of a
-batch are committed only after its Postgres transaction has committed; if the write
-still fails after the retries, the handler raises, FastStream nacks (seeks every
-partition back to the batch's first offset) and the batch is consumed again. Every
-row is an upsert keyed by the message id, so redelivery changes nothing.
+Delivery: a batch's offsets are committed only after its Postgres transaction has
+committed, and on Apache Kafka together with its published results in one Kafka
+transaction (``rentalstream.delivery``). If the write still fails after the retries, or
+the Kafka transaction fails, the handler nacks (seeks every partition back to the
+batch's first offset) and the batch is consumed again. Every row is an upsert keyed by
+the message id, so redelivery changes nothing in Postgres, and an aborted transaction
+nothing for ``read_committed`` readers of the result topics.
 """
 
 from __future__ import annotations
@@ -15,28 +17,33 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from rentalstream import consumer_service
-from rentalstream.batch_publisher import BatchPublisher
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
+from rentalstream.delivery import Results, choose_results
 from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, with_retries
 from rentalstream.registry import champion_version, version_behind_alias
 from rentalstream.settings import Settings
+from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.compiled import compile_trees
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
-from scorer.scoring import Pricer, challenger_prices, price_scored, score_batch
+from scorer.reply_topics import ReplyTopics
+from scorer.scoring import Pricer, challenger_prices, price_scored, refuse_replies, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
 T = TypeVar("T")
+Messages = list[tuple[str, str | None, Any]]  # (topic, key, model) to publish
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -58,12 +65,19 @@ def build_app(settings: Settings) -> AsgiFastStream:
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="scorer")],
     )
     engine = async_engine(settings.resolved_database_url())
-    publisher = BatchPublisher(settings.resolved_kafka_bootstrap(), client_id="rentalstream-scorer")
+    results: dict[str, Results] = {}  # per input topic: a transactional producer each, as two batches overlap
+    reply_topics = ReplyTopics(settings.resolved_kafka_bootstrap())
     state: dict[str, Pricer] = {}  # "model": the champion; "challenger", when its alias exists
     subscribers: list = []
     background: list[asyncio.Task] = []
 
     def note_retry(retry_state) -> None:
+        # The failed attempt's objects (the batch's rows, held by the exception's
+        # traceback in reference cycles) would otherwise wait for a full collection, and
+        # a database outage piled up several attempts' worth before one came: 441 -> 495
+        # MiB in the first 40 s of an outage, against 439 -> 467 MiB, flat, with this
+        # (benchmarks/outage_memory.py). It runs only while writes fail.
+        gc.collect()
         metrics.write_retries.inc()
         log.warning(
             "database write failed (%s); retry %d",
@@ -73,24 +87,33 @@ def build_app(settings: Settings) -> AsgiFastStream:
     def retrying(write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return with_retries(write, settings.scorer_db_retries, note_retry)
 
+    def group_of(topic: Topic) -> str:
+        return f"{settings.scorer_group_id}.{topic.name}"
+
     def subscribe(
-        topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[None]], fetch_max_wait_ms: int = 500
+        topic: Topic, score: Callable[[Sequence[KafkaRecord]], Awaitable[Messages]], fetch_max_wait_ms: int = 500
     ) -> None:
-        """Consume ``topic`` in batches, in a consumer group of its own."""
+        """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
+        results on (and commit its offsets) once Postgres holds them."""
 
         subscriber = batch_subscriber(
-            broker, topic.name, f"{settings.scorer_group_id}.{topic.name}",
+            broker, topic.name, group_of(topic),
             max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms, ack_policy=AckPolicy.MANUAL,
         )  # fmt: skip
         subscribers.append(subscriber)
 
         @subscriber
-        async def consume(records: Any) -> None:
-            with metrics.batch_seconds.labels(topic.name).time():
-                await score(records)
+        async def consume(records: Any, message: KafkaMessage) -> None:
+            try:
+                with metrics.batch_seconds.labels(topic.name).time():
+                    messages = await score(records)
+                    await results[topic.name].deliver(messages, records, message, group_of(topic))
+            except BaseException:
+                await message.nack()  # consumed again from the batch's first offsets
+                raise
 
     def challenge(challenger: Pricer | None, priced: Sequence[tuple[Any, Any, float]]) -> list[float | None]:
         if challenger is None:
@@ -99,7 +122,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
         metrics.challenger_failures.inc(sum(p is None for p in prices))
         return prices
 
-    async def score_rentals(records: Sequence[KafkaRecord]) -> None:
+    async def score_rentals(records: Sequence[KafkaRecord]) -> Messages:
         model, challenger = state["model"], state.get("challenger")  # once per batch: see build_app
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
@@ -117,15 +140,18 @@ def build_app(settings: Settings) -> AsgiFastStream:
         metrics.scored.labels(RENTALS.name).inc(len(priced))
         metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
         metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
-        await publisher.publish([
+        return [
             *((PRICES.name, p.price_id, p) for p in price_rows),
             *((DELAYS.name, str(f.car_id), f) for f in facts),
             *dead_letter_messages(dead),
-        ])  # fmt: skip
+        ]
 
-    async def score_price_requests(records: Sequence[KafkaRecord]) -> None:
+    async def score_price_requests(records: Sequence[KafkaRecord]) -> Messages:
         model, challenger = state["model"], state.get("challenger")
         priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
+        allowed = await reply_topics.allowed({request.reply_to for _, request, _ in priced if request.reply_to})
+        priced, refused = refuse_replies(priced, allowed, CONSUMER)
+        dead += refused
         scored_at = utc_now()
         answered = [
             (request, price_scored(
@@ -141,18 +167,24 @@ def build_app(settings: Settings) -> AsgiFastStream:
         ))  # fmt: skip
         metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
-        await publisher.publish([
+        return [
             *((PRICES.name, s.price_id, s) for _, s in answered),
             *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
             *dead_letter_messages(dead),
-        ])  # fmt: skip
+        ]
 
     subscribe(RENTALS, score_rentals)
     # Someone is waiting for these: a short broker-side fetch wait (see the setting).
     subscribe(PRICE_REQUESTS, score_price_requests, settings.request_fetch_max_wait_ms)
 
     async def start() -> None:
-        await publisher.start()
+        instance = settings.resolved_scorer_instance_id()
+        for topic in (RENTALS, PRICE_REQUESTS):
+            results[topic.name] = await choose_results(
+                settings.kafka_transactions, settings.resolved_kafka_bootstrap(), "rentalstream-scorer",
+                transactional_id=f"rentalstream-scorer.{instance}.{topic.name}",
+            )  # fmt: skip
+            await results[topic.name].start()
         await refresh_models()
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
         # long as the process; frozen, the collector stops rescanning it, which took
@@ -218,12 +250,13 @@ def build_app(settings: Settings) -> AsgiFastStream:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await publisher.stop()
+        for delivery in results.values():
+            await delivery.stop()
         await engine.dispose()
 
     return consumer_app(
         broker, metrics, subscribers, loaded=lambda: "model" in state,
-        on_startup=[start], after_shutdown=[stop], engine=engine,
+        on_startup=[start], after_shutdown=[stop], engine=engine, contracts=contract_document(),
     )  # fmt: skip
 
 

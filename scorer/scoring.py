@@ -13,7 +13,7 @@ from typing import Protocol
 
 from rentalstream.records import Event, KafkaRecord, dead_letter, parse_records
 from schemas.cars import CarFeatures
-from schemas.events import DeadLetter, PriceScored
+from schemas.events import DeadLetter, PriceRequest, PriceScored
 from schemas.intervals import PriceInterval
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,21 @@ def score_batch(
     prices, failed = price_events(parsed.events, model, consumer)
     priced = [(r, e, p) for (r, e), p in zip(parsed.events, prices, strict=True) if p is not None]
     return priced, parsed.dead_letters + failed
+
+
+def refuse_replies(
+    priced: Sequence[tuple[KafkaRecord, PriceRequest, float]], allowed: set[str], consumer: str
+) -> tuple[list[tuple[KafkaRecord, PriceRequest, float]], list[DeadLetter]]:
+    """Keep the requests without a reply topic or with one in ``allowed``; dead-letter the
+    others, naming the field, since their answer could never be delivered as asked."""
+    kept, dead = [], []
+    for record, request, price in priced:
+        if request.reply_to is None or request.reply_to in allowed:
+            kept.append((record, request, price))
+        else:
+            reason = f"reply_to: no topic {request.reply_to!r} to reply on (it must exist and not be a catalogue topic)"
+            dead.append(dead_letter(record, reason, consumer))
+    return kept, dead
 
 
 def price_events(

@@ -7,6 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
@@ -31,14 +32,24 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
         PriceRequest(request_id="req-known", car=CAR, reply_to="replies-test"),
         PriceRequest(request_id="req-unknown-brand", car={**CAR, "model_key": "Tesla"}, reply_to="replies-test"),
     ]
+    # Replies to a topic nobody created, or to one of the system's own, could never be
+    # delivered as asked (Kafka creates no topic on first use here): dead letters.
+    unanswerable = [
+        PriceRequest(request_id="req-no-such-topic", car=CAR, reply_to="nobody-made-this"),
+        PriceRequest(request_id="req-into-rentals", car=CAR, reply_to="rentals"),
+    ]
 
     async def ask() -> dict[str, PriceScored]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic("replies-test", num_partitions=1, replication_factor=1)])
+        await admin.close()
         consumer = AIOKafkaConsumer("replies-test", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         await consumer.start()
         await producer.start()
         try:
-            for request in requests:
+            for request in unanswerable + requests:
                 await producer.send_and_wait("price-requests", request.model_dump_json().encode(),
                                              key=request.request_id.encode())  # fmt: skip
             await producer.send_and_wait("price-requests", b'{"request_id": "broken"}', key=b"broken")
@@ -68,8 +79,15 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
     engine = create_engine(psycopg_url(clean_database))
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT request_id, price_per_day, unknown_fields FROM prices ORDER BY request_id")).all()
-        letters = conn.execute(text("SELECT reason, raw_value FROM dead_letters WHERE topic = 'price-requests'")).all()
+        letters = conn.execute(text(
+            "SELECT message_key, reason, raw_value FROM dead_letters WHERE topic = 'price-requests'"
+        )).all()  # fmt: skip
     engine.dispose()
     assert [(r.request_id, r.unknown_fields) for r in rows] == [("req-known", []), ("req-unknown-brand", ["model_key"])]
-    assert len(letters) == 1 and "car" in letters[0].reason
-    assert json.loads(bytes(letters[0].raw_value)) == {"request_id": "broken"}
+    reasons = {letter.message_key: letter.reason for letter in letters}
+    assert set(reasons) == {"broken", "req-no-such-topic", "req-into-rentals"}
+    assert "car" in reasons["broken"]
+    assert reasons["req-no-such-topic"].startswith("reply_to:") and "nobody-made-this" in reasons["req-no-such-topic"]
+    assert reasons["req-into-rentals"].startswith("reply_to:") and "'rentals'" in reasons["req-into-rentals"]
+    broken = next(letter for letter in letters if letter.message_key == "broken")
+    assert json.loads(bytes(broken.raw_value)) == {"request_id": "broken"}

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 from rentalstream.records import parse_records
 from schemas.cars import CarFeatures
-from schemas.events import RentalEvent
-from scorer.scoring import challenger_prices, score_batch
+from schemas.events import PriceRequest, RentalEvent
+from scorer.scoring import challenger_prices, refuse_replies, score_batch
 from tests.helpers import SAMPLE_CAR
 
 CAR = SAMPLE_CAR
@@ -61,3 +61,22 @@ def test_a_car_the_model_cannot_price_is_isolated_and_the_rest_priced():
 def test_a_challenger_failing_on_a_car_leaves_that_price_empty_and_prices_the_rest():
     cars = [CarFeatures.model_validate({**CAR, "mileage": m}) for m in (2_000, 666, 3_000)]
     assert challenger_prices(PricePerMileage(), cars) == [2.0, None, 3.0]
+
+
+def test_a_request_whose_reply_could_never_be_delivered_is_dead_lettered_naming_reply_to():
+    def request(offset, reply_to):
+        body = {"request_id": f"r{offset}", "car": CAR, "reply_to": reply_to}
+        return SimpleNamespace(topic="price-requests", partition=0, offset=offset, key=b"r", value=json.dumps(body).encode())
+
+    records = [request(0, "price-replies"), request(1, "no-such-topic"), request(2, None), request(3, "mine")]
+    priced, _ = score_batch(records, PriceRequest, PricePerMileage(), "scorer")
+    kept, dead = refuse_replies(priced, allowed={"price-replies", "mine"}, consumer="scorer")
+    assert [r.request_id for _, r, _ in kept] == ["r0", "r2", "r3"]
+    assert [d.offset for d in dead] == [1]
+    assert dead[0].reason.startswith("reply_to:") and "no-such-topic" in dead[0].reason
+
+
+def test_no_reply_may_go_to_a_topic_of_the_catalogue_but_price_replies():
+    from scorer.reply_topics import NOT_REPLY_TOPICS
+
+    assert NOT_REPLY_TOPICS == {"rentals", "price-requests", "prices", "delays", "drift", "dead-letters"}

@@ -1,0 +1,178 @@
+"""How a consumer hands on a batch once Postgres holds its results: publish the results
+and commit the batch's input offsets.
+
+- ``TransactionalResults``: the results and the offsets in one Kafka transaction (a
+  transactional producer with ``send_offsets_to_transaction``). A ``read_committed``
+  reader of the result topics then sees each result once, even when a crash makes Kafka
+  deliver a batch again: the crashed attempt's transaction never commits, and a
+  restarted replica (same transactional id) aborts it at once.
+- ``AtLeastOnceResults``: publish, then commit the offsets. A crash between the two
+  publishes a batch's results twice; Postgres still holds each once (upserts).
+
+Which one a service uses is ``RENTALSTREAM_KAFKA_TRANSACTIONS`` (``choose_results``):
+``auto`` asks the broker whether it offers transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import ApiVersionRequest
+from pydantic import BaseModel
+
+from rentalstream.batch_publisher import BatchPublisher
+from rentalstream.records import KafkaRecord
+
+log = logging.getLogger("rentalstream.delivery")
+
+Messages = Sequence[tuple[str, str | None, BaseModel]]
+# InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
+TRANSACTION_APIS = {22, 24, 25, 26, 28}
+TRANSACTION_TIMEOUT_SECONDS = 30
+
+
+class TransactionsUnavailable(RuntimeError):
+    """RENTALSTREAM_KAFKA_TRANSACTIONS=on, and the broker offers no transactions."""
+
+
+class Acknowledgeable(Protocol):
+    """FastStream's message: ``ack`` commits the consumer's offsets."""
+
+    async def ack(self) -> None: ...
+
+
+class Results(Protocol):
+    guarantee: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def deliver(
+        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
+    ) -> None: ...
+
+
+class AtLeastOnceResults:
+    """Publish the results and wait for their acks, then commit the input offsets."""
+
+    guarantee = "at-least-once"
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self.publisher = BatchPublisher(bootstrap, client_id)
+
+    async def start(self) -> None:
+        await self.publisher.start()
+
+    async def stop(self) -> None:
+        await self.publisher.stop()
+
+    async def deliver(
+        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
+    ) -> None:
+        await self.publisher.publish(messages)
+        await message.ack()
+
+
+class TransactionalResults:
+    """The results and the input offsets in one Kafka transaction.
+
+    A transaction that fails (a broker lost, a timeout) is aborted and the error raised,
+    so the batch is consumed again. A producer left unusable (a fatal error, an abort that
+    could not reach the coordinator) is replaced by a new one under the same
+    transactional id, which fences the old one and aborts whatever it left open."""
+
+    guarantee = "exactly-once (read_committed)"
+
+    def __init__(self, bootstrap: str, client_id: str, transactional_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.transactional_id = transactional_id
+        self.publisher: BatchPublisher | None = None
+
+    async def start(self) -> None:
+        publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
+        await publisher.start()
+        self.publisher = publisher
+
+    async def stop(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.stop()
+            self.publisher = None
+
+    async def deliver(
+        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
+    ) -> None:
+        if self.publisher is None:
+            await self.start()
+        assert self.publisher is not None
+        producer = self.publisher.producer
+        try:
+            async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
+                async with producer.transaction():
+                    await asyncio.gather(*await self.publisher.send(messages))
+                    await producer.send_offsets_to_transaction(batch_offsets(records), group_id)
+        except (KafkaError, OSError, TimeoutError) as error:
+            log.warning("transaction of %d results not committed (%r); the batch will be consumed again", len(messages), error)
+            await self._replace_producer()
+            raise
+
+    async def _replace_producer(self) -> None:
+        old, self.publisher = self.publisher, None
+        if old is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await old.stop()
+            except (KafkaError, OSError, TimeoutError) as error:
+                log.info("closing the failed transactional producer: %r", error)
+        # The next batch starts a new producer; its InitProducerId fences this one.
+
+
+def batch_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, int]:
+    """The offsets to commit once ``records`` are done: each partition's last offset + 1."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
+async def broker_offers_transactions(bootstrap: str, timeout: float = 30) -> bool:
+    """Whether the broker's ApiVersions answer lists every request a transaction needs."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            await client.bootstrap()
+            node_id = next(iter(client.cluster.brokers())).nodeId
+            response = await client.send(node_id, ApiVersionRequest())
+        return TRANSACTION_APIS <= {api_key for api_key, _, _ in response.api_versions}
+    finally:
+        await client.close()
+
+
+async def choose_results(mode: str, bootstrap: str, client_id: str, transactional_id: str) -> Results:
+    """The results of ``RENTALSTREAM_KAFKA_TRANSACTIONS``: ``on``, ``off``, or ``auto``
+    (transactions where the broker offers them). Says at start which guarantee holds."""
+    offered = mode != "off" and await broker_offers_transactions(bootstrap)
+    if mode == "on" and not offered:
+        raise TransactionsUnavailable(
+            "RENTALSTREAM_KAFKA_TRANSACTIONS=on, but the broker at "
+            f"{bootstrap} offers no transactions; use Apache Kafka, or set it to auto or off"
+        )
+    if offered:
+        results: Results = TransactionalResults(bootstrap, client_id, transactional_id)
+    else:
+        results = AtLeastOnceResults(bootstrap, client_id)
+        why = "RENTALSTREAM_KAFKA_TRANSACTIONS=off" if mode == "off" else "the broker offers no transactions"
+        log.warning(
+            "%s: the result topics are at-least-once (a batch consumed again after a crash publishes its "
+            "results again); Postgres still holds each result once",
+            why,
+        )
+    log.info("%s publishes its results %s", client_id, results.guarantee)
+    return results
