@@ -222,7 +222,7 @@ def init(ctx: typer.Context) -> None:
             "(kafka-topics.sh --alter --partitions grows a topic, and moves keys to new partitions)[/yellow]"
         )
     console.print(f"tables and columns created: {', '.join(prepared['tables_created']) or 'none (all present)'}")
-    train(ctx, if_no_champion=True)
+    train(ctx, if_no_champion=True, challenger=False)  # called directly, typer fills no defaults
 
 
 @app.command()
@@ -390,6 +390,28 @@ def compare(ctx: typer.Context) -> None:
         console.print(coverage_table(coverage))
 
 
+@app.command("consumer-groups")
+def consumer_groups(
+    ctx: typer.Context,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="A consumer group (repeatable); by default the scorer's and the monitor's."
+    )] = None,
+) -> None:
+    """Kafka's own consumer-groups tool (kafka-consumer-groups.sh, run from the pinned jars)
+    on the stack's broker: per partition of each group, its committed offset, the log end
+    and the lag."""
+    from rentalstream.kafka_server import describe_consumer_groups, kafka_runtime
+    from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS
+
+    settings: Settings = ctx.obj
+    groups = group or [
+        *(f"{settings.scorer_group_id}.{topic.name}" for topic in (RENTALS, PRICE_REQUESTS)),
+        *(f"{settings.monitor_group_id}.{topic.name}" for topic in (RENTALS, PRICES, DELAYS)),
+    ]
+    runtime = kafka_runtime(settings.kafka_cache_dir, settings.kafka_java, repository=settings.maven_repository)
+    console.print(describe_consumer_groups(runtime, settings.resolved_kafka_bootstrap(), *groups), markup=False)
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -424,7 +446,9 @@ def print_stack(settings: Settings, state: dict) -> None:
     table = Table(title="rentalstream stack")
     table.add_column("piece")
     table.add_column("endpoint")
-    table.add_row("kafka", settings.resolved_kafka_bootstrap())
+    kafka = state.get("kafka")
+    embedded = f" (Apache Kafka {kafka['version']}, log in {kafka['folder']})" if kafka else ""
+    table.add_row("kafka", settings.resolved_kafka_bootstrap() + embedded)
     table.add_row("postgres", redact_url(settings.resolved_database_url()))
     table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
     table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))

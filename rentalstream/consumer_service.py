@@ -10,14 +10,18 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from aiokafka.errors import KafkaError
+from faststream.asgi import AsgiFastStream, AsgiResponse, AsyncAPIRoute, get, make_ping_asgi
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rentalstream import db
+
+log = logging.getLogger("rentalstream.consumer")
 
 
 @dataclass
@@ -46,6 +50,7 @@ def consumer_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]],
     after_shutdown: Sequence[Callable[[], Awaitable[None]]],
     engine: AsyncEngine,
+    contracts: AsyncAPI | None = None,
 ) -> AsgiFastStream:
     """The service's app. Ready means ``loaded()``, every subscriber has joined its group
     and holds partitions (a replica beyond the partition count holds none and stays
@@ -70,10 +75,14 @@ def consumer_app(
         asgi_routes=[
             ("/health", make_ping_asgi(broker, timeout=2)),
             ("/ready", ready),
-            ("/metrics", make_asgi_app(metrics.registry)),
+            ("/metrics", lag_then(make_asgi_app(metrics.registry), ConsumerLag(subscribers, metrics.registry))),
         ],
         on_startup=list(on_startup),
         after_shutdown=list(after_shutdown),
+        # The contracts of the topics, for producers written elsewhere: /asyncapi.json (and
+        # FastStream's page at /asyncapi). No "try it out": nobody publishes through here.
+        specification=contracts,
+        asyncapi_path=AsyncAPIRoute("/asyncapi", try_it_out_path=None) if contracts else None,
     )
 
 
@@ -93,6 +102,55 @@ class AssignedPartitions(Collector):
             for topic in subscriber.topic_names:
                 family.add_metric([topic], sum(1 for tp in held if tp.topic == topic))
         yield family
+
+
+class ConsumerLag:
+    """``rentalstream_consumer_lag{group,topic,partition}``: how many messages of each
+    partition this replica holds are not committed yet (the log end offset minus the
+    group's committed offset, as Kafka's consumer-groups tool counts it): the figure an
+    autoscaler scales on. Read from the broker when /metrics is scraped, never otherwise,
+    so it costs nothing between scrapes; a partition without a commit yet counts from its
+    first offset."""
+
+    def __init__(self, subscribers: Sequence, registry: CollectorRegistry) -> None:
+        self.subscribers = subscribers
+        self.gauge = Gauge(
+            "rentalstream_consumer_lag",
+            "Messages of a partition this replica holds that its group has not committed.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+
+    async def refresh(self, timeout: float = 2.0) -> None:
+        lags: dict[tuple[str, str, str], int] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                for subscriber in self.subscribers:
+                    consumer = subscriber.consumer
+                    held = sorted(consumer.assignment()) if consumer is not None else []
+                    if not held:
+                        continue
+                    ends = await consumer.end_offsets(held)
+                    starts = await consumer.beginning_offsets(held)
+                    for tp in held:
+                        committed = await consumer.committed(tp)
+                        start = committed if committed is not None else starts[tp]
+                        lags[subscriber.group_id, tp.topic, str(tp.partition)] = max(0, ends[tp] - start)
+        except (KafkaError, OSError, TimeoutError) as error:  # the broker is away: no figure rather than a stale one
+            log.info("consumer lag not read: %r", error)
+        self.gauge.clear()
+        for labels, lag in lags.items():
+            self.gauge.labels(*labels).set(lag)
+
+
+def lag_then(metrics_app, lag: ConsumerLag):
+    """The Prometheus ASGI app, after refreshing the consumer lag."""
+
+    async def app(scope, receive, send) -> None:
+        await lag.refresh()
+        await metrics_app(scope, receive, send)
+
+    return app
 
 
 def serve(app: AsgiFastStream, host: str, port: int) -> None:

@@ -1,13 +1,19 @@
-"""compose.yaml's MLflow server and one-shot init job, run as processes on this machine
-(no Docker engine answers here, so no container runs): the server with compose's own
-command line, but for its address, database host and artifact folder; then
-`rentalstream init` twice against it, the embedded broker and a fresh PostgreSQL; then
-a scorer and its healthcheck (`rentalstream probe scorer`) on what init prepared."""
+"""compose.yaml's Kafka, MLflow server and one-shot init job, run as processes on this
+machine (no Docker engine answers here, so no container runs):
+
+- Kafka configured from compose's `kafka` environment by Kafka's own docker wrapper, as
+  the apache/kafka image does, with only its addresses and log folder moved here;
+- the MLflow server with compose's own command line, but for its address, database host
+  and artifact folder;
+- `rentalstream init` three times against them and a fresh PostgreSQL; then a scorer
+  and its healthcheck (`rentalstream probe scorer`) on what init prepared, and a short
+  replay it scores, its prices read back as a read_committed consumer reads them."""
 
 import asyncio
 import os
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -16,15 +22,16 @@ from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from rentalstream import embedded
+from rentalstream import embedded, processes
 from rentalstream.db import psycopg_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE
-from tests.compose import COMPOSE, with_defaults
-from tests.helpers import metric_samples, partition_counts, service_process, wait_for
+from tests.compose import COMPOSE, compose_kafka, with_defaults
+from tests.helpers import metric_samples, partition_counts, read_topic, service_process, wait_for
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
+REPLAYED = 500
 
 
 def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> list[str]:
@@ -59,10 +66,11 @@ def probe(env: dict[str, str]) -> int:
     ).returncode
 
 
-def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir):
+def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir, kafka_runtime):
+    resources = ExitStack()
+    bootstrap, kafka_properties = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka"))
     postgres = embedded.start_postgres(tmp_path / "pgdata")
-    broker = embedded.start_broker(tmp_path)
-    port, artifacts = embedded.free_port(), tmp_path / "mlflow-artifacts"
+    port, artifacts = processes.free_port(), tmp_path / "mlflow-artifacts"
     engine = create_engine(psycopg_url(postgres.url), isolation_level="AUTOCOMMIT")
     mlflow_server = None
     try:
@@ -92,18 +100,19 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
             **{k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")},
             "RENTALSTREAM_HOME": str(tmp_path / "home"),
             "RENTALSTREAM_DATA_DIR": str(data_dir),
-            "RENTALSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "RENTALSTREAM_DATABASE_URL": postgres.url,
             "RENTALSTREAM_MLFLOW_TRACKING_URI": tracking_uri,
             "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions),
-            "RENTALSTREAM_SCORER_PORT": str(embedded.free_port()),
+            "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
             "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
         first = run_init(env)
-        assert asyncio.run(partition_counts(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
         assert set(metadata.tables) <= set(inspect(engine).get_table_names())
         client = MlflowClient(tracking_uri)
         champion = client.get_model_version_by_alias(MODEL, "champion")
+        assert set(client.get_registered_model(MODEL).aliases) == {"champion"}  # and no challenger beside it
         # Uploaded through the server (the client has no path to the folder) onto the artifact volume ...
         assert list(artifacts.rglob("MLmodel"))
         registry_db = make_url(psycopg_url(postgres.url)).set(database="mlflow")
@@ -117,18 +126,33 @@ def test_compose_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path
         # would move keys), and init says what that limits.
         third = run_init({**env, "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions * 2)})
         assert f"existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS={partitions * 2}" in third
-        assert asyncio.run(partition_counts(broker.bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet
         with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
             wait_for(lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log")
             served = metric_samples(f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}", "rentalstream_model_info")
+            # A short replay through compose's Kafka: stored, and published once in committed transactions.
+            replay = subprocess.run(
+                [sys.executable, "-m", "rentalstream.cli", "replay", "--limit", str(REPLAYED)],
+                env=env, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            assert replay.returncode == 0, replay.stdout + replay.stderr
+            wait_for(lambda: stored(engine) == REPLAYED, 120, "the replay to be scored", scorer, tmp_path / "scorer.log")
         assert (("name", MODEL), ("version", champion.version)) in served
+        prices = asyncio.run(read_topic(bootstrap, "prices"))
+        assert sorted(r.key for r in prices) == sorted({r.key for r in prices}) and len(prices) == REPLAYED
+        print(f"compose's Kafka, as the image's wrapper wrote it:\n{kafka_properties.read_text()}")
         print(f"init, first run:\n{first}\ninit, second run:\n{second}")
     finally:
         if mlflow_server is not None:
             os.killpg(mlflow_server.pid, 15)
             mlflow_server.wait(30)
         engine.dispose()
-        embedded.stop_pid(broker.pid)
         embedded.stop_postgres(postgres.pgdata, postgres.system_user, mode="immediate")
+        resources.close()
+
+
+def stored(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM rentals")).scalar_one()
