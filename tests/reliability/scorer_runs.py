@@ -13,9 +13,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
+from producers.publishing import PublishStats
 from producers.replay import publish_events
 from rentalstream import services
 from rentalstream.db import psycopg_url
+from rentalstream.topics import partition_ids
 from tests.helpers import spawn
 
 TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"
@@ -94,10 +96,31 @@ def wait_for_rentals(url: str, expected: int, scorer: Scorer, timeout: float = 3
         time.sleep(0.2)
 
 
-def replay_in_background(bootstrap: str, events, rate: float | None) -> threading.Thread:
-    thread = threading.Thread(target=lambda: asyncio.run(publish_events(bootstrap, events, rate=rate)), daemon=True)
-    thread.start()
-    return thread
+class Replay(threading.Thread):
+    """The history published in a background thread; ``join()`` raises what the replay raised."""
+
+    def __init__(self, bootstrap: str, events, rate: float | None) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.events, self.rate = bootstrap, events, rate
+        self.stats: PublishStats | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.stats = asyncio.run(publish_events(self.bootstrap, self.events, rate=self.rate))
+        except BaseException as error:  # noqa: BLE001  (handed to the test by join())
+            self.error = error
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise AssertionError(f"the replay failed: {self.error!r}") from self.error
+
+
+def replay_in_background(bootstrap: str, events, rate: float | None) -> Replay:
+    replay = Replay(bootstrap, events, rate)
+    replay.start()
+    return replay
 
 
 def assert_same_results(crashed: dict[str, pd.DataFrame], clean: dict[str, pd.DataFrame], rentals: int) -> None:
@@ -113,8 +136,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in consumer.partitions_for_topic(topic)]
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in await partition_ids(bootstrap, topic)]
         return sum(offset or 0 for offset in offsets)
     finally:
         await consumer.stop()
