@@ -56,7 +56,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
     ``/ready`` (reference loaded, every consumer holds partitions), ``/metrics``."""
     metrics = MonitorMetrics()
     broker = KafkaBroker(
-        settings.resolved_kafka_bootstrap(),
+        settings.resolved_kafka_bootstrap().split(","),  # FastStream takes a list, not "host:port,host:port"
         client_id="rentalstream-monitor",
         log_level=logging.DEBUG,
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="monitor")],

@@ -59,7 +59,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
     """
     metrics = ScorerMetrics()
     broker = KafkaBroker(
-        settings.resolved_kafka_bootstrap(),
+        settings.resolved_kafka_bootstrap().split(","),  # FastStream takes a list, not "host:port,host:port"
         client_id="rentalstream-scorer",
         log_level=logging.DEBUG,  # per-batch "Received/Processed" lines only when debugging
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="scorer")],
