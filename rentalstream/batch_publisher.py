@@ -51,6 +51,10 @@ class BatchPublisher:
             acks="all",
             enable_idempotence=True,
             transactional_id=self.transactional_id,
+            # A replica that dies with a transaction open blocks read_committed readers of
+            # its partitions until the broker aborts it: after this, not aiokafka's 60 s
+            # (above delivery's own 8 s limit, so a slow commit is ours to abandon first).
+            transaction_timeout_ms=10_000,
         )
         await self._producer.start()
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
 from pydantic import BaseModel
@@ -33,7 +33,8 @@ log = logging.getLogger("rentalstream.delivery")
 Messages = Sequence[tuple[str, str | None, BaseModel]]
 # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
 TRANSACTION_APIS = {22, 24, 25, 26, 28}
-TRANSACTION_TIMEOUT_SECONDS = 30
+TRANSACTION_TIMEOUT_SECONDS = 8  # a transaction takes milliseconds; past this the broker is in trouble
+REVOKE_WAIT_SECONDS = 30  # the database retries of a batch included
 
 
 class TransactionsUnavailable(RuntimeError):
@@ -94,6 +95,7 @@ class TransactionalResults:
         self.client_id = client_id
         self.transactional_id = transactional_id
         self.publisher: BatchPublisher | None = None
+        self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
 
     async def start(self) -> None:
         publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
@@ -112,11 +114,13 @@ class TransactionalResults:
             await self.start()
         assert self.publisher is not None
         producer = self.publisher.producer
+        offsets = batch_offsets(records)
         try:
             async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
                 async with producer.transaction():
                     await asyncio.gather(*await self.publisher.send(messages))
-                    await producer.send_offsets_to_transaction(batch_offsets(records), group_id)
+                    await producer.send_offsets_to_transaction(offsets, group_id)
+            self.committed.update(offsets)
         except (KafkaError, OSError, TimeoutError) as error:
             log.warning("transaction of %d results not committed (%r); the batch will be consumed again", len(messages), error)
             await self._replace_producer()
@@ -131,6 +135,41 @@ class TransactionalResults:
             except (KafkaError, OSError, TimeoutError) as error:
                 log.info("closing the failed transactional producer: %r", error)
         # The next batch starts a new producer; its InitProducerId fences this one.
+
+
+class ResumeAfterOwnCommits(ConsumerRebalanceListener):
+    """Rebalance without handing a batch on twice.
+
+    A rebalance (a replica joining or leaving) can start while a batch is between its
+    Postgres commit and its Kafka one. Revoked, this replica first lets that batch finish
+    (``in_flight``, held by the handler), so its offsets are committed before anyone reads
+    them. Assigned, it resumes from the later of the group's committed offset and the one
+    its own last transaction committed: the group coordinator learns of a transaction's
+    offsets only once the commit markers are written, a moment after the commit returns,
+    and aiokafka's offset fetch cannot ask it to wait for them (KIP-447's require_stable)."""
+
+    def __init__(
+        self, results: Callable[[], Results | None], consumer: Callable[[], AIOKafkaConsumer | None]
+    ) -> None:
+        self.results = results  # both made after the subscriber: asked for when a rebalance comes
+        self.consumer = consumer
+        self.in_flight = asyncio.Lock()
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        try:
+            async with asyncio.timeout(REVOKE_WAIT_SECONDS), self.in_flight:
+                pass
+        except TimeoutError:
+            log.warning("a batch was still in hand after %d s of rebalance; it may be consumed twice", REVOKE_WAIT_SECONDS)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        own = getattr(self.results(), "committed", {})  # at-least-once results keep none
+        consumer = self.consumer()
+        if consumer is None:
+            return
+        for tp in assigned:
+            if tp in own and own[tp] > (await consumer.committed(tp) or 0):
+                consumer.seek(tp, own[tp])
 
 
 def batch_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, int]:

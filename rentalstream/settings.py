@@ -86,9 +86,10 @@ class Settings(BaseSettings):
     scorer_group_id: str = "rentalstream-scorer"
     scorer_instance_id: str | None = Field(
         None,
-        description="This scorer replica's name, unique among replicas and the same across its restarts: its Kafka "
-        "transactional ids derive from it, so a restarted replica aborts what its previous life left open. "
-        "By default <host name>-<scorer port>.",
+        description="This scorer replica's name, unique among replicas and the same across its restarts. Its Kafka "
+        "transactional ids derive from it, so a restarted replica aborts what its previous life left open, and it "
+        "is the replica's static group membership (group.instance.id), so a restarted replica takes its partitions "
+        "back at once. By default <host name>-<scorer port>.",
     )
     scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
     scorer_port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")

@@ -26,7 +26,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from rentalstream import consumer_service
 from rentalstream.consumer_service import consumer_app
 from rentalstream.db import async_engine
-from rentalstream.delivery import Results, choose_results
+from rentalstream.delivery import Results, ResumeAfterOwnCommits, choose_results
 from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, with_retries
 from rentalstream.registry import champion_version, version_behind_alias
 from rentalstream.settings import Settings
@@ -96,21 +96,24 @@ def build_app(settings: Settings) -> AsgiFastStream:
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
         results on (and commit its offsets) once Postgres holds them."""
 
+        rebalance = ResumeAfterOwnCommits(lambda: results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker, topic.name, group_of(topic),
             max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms, ack_policy=AckPolicy.MANUAL,
+            group_instance_id=settings.resolved_scorer_instance_id(), listener=rebalance,
         )  # fmt: skip
         subscribers.append(subscriber)
 
         @subscriber
         async def consume(records: Any, message: KafkaMessage) -> None:
             try:
-                with metrics.batch_seconds.labels(topic.name).time():
-                    messages = await score(records)
-                    await results[topic.name].deliver(messages, records, message, group_of(topic))
+                async with rebalance.in_flight:
+                    with metrics.batch_seconds.labels(topic.name).time():
+                        messages = await score(records)
+                        await results[topic.name].deliver(messages, records, message, group_of(topic))
             except BaseException:
                 await message.nack()  # consumed again from the batch's first offsets
                 raise

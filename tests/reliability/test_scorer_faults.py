@@ -1,7 +1,10 @@
-"""The scorer under faults, against the real broker and PostgreSQL: SIGKILL three times
+"""The scorer under faults, against Apache Kafka and PostgreSQL: SIGKILL three times
 during a replay of the whole history, and SIGTERM in the middle of one. Whatever happens,
 Postgres ends up holding every rental exactly once, with the values of a run that was
-never interrupted."""
+never interrupted; and since the scorer publishes each batch's results in a Kafka
+transaction with its input offsets, a read_committed reader of `prices` sees each
+rental's price exactly once, while the aborted attempts stay visible to a reader that
+does not ask for committed data only."""
 
 import asyncio
 import random
@@ -37,23 +40,30 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     scorer.env = {**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "crashing"}
     scorer.start()
     scorer.wait_ready()
-    replay = replay_in_background(bootstrap, events, rate=2000)  # ~11 s of replay
-    kills = []
+    # ~27 s of replay: three kills and restarts (each ~5 s to import, load the model and
+    # take its partitions back) land in the middle of it.
+    replay = replay_in_background(bootstrap, events, rate=800)
+    kills, restarts = [], []
     for _ in range(3):
-        # A random moment, then the worst one after it: right as a batch's rows commit,
-        # before its offsets can be.
-        time.sleep(rng.uniform(1.0, 4.0))
+        # A random moment, then the worst one after it: right as a batch's rows commit in
+        # Postgres, before its Kafka transaction (results and offsets) can.
+        time.sleep(rng.uniform(0.5, 2.0))
         before = stored_rentals(clean_database)
         while (now := stored_rentals(clean_database)) == before and replay.is_alive():
             time.sleep(0.005)
+        assert replay.is_alive(), f"kill {len(kills) + 1} would land after the replay ({now:,} stored)"
+        assert now > before, "the victim must have stored (and so be scoring) something"
         kills.append(now)
         scorer.signal(signal.SIGKILL)
+        restarted_at = time.monotonic()
         scorer.start()
         scorer.wait_ready()
+        restarts.append(time.monotonic() - restarted_at)
     replay.join()
     wait_for_rentals(clean_database, len(events), scorer)
     crashed = snapshot(clean_database)
-    prices_published = [r.key for r in asyncio.run(read_topic(bootstrap, "prices"))]
+    prices_committed = [r.key.decode() for r in asyncio.run(read_topic(bootstrap, "prices"))]
+    prices_all = [r.key for r in asyncio.run(read_topic(bootstrap, "prices", isolation_level="read_uncommitted"))]
     scorer.stop()
 
     # The clean run: a new group reads the same topic from the start, nobody interrupts it.
@@ -65,11 +75,18 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     wait_for_rentals(clean_database, len(events), scorer)
     clean = snapshot(clean_database)
 
-    print(f"published {len(events):,} rentals; SIGKILL with {kills} rentals stored; afterwards "
+    aborted = len(prices_all) - len(prices_committed)
+    print(f"published {len(events):,} rentals; SIGKILL with {kills} rentals stored, each restart ready in "
+          f"{', '.join(f'{r:.1f}' for r in restarts)} s; afterwards "
           f"{len(crashed['rentals']):,} rentals, {len(crashed['prices']):,} prices, {len(crashed['delays']):,} "
-          f"delay facts, {len(crashed['dead_letters'])} dead letters stored; {len(prices_published):,} messages on "
-          f"`prices`, {len(prices_published) - len(set(prices_published)):,} of them redelivered duplicates")  # fmt: skip
+          f"delay facts, {len(crashed['dead_letters'])} dead letters stored; on `prices`, read_committed: "
+          f"{len(prices_committed):,} messages, {len(set(prices_committed)):,} distinct; read_uncommitted: "
+          f"{len(prices_all):,} ({aborted:,} from aborted transactions)")  # fmt: skip
     assert_same_results(crashed, clean, len(events))
+    # Exactly once for a read_committed reader, however many attempts were cut short.
+    assert sorted(prices_committed) == sorted(f"rental-{e.rental_id}" for e in events)
+    # And attempts were cut short: the kills landed between a batch's Postgres commit and its Kafka commit.
+    assert aborted > 0
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_then_the_restart_resumes_without_gaps_or_duplicates(
