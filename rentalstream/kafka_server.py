@@ -31,6 +31,7 @@ from rentalstream.kafka_jars import DISTRIBUTION, MAVEN_CENTRAL, Jar, ensure_jar
 from rentalstream.processes import HOST, alive, stop_pid
 
 LOG4J_CONFIG = DISTRIBUTION / "log4j2.yaml"
+TOOLS_LOG4J_CONFIG = DISTRIBUTION / "tools-log4j2.yaml"
 # Kafka's own defaults from kafka-run-class.sh (KAFKA_JVM_PERFORMANCE_OPTS).
 JVM_OPTIONS = (
     "-server",
@@ -73,7 +74,7 @@ class KafkaRuntime:
             [
                 self.java,
                 "-Xmx256m",
-                f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                f"-Dlog4j2.configurationFile={TOOLS_LOG4J_CONFIG}",
                 "-cp",
                 f"{self.jars}/*",
                 main_class,
@@ -387,6 +388,6 @@ def parse_group_table(output: str) -> list[dict[str, str]]:
             continue
         if cells[0] == "GROUP":
             header = cells
-        elif header is not None and len(cells) >= len(header) - 3:  # CONSUMER-ID, HOST, CLIENT-ID may be "-"
-            rows.append(dict(zip(header, cells, strict=False)))
+        elif header is not None and len(cells) == len(header) and cells[header.index("PARTITION")].isdigit():
+            rows.append(dict(zip(header, cells, strict=True)))
     return rows
