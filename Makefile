@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard compose-up compose-down clean
+.PHONY: demo test system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard compose-up compose-down clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -15,14 +15,21 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser
-# download needs hosts this kind of machine cannot reach). Needs root or sudo.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# What the tests need from Debian besides Python: Chromium for the browser tests (driven
+# through Playwright, whose own browser download needs hosts this kind of machine cannot
+# reach) and kcat, a Kafka client nobody here wrote. Needs root or sudo.
+SYSTEM_PACKAGES := chromium kcat
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
-		|| { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }; }
-	@echo "chromium: $$(command -v chromium)"
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing \
+		|| { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; }; \
+	fi
+	@for p in $(SYSTEM_PACKAGES); do echo "$$p: $$(command -v $$p)"; done
+
+chromium: system-packages
 
 up down train replay simulate scorer bridge monitor dashboard drift-report: $(VENV)/.installed
 	$(BIN)/rentalstream $@
