@@ -1,5 +1,10 @@
 """The stack every benchmark runs on: fresh, embedded, in a temporary home, with a
-trained champion and only the services the benchmark measures, on free ports."""
+trained champion and only the services the benchmark measures, on free ports.
+
+``BROKERS`` are the Kafka set-ups a benchmark can run on (``--broker``): the embedded
+stack's one Apache Kafka node, or a cluster of three (topics with three replicas and
+min.insync.replicas=2, so every write is acknowledged by two nodes), as the
+broker-fault tests run it."""
 
 from __future__ import annotations
 
@@ -16,12 +21,25 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from rentalstream import processes, services, stack
+from rentalstream import kafka_server, processes, services, stack
 from rentalstream.settings import Settings
+
+BROKERS = {
+    "kafka": "one Apache Kafka node (broker and controller), as `rentalstream up` starts it",
+    "kafka-3": "three Apache Kafka nodes, topics with 3 replicas, min.insync.replicas=2, acks=all",
+}
+
+
+def add_broker_option(parser) -> None:
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="kafka", help="; ".join(
+        f"{name}: {what}" for name, what in BROKERS.items()
+    ))  # fmt: skip
 
 
 @contextmanager
-def fresh_stack(wanted: tuple[services.Service, ...] = (), keep_home: bool = False) -> Iterator[tuple[Settings, dict]]:
+def fresh_stack(
+    wanted: tuple[services.Service, ...] = (), keep_home: bool = False, broker: str = "kafka"
+) -> Iterator[tuple[Settings, dict]]:
     """(settings, stack state with the started services' pids and URLs); everything is
     stopped, and the home removed unless ``keep_home``, on the way out."""
     home = Path(tempfile.mkdtemp(prefix="rentalstream-bench-"))
@@ -29,14 +47,27 @@ def fresh_stack(wanted: tuple[services.Service, ...] = (), keep_home: bool = Fal
     os.environ.update({"RENTALSTREAM_HOME": str(home), "RENTALSTREAM_LOG_LEVEL": "WARNING"})
     for service in services.ALL:
         os.environ[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(processes.free_port())
+    cluster = None
+    if broker == "kafka-3":  # started here; the stack then uses it as an external Kafka
+        settings = Settings()
+        runtime = kafka_server.kafka_runtime(settings.kafka_cache_dir, settings.kafka_java, settings.kafka_heap)
+        cluster = kafka_server.start_cluster(home / "kafka-cluster", runtime, nodes=3)
+        os.environ["RENTALSTREAM_KAFKA_BOOTSTRAP"] = cluster.bootstrap
+        os.environ["RENTALSTREAM_TOPIC_REPLICATION_FACTOR"] = str(cluster.replication_factor)
     settings = Settings()
     try:
         print(f"starting a fresh stack in {home}, the champion (trained if missing) and "
               f"{', '.join(s.name for s in wanted) or 'no service'}...", flush=True)  # fmt: skip
         state, _ = stack.up_with_services(settings, wanted)
+        if cluster is not None:  # its nodes' CPU is counted like the embedded broker's
+            state.setdefault("pids", {}).update({f"broker {n.node_id}": n.pid for n in cluster.nodes})
         yield settings, state
     finally:
         stack.down(settings)
+        if cluster is not None:
+            cluster.stop()
+            for name in ("RENTALSTREAM_KAFKA_BOOTSTRAP", "RENTALSTREAM_TOPIC_REPLICATION_FACTOR"):
+                os.environ.pop(name, None)
         if not keep_home:
             shutil.rmtree(home, ignore_errors=True)
 

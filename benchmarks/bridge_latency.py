@@ -1,6 +1,6 @@
 """/predict through the bridge, side by side with a plain model API, in the same run.
 
-    python benchmarks/bridge_latency.py [--requests 1000] [--clients 50] [--seconds 20]
+    python benchmarks/bridge_latency.py [--broker kafka|kafka-3] [--requests 1000] [--clients 50] [--seconds 20]
 
 Starts a fresh embedded stack in a temporary home (broker, PostgreSQL, MLflow), trains
 the champion, starts the scorer and the bridge (not the monitor, so it does not share
@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from bench_stack import cpu_seconds, fresh_stack
+from bench_stack import BROKERS, add_broker_option, cpu_seconds, fresh_stack
 
 from rentalstream import processes, services
+from rentalstream.kafka_jars import kafka_version
 from rentalstream.settings import Settings
 
 CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
@@ -64,9 +65,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per target")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=20, help="duration of each concurrent run")
+    add_broker_option(parser)
     args = parser.parse_args()
 
-    with fresh_stack((services.SCORER, services.BRIDGE)) as (settings, state), plain_api() as baseline:
+    with (
+        fresh_stack((services.SCORER, services.BRIDGE), broker=args.broker) as (settings, state),
+        plain_api() as baseline,
+    ):
         baseline_url = baseline["url"]
         bridge_url = state["services"]["bridge"]["url"]
         targets = {
@@ -77,7 +82,7 @@ def main() -> None:
         processes = {
             "bridge": state["services"]["bridge"]["pid"],
             "scorer": state["services"]["scorer"]["pid"],
-            "broker": state["pids"]["broker"],
+            **{name: pid for name, pid in state["pids"].items() if name.startswith("broker")},
             "postgres": state["pids"]["postgres"],
             "plain API": baseline["pid"],
             "load generator": os.getpid(),
@@ -150,8 +155,10 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: dict, run: 
 
 
 def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:
+    print(f"\nbroker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's replies in Kafka "
+          f"transactions ({settings.kafka_transactions}), read read_committed")  # fmt: skip
     print(
-        f"\nconditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge, plain API and the "
+        f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge, plain API and the "
         f"load generator; {settings.topic_partitions} partitions; request/reply fetch wait "
         f"{settings.request_fetch_max_wait_ms} ms; bridge timeout {settings.bridge_timeout_seconds:g} s"
     )

@@ -1,6 +1,7 @@
 """Replay throughput: the whole delay history through broker → scorer → Postgres.
 
-    python benchmarks/replay_throughput.py [--scorer-only] [--limit N] [--profile PATH] [--keep-home]
+    python benchmarks/replay_throughput.py [--broker kafka|kafka-3] [--scorer-only] [--scorers N] [--limit N]
+                                           [--profile PATH] [--keep-home]
 
 Starts a fresh embedded stack in a temporary home (``bench_stack.fresh_stack``), trains
 the champion and starts the scorer, monitor, bridge and dashboard (``--scorer-only``:
@@ -32,7 +33,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_stack import PeakRss, cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
+from bench_stack import (
+    BROKERS,
+    PeakRss,
+    add_broker_option,
+    cpu_seconds,
+    fresh_stack,
+    stack_processes,
+    wait_until_compiled,
+)
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
@@ -40,6 +49,7 @@ from rentalstream import processes, services
 from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
+from rentalstream.kafka_jars import kafka_version
 from rentalstream.settings import Settings
 from schemas.events import utc_now
 
@@ -60,10 +70,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
     parser.add_argument("--profile", metavar="PATH", help="py-spy the scorer during the replay; collapsed stacks to PATH")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
+    add_broker_option(parser)
     args = parser.parse_args()
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
-    with fresh_stack(wanted, keep_home=args.keep_home) as (settings, state), replicas(settings, args.scorers - 1) as extra:
+    with (
+        fresh_stack(wanted, keep_home=args.keep_home, broker=args.broker) as (settings, state),
+        replicas(settings, args.scorers - 1) as extra,
+    ):
         state["services"].update(extra)
         scorer_pid = state["services"]["scorer"]["pid"]
         events = rental_events(
@@ -104,6 +118,8 @@ def main() -> None:
         engine.dispose()
 
         last_commit = row.last_commit.timestamp()
+        print(f"broker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's results in Kafka "
+              f"transactions ({settings.kafka_transactions})")  # fmt: skip
         print(f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
               f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
               f"{settings.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
