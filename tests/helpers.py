@@ -157,3 +157,14 @@ async def partition_counts(bootstrap: str) -> dict[str, int]:
         return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
     finally:
         await admin.close()
+
+
+async def log_end(bootstrap: str, topic: str) -> int:
+    """The sum of ``topic``'s log end offsets: every message it holds (or has held)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()

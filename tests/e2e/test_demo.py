@@ -1,5 +1,6 @@
 """`rentalstream demo` from an empty folder: the user's first command."""
 
+import asyncio
 import json
 import os
 import re
@@ -11,9 +12,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rentalstream.db import psycopg_url
+from rentalstream.kafka_jars import kafka_version
 from rentalstream.processes import alive, free_port
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
-from tests.helpers import SAMPLE_CAR
+from tests.helpers import SAMPLE_CAR, log_end
+from tests.reliability.scorer_runs import committed
 
 pytestmark = pytest.mark.e2e
 
@@ -42,11 +45,14 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     assert "minimum gap between two rentals of a car" in out and "Connect cars only" in out
     assert not (tmp_path / ".rentalstream" / "stack.json").exists()  # everything stopped
 
-    # `up` brings back the stack and its services; the results survived in Postgres, the
-    # bridge answers, and `down` stops every process.
+    # `up` brings back the stack and its services; the events survived in Kafka's log and
+    # the results in Postgres, the bridge answers, and `down` stops every process.
     subprocess.run([sys.executable, "-m", "rentalstream.cli", "up"], cwd=tmp_path, env=env, check=True, capture_output=True)
     state = json.loads((tmp_path / ".rentalstream" / "stack.json").read_text())
     try:
+        assert state["kafka"]["version"] == kafka_version()
+        assert asyncio.run(log_end(state["kafka_bootstrap"], "rentals")) == 2000
+        assert asyncio.run(committed(state["kafka_bootstrap"], "rentalstream-scorer.rentals", "rentals")) == 2000
         engine = create_engine(psycopg_url(state["database_url"]))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM delays")).scalar_one() == 2000

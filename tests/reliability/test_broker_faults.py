@@ -22,8 +22,9 @@ from producers.replay import rental_events
 from rentalstream import kafka_server
 from rentalstream.kafka_server import KafkaCluster, KafkaNode
 from rentalstream.processes import free_port
-from rentalstream.topics import ensure_topics, partition_ids
+from rentalstream.topics import ensure_topics
 from schemas.topics import RENTALS
+from tests.helpers import log_end as log_end_of
 from tests.helpers import metric_samples, read_topic, wait_for
 from tests.reliability.scorer_runs import (
     Replay,
@@ -157,7 +158,7 @@ def finish_and_compare(
     replay.join()
     wait_for_rentals(url, len(events), scorer)
     # Every offset committed, the group lagging by nothing: no consumer is stuck.
-    log_end = asyncio.run(end_offsets(bootstrap, RENTALS.name))
+    log_end = asyncio.run(log_end_of(bootstrap, RENTALS.name))
     wait_for(
         lambda: asyncio.run(committed(bootstrap, "faulted.rentals", RENTALS.name)) == log_end,
         60, "every offset to be committed", scorer.process, scorer.log,
@@ -211,16 +212,3 @@ async def leader_of(bootstrap: str, topic: str, partition: int) -> int:
         return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
     finally:
         await admin.close()
-
-
-async def end_offsets(bootstrap: str, topic: str) -> int:
-    """The sum of ``topic``'s log end offsets: every message it holds."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
