@@ -400,7 +400,8 @@ def consumer_groups(
     """Kafka's own consumer-groups tool (kafka-consumer-groups.sh, run from the pinned jars)
     on the stack's broker: per partition of each group, its committed offset, the log end
     and the lag."""
-    from rentalstream.kafka_server import describe_consumer_groups, kafka_runtime
+    from rentalstream.kafka_server import kafka_runtime
+    from rentalstream.kafka_tools import describe_consumer_groups
     from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS
 
     settings: Settings = ctx.obj

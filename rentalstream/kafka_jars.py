@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 DISTRIBUTION = Path(__file__).with_name("apache-kafka")
 POM = DISTRIBUTION / "pom.xml"
@@ -108,8 +108,15 @@ def _is_pinned_file(path: Path, jar: Jar) -> bool:
     return path.exists() and path.stat().st_size == jar.size and _sha256(path) == jar.sha256
 
 
+def _worth_retrying(error: BaseException) -> bool:
+    """A dropped connection or a server error may pass; a 404 will not."""
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code >= 500
+    return isinstance(error, httpx.TransportError)
+
+
 @retry(
-    retry=retry_if_exception_type((httpx.TransportError, httpx.HTTPStatusError)),
+    retry=retry_if_exception(_worth_retrying),
     wait=wait_exponential(multiplier=0.5, max=8),
     stop=stop_after_attempt(4),
     reraise=True,

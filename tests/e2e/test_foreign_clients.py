@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import Producer
 
 from producers.replay import publish_events, rental_events
-from rentalstream.kafka_server import describe_consumer_groups, parse_group_table
+from rentalstream.kafka_tools import describe_consumer_groups, parse_group_table
 from tests.helpers import metric_samples, query, wait_for
 from tests.reliability.scorer_runs import SNAPSHOT_SQL, snapshot, stored_rentals, truncate
 

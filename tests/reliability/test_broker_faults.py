@@ -81,10 +81,8 @@ def test_a_killed_partition_leader_restarted_later_loses_and_doubles_nothing(
     kafka_cluster, scorer, scorer_env, clean_database, delays_xlsx, pricing_csv
 ):
     events = rental_events(delays_xlsx, pricing_csv)
-    replay = start_faulted_run(scorer, scorer_env, events)
-    wait_for(lambda: stored_rentals(clean_database) > 2000, 60, "the first rentals stored", scorer.process, scorer.log)
+    replay = start_faulted_run(scorer, scorer_env, clean_database, events)
     leader = node(kafka_cluster, asyncio.run(leader_of(kafka_cluster.bootstrap, RENTALS.name, 0)))
-    assert replay.is_alive(), "the fault must land during the replay"
     kafka_cluster.kill_node(leader)
     recovery = seconds_until_scoring_resumes(clean_database, scorer)
     time.sleep(3)  # then the node comes back, while the replay still runs
@@ -97,10 +95,8 @@ def test_a_broker_killed_for_the_rest_of_the_replay_loses_and_doubles_nothing(
     kafka_cluster, scorer, scorer_env, clean_database, delays_xlsx, pricing_csv
 ):
     events = rental_events(delays_xlsx, pricing_csv)
-    replay = start_faulted_run(scorer, scorer_env, events)
-    wait_for(lambda: stored_rentals(clean_database) > 2000, 60, "the first rentals stored", scorer.process, scorer.log)
+    replay = start_faulted_run(scorer, scorer_env, clean_database, events)
     victim = node(kafka_cluster, asyncio.run(leader_of(kafka_cluster.bootstrap, RENTALS.name, 1)))
-    assert replay.is_alive(), "the fault must land during the replay"
     kafka_cluster.kill_node(victim)
     recovery = seconds_until_scoring_resumes(clean_database, scorer)
     outcome = finish_and_compare(scorer, scorer_env, clean_database, events, replay, recovery)
@@ -111,9 +107,7 @@ def test_the_whole_cluster_stopped_and_started_again_loses_and_doubles_nothing(
     kafka_cluster, scorer, scorer_env, clean_database, delays_xlsx, pricing_csv
 ):
     events = rental_events(delays_xlsx, pricing_csv)
-    replay = start_faulted_run(scorer, scorer_env, events)
-    wait_for(lambda: stored_rentals(clean_database) > 2000, 60, "the first rentals stored", scorer.process, scorer.log)
-    assert replay.is_alive(), "the fault must land during the replay"
+    replay = start_faulted_run(scorer, scorer_env, clean_database, events)
     stopping_at = time.monotonic()
     kafka_cluster.stop(timeout=20)
     stopped_in = time.monotonic() - stopping_at
@@ -136,11 +130,16 @@ def test_the_whole_cluster_stopped_and_started_again_loses_and_doubles_nothing(
 # -- the run, the fault, the comparison -----------------------------------------------
 
 
-def start_faulted_run(scorer: Scorer, scorer_env: dict[str, str], events) -> Replay:
+def start_faulted_run(scorer: Scorer, scorer_env: dict[str, str], url: str, events) -> Replay:
+    """The scorer started, the replay under way and 2,000 rentals stored: the moment to
+    inject a fault, which must land during the replay."""
     scorer.env = {**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "faulted"}
     scorer.start()
     scorer.wait_ready()
-    return replay_in_background(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=RATE)
+    replay = replay_in_background(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=RATE)
+    wait_for(lambda: stored_rentals(url) > 2000, 60, "the first rentals stored", scorer.process, scorer.log)
+    assert replay.is_alive(), "the fault must land during the replay"
+    return replay
 
 
 def seconds_until_scoring_resumes(url: str, scorer: Scorer, since: float | None = None) -> float:

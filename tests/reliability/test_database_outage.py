@@ -17,7 +17,7 @@ import pytest
 
 from producers.replay import rental_events
 from rentalstream import embedded
-from rentalstream.kafka_server import describe_consumer_groups, parse_group_table
+from rentalstream.kafka_tools import describe_consumer_groups, parse_group_table
 from tests.helpers import metric_samples, wait_for
 from tests.reliability.scorer_runs import (
     Scorer,
