@@ -35,10 +35,11 @@ Messages = Sequence[tuple[str, str | None, BaseModel]]
 TRANSACTION_APIS = {22, 24, 25, 26, 28}
 TRANSACTION_TIMEOUT_SECONDS = 8  # a transaction takes milliseconds; past this the broker is in trouble
 REVOKE_WAIT_SECONDS = 30  # the database retries of a batch included
+START_TIMEOUT_SECONDS = 60  # the first transaction of a new cluster creates its transaction log: seconds
 
 
 class TransactionsUnavailable(RuntimeError):
-    """RENTALSTREAM_KAFKA_TRANSACTIONS=on, and the broker offers no transactions."""
+    """Transactions are asked for (`on`, or `auto` on a broker that offers them) and cannot be had."""
 
 
 class Acknowledgeable(Protocol):
@@ -99,7 +100,16 @@ class TransactionalResults:
 
     async def start(self) -> None:
         publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
-        await publisher.start()
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                await publisher.start()  # InitProducerId: retried for ever while no coordinator answers
+        except TimeoutError:
+            await publisher.stop()
+            raise TransactionsUnavailable(
+                f"no transaction coordinator answered {self.transactional_id!r} within {START_TIMEOUT_SECONDS} s: "
+                "can the broker create its transaction log (transaction.state.log.replication.factor and .min.isr "
+                "at most the number of brokers)? RENTALSTREAM_KAFKA_TRANSACTIONS=off runs without transactions"
+            ) from None
         self.publisher = publisher
 
     async def stop(self) -> None:
