@@ -74,9 +74,9 @@ def build_app(settings: Settings) -> AsgiFastStream:
     def note_retry(retry_state) -> None:
         # The failed attempt's objects (the batch's rows, held by the exception's
         # traceback in reference cycles) would otherwise wait for a full collection, and
-        # a database outage piled up several attempts' worth before one came: 441 -> 495
-        # MiB in the first 40 s of an outage, against 439 -> 467 MiB, flat, with this
-        # (benchmarks/outage_memory.py). It runs only while writes fail.
+        # a database outage piled up several attempts' worth before one came: 435 -> 483
+        # MiB over a 150-s outage, against 439 -> 467 MiB, flat after the first cycle,
+        # with this (benchmarks/outage_memory.py). It runs only while writes fail.
         gc.collect()
         metrics.write_retries.inc()
         log.warning(
