@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import pandas as pd
 import pytest
@@ -140,3 +141,41 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
         return sum(offset or 0 for offset in offsets)
     finally:
         await consumer.stop()
+
+
+class OpenTransaction:
+    """Whether a transaction with records on ``topic`` is open right now: a partition's
+    log end (where read_uncommitted readers stop) is past its last stable offset (where
+    read_committed ones stop). Asked through two consumers kept open, on a loop of its own."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.loop = asyncio.new_event_loop()
+
+    def __enter__(self) -> Self:
+        self.loop.run_until_complete(self._start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.run_until_complete(self._stop())
+        self.loop.close()
+
+    def __call__(self) -> bool:
+        return self.loop.run_until_complete(self._open())
+
+    async def _start(self) -> None:
+        self.partitions = [TopicPartition(self.topic, p) for p in await partition_ids(self.bootstrap, self.topic)]
+        self.consumers = [
+            AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level=level)
+            for level in ("read_uncommitted", "read_committed")
+        ]
+        for consumer in self.consumers:
+            await consumer.start()
+
+    async def _stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
+
+    async def _open(self) -> bool:
+        log_end, stable = [await c.end_offsets(self.partitions) for c in self.consumers]
+        return any(log_end[tp] > stable[tp] for tp in self.partitions)

@@ -10,13 +10,15 @@ import asyncio
 import random
 import signal
 import time
+from functools import partial
 
 import pytest
 
 from producers.replay import rental_events
 from rentalstream.processes import free_port
-from tests.helpers import read_topic
+from tests.helpers import read_topic, wait_for
 from tests.reliability.scorer_runs import (
+    OpenTransaction,
     assert_same_results,
     committed,
     replay_in_background,
@@ -43,22 +45,32 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     # ~27 s of replay: three kills and restarts (each ~5 s to import, load the model and
     # take its partitions back) land in the middle of it.
     replay = replay_in_background(bootstrap, events, rate=800)
-    kills, restarts = [], []
-    for _ in range(3):
-        # A random moment, then the worst one after it: right as a batch's rows commit in
-        # Postgres, before its Kafka transaction (results and offsets) can.
-        time.sleep(rng.uniform(0.5, 2.0))
-        before = stored_rentals(clean_database)
-        while (now := stored_rentals(clean_database)) == before and replay.is_alive():
-            time.sleep(0.005)
-        assert replay.is_alive(), f"kill {len(kills) + 1} would land after the replay ({now:,} stored)"
-        assert now > before, "the victim must have stored (and so be scoring) something"
-        kills.append(now)
-        scorer.signal(signal.SIGKILL)
-        restarted_at = time.monotonic()
-        scorer.start()
-        scorer.wait_ready()
-        restarts.append(time.monotonic() - restarted_at)
+    kills, restarts, probes = [], [], []
+    with OpenTransaction(bootstrap, "prices") as open_transaction:
+        for _ in range(3):
+            # The victim has stored something since it started, then it is killed at the
+            # worst moment: its batch's rows committed in Postgres, its Kafka transaction
+            # (results and offsets) open. Frozen (SIGSTOP) at random moments until the
+            # broker shows one of its transactions open, then SIGKILLed: no race.
+            time.sleep(rng.uniform(0.5, 2.0))
+            wait_for(partial(stored_more, clean_database, stored_rentals(clean_database)), 30,
+                     "the victim to store rentals", scorer.process)  # fmt: skip
+            tries = 0
+            while replay.is_alive():
+                tries += 1
+                time.sleep(rng.uniform(0, 0.02))
+                scorer.process.send_signal(signal.SIGSTOP)
+                if open_transaction():
+                    break
+                scorer.process.send_signal(signal.SIGCONT)
+            assert replay.is_alive(), f"kill {len(kills) + 1} would land after the replay"
+            kills.append(stored_rentals(clean_database))
+            probes.append(tries)
+            scorer.signal(signal.SIGKILL)
+            restarted_at = time.monotonic()
+            scorer.start()
+            scorer.wait_ready()
+            restarts.append(time.monotonic() - restarted_at)
     replay.join()
     wait_for_rentals(clean_database, len(events), scorer)
     crashed = snapshot(clean_database)
@@ -76,7 +88,8 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     clean = snapshot(clean_database)
 
     aborted = len(prices_all) - len(prices_committed)
-    print(f"published {len(events):,} rentals; SIGKILL with {kills} rentals stored, each restart ready in "
+    print(f"published {len(events):,} rentals; SIGKILL inside an open transaction (found in {probes} freezes) "
+          f"with {kills} rentals stored, each restart ready in "
           f"{', '.join(f'{r:.1f}' for r in restarts)} s; afterwards "
           f"{len(crashed['rentals']):,} rentals, {len(crashed['prices']):,} prices, {len(crashed['delays']):,} "
           f"delay facts, {len(crashed['dead_letters'])} dead letters stored; on `prices`, read_committed: "
@@ -85,7 +98,7 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
     assert_same_results(crashed, clean, len(events))
     # Exactly once for a read_committed reader, however many attempts were cut short.
     assert sorted(prices_committed) == sorted(f"rental-{e.rental_id}" for e in events)
-    # And attempts were cut short: the kills landed between a batch's Postgres commit and its Kafka commit.
+    # And the kills did cut transactions short: what they had written was aborted, not lost or doubled.
     assert aborted > 0
 
 
@@ -120,3 +133,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_then_the_restart_resumes_w
     assert sorted(resumed["rentals"]["rental_id"]) == sorted(e.rental_id for e in events)
     assert resumed["dead_letters"].empty
     assert asyncio.run(committed(bootstrap, group, "rentals")) == len(events)
+
+
+def stored_more(url: str, than: int) -> bool:
+    return stored_rentals(url) > than
