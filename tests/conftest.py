@@ -1,9 +1,16 @@
-"""Fixtures that start what the tests need: a real Kafka-compatible broker, a real
+"""Fixtures that start what the tests need: a real Apache Kafka broker, a real
 PostgreSQL server and an MLflow registry with a trained champion.
 
-Backend: testcontainers (Kafka and PostgreSQL images) when a Docker engine answers a
-ping and testcontainers is installed; otherwise Apache Kafka and PostgreSQL run here
-as processes, as in the embedded stack. ``RENTALSTREAM_TEST_BACKEND=embedded|containers`` forces one.
+Backend: compose.yaml's Kafka and PostgreSQL images, run by testcontainers, when a
+Docker engine answers a ping and testcontainers is installed (tests/containers.py);
+otherwise Apache Kafka and PostgreSQL run here as processes, as in the embedded stack.
+``RENTALSTREAM_TEST_BACKEND=embedded|containers`` forces one. Either way, the tests that
+stop and restart servers of their own (broker faults, a database outage, compose's Kafka
+node) run them as local processes.
+
+The tests run in an explicit environment: the shell's ``RENTALSTREAM_*`` settings are
+dropped (all but the data folder and the ``RENTALSTREAM_TEST_*`` options), and compiled
+models go to a folder of the session's own, not the user's cache.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +29,11 @@ from sqlalchemy import create_engine, text
 
 from rentalstream import db, embedded, kafka_server, processes, services
 from rentalstream.db import psycopg_url
+from rentalstream.kafka_jars import kafka_version
 from rentalstream.kafka_server import KafkaRuntime
 from rentalstream.settings import Settings
 from rentalstream.topics import ensure_topics
-from tests.helpers import service_process
+from tests.helpers import once, service_process
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -56,8 +65,46 @@ def choose_backend() -> str:
 BACKEND = choose_backend()
 
 
-def pytest_report_header(config) -> str:
-    return f"rentalstream test backend: {BACKEND} (broker + PostgreSQL)"
+def drop_shell_settings() -> list[str]:
+    """Remove the shell's rentalstream settings from this process (and so from every
+    service the tests start), so that a user's exported RENTALSTREAM_KAFKA_BOOTSTRAP or
+    RENTALSTREAM_TOPIC_PARTITIONS does not change what the tests see. Returns their names."""
+    kept = {"RENTALSTREAM_DATA_DIR"}
+    dropped = sorted(
+        name for name in os.environ
+        if name.startswith("RENTALSTREAM_") and name not in kept and not name.startswith("RENTALSTREAM_TEST_")
+    )  # fmt: skip
+    for name in dropped:
+        del os.environ[name]
+    return dropped
+
+
+DROPPED_SETTINGS = drop_shell_settings()
+
+
+def backend_description() -> str:
+    if BACKEND == "containers":
+        from tests.containers import SERVICES
+
+        images = ", ".join(SERVICES[name]["image"] for name in ("kafka", "postgres"))
+        return f"containers ({images}, by testcontainers)"
+    return f"embedded (Apache Kafka {kafka_version()} and PostgreSQL as local processes)"
+
+
+def pytest_report_header(config) -> list[str]:
+    lines = [f"rentalstream test backend: {backend_description()}"]
+    if DROPPED_SETTINGS:
+        lines.append(f"rentalstream settings ignored from the shell: {', '.join(DROPPED_SETTINGS)}")
+    return lines
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_model_cache(tmp_path_factory) -> Path:
+    """Compiled models go to this session's folder: whether a scorer prices with compiled
+    trees then depends on the tests that ran before it, never on the user's cache."""
+    folder = tmp_path_factory.mktemp("compiled-models")
+    os.environ["RENTALSTREAM_MODEL_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -81,10 +128,9 @@ def delays_xlsx(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> Iterator[str]:
     if BACKEND == "containers":
-        from testcontainers.community.postgres import PostgresContainer
+        from tests.containers import postgres_container, postgres_spec
 
-        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
-            url = container.get_connection_url()
+        with postgres_container(postgres_spec(processes.free_port())) as url:
             db.upgrade(url)
             yield url
         return
@@ -135,19 +181,20 @@ def kafka_broker(tmp_path, kafka_runtime) -> Iterator[RunningBroker]:
     """A fresh Apache Kafka node per test (KRaft, broker and controller, log in the
     test's folder), with the catalogue's topics; ``stop()`` lets a test take it away."""
     if BACKEND == "containers":
-        from testcontainers.community.kafka import KafkaContainer
+        from tests.containers import kafka_container, kafka_spec
 
-        with KafkaContainer() as container:
-            bootstrap = container.get_bootstrap_server()
+        with ExitStack() as stack:
+            bootstrap = stack.enter_context(kafka_container(kafka_spec(processes.free_port())))
             asyncio.run(ensure_topics(bootstrap, partitions=3))
-            yield RunningBroker(bootstrap, container.stop)
+            yield RunningBroker(bootstrap, once(stack.close))
         return
     cluster = kafka_server.start_cluster(tmp_path / "kafka", kafka_runtime, nodes=1)
+    stop = once(cluster.stop)
     try:
         asyncio.run(ensure_topics(cluster.bootstrap, partitions=3))
-        yield RunningBroker(cluster.bootstrap, cluster.stop)
+        yield RunningBroker(cluster.bootstrap, stop)
     finally:
-        cluster.stop()
+        stop()
 
 
 @pytest.fixture

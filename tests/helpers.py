@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,20 @@ from rentalstream.db import psycopg_url
 from rentalstream.topics import partition_ids
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
+
+def once(stop: Callable[[], None]) -> Callable[[], None]:
+    """``stop`` made safe to call twice (a test stopping a server early, then the fixture's
+    teardown): it runs the first time only."""
+    done = False
+
+    def stop_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            stop()
+
+    return stop_once
+
 
 # A valid car as a client would send it: field names of CarFeatures, training spellings.
 SAMPLE_CAR = {
