@@ -13,6 +13,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis import GenerationMode
 
 from rentalstream import services
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.reliability
 KEY = {"X-API-Key": BRIDGE_API_KEY}
 LOAD_SECONDS = int(os.environ.get("RENTALSTREAM_TEST_LOAD_SECONDS", "60"))
 CLIENTS = 200
+VALID_KINDS = {"one car", "list", "positional"}
+BRIDGE_TIMEOUT = 2.0  # conftest's RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS
 
 
 def scorer_ready(scorer_env, scorer_process) -> None:
@@ -99,15 +102,26 @@ def test_200_clients_for_a_minute_get_only_documented_answers_each_200_with_its_
     scorer_ready(scorer_env, scorer_process)
     results = asyncio.run(crowd(bridge_url, CLIENTS, LOAD_SECONDS))
     statuses = Counter(status for _, status, _, _ in results)
-    by_kind = {kind: dict(Counter(s for k, s, _, _ in results if k == kind)) for kind in sorted({r[0] for r in results})}
+    by_kind = {
+        kind: dict(Counter(s for k, s, _, _ in results if k == kind)) for kind in sorted({r[0] for r in results})
+    }
     latencies = sorted(seconds for _, status, _, seconds in results if status == 200)
-    print(f"{CLIENTS} clients for {LOAD_SECONDS} s: {len(results):,} requests ({len(results) / LOAD_SECONDS:,.0f}/s), "
-          f"statuses {dict(sorted(statuses.items()))}, by kind {by_kind}; 200s p50 "
-          f"{latencies[len(latencies) // 2] * 1000:.0f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms")
+    print(
+        f"{CLIENTS} clients for {LOAD_SECONDS} s: {len(results):,} requests ({len(results) / LOAD_SECONDS:,.0f}/s), "
+        f"statuses {dict(sorted(statuses.items()))}, by kind {by_kind}; 200s p50 "
+        f"{latencies[len(latencies) // 2] * 1000:.0f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms"
+    )
 
     assert set(statuses) <= {200, 413, 422, 504}
-    assert all(status == 200 for kind, status, _, _ in results if kind in {"one car", "list", "positional"}
-               and status != 504)  # fmt: skip
+    valid = [(kind, status, seconds) for kind, status, _, seconds in results if kind in VALID_KINDS]
+    assert all(status in {200, 504} for _, status, _ in valid)
+    # Load may time some out, but the crowd is served: most valid requests, of every
+    # kind, get their prices. A bridge that timed everything out would fail here.
+    answered = Counter(kind for kind, status, _ in valid if status == 200)
+    assert set(answered) == VALID_KINDS
+    assert statuses[200] > statuses[504], f"{statuses[504]:,} timeouts against {statuses[200]:,} answers"
+    # A 504 is the bridge's timeout, never given before it has waited its full 2 s.
+    assert all(seconds >= BRIDGE_TIMEOUT for _, status, seconds in valid if status == 504)
     assert all(status == 422 for kind, status, _, _ in results if kind == "bad value")
     assert all(status == 413 for kind, status, _, _ in results if kind == "too large")
     ids = [request_id for _, status, request_id, _ in results if status == 200]
@@ -138,14 +152,29 @@ def test_a_burst_past_the_in_flight_limit_is_refused_at_once(small_bridge):
                 return response.status_code, time.monotonic() - started, response.headers.get("retry-after")
 
             waiting = [asyncio.create_task(ask()) for _ in range(20)]
-            await asyncio.sleep(0.5)  # the first 20 are now waiting for a scorer that is not there
+            await until_pending(small_bridge, 20)  # the first 20 wait for a scorer that is not there
             refused = await asyncio.gather(*(ask() for _ in range(100)))
-            return await asyncio.gather(*waiting), refused
+            still_waiting = sum(not task.done() for task in waiting)
+            return await asyncio.gather(*waiting), refused, still_waiting
 
-    waited, refused = asyncio.run(burst())
+    waited, refused, still_waiting = asyncio.run(burst())
     print(f"in-flight limit 20: the first 20 got {dict(Counter(s for s, _, _ in waited))} after "
           f"{max(t for _, t, _ in waited):.2f} s; the 100 over the limit got {dict(Counter(s for s, _, _ in refused))} "
-          f"in at most {max(t for _, t, _ in refused) * 1000:.0f} ms")  # fmt: skip
+          f"in at most {max(t for _, t, _ in refused) * 1000:.0f} ms, {still_waiting} of the 20 still waiting")  # fmt: skip
     assert all(status == 504 for status, _, _ in waited)
     assert all(status == 503 and retry == "1" for status, _, retry in refused)
-    assert max(seconds for _, seconds, _ in refused) < 1.0  # refused at once, not after the 2 s wait
+    # Refused at once, not queued: every refusal came back while the first 20 still waited.
+    assert still_waiting == 20
+
+
+async def until_pending(url: str, count: int) -> None:
+    """Wait until the bridge's gauge shows ``count`` price requests waiting for replies."""
+    seen = None
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        for _ in range(500):
+            families = text_string_to_metric_families((await client.get("/metrics")).text)
+            seen = next(s.value for f in families for s in f.samples if s.name == "rentalstream_bridge_pending_replies")
+            if seen == count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"the bridge never had {count} requests waiting (last seen: {seen})")

@@ -24,7 +24,11 @@ def test_kafka_keeps_composes_settings_and_advertises_the_published_port():
 
 def test_postgres_gets_composes_user_and_database_on_the_published_port():
     spec = postgres_spec(40002)
-    assert spec.env == {"POSTGRES_USER": "rentalstream", "POSTGRES_PASSWORD": "rentalstream", "POSTGRES_DB": "rentalstream"}
+    assert spec.env == {
+        "POSTGRES_USER": "rentalstream",
+        "POSTGRES_PASSWORD": "rentalstream",
+        "POSTGRES_DB": "rentalstream",
+    }
     assert spec.ports == {5432: 40002}
     assert postgres_url(spec) == "postgresql://rentalstream:rentalstream@127.0.0.1:40002/rentalstream"
 
