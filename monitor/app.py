@@ -8,9 +8,10 @@ detectors' windows live in memory: a restarted monitor starts with fresh windows
 every signal stable (a redelivered batch is seen twice by the detectors, which can
 only shorten a detection delay).
 
-Reference: the statistics logged with the champion at training. When prices start
-coming from a newer version of the model, the monitor loads that version's reference
-and restarts its detectors on it.
+Reference: the statistics logged with the champion at training. When prices come from
+another version of the model (a promotion, or a rollback), the monitor loads that
+version's reference and restarts its detectors on it, before it observes the batch
+(``monitor.reference_choice``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from monitor import store
 from monitor.detectors import DetectorSpec
 from monitor.metrics import MonitorMetrics
+from monitor.reference_choice import version_to_load
 from monitor.watch import DriftWatch, Fired, Origin
 from rentalstream import consumer_service
 from rentalstream.batch_publisher import BatchPublisher
@@ -41,7 +43,7 @@ from rentalstream.records import (
     parse_records,
     with_retries,
 )
-from rentalstream.registry import champion_version, reference_of
+from rentalstream.registry import MissingReference, champion_version, reference_of
 from rentalstream.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
@@ -64,7 +66,8 @@ def build_app(settings: Settings) -> AsgiFastStream:
     engine = async_engine(settings.resolved_database_url(), pool_size=2)
     publisher = BatchPublisher(settings.resolved_kafka_bootstrap(), client_id="rentalstream-monitor")
     spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
-    state: dict[str, Any] = {"model_version": None, "states_dirty": False, "newest_version": None}
+    state: dict[str, Any] = {"model_version": None, "states_dirty": False}
+    without_reference: set[str] = set()  # versions trained before references existed
     last_alert: dict[str, tuple[str, Any]] = {}
     subscribers: list = []
 
@@ -79,11 +82,14 @@ def build_app(settings: Settings) -> AsgiFastStream:
             reference, spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
         )
         state["reference_version"] = state["model_version"] = version
+        metrics.reference_version.set(int(version))
         log.info("monitoring against the reference of %s v%s with %s", settings.model_name, version, spec.label)
 
     async def load_last_alerts() -> None:
         async with engine.connect() as conn:
-            rows = await conn.execute(select(tables.drift_signals).where(tables.drift_signals.c.last_alert_id.isnot(None)))
+            rows = await conn.execute(
+                select(tables.drift_signals).where(tables.drift_signals.c.last_alert_id.isnot(None))
+            )
             for row in rows.mappings():
                 last_alert[row["signal"]] = (row["last_alert_id"], row["last_alert_at"])
 
@@ -105,8 +111,20 @@ def build_app(settings: Settings) -> AsgiFastStream:
             with metrics.batch_seconds.labels(topic.name).time():
                 await monitor(topic, contract, records)
 
+    async def follow_the_pricing_version(prices: list[PriceScored]) -> None:
+        version = version_to_load(prices, settings.model_name, state["reference_version"], without_reference)
+        if version is None:
+            return
+        try:
+            await load_reference(version)
+        except MissingReference as missing:
+            without_reference.add(version)
+            log.warning("%s; its prices are watched against the reference of v%s", missing, state["reference_version"])
+
     async def monitor(topic: Topic, contract: type[BaseModel], records: Sequence[KafkaRecord]) -> None:
         parsed = parse_records(records, contract, CONSUMER)
+        if topic is PRICES:
+            await follow_the_pricing_version([event for _, event in parsed.events])
         watch: DriftWatch = state["watch"]
         fired: list[Fired] = []
         for record, event in parsed.events:
@@ -141,16 +159,10 @@ def build_app(settings: Settings) -> AsgiFastStream:
             *((DRIFT.name, a.signal, a) for a in alerts),
             *dead_letter_messages(parsed.dead_letters),
         ])  # fmt: skip
-        newest = state["newest_version"]
-        if newest is not None and newest != state["reference_version"]:
-            await load_reference(newest)
 
     def note_model(price: PriceScored) -> None:
-        if price.model_name != settings.model_name or not price.model_version.isdigit():
-            return
-        state["model_version"] = price.model_version
-        if int(price.model_version) > int(state["newest_version"] or state["reference_version"]):
-            state["newest_version"] = price.model_version
+        if price.model_name == settings.model_name:
+            state["model_version"] = price.model_version
 
     def drift_alert(fired: Fired) -> DriftAlert:
         t = fired.transition
@@ -214,7 +226,12 @@ def build_app(settings: Settings) -> AsgiFastStream:
         state["writer"] = asyncio.create_task(write_states_periodically(), name="monitor-states")
 
     return consumer_app(
-        broker, metrics, subscribers, loaded=lambda: "watch" in state, on_startup=[start], after_shutdown=[stop],
+        broker,
+        metrics,
+        subscribers,
+        loaded=lambda: "watch" in state,
+        on_startup=[start],
+        after_shutdown=[stop],
         engine=engine,
     )
 

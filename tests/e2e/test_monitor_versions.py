@@ -1,0 +1,109 @@
+"""The drift monitor across a promotion, a rollback, and a version trained without
+reference statistics, on the real broker, Postgres, scorer and monitor.
+
+Registry: a copy of the session's (v1, the champion), plus v2 (another model, logged
+with v1's reference) and v3 (another model, with no reference, like a version trained
+before the monitor existed). Rentals are published in four rounds, the champion moved
+between them with `rentalstream promote`.
+"""
+
+import asyncio
+import shutil
+import time
+
+import lightgbm
+import mlflow
+import pytest
+
+from producers.replay import publish_events, rental_events
+from rentalstream import services
+from schemas.reference import REFERENCE_ARTIFACT
+from tests.e2e.test_model_lifecycle import cli
+from tests.helpers import metric_samples, query, service_process, wait_for
+from training.features import TARGET, build_features, read_pricing
+
+pytestmark = pytest.mark.e2e
+MODEL = "rentalstream-price"
+ROUND = 400  # rentals per round
+
+
+@pytest.fixture
+def versions(tmp_path, mlflow_registry, pricing_csv) -> tuple[str, dict[str, str]]:
+    """The registry copy's URI, and {"v1" | "v2" | "v3": its version}."""
+    uri, training = mlflow_registry
+    shutil.copy(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(copy)
+    v1 = training.champion_version
+    v1_run = mlflow.MlflowClient().get_model_version(MODEL, v1).run_id
+    reference = mlflow.artifacts.load_dict(f"runs:/{v1_run}/{REFERENCE_ARTIFACT}")
+    pricing = read_pricing(pricing_csv)
+    mlflow.set_experiment("rentalstream-price")
+    found = {"v1": v1}
+    for name, leaves, with_reference in (("v2", 8, True), ("v3", 4, False)):
+        model = lightgbm.LGBMRegressor(n_estimators=30, num_leaves=leaves, verbose=-1)
+        model.fit(build_features(pricing), pricing[TARGET])
+        with mlflow.start_run(run_name=name):
+            if with_reference:
+                mlflow.log_dict(reference, REFERENCE_ARTIFACT)
+            info = mlflow.lightgbm.log_model(model, name="model", registered_model_name=MODEL)
+        found[name] = str(info.registered_model_version)
+    return copy, found
+
+
+def serving(scorer_url: str) -> set[str]:
+    """The versions the scorer says it prices with."""
+    return {
+        dict(labels)["version"]
+        for labels, value in metric_samples(scorer_url, "rentalstream_model_info").items()
+        if value == 1
+    }
+
+
+def prices_observed(monitor_url: str) -> float:
+    return metric_samples(monitor_url, "rentalstream_monitor_events_total").get((("topic", "prices"),), 0.0)
+
+
+def prices_lag(monitor_url: str) -> float:
+    return sum(
+        v
+        for labels, v in metric_samples(monitor_url, "rentalstream_consumer_lag").items()
+        if ("topic", "prices") in labels
+    )
+
+
+def test_the_monitor_follows_promotion_and_rollback_and_keeps_going_on_a_version_without_reference(
+    monitor_env, versions, clean_database, delays_xlsx, pricing_csv, tmp_path
+):
+    uri, v = versions
+    env = {**monitor_env, "RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
+           "RENTALSTREAM_SCORER_COMPILE_MODEL": "false"}  # fmt: skip
+    scorer_url = f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}"
+    monitor_url = f"http://127.0.0.1:{env['RENTALSTREAM_MONITOR_PORT']}"
+    events = rental_events(delays_xlsx, pricing_csv)
+    monitor_log = tmp_path / "monitor.log"
+    rounds = [(None, "v1"), ("v2", "v2"), ("v1", "v1"), ("v3", "v1")]  # (promoted, whose reference after)
+    with (
+        service_process("scorer", env, tmp_path / "scorer.log") as scorer,
+        service_process("monitor", env, monitor_log) as monitor,
+    ):
+        services.wait_ready("scorer", f"{scorer_url}/ready", scorer.pid, time.monotonic() + 120)
+        services.wait_ready("monitor", f"{monitor_url}/ready", monitor.pid, time.monotonic() + 120)
+        for number, (promoted, reference) in enumerate(rounds):
+            if promoted is not None:
+                cli(env, "promote", v[promoted])
+                wait_for(lambda: serving(scorer_url) == {v[promoted]}, 60, f"the scorer serving {promoted}", scorer)
+            chunk = events[number * ROUND : (number + 1) * ROUND]
+            asyncio.run(publish_events(env["RENTALSTREAM_KAFKA_BOOTSTRAP"], chunk))
+            published = (number + 1) * ROUND
+            # Each price observed once and its offset committed: a batch failing over and
+            # over would keep the count climbing or the lag above 0.
+            wait_for(lambda: prices_observed(monitor_url) >= published and prices_lag(monitor_url) == 0, 120,
+                     f"the monitor to observe round {number + 1}", monitor, monitor_log)  # fmt: skip
+            assert prices_observed(monitor_url) == published
+            priced_by = query(clean_database, f"SELECT DISTINCT model_version FROM prices WHERE rental_id IN "
+                                              f"({','.join(str(e.rental_id) for e in chunk)})")  # fmt: skip
+            assert priced_by.model_version.tolist() == [v[promoted or "v1"]]
+            gauge = metric_samples(monitor_url, "rentalstream_monitor_reference_version")[()]
+            assert str(int(gauge)) == v[reference], f"round {number + 1}: reference of v{int(gauge)}"
+    assert f"{MODEL} v{v['v3']} has no {REFERENCE_ARTIFACT}" in monitor_log.read_text()
