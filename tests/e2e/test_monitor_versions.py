@@ -92,13 +92,14 @@ def test_the_monitor_follows_promotion_and_rollback_and_keeps_going_on_a_version
         for number, (promoted, reference) in enumerate(rounds):
             if promoted is not None:
                 cli(env, "promote", v[promoted])
-                wait_for(lambda: serving(scorer_url) == {v[promoted]}, 60, f"the scorer serving {promoted}", scorer)
+                version = v[promoted]
+                wait_for(lambda: serving(scorer_url) == {version}, 60, f"the scorer serving v{version}", scorer)  # noqa: B023
             chunk = events[number * ROUND : (number + 1) * ROUND]
             asyncio.run(publish_events(env["RENTALSTREAM_KAFKA_BOOTSTRAP"], chunk))
             published = (number + 1) * ROUND
             # Each price observed once and its offset committed: a batch failing over and
             # over would keep the count climbing or the lag above 0.
-            wait_for(lambda: prices_observed(monitor_url) >= published and prices_lag(monitor_url) == 0, 120,
+            wait_for(lambda: prices_observed(monitor_url) >= published and prices_lag(monitor_url) == 0, 120,  # noqa: B023
                      f"the monitor to observe round {number + 1}", monitor, monitor_log)  # fmt: skip
             assert prices_observed(monitor_url) == published
             priced_by = query(clean_database, f"SELECT DISTINCT model_version FROM prices WHERE rental_id IN "
