@@ -176,6 +176,22 @@ class OpenTransaction:
         for consumer in self.consumers:
             await consumer.stop()
 
+    def held_open(self, probes: int = 3, interval: float = 0.1) -> bool:
+        """Whether one transaction stays open over ``probes`` probes ``interval`` s apart:
+        a partition's last stable offset does not move while records wait past it. A
+        running producer's transactions last milliseconds, so one held this long is a
+        frozen producer's, whatever other producers do meanwhile."""
+        waiting = self.loop.run_until_complete(self._open_at())
+        for _ in range(probes - 1):
+            time.sleep(interval)
+            now = self.loop.run_until_complete(self._open_at())
+            waiting = {tp: stable for tp, stable in waiting.items() if now.get(tp) == stable}
+        return bool(waiting)
+
     async def _open(self) -> bool:
+        return bool(await self._open_at())
+
+    async def _open_at(self) -> dict[TopicPartition, int]:
+        """The last stable offset of each partition with records waiting past it."""
         log_end, stable = [await c.end_offsets(self.partitions) for c in self.consumers]
-        return any(log_end[tp] > stable[tp] for tp in self.partitions)
+        return {tp: stable[tp] for tp in self.partitions if log_end[tp] > stable[tp]}

@@ -10,6 +10,7 @@ replicas run with the shortest one Apache Kafka accepts by default (6 s,
 group.min.session.timeout.ms; the client's default is 10 s)."""
 
 import asyncio
+import random
 import signal
 import time
 
@@ -20,6 +21,7 @@ from rentalstream.processes import free_port
 from schemas.topics import RENTALS
 from tests.helpers import metric_samples, read_topic, wait_for
 from tests.reliability.scorer_runs import (
+    OpenTransaction,
     Scorer,
     assert_same_results,
     committed,
@@ -72,13 +74,23 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
 
         split = wait_for(settled, 60, "the two replicas to split the 3 rentals partitions")
 
-        replay = replay_in_background(bootstrap, events, rate=2000)  # ~11 s of replay
-        wait_for(lambda: stored_rentals(clean_database) >= 5000 and min(scored(r) for r in replicas) > 0, 60,
-                 "both replicas to score rentals")  # fmt: skip
-        # The worst moment: right after a batch's rows commit, before its offsets can be.
-        before = scored(victim)
-        while (victim_scored := scored(victim)) == before and replay.is_alive():
-            time.sleep(0.005)
+        replay = replay_in_background(bootstrap, events, rate=1000)  # ~21 s of replay
+        wait_for(lambda: min(scored(r) for r in replicas) > 0, 60, "both replicas to score rentals")
+        # The worst moment: the victim's batch stored in Postgres, its Kafka transaction
+        # (prices and input offsets) still open. The victim is frozen (SIGSTOP) at random
+        # moments until the broker shows a transaction held open, then SIGKILLed.
+        victim_scored = scored(victim)
+        probes = 0
+        with OpenTransaction(bootstrap, "prices") as transactions:
+            while replay.is_alive():
+                probes += 1
+                time.sleep(random.uniform(0, 0.02))
+                victim.process.send_signal(signal.SIGSTOP)
+                if transactions() and transactions.held_open():
+                    break
+                victim.process.send_signal(signal.SIGCONT)
+                victim_scored = scored(victim)
+        replay_running = replay.is_alive()
         victim.signal(signal.SIGKILL)
         killed_at = time.monotonic()
         wait_for(lambda: held(survivor, RENTALS.name) == 3, 60, "the survivor to take every partition",
@@ -91,6 +103,8 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
         # The victim's last transaction stays open until the broker aborts it (the
         # producer's transaction timeout): a read_committed reader sees every price after.
         published = wait_for(lambda: committed_prices(bootstrap, len(events)), 60, "every price to be readable")
+        attempted = asyncio.run(read_topic(bootstrap, "prices", isolation_level="read_uncommitted"))
+        aborted = len(attempted) - len(published)  # records of transactions cut short
         survivor_scored = scored(survivor)
         survivor.stop()
 
@@ -103,14 +117,20 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
         for scorer in (*replicas, clean_run):
             scorer.stop()
 
-    print(f"split of the 3 rentals partitions: {split}; victim scored >= {victim_scored:,} rentals, then SIGKILL; "
+    print(f"split of the 3 rentals partitions: {split}; victim scored >= {victim_scored:,} rentals, then SIGKILL "
+          f"inside an open transaction (found in {probes} freezes), {aborted:,} prices aborted; "
           f"survivor held all 3 after {takeover_seconds:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s) "
           f"and scored {survivor_scored:,} in all; {len(published) - len(set(published)):,} of {len(published):,} "
           f"messages on `prices` (read_committed) were redeliveries; committed offsets {done:,} of {len(events):,}")  # fmt: skip
+    # The fault landed: during the replay, on a replica that had scored and committed,
+    # inside one of its transactions, so its batch was aborted and handed to the survivor.
+    assert replay_running and victim_scored > 0
+    assert aborted > 0
+    # And the survivor scored again what the victim had stored but not committed.
+    assert survivor_scored + victim_scored > len(events)
     assert done == len(events)
     # The rebalance did not hand a batch on twice: each price once for a read_committed reader.
     assert sorted(published) == sorted(f"rental-{e.rental_id}" for e in events)
-    assert takeover_seconds < 30
     assert_same_results(shared, clean, len(events))
 
 
