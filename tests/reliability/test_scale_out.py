@@ -27,7 +27,6 @@ from tests.reliability.scorer_runs import (
     committed,
     replay_in_background,
     snapshot,
-    stored_rentals,
     truncate,
     wait_for_rentals,
 )
