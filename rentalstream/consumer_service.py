@@ -64,10 +64,16 @@ def consumer_app(
         consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
         if not (loaded() and consuming):
             return AsgiResponse(b"not ready: loading, or joining its consumer groups", 503)
-        if not await broker.ping(timeout=2):
-            return AsgiResponse(b"not ready: the broker does not answer", 503)
-        if not await db.answers(engine):
-            return AsgiResponse(b"not ready: the database does not answer", 503)
+        # Both asked at once, and every one that fails is named: a slow broker ping must
+        # not hide that the database is away.
+        broker_answers, database_answers = await asyncio.gather(broker.ping(timeout=2), db.answers(engine))
+        missing = [
+            f"the {name} does not answer"
+            for name, answers in (("broker", broker_answers), ("database", database_answers))
+            if not answers
+        ]
+        if missing:
+            return AsgiResponse(f"not ready: {'; '.join(missing)}".encode(), 503)
         return AsgiResponse(b"ready", 200)
 
     return AsgiFastStream(
