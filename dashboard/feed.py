@@ -123,8 +123,10 @@ class LiveFeed:
             refresher.cancel()
             await self.consumer.stop()
 
-    def snapshot(self) -> Snapshot:
-        now = time.monotonic()
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """What the page shows; the rate and percentiles cover the ``RATE_WINDOW_SECONDS``
+        before ``now`` (``time.monotonic()``, by default)."""
+        now = time.monotonic() if now is None else now
         polls = takewhile(lambda poll: now - poll[0] <= RATE_WINDOW_SECONDS, reversed(self.recent))
         window = [latency for _, latencies in polls for latency in latencies]
         p50, p99 = np.percentile(window, [50, 99]) if window else (None, None)

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import insert
 
-from dashboard.feed import LiveFeed
+from dashboard.feed import RATE_WINDOW_SECONDS, LiveFeed
 from dashboard.metrics import DashboardMetrics
 from rentalstream.db import async_engine
 from schemas import tables
@@ -109,11 +109,16 @@ async def _scenario(database_url, bootstrap):
         await producer.flush()
 
         await wait_until(lambda: feed.snapshot().prices_seen == 5 and feed.snapshot().dead_letters, "the live messages")
-        live = feed.snapshot()
+        # The rate and percentiles, as of the moment the last prices arrived (so however
+        # long this machine took to get here), and once they have left the window.
+        arrived = feed.recent[-1][0]
+        live = feed.snapshot(now=arrived)
         assert [row["rental_id"] for row in live.prices] == [14, 13, 12]
         assert live.model == "rentalstream-price v2"
         assert live.latency_p50_ms == pytest.approx(120.0) and live.latency_p99_ms == pytest.approx(139.6)
-        assert live.events_per_second == pytest.approx(5 / 5.0)
+        assert live.events_per_second == pytest.approx(5 / RATE_WINDOW_SECONDS)
+        later = feed.snapshot(now=arrived + RATE_WINDOW_SECONDS + 0.001)
+        assert later.events_per_second == 0 and later.latency_p50_ms is None
         assert [row["rental_id"] for row in live.conflicts] == [20, 3, 1]  # rental 21 waited for nobody
         assert live.conflicts[0]["waiting_minutes"] == 45
         assert live.alerts[0]["signal"] == "rentals/mileage" and live.alerts[0]["after_mean"] == 2.0
