@@ -18,9 +18,11 @@ def test_profiles_are_deterministic_and_follow_the_documented_rule(pricing_csv):
     profiles = assign_profiles([363965, 269550], connect_car_ids={269550}, pool=pool)
     connect_pool = [car for car, _ in pool if car.has_getaround_connect]
 
-    def documented_index(car_id: int, size: int) -> int:  # sha256(str(c)) mod pool size
-        return int.from_bytes(hashlib.sha256(str(car_id).encode()).digest()[:8], "big") % size
+    def documented_index(car_id: int, size: int) -> int:  # README, "Car profiles"
+        return int(hashlib.sha256(str(car_id).encode()).hexdigest()[:16], 16) % size
 
+    # sha256("363965") begins 89c4ee16a135195e, and 0x89c4ee16a135195e mod 1000 is 686.
+    assert documented_index(363965, 1_000) == 0x89C4EE16A135195E % 1_000 == 686
     assert profiles[363965] == pool[documented_index(363965, len(pool))][0]
     assert profiles[269550] == connect_pool[documented_index(269550, len(connect_pool))]
     assert profiles[269550].has_getaround_connect
