@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard compose-up compose-down clean
+.PHONY: demo test system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard mutation compose-up compose-down clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -54,6 +54,9 @@ bench-monitor: $(VENV)/.installed
 
 bench-dashboard: $(VENV)/.installed
 	$(BIN)/python benchmarks/dashboard_responsiveness.py
+
+mutation: $(VENV)/.installed
+	$(BIN)/python benchmarks/mutation_score.py
 
 # compose.yaml: Apache Kafka, PostgreSQL, an MLflow server and the services (needs a Docker engine).
 compose-up:

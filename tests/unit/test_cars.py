@@ -58,3 +58,11 @@ def test_extra_fields_and_wrong_types_are_rejected():
         CarFeatures(**CAR, colour="red")
     with pytest.raises(ValidationError):
         CarFeatures(**{**CAR, "mileage": "a lot"})
+
+
+def test_two_categories_that_fold_alike_are_refused_when_the_lookup_is_built():
+    from schemas.cars import _lookup
+
+    assert _lookup(("Citroën", "Audi")) == {"citroen": "Citroën", "audi": "Audi"}
+    with pytest.raises(ValueError, match="ambiguous categories 'Citroën' and 'CITROEN'"):
+        _lookup(("Citroën", "CITROEN"))

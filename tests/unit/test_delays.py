@@ -8,6 +8,7 @@ from scorer.delays import is_late, knock_on
     [
         (90, 60, (30, True)),  # 90 min late, 60 min planned slack: next driver waits 30
         (60, 60, (0, False)),  # just in time is no conflict
+        (61, 60, (1, True)),  # one minute of waiting is a conflict
         (-15, 0, (-15, False)),  # early return, back-to-back rental
         (500, 720, (-220, False)),
         (None, 60, (None, None)),  # previous delay unknown

@@ -38,3 +38,11 @@ def test_dead_letter_keeps_the_exact_bytes_through_json():
         raw_value=raw, reason="x", consumer="scorer", received_at="2026-01-01T00:00:00Z",
     )  # fmt: skip
     assert DeadLetter.model_validate_json(letter.model_dump_json()).raw_value == raw
+
+
+def test_the_time_stamped_on_events_is_utc_with_its_offset():
+    from datetime import timedelta
+
+    from schemas.events import utc_now
+
+    assert utc_now().utcoffset() == timedelta(0)  # aware: Postgres stores it as the same instant anywhere

@@ -38,3 +38,33 @@ def test_an_interval_is_a_range_around_the_price_and_refuses_inverted_ratios():
     assert interval.around(120.0) == (96.0, 150.0)
     with pytest.raises(ValueError, match="lower_ratio"):
         PriceInterval(coverage=0.8, lower_ratio=1.2, upper_ratio=0.9, fold_coverage=[])
+
+
+def test_a_prediction_under_one_euro_counts_as_one_euro_and_both_bounds_are_inside():
+    # Fold 0 (rows 0-1): true price twice the prediction; the others: three times. A
+    # prediction of 0.5 € counts as 1 €, so the others' ratios are all 3.
+    predicted = np.array([1.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    actual = np.array([2.0, 2.0, 3.0, 3.0, 3.0, 3.0])
+    folds = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5])]
+    interval = calibrate(actual, predicted, folds)
+    # Fold 0: [1 × 3, 1 × 3] does not hold 2. Folds 1 and 2: [1 × 3, 1 × 3] holds 3
+    # exactly, on both bounds.
+    assert interval.fold_coverage == [0.0, 1.0, 1.0]
+    assert (interval.lower_ratio, interval.upper_ratio) == (2.0, 3.0)
+
+
+def test_another_coverage_is_calibrated_and_measured_at_its_own_quantiles():
+    rng = np.random.default_rng(11)
+    predicted = rng.uniform(20, 200, 400)
+    actual = predicted * rng.lognormal(0, 0.3, 400)
+    folds = np.array_split(rng.permutation(400), 4)
+    interval = calibrate(actual, predicted, folds, coverage=0.5)
+    ratios = actual / predicted
+    assert interval.coverage == 0.5
+    assert (interval.lower_ratio, interval.upper_ratio) == pytest.approx(tuple(np.quantile(ratios, [0.25, 0.75])))
+    expected = []
+    for held_out in folds:
+        others = np.setdiff1d(np.arange(400), held_out)
+        low, high = np.quantile(ratios[others], [0.25, 0.75])
+        expected.append(float(((ratios[held_out] >= low) & (ratios[held_out] <= high)).mean()))
+    assert interval.fold_coverage == pytest.approx(expected)

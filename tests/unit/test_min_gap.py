@@ -46,10 +46,25 @@ def test_hand_computed_cases(threshold, scope, blocked, revenue, solved, conflic
     assert result.blocked_share == pytest.approx(blocked / 6)
 
 
+def test_an_outcome_says_what_it_was_asked_and_counts_its_scope():
+    result = outcome(GROUPS, 45, "connect")
+    assert (result.threshold_minutes, result.scope, result.rentals, result.scope_rentals) == (45, "connect", 6, 3)
+    assert curve(GROUPS, "connect").scope == "connect"
+
+
 def test_an_empty_history_blocks_nothing():
     result = outcome([], 120, "connect")
     assert (result.blocked_rentals, result.blocked_share, result.solved_share) == (0, 0.0, 0.0)
-    assert curve([], "all").blocked_rentals.sum() == 0
+    empty = curve([], "all", np.array([0, 60, 720]))
+    for figures in (empty.blocked_rentals, empty.blocked_share, empty.conflicts_solved, empty.solved_share):
+        assert figures.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_scope_without_conflicts_solves_none_of_them_at_every_threshold():
+    quiet = [GapGroup("connect", 30, rentals=2, conflicts=0, ended_revenue_per_day=10.0)]
+    figures = curve(quiet, "connect", np.array([0, 31, 720]))
+    assert figures.solved_share.tolist() == [0.0, 0.0, 0.0]
+    assert figures.blocked_share.tolist() == [0.0, 1.0, 1.0]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +117,12 @@ def test_the_known_figures_of_the_history(history):
         (t, s): (outcome(groups, t, s).blocked_rentals, outcome(groups, t, s).conflicts_solved)
         for t in (60, 120) for s in ("all", "connect")
     }  # fmt: skip
-    assert figures == {(60, "all"): (401, 146), (60, "connect"): (181, 48), (120, "all"): (666, 180), (120, "connect"): (295, 59)}
+    assert figures == {
+        (60, "all"): (401, 146),
+        (60, "connect"): (181, 48),
+        (120, "all"): (666, 180),
+        (120, "connect"): (295, 59),
+    }
 
 
 @pytest.mark.parametrize("scope", ["all", "connect"])

@@ -1,12 +1,14 @@
 """Pure unit tests of the scoring step, with a stand-in price model."""
 
 import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from rentalstream.records import parse_records
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, RentalEvent
-from scorer.scoring import challenger_prices, refuse_replies, score_batch
+from schemas.intervals import PriceInterval
+from scorer.scoring import challenger_prices, price_scored, refuse_replies, score_batch
 from tests.helpers import SAMPLE_CAR
 
 CAR = SAMPLE_CAR
@@ -66,7 +68,9 @@ def test_a_challenger_failing_on_a_car_leaves_that_price_empty_and_prices_the_re
 def test_a_request_whose_reply_could_never_be_delivered_is_dead_lettered_naming_reply_to():
     def request(offset, reply_to):
         body = {"request_id": f"r{offset}", "car": CAR, "reply_to": reply_to}
-        return SimpleNamespace(topic="price-requests", partition=0, offset=offset, key=b"r", value=json.dumps(body).encode())
+        return SimpleNamespace(
+            topic="price-requests", partition=0, offset=offset, key=b"r", value=json.dumps(body).encode()
+        )
 
     records = [request(0, "price-replies"), request(1, "no-such-topic"), request(2, None), request(3, "mine")]
     priced, _ = score_batch(records, PriceRequest, PricePerMileage(), "scorer")
@@ -80,3 +84,59 @@ def test_no_reply_may_go_to_a_topic_of_the_catalogue_but_price_replies():
     from scorer.reply_topics import NOT_REPLY_TOPICS
 
     assert NOT_REPLY_TOPICS == {"rentals", "price-requests", "prices", "delays", "drift", "dead-letters"}
+
+
+def test_every_dead_letter_of_a_batch_names_the_consumer_that_wrote_it():
+    records = [record(0, b"{not json"), record(1, rental(2, car={**CAR, "mileage": 666}))]
+    _, dead = score_batch(records, RentalEvent, PricePerMileage(), "scorer-7")
+    assert [d.dead_letter_id for d in dead] == ["rentals/1/0/scorer-7", "rentals/1/1/scorer-7"]
+    assert {d.consumer for d in dead} == {"scorer-7"}
+    assert dead[1].reason == "scoring failed: ValueError('cursed mileage')"
+
+
+class CountingPricer(PricePerMileage):
+    def __init__(self):
+        self.calls = []
+
+    def price_per_day(self, cars):
+        self.calls.append(len(cars))
+        return super().price_per_day(cars)
+
+
+def test_a_batch_the_model_takes_whole_is_priced_in_one_call_and_car_by_car_only_after_a_failure():
+    cars = [CarFeatures.model_validate({**CAR, "mileage": m}) for m in (2_000, 3_000, 4_000)]
+    model = CountingPricer()
+    assert challenger_prices(model, cars) == [2.0, 3.0, 4.0] and model.calls == [3]
+    model = CountingPricer()
+    assert challenger_prices(model, [*cars[:2], cars[0].model_copy(update={"mileage": 666})]) == [2.0, 3.0, None]
+    assert model.calls == [3, 1, 1, 1]
+
+
+class WithInterval(PricePerMileage):
+    name, version = "rentalstream-price", "7"
+    interval = PriceInterval(coverage=0.8, lower_ratio=0.9, upper_ratio=1.25, fold_coverage=[0.8])
+
+
+def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
+    car = CarFeatures.model_validate({**CAR, "model_key": "Trabant"})  # a brand the model never saw
+    challenger = SimpleNamespace(version="8")
+    t0, t1 = datetime(2026, 11, 29, 12, tzinfo=UTC), datetime(2026, 11, 29, 12, 0, 1, tzinfo=UTC)
+    scored = price_scored(
+        price_id="req-1/0", price=100.0, car=car, model=WithInterval(), event_time=t0, scored_at=t1,
+        request_id="req-1", car_id=3, listed_price_per_day=95.0, challenger=challenger, challenger_price=97.5,
+    )  # fmt: skip
+    assert scored.model_dump() == {
+        "price_id": "req-1/0", "rental_id": None, "request_id": "req-1", "car_id": 3, "price_per_day": 100.0,
+        "price_lower": 90.0, "price_upper": 125.0, "listed_price_per_day": 95.0, "unknown_fields": ["model_key"],
+        "model_name": "rentalstream-price", "model_version": "7", "challenger_model_version": "8",
+        "challenger_price_per_day": 97.5, "event_time": t0, "scored_at": t1,
+    }  # fmt: skip
+    plain = price_scored(price_id="rental-5", price=80.0, car=car, model=PricePerMileage(), event_time=t0,
+                         scored_at=t1, rental_id=5)  # fmt: skip
+    assert (plain.rental_id, plain.price_lower, plain.price_upper, plain.challenger_model_version) == (
+        5,
+        None,
+        None,
+        None,
+    )
+    assert (plain.model_name, plain.model_version) == ("stand-in", "0")
