@@ -231,8 +231,8 @@ def probe(
     service: str = typer.Argument(..., help="scorer, bridge, monitor or dashboard"),
     live: bool = typer.Option(False, "--live", help="Ask /health (the process answers) instead of /ready."),
 ) -> None:
-    """Exit 0 when the service running on this machine answers /ready (or /health) with 200,
-    else 1: the healthcheck of the containers. Reads the port from the same settings."""
+    """Exit 0 when the service running on this machine answers /ready (or /health) with a
+    2xx, else 1: the healthcheck of the containers. Reads the port from the same settings."""
     import httpx
 
     from rentalstream.services import BY_NAME
@@ -246,7 +246,7 @@ def probe(
         console.print(f"{url}: {error!r}", markup=False)
         raise typer.Exit(1) from None
     console.print(f"{url}: {response.status_code} {response.text[:200]}", markup=False)
-    raise typer.Exit(0 if response.status_code == 200 else 1)
+    raise typer.Exit(0 if response.is_success else 1)  # the services' /health answers 204 No Content
 
 
 @app.command()
