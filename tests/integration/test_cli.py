@@ -1,0 +1,229 @@
+"""The command line as a user runs it: `python -m rentalstream.cli` (the `rentalstream`
+entry point, `run()` and its exit codes included) in a clean environment, against a real
+broker, PostgreSQL and MLflow registry. What each command did is read back from those,
+not from the command's own words only."""
+
+import asyncio
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import lightgbm
+import mlflow
+import psutil
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import create_engine, inspect, text
+
+from rentalstream import processes
+from rentalstream.db import psycopg_url
+from schemas.topics import CATALOGUE
+from tests.conftest import DEFAULT_DATA_DIR
+from tests.helpers import log_end, partition_counts, service_process, wait_for
+from training.features import TARGET, build_features, read_pricing
+
+pytestmark = pytest.mark.integration
+MODEL = "rentalstream-price"
+
+
+def rentalstream(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """One command, as typed in a shell whose only rentalstream settings are ``env``."""
+    base = {
+        "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+        "RENTALSTREAM_DATA_DIR": os.environ.get("RENTALSTREAM_DATA_DIR", str(DEFAULT_DATA_DIR)),
+        "RENTALSTREAM_MODEL_CACHE_DIR": os.environ["RENTALSTREAM_MODEL_CACHE_DIR"],  # the session's (conftest)
+    }  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", *args], env={**base, "COLUMNS": "200", **env},
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def ok(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def registry(tmp_path, mlflow_registry, pricing_csv) -> tuple[str, str, str]:
+    """A copy of the session's registry (v1, the champion) with a v2 of another model:
+    (tracking URI, v1, v2)."""
+    uri, training = mlflow_registry
+    shutil.copy(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(copy)
+    pricing = read_pricing(pricing_csv)
+    small = lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, verbose=-1).fit(
+        build_features(pricing), pricing[TARGET]
+    )
+    mlflow.set_experiment("rentalstream-price")
+    with mlflow.start_run(run_name="v2"):
+        info = mlflow.lightgbm.log_model(small, name="model", registered_model_name=MODEL)
+    return copy, training.champion_version, str(info.registered_model_version)
+
+
+def aliases(uri: str) -> dict[str, str]:
+    mlflow.set_tracking_uri(uri)
+    return {alias: str(version) for alias, version in MlflowClient().get_registered_model(MODEL).aliases.items()}
+
+
+def test_challenger_commands_move_only_the_aliases_they_name(registry, tmp_path):
+    uri, v1, v2 = registry
+    env = {"RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
+
+    unknown = rentalstream(env, "promote", "999")
+    assert unknown.returncode == 2
+    assert f"{MODEL} has no version '999'" in unknown.stdout and f"versions: {v2}, {v1}" in unknown.stdout
+    assert aliases(uri) == {"champion": v1}
+
+    assert f"{MODEL}@challenger: none -> v{v2}" in ok(rentalstream(env, "promote", v2, "--challenger"))
+    assert aliases(uri) == {"champion": v1, "challenger": v2}
+    assert f"{MODEL}@challenger (v{v2}) removed" in ok(rentalstream(env, "end-challenge"))
+    assert aliases(uri) == {"champion": v1}
+    assert f"{MODEL} has no @challenger; nothing to do" in ok(rentalstream(env, "end-challenge"))
+
+    # Promoting the challenger's version to champion ends the challenge.
+    ok(rentalstream(env, "promote", v2, "--challenger"))
+    promoted = ok(rentalstream(env, "promote", v2))
+    assert f"{MODEL}@champion: v{v1} -> v{v2}" in promoted and f"{MODEL}@challenger: v{v2} -> none" in promoted
+    assert aliases(uri) == {"champion": v2}
+
+
+def test_train_as_challenger_registers_a_version_and_leaves_the_champion(registry, tmp_path):
+    uri, v1, v2 = registry
+    env = {"RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
+    trained = ok(rentalstream(env, "train", "--challenger"))
+    v3 = str(int(v2) + 1)
+    assert "5-fold cross-validated error (mean over folds)" in trained and "lightgbm" in trained
+    assert f"registered {MODEL} v{v3}; set as @challenger; champion stays @champion = v{v1}" in trained
+    assert aliases(uri) == {"champion": v1, "challenger": v3}
+    assert f"registry already has {MODEL}@champion; not training" in ok(rentalstream(env, "train", "--if-no-champion"))
+
+
+def test_a_command_that_needs_the_stack_exits_2_saying_what_to_run(tmp_path):
+    done = rentalstream({"RENTALSTREAM_HOME": str(tmp_path / "empty")}, "replay", "--limit", "1", timeout=60)
+    assert done.returncode == 2
+    assert "rentalstream up" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_up_exits_2_with_the_log_of_a_service_that_could_not_start_and_leaves_nothing_running(
+    registry, kafka_bootstrap, clean_database, tmp_path
+):
+    home = tmp_path / "home"
+    env = {
+        "RENTALSTREAM_HOME": str(home), "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "RENTALSTREAM_DATABASE_URL": clean_database, "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
+        **{f"RENTALSTREAM_{s}_PORT": str(processes.free_port()) for s in ("SCORER", "BRIDGE", "MONITOR")},
+    }  # fmt: skip
+    with socket.create_server(("127.0.0.1", int(env["RENTALSTREAM_SCORER_PORT"]))):  # the scorer's port is taken
+        done = rentalstream(env, "up")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the scorer exited at start; its log:" in done.stdout
+    assert "address already in use" in done.stdout.lower()
+    # The bridge and monitor it had started are stopped again.
+    for port in (env["RENTALSTREAM_BRIDGE_PORT"], env["RENTALSTREAM_MONITOR_PORT"]):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+
+
+def test_replay_and_simulate_publish_what_they_say_and_refuse_a_bad_shift(kafka_bootstrap, tmp_path):
+    env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap}
+
+    def on_topic(topic: str) -> int:
+        return asyncio.run(log_end(kafka_bootstrap, topic))
+
+    assert "published 500 events" in ok(rentalstream(env, "replay", "--limit", "500"))
+    assert on_topic("rentals") == 500
+    # 400 events, a quarter of them price requests, spread evenly: 100 requests, 300 rentals.
+    simulated = ok(rentalstream(env, "simulate", "--events", "400", "--price-request-share", "0.25", "--rate", "2000"))
+    assert "published 400 events" in simulated and "25% price requests" in simulated
+    assert (on_topic("rentals"), on_topic("price-requests")) == (800, 100)
+    # Stopped by the clock: whatever it says it published is on the topics.
+    timed = ok(rentalstream(env, "simulate", "--seconds", "1", "--rate", "100", "--price-request-share", "0"))
+    published = int(timed.split("published ")[1].split(" events")[0])
+    assert 0 < published and on_topic("rentals") == 800 + published
+
+    bad = rentalstream(env, "simulate", "--events", "1", "--shift", "mileage=banana")
+    assert bad.returncode == 2 and "--shift" in bad.stderr
+    assert on_topic("rentals") == 800 + published  # nothing published
+
+
+def test_db_upgrade_creates_every_table_of_an_empty_database_then_finds_them(database_url, tmp_path):
+    engine = create_engine(psycopg_url(database_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS cli_upgrade"))
+        conn.execute(text("CREATE DATABASE cli_upgrade"))
+    engine.dispose()
+    empty = database_url.rsplit("/", 1)[0] + "/cli_upgrade"
+    env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_DATABASE_URL": empty}
+    created = ok(rentalstream(env, "db", "upgrade"))
+    engine = create_engine(psycopg_url(empty))
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert {"cars", "rentals", "prices", "price_requests", "delays", "dead_letters", "drift_events"} <= tables
+    assert all(table in created for table in tables - {"alembic_version"})
+    assert "tables and columns created: none (all present)" in ok(rentalstream(env, "db", "upgrade"))
+
+
+def test_up_without_services_starts_the_servers_on_loopback_only_and_down_stops_them(tmp_path):
+    env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_TOPIC_PARTITIONS": "5"}
+    stack_file = tmp_path / "home" / "stack.json"
+    try:
+        shown = ok(rentalstream(env, "up", "--no-services"))
+        state = json.loads(stack_file.read_text())
+        pids = state["pids"]
+        assert set(pids) == {"broker", "postgres"}
+        assert not state.get("services")
+        assert "Apache Kafka 4.4.0" in shown and "rentals (5)" in shown
+        assert asyncio.run(partition_counts(state["kafka_bootstrap"])) == {t.name: 5 for t in CATALOGUE}
+        engine = create_engine(psycopg_url(state["database_url"]))
+        assert {"cars", "rentals", "prices", "delays", "dead_letters"} <= set(inspect(engine).get_table_names())
+        engine.dispose()
+        # Every socket the servers listen on is on loopback, as the operating system says.
+        for name, pid in pids.items():
+            assert listening_addresses(pid) == {"127.0.0.1"}, f"the {name} listens on {listening_addresses(pid)}"
+        ok(rentalstream(env, "up", "--no-services"))
+        assert json.loads(stack_file.read_text())["pids"] == state["pids"]  # idempotent: nothing restarted
+    finally:
+        stopped = rentalstream(env, "down")
+    assert "stopped: postgres, broker" in ok(stopped)
+    assert not any(processes.alive(pid) for pid in pids.values())
+    assert not stack_file.exists()
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The IPv4 addresses ``pid`` (and its children) accept connections on; an IPv6
+    socket bound to an IPv4 address (Java binds ``::ffff:127.0.0.1``) counts as that."""
+    process = psutil.Process(pid)
+    addresses = {
+        ipaddress.ip_address(c.laddr.ip)
+        for p in [process, *process.children(recursive=True)]
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    return {str(getattr(a, "ipv4_mapped", None) or a) for a in addresses}
+
+
+def test_probe_answers_for_each_service_as_compose_healthchecks_ask(
+    scorer_process, bridge_env, bridge_url, monitor_env, monitor_process, tmp_path
+):
+    env = {
+        **{k: v for k, v in monitor_env.items() if k.startswith("RENTALSTREAM_")},
+        "RENTALSTREAM_BRIDGE_PORT": bridge_env["RENTALSTREAM_BRIDGE_PORT"],
+        "RENTALSTREAM_DASHBOARD_PORT": str(processes.free_port()),
+    }
+    dashboard_log = tmp_path / "dashboard.log"
+    with service_process("dashboard", {**os.environ, **env}, dashboard_log):
+        for service in ("scorer", "bridge", "monitor", "dashboard"):
+            wait_for(lambda s=service: rentalstream(env, "probe", s, timeout=60).returncode == 0, 120,
+                     f"`rentalstream probe {service}` to pass", log=dashboard_log)  # fmt: skip
+            assert rentalstream(env, "probe", "--live", service, timeout=60).returncode == 0
+    stopped = rentalstream(env, "probe", "--live", "dashboard", timeout=60)
+    assert stopped.returncode == 1 and "ConnectError" in stopped.stdout  # not running any more: unhealthy
+    unknown = rentalstream(env, "probe", "kafka", timeout=60)
+    assert unknown.returncode == 2 and "one of scorer, bridge, monitor, dashboard" in unknown.stderr
