@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from schemas.topics import PRICE_REQUESTS
-from tests.helpers import interval_ratios, query, reference_prices, service_process, wait_for
+from tests.helpers import interval_ratios, metric_samples, query, reference_prices, service_process, wait_for
 from training.features import TARGET, build_features, read_pricing
 
 pytestmark = pytest.mark.e2e
@@ -60,13 +60,13 @@ def cli(env, *args) -> str:
     return done.stdout
 
 
-async def publish_requests(bootstrap: str, rows: pd.DataFrame) -> None:
+async def publish_requests(bootstrap: str, rows: pd.DataFrame, prefix: str = "listing") -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for i, row in enumerate(rows.to_dict("records")):
             listed = row.pop(TARGET)
-            body = {"request_id": f"listing-{i}", "car": row, "listed_price_per_day": listed, "client": "test"}
+            body = {"request_id": f"{prefix}-{i}", "car": row, "listed_price_per_day": listed, "client": "test"}
             await producer.send(PRICE_REQUESTS.name, json.dumps(body).encode(), key=body["request_id"].encode())
         await producer.flush()
     finally:
@@ -92,12 +92,24 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     assert f"@challenger: none -> v{challenger_version}" in cli(lifecycle_env, "promote", challenger_version, "--challenger")
 
     pricing = read_pricing(pricing_csv).sample(REQUESTS, random_state=3).reset_index(drop=True)
+    scorer_url = f"http://127.0.0.1:{lifecycle_env['RENTALSTREAM_SCORER_PORT']}"
     with service_process("scorer", lifecycle_env, tmp_path / "scorer.log") as scorer:
         asyncio.run(publish_requests(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], pricing))
         wait_for(lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS, 120,
                  f"{REQUESTS} prices", scorer, tmp_path / "scorer.log")  # fmt: skip
+        # The challenge ends: the scorer drops the challenger and prices with the champion alone.
+        assert f"@challenger (v{challenger_version}) removed" in cli(lifecycle_env, "end-challenge")
+        wait_for(lambda: not any(metric_samples(scorer_url, "rentalstream_challenger_info").values()), 60,
+                 "the scorer to drop the challenger", scorer, tmp_path / "scorer.log")  # fmt: skip
+        asyncio.run(publish_requests(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], pricing.head(50), "after"))
+        wait_for(lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS + 50, 120,
+                 "the requests after the challenge", scorer, tmp_path / "scorer.log")  # fmt: skip
 
-    stored = query(clean_database, "SELECT * FROM prices ORDER BY price_id").set_index("price_id")
+    after = query(clean_database, "SELECT * FROM prices WHERE price_id LIKE 'after-%'")
+    assert len(after) == 50 and (after.model_version == champion_version).all()
+    assert after.challenger_model_version.isna().all() and after.challenger_price_per_day.isna().all()
+    stored = query(clean_database, "SELECT * FROM prices WHERE price_id LIKE 'listing-%' ORDER BY price_id")
+    stored = stored.set_index("price_id")
     ids = [f"listing-{i}" for i in range(REQUESTS)]
     stored = stored.loc[ids]
     cars = pricing.drop(columns=TARGET)
@@ -124,8 +136,12 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     closer = "champion" if champion_error.mean() < challenger_error.mean() else "challenger"
     assert f"{closer} closer" in line
     assert f"{(champion_error < challenger_error).sum():,} / {(challenger_error < champion_error).sum():,}" in line
-    # ... and how often the served interval held the true price (the stored bounds, as numpy sees them).
-    inside = ((listed >= stored.price_lower.to_numpy()) & (listed <= stored.price_upper.to_numpy())).mean()
+    # ... and how often the served interval held the true price (the stored bounds, as numpy
+    # sees them), over every priced request, those after the challenge included.
+    every = pd.concat([stored.reset_index(), after])
+    true_of = {f"{prefix}-{i}": price for prefix in ("listing", "after") for i, price in enumerate(pricing[TARGET])}
+    true = every.price_id.map(true_of).to_numpy()
+    inside = ((true >= every.price_lower.to_numpy()) & (true <= every.price_upper.to_numpy())).mean()
     assert f"{inside:.1%}" in printed.split("price interval on true prices")[1]
 
 
