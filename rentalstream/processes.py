@@ -34,9 +34,13 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 def alive(pid: int) -> bool:
     """Running, not merely present: a daemon reparented to an init that is slow to
-    reap stays in the process table as a zombie after it has exited."""
+    reap stays in the process table as a zombie after it has exited. But a process
+    whose main thread has ended shows as a zombie too while its other threads still run
+    (a JVM shutting down: Kafka still holds its log directory's lock), so a zombie is
+    dead only once its last thread is gone."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE or process.num_threads() > 1
     except psutil.NoSuchProcess:
         return False
 
