@@ -24,6 +24,7 @@ from rentalstream.topics import partition_ids
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
 
+
 def once(stop: Callable[[], None]) -> Callable[[], None]:
     """``stop`` made safe to call twice (a test stopping a server early, then the fixture's
     teardown): it runs the first time only."""

@@ -105,7 +105,7 @@ def bad_rental(fields: int) -> bytes:
     """A rental with its first ``fields`` of seven fields given a wrong type."""
     wrong = ["rental_id", "car_id", "state", "checkin_type", "planned_gap_minutes", "delay_at_checkout_minutes",
              "previous_ended_rental_id"][:fields]  # fmt: skip
-    return json.dumps({**RENTAL, **dict.fromkeys(wrong, [])}).encode()
+    return json.dumps({**RENTAL, **{key: [] for key in wrong}}).encode()
 
 
 def test_five_failing_fields_are_all_named_and_a_sixth_is_counted():
