@@ -24,9 +24,9 @@ def version_to_load(
     """The version whose reference to load before observing ``prices``, or None to keep
     ``reference_version``'s."""
     versions = {price.model_version for price in prices if price.model_name == model_name}
-    if len(versions) != 1 or not next(iter(versions)).isdigit():  # registry versions are numbers
+    if len(versions) != 1:
         return None
     (version,) = versions
-    if version == reference_version or version in without_reference:
-        return None
+    if not version.isdigit() or version == reference_version or version in without_reference:
+        return None  # registry versions are numbers
     return version

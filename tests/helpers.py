@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
@@ -44,7 +46,6 @@ SAMPLE_CAR = {
     "model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
     "paint_color": "grey", "car_type": "estate",
 }  # fmt: skip
-
 
 
 def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
@@ -108,10 +109,53 @@ def service_process(command: str, env: dict[str, str], log_path: Path) -> Iterat
             process.wait()
 
 
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m rentalstream.cli ARGS` (the entry point, exit codes included) with
+    exactly ``env``, and a terminal wide enough for its tables."""
+    return subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", *args], env={**env, "COLUMNS": "250"},
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """What a command that must succeed prints."""
+    done = run_cli(env, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def registry_copy(mlflow_registry, folder: Path) -> str:
+    """A copy of the session's registry (its champion, v1) in ``folder``, whose aliases a
+    test may move without touching the other tests' champion; its tracking URI."""
+    uri, _ = mlflow_registry
+    shutil.copy(uri.removeprefix("sqlite:///"), folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def register_small_model(uri: str, pricing: pd.DataFrame, run_name: str, *, trees: int = 30, leaves: int = 8,
+                         artifacts: dict[str, dict] | None = None):  # fmt: skip
+    """Register another, smaller LightGBM as a new version of the model (no interval, no
+    reference unless ``artifacts`` logs them); returns (its version, the model)."""
+    from training.features import TARGET, build_features
+
+    model = lightgbm.LGBMRegressor(n_estimators=trees, num_leaves=leaves, verbose=-1)
+    model.fit(build_features(pricing), pricing[TARGET])
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("rentalstream-price")
+    with mlflow.start_run(run_name=run_name):
+        for name, content in (artifacts or {}).items():
+            mlflow.log_dict(content, name)
+        info = mlflow.lightgbm.log_model(model, name="model", registered_model_name="rentalstream-price")
+    return str(info.registered_model_version), model
+
+
 def champion(mlflow_registry):
     uri, training = mlflow_registry
     mlflow.set_tracking_uri(uri)
-    return training.champion_version, mlflow.lightgbm.load_model(f"models:/rentalstream-price/{training.champion_version}")
+    return training.champion_version, mlflow.lightgbm.load_model(
+        f"models:/rentalstream-price/{training.champion_version}"
+    )
 
 
 def interval_ratios(tracking_uri: str, version: str) -> tuple[float, float]:
@@ -128,9 +172,7 @@ def expected_prices(model, cars: list[dict]) -> list[float]:
     return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
 
 
-async def read_topic(
-    bootstrap: str, topic: str, timeout: float = 60, isolation_level: str = "read_committed"
-) -> list:
+async def read_topic(bootstrap: str, topic: str, timeout: float = 60, isolation_level: str = "read_committed") -> list:
     """Every record on ``topic`` from the beginning of each partition to its end now, as
     a ``read_committed`` reader sees them (unless told otherwise)."""
     consumer = AIOKafkaConsumer(

@@ -2,20 +2,16 @@
 a body over the size limit, sized or chunked, is read and answered 413 on a connection
 that stays usable; and the champion it reports follows a promotion without a restart."""
 
-import shutil
 import socket
 import time
 
 import httpx
-import lightgbm
-import mlflow
 import pytest
 
 from rentalstream import services
 from tests.conftest import BRIDGE_API_KEY
-from tests.e2e.test_model_lifecycle import cli
-from tests.helpers import SAMPLE_CAR, service_process, wait_for
-from training.features import TARGET, build_features, read_pricing
+from tests.helpers import SAMPLE_CAR, cli, register_small_model, registry_copy, service_process, wait_for
+from training.features import read_pricing
 
 pytestmark = pytest.mark.e2e
 LIMIT = 4096  # conftest's RENTALSTREAM_BRIDGE_MAX_BODY_BYTES
@@ -77,19 +73,9 @@ def test_a_body_within_the_limit_on_the_same_connection_is_not_refused(bridge_ur
 def test_the_bridge_reports_the_champion_it_follows_without_a_restart(
     bridge_env, mlflow_registry, pricing_csv, tmp_path
 ):
-    uri, training = mlflow_registry
-    shutil.copy(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
-    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(copy)
-    pricing = read_pricing(pricing_csv)
-    small = lightgbm.LGBMRegressor(n_estimators=10, verbose=-1).fit(build_features(pricing), pricing[TARGET])
-    mlflow.set_experiment("rentalstream-price")
-    with mlflow.start_run(run_name="next"):
-        v2 = str(
-            mlflow.lightgbm.log_model(
-                small, name="model", registered_model_name="rentalstream-price"
-            ).registered_model_version
-        )
+    training = mlflow_registry[1]
+    copy = registry_copy(mlflow_registry, tmp_path)
+    v2, _ = register_small_model(copy, read_pricing(pricing_csv), "next", trees=10)
     env = {**bridge_env, "RENTALSTREAM_MLFLOW_TRACKING_URI": copy, "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5"}
     url = f"http://127.0.0.1:{env['RENTALSTREAM_BRIDGE_PORT']}"
     log = tmp_path / "bridge.log"

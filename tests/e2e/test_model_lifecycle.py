@@ -8,13 +8,9 @@ from LightGBM through plain pandas (``tests.helpers.reference_prices``).
 
 import asyncio
 import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
 
-import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
@@ -24,8 +20,18 @@ from aiokafka import AIOKafkaProducer
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from schemas.topics import PRICE_REQUESTS
-from tests.helpers import interval_ratios, metric_samples, query, reference_prices, service_process, wait_for
-from training.features import TARGET, build_features, read_pricing
+from tests.helpers import (
+    cli,
+    interval_ratios,
+    metric_samples,
+    query,
+    reference_prices,
+    register_small_model,
+    registry_copy,
+    service_process,
+    wait_for,
+)
+from training.features import TARGET, read_pricing
 
 pytestmark = pytest.mark.e2e
 MODEL = "rentalstream-price"
@@ -36,28 +42,12 @@ REQUESTS = 400
 def registry(tmp_path, mlflow_registry, pricing_csv):
     """A copy of the session registry (v1 champion) plus a v2: a smaller LightGBM without
     an interval, so its prices differ from v1's and it is served without bounds."""
-    uri, training = mlflow_registry
-    source = uri.removeprefix("sqlite:///")
-    shutil.copy(source, tmp_path / "mlflow.db")
-    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(copy)
-    pricing = read_pricing(pricing_csv)
-    small = lightgbm.LGBMRegressor(n_estimators=40, num_leaves=8, verbose=-1).fit(build_features(pricing), pricing[TARGET])
-    mlflow.set_experiment("rentalstream-price")
-    with mlflow.start_run(run_name="small"):  # no interval artifact, like a version trained before intervals
-        info = mlflow.lightgbm.log_model(small, name="model", registered_model_name=MODEL)
-    assert str(info.registered_model_version) != training.champion_version
+    training = mlflow_registry[1]
+    copy = registry_copy(mlflow_registry, tmp_path)
+    v2, small = register_small_model(copy, read_pricing(pricing_csv), "small", trees=40)
+    assert v2 != training.champion_version
     champion = mlflow.lightgbm.load_model(f"models:/{MODEL}/{training.champion_version}")
-    return copy, {training.champion_version: champion, str(info.registered_model_version): small}
-
-
-def cli(env, *args) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "rentalstream.cli", *args], env={**env, "COLUMNS": "250"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return copy, {training.champion_version: champion, v2: small}
 
 
 async def publish_requests(bootstrap: str, rows: pd.DataFrame, prefix: str = "listing") -> None:

@@ -8,19 +8,16 @@ between them with `rentalstream promote`.
 """
 
 import asyncio
-import shutil
 import time
 
-import lightgbm
 import mlflow
 import pytest
 
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from schemas.reference import REFERENCE_ARTIFACT
-from tests.e2e.test_model_lifecycle import cli
-from tests.helpers import metric_samples, query, service_process, wait_for
-from training.features import TARGET, build_features, read_pricing
+from tests.helpers import cli, metric_samples, query, register_small_model, registry_copy, service_process, wait_for
+from training.features import read_pricing
 
 pytestmark = pytest.mark.e2e
 MODEL = "rentalstream-price"
@@ -30,25 +27,15 @@ ROUND = 400  # rentals per round
 @pytest.fixture
 def versions(tmp_path, mlflow_registry, pricing_csv) -> tuple[str, dict[str, str]]:
     """The registry copy's URI, and {"v1" | "v2" | "v3": its version}."""
-    uri, training = mlflow_registry
-    shutil.copy(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
-    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    copy = registry_copy(mlflow_registry, tmp_path)
+    v1 = mlflow_registry[1].champion_version
     mlflow.set_tracking_uri(copy)
-    v1 = training.champion_version
     v1_run = mlflow.MlflowClient().get_model_version(MODEL, v1).run_id
     reference = mlflow.artifacts.load_dict(f"runs:/{v1_run}/{REFERENCE_ARTIFACT}")
     pricing = read_pricing(pricing_csv)
-    mlflow.set_experiment("rentalstream-price")
-    found = {"v1": v1}
-    for name, leaves, with_reference in (("v2", 8, True), ("v3", 4, False)):
-        model = lightgbm.LGBMRegressor(n_estimators=30, num_leaves=leaves, verbose=-1)
-        model.fit(build_features(pricing), pricing[TARGET])
-        with mlflow.start_run(run_name=name):
-            if with_reference:
-                mlflow.log_dict(reference, REFERENCE_ARTIFACT)
-            info = mlflow.lightgbm.log_model(model, name="model", registered_model_name=MODEL)
-        found[name] = str(info.registered_model_version)
-    return copy, found
+    v2, _ = register_small_model(copy, pricing, "v2", artifacts={REFERENCE_ARTIFACT: reference})
+    v3, _ = register_small_model(copy, pricing, "v3", leaves=4)  # no reference
+    return copy, {"v1": v1, "v2": v2, "v3": v3}
 
 
 def serving(scorer_url: str) -> set[str]:

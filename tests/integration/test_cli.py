@@ -7,12 +7,9 @@ import asyncio
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 
-import lightgbm
 import mlflow
 import psutil
 import pytest
@@ -23,8 +20,16 @@ from rentalstream import processes
 from rentalstream.db import psycopg_url
 from schemas.topics import CATALOGUE
 from tests.conftest import DEFAULT_DATA_DIR
-from tests.helpers import log_end, partition_counts, service_process, wait_for
-from training.features import TARGET, build_features, read_pricing
+from tests.helpers import (
+    log_end,
+    partition_counts,
+    register_small_model,
+    registry_copy,
+    run_cli,
+    service_process,
+    wait_for,
+)
+from training.features import read_pricing
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
@@ -37,10 +42,7 @@ def rentalstream(env: dict[str, str], *args: str, timeout: float = 300) -> subpr
         "RENTALSTREAM_DATA_DIR": os.environ.get("RENTALSTREAM_DATA_DIR", str(DEFAULT_DATA_DIR)),
         "RENTALSTREAM_MODEL_CACHE_DIR": os.environ["RENTALSTREAM_MODEL_CACHE_DIR"],  # the session's (conftest)
     }  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "rentalstream.cli", *args], env={**base, "COLUMNS": "200", **env},
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return run_cli({**base, **env}, *args, timeout=timeout)
 
 
 def ok(done: subprocess.CompletedProcess) -> str:
@@ -52,18 +54,9 @@ def ok(done: subprocess.CompletedProcess) -> str:
 def registry(tmp_path, mlflow_registry, pricing_csv) -> tuple[str, str, str]:
     """A copy of the session's registry (v1, the champion) with a v2 of another model:
     (tracking URI, v1, v2)."""
-    uri, training = mlflow_registry
-    shutil.copy(uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
-    copy = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(copy)
-    pricing = read_pricing(pricing_csv)
-    small = lightgbm.LGBMRegressor(n_estimators=20, num_leaves=8, verbose=-1).fit(
-        build_features(pricing), pricing[TARGET]
-    )
-    mlflow.set_experiment("rentalstream-price")
-    with mlflow.start_run(run_name="v2"):
-        info = mlflow.lightgbm.log_model(small, name="model", registered_model_name=MODEL)
-    return copy, training.champion_version, str(info.registered_model_version)
+    copy = registry_copy(mlflow_registry, tmp_path)
+    v2, _ = register_small_model(copy, read_pricing(pricing_csv), "v2", trees=20)
+    return copy, mlflow_registry[1].champion_version, v2
 
 
 def aliases(uri: str) -> dict[str, str]:

@@ -3,6 +3,7 @@ server, which the test takes away and brings back: the live feed keeps following
 only the page's own origins may open its websocket."""
 
 import asyncio
+import os
 import re
 import time
 
@@ -44,7 +45,7 @@ def counted(url: str, name: str, labels: tuple = ()) -> float:
 def cluster(tmp_path, kafka_runtime):
     from rentalstream.topics import ensure_topics
 
-    running = kafka_server.start_cluster(tmp_path / "own-kafka", kafka_runtime, nodes=1)  # not the fixture's folder
+    running = kafka_server.start_cluster(tmp_path / "kafka", kafka_runtime, nodes=1)
     try:
         asyncio.run(ensure_topics(running.bootstrap, partitions=3))
         yield running
@@ -53,11 +54,19 @@ def cluster(tmp_path, kafka_runtime):
 
 
 def test_the_live_feed_follows_across_a_broker_restart_and_a_database_outage(
-    cluster, own_postgres, scorer_env, tmp_path
+    cluster, own_postgres, mlflow_registry, data_dir, tmp_path
 ):
     bootstrap = cluster.bootstrap
-    env = {**scorer_env, "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap, "RENTALSTREAM_DATABASE_URL": own_postgres.url,
-           "RENTALSTREAM_DASHBOARD_PORT": str(processes.free_port()), "RENTALSTREAM_DASHBOARD_AGGREGATE_SECONDS": "0.5"}  # fmt: skip
+    env = {
+        **os.environ,
+        "RENTALSTREAM_HOME": str(tmp_path / "home"),
+        "RENTALSTREAM_DATA_DIR": str(data_dir),
+        "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
+        "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "RENTALSTREAM_DATABASE_URL": own_postgres.url,
+        "RENTALSTREAM_DASHBOARD_PORT": str(processes.free_port()),
+        "RENTALSTREAM_DASHBOARD_AGGREGATE_SECONDS": "0.5",
+    }
     url = f"http://127.0.0.1:{env['RENTALSTREAM_DASHBOARD_PORT']}"
     log = tmp_path / "dashboard.log"
     prices_read = ("rentalstream_dashboard_messages_total", (("topic", "prices"),))
