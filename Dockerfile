@@ -14,13 +14,15 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > requirements.txt \
     && pip install --requirement requirements.txt
 COPY README.md ./
-COPY rentalstream ./rentalstream
 COPY schemas ./schemas
+COPY runtime ./runtime
 COPY producers ./producers
 COPY scorer ./scorer
 COPY monitor ./monitor
-COPY dashboard ./dashboard
 COPY training ./training
+COPY answers ./answers
+COPY dashboard ./dashboard
+COPY rentalstream ./rentalstream
 RUN pip install --no-deps .
 
 FROM python:3.11-slim-bookworm

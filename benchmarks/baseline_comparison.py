@@ -32,8 +32,8 @@ from bridge_latency import Run, plain_api, sequential_run, timed_post
 
 from producers.replay import publish_events, rental_events
 from rentalstream import services
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from rentalstream.demo import wait_until_scored
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from schemas.events import RentalEvent, utc_now
 
 

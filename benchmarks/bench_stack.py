@@ -22,7 +22,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from rentalstream import kafka_server, processes, services, stack
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 
 BROKERS = {
     "kafka": "one Apache Kafka node (broker and controller), as `rentalstream up` starts it",

@@ -38,7 +38,7 @@ from bench_stack import BROKERS, add_broker_option, cpu_seconds, fresh_stack
 
 from rentalstream import processes, services
 from rentalstream.kafka_jars import kafka_version
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 
 CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
        "paint_color": "grey", "car_type": "estate", "has_gps": True}  # fmt: skip

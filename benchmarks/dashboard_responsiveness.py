@@ -35,8 +35,8 @@ from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import services
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from rentalstream.db import psycopg_url
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+from runtime.postgres.engines import psycopg_url
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

@@ -34,8 +34,8 @@ from monitor.watch import DriftWatch, Origin
 from producers.car_profiles import read_profile_pool
 from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
-from rentalstream.settings import Settings
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
+from runtime.settings import Settings
 from schemas.events import DelayScored, PriceRequest, PriceScored, RentalEvent, utc_now
 from scorer.delays import is_late, knock_on
 from training.features import TARGET, build_features, feature_codes, read_pricing

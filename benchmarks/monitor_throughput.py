@@ -26,10 +26,10 @@ from bench_stack import fresh_stack
 from drift_detectors import EVENTS, monitored_stream
 from replay_throughput import PeakRss
 
+from answers.drift_states import signal_states
 from producers.publishing import publish_paced
 from producers.simulator import Simulator
 from rentalstream import services
-from rentalstream.drift_report import signal_states
 from scorer.pricing import PriceModel
 
 

@@ -30,10 +30,6 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 
 # Functions of the mutated modules that are not domain logic (integration-tested).
 PLUMBING = {
-    "rentalstream.records.x_upsert",
-    "rentalstream.records.x_batch_subscriber",
-    "rentalstream.records.x_insert_dead_letters",
-    "rentalstream.records.x_with_retries",
     "scorer.reply_topics.xǁReplyTopicsǁ__init__",
     "scorer.reply_topics.xǁReplyTopicsǁ_list_topics",
 }
@@ -80,13 +76,13 @@ EQUIVALENT = {
         LOG_LINE,
     ),
     **dict.fromkeys(
-        [f"rentalstream.records.x_validation_reason__mutmut_{n}" for n in (5, 6, 7, 8)],
+        [f"runtime.kafka.dead_letters.x_validation_reason__mutmut_{n}" for n in (5, 6, 7, 8)],
         "pydantic's errors() options add the url or input to each error; the reason reads only loc and msg",
     ),
-    "rentalstream.records.x_dead_letter__mutmut_28": "codec names are case-insensitive: 'UTF-8' is 'utf-8'",
-    "dashboard.min_gap.x_curve__mutmut_22": "np.array of Python ints: int64 without the dtype too (on a 64-bit machine)",
-    "dashboard.min_gap.x_curve__mutmut_24": "the same, dtype left out",
-    "dashboard.min_gap.x_curve__mutmut_31": "side='left' is np.searchsorted's default",
+    "runtime.kafka.dead_letters.x_dead_letter__mutmut_28": "codec names are case-insensitive: 'UTF-8' is 'utf-8'",
+    "answers.min_gap.x_curve__mutmut_22": "np.array of Python ints: int64 without the dtype too (on a 64-bit machine)",
+    "answers.min_gap.x_curve__mutmut_24": "the same, dtype left out",
+    "answers.min_gap.x_curve__mutmut_31": "side='left' is np.searchsorted's default",
 }
 
 

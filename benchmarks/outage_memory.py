@@ -31,8 +31,8 @@ from sqlalchemy.exc import OperationalError
 
 from producers.replay import publish_events, rental_events
 from rentalstream import embedded, services
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from rentalstream.db import psycopg_url
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+from runtime.postgres.engines import psycopg_url
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.dialects.postgresql import insert
 
-from rentalstream.db import async_engine
-from rentalstream.settings import Settings
+from runtime.postgres.engines import async_engine
+from runtime.settings import Settings
 from schemas import tables
 from schemas.cars import CarFeatures
 from schemas.events import utc_now

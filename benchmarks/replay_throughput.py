@@ -46,11 +46,11 @@ from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import processes, services
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from rentalstream.db import psycopg_url
 from rentalstream.demo import wait_until_scored
 from rentalstream.kafka_jars import kafka_version
-from rentalstream.settings import Settings
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+from runtime.postgres.engines import psycopg_url
+from runtime.settings import Settings
 from schemas.events import utc_now
 
 LATENCY_SQL = text("""

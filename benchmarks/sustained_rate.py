@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 from producers.publishing import publish_paced
 from producers.simulator import Simulator
 from rentalstream import services
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.events import utc_now
 
 LATENCIES_SQL = text("""

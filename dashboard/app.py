@@ -22,8 +22,8 @@ from tornado.web import RequestHandler
 from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.page import build_page
-from rentalstream.db import async_engine
-from rentalstream.settings import Settings
+from runtime.postgres.engines import async_engine
+from runtime.settings import Settings
 
 log = logging.getLogger("rentalstream.dashboard")
 FEED_RETRY_SECONDS = 2.0

@@ -7,8 +7,8 @@ import numpy as np
 from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
-from dashboard.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, Curve
-from dashboard.queries import DELAY_BIN_MINUTES, DELAY_RANGE_MINUTES
+from answers.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, Curve
+from answers.queries import DELAY_BIN_MINUTES, DELAY_RANGE_MINUTES
 
 CHECKIN_COLORS = {"mobile": "#1f77b4", "connect": "#ff7f0e"}
 SCOPE_COLORS = {"all": "#1f77b4", "connect": "#ff7f0e"}

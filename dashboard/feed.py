@@ -29,8 +29,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from answers.queries import Aggregates, read_aggregates, read_latest
 from dashboard.metrics import DashboardMetrics
-from dashboard.queries import Aggregates, read_aggregates, read_latest
 from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored
 from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from html import escape
 
+from answers.min_gap import SCOPE_LABELS, MinGapOutcome
 from dashboard.feed import Snapshot
-from dashboard.min_gap import SCOPE_LABELS, MinGapOutcome
 
 CSS = """
 .figures { display: flex; flex-wrap: wrap; gap: 12px; }

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import panel as pn
 
+from answers.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
+from answers.model_comparison import verdict
 from dashboard.charts import DelayChart, MinGapCharts, PriceByCarTypeChart
 from dashboard.feed import LiveFeed, Snapshot
 from dashboard.figures import (
@@ -21,10 +23,8 @@ from dashboard.figures import (
     scopes_html,
 )
 from dashboard.metrics import DashboardMetrics
-from dashboard.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
 from dashboard.price_form import PriceForm
-from rentalstream.model_comparison import verdict
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 
 DEFAULT_THRESHOLD_MINUTES = 60
 

@@ -32,19 +32,15 @@ from monitor.detectors import DetectorSpec
 from monitor.metrics import MonitorMetrics
 from monitor.reference_choice import version_to_load
 from monitor.watch import DriftWatch, Fired, Origin
-from rentalstream import consumer_service
-from rentalstream.batch_publisher import BatchPublisher
-from rentalstream.consumer_service import consumer_app
-from rentalstream.db import async_engine
-from rentalstream.records import (
-    KafkaRecord,
-    batch_subscriber,
-    dead_letter_messages,
-    parse_records,
-    with_retries,
-)
-from rentalstream.registry import MissingReference, champion_version, reference_of
-from rentalstream.settings import Settings
+from runtime import consumer_service
+from runtime.consumer_service import consumer_app
+from runtime.kafka.batch_publisher import BatchPublisher
+from runtime.kafka.dead_letters import dead_letter_messages, parse_records
+from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.postgres.engines import async_engine
+from runtime.postgres.retries import with_retries
+from runtime.registry import MissingReference, champion_version, reference_of
+from runtime.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
 from schemas.topics import DELAYS, DRIFT, PRICES, RENTALS, Topic

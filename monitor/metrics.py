@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from rentalstream.consumer_service import ConsumerMetrics
+from runtime.consumer_service import ConsumerMetrics
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rentalstream.records import insert_dead_letters, upsert
+from runtime.postgres.upsert import insert_dead_letters, upsert
 from schemas import tables
 from schemas.events import DeadLetter, DriftAlert
 

@@ -27,8 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
-from rentalstream.registry import version_behind_alias
-from rentalstream.settings import Settings
+from runtime.registry import version_behind_alias
+from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import (
     IN_POSITIONAL_ORDER,

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from rentalstream.topics import partition_ids
+from runtime.kafka.topics import partition_ids
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
 

@@ -1,6 +1,6 @@
 """Publish a stream of events at a steady rate, or as fast as the broker takes them.
 
-Sends are batched and pipelined (``rentalstream.batch_publisher``): up to
+Sends are batched and pipelined (``runtime.kafka.batch_publisher``): up to
 ``batch_size`` messages are in flight before their acknowledgements are awaited
 together, which is what makes tens of thousands of messages per second possible (one
 awaited send per message manages about 1.4k/s). Paced, the events due are sent every
@@ -17,7 +17,7 @@ from itertools import islice
 
 from pydantic import BaseModel
 
-from rentalstream.batch_publisher import BatchPublisher
+from runtime.kafka.batch_publisher import BatchPublisher
 from schemas.events import utc_now
 
 

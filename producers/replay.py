@@ -11,7 +11,7 @@ from pathlib import Path
 
 from producers.car_profiles import assign_profiles, connect_cars, read_profile_pool
 from producers.publishing import PublishStats, publish_paced
-from rentalstream.datasets import read_delay_history
+from runtime.datasets import read_delay_history
 from schemas.events import RentalEvent
 from schemas.topics import RENTALS
 

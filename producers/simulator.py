@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from producers.car_profiles import read_profile_pool
 from producers.replay import rental_events
-from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from schemas.cars import MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, CarFeatures
 from schemas.events import MAX_ABS_DELAY_MINUTES, MAX_PRICE_PER_DAY, PriceRequest, RentalEvent
 from schemas.topics import PRICE_REQUESTS, RENTALS

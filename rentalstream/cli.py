@@ -14,7 +14,8 @@ from rich.table import Table
 from tqdm import tqdm
 
 from rentalstream.services import ServiceFailed
-from rentalstream.settings import Settings, StackNotRunning, redact_url
+from rentalstream.steps import print_stack, run_replay
+from runtime.settings import Settings, StackNotRunning
 
 app = typer.Typer(help="Streaming price and delay scoring for a car-rental marketplace.", no_args_is_help=True)
 db_app = typer.Typer(help="Database tables.", no_args_is_help=True)
@@ -49,7 +50,7 @@ def up(
     from rentalstream import stack
 
     state = stack.up_with_services(ctx.obj)[0] if services else stack.up(ctx.obj)
-    print_stack(ctx.obj, state)
+    print_stack(console, ctx.obj, state)
 
 
 @app.command()
@@ -64,9 +65,9 @@ def down(ctx: typer.Context) -> None:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the missing tables and add the columns a table has gained."""
-    from rentalstream import db
+    from runtime.postgres import engines
 
-    created = db.upgrade(ctx.obj.resolved_database_url())
+    created = engines.upgrade(ctx.obj.resolved_database_url())
     console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
 
 
@@ -80,8 +81,8 @@ def train(
     ),
 ) -> None:
     """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
-    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
-    from rentalstream.registry import version_behind_alias
+    from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
+    from runtime.registry import version_behind_alias
     from training.features import read_pricing
     from training.train import comparison_rows, train_and_register
 
@@ -132,7 +133,7 @@ def experiments(
 ) -> None:
     """Re-run the documented model experiments (training/experiments.py), each an MLflow run
     in <experiment>-experiments, and print their 5-fold cross-validated error side by side."""
-    from rentalstream.datasets import PRICING_CSV, dataset_path
+    from runtime.datasets import PRICING_CSV, dataset_path
     from training.experiments import run_experiments
     from training.features import read_pricing
 
@@ -172,8 +173,8 @@ def promote(
     """Point the champion alias (or, with --challenger, the challenger alias) at VERSION.
     Running scorers and bridges follow within RENTALSTREAM_REGISTRY_POLL_SECONDS, without a
     restart. Promoting the challenger's version to champion ends the challenge."""
-    from rentalstream.registry import UnknownVersion
-    from rentalstream.registry import promote as move_alias
+    from runtime.registry import UnknownVersion
+    from runtime.registry import promote as move_alias
 
     settings: Settings = ctx.obj
     alias = settings.challenger_alias if as_challenger else settings.champion_alias
@@ -193,7 +194,7 @@ def promote(
 @app.command("end-challenge")
 def end_challenge(ctx: typer.Context) -> None:
     """Remove the challenger alias: the scorer stops pricing with the challenger."""
-    from rentalstream.registry import retire
+    from runtime.registry import retire
 
     settings: Settings = ctx.obj
     version = retire(settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.challenger_alias)
@@ -358,7 +359,7 @@ def drift_report(
     drifting_only: bool = typer.Option(False, "--drifting-only", help="Show only the signals drifting now."),
 ) -> None:
     """The current state of every monitored signal, as the monitor last wrote it."""
-    from rentalstream.drift_report import report_table, signal_states
+    from answers.drift_states import report_table, signal_states
 
     rows = signal_states(ctx.obj.resolved_database_url(), drifting_only=drifting_only)
     if not rows and not drifting_only:
@@ -376,7 +377,7 @@ def drift_report(
 def compare(ctx: typer.Context) -> None:
     """How the challenger's prices differ from the champion's on live traffic and, where
     the true price is known, which one is closer; and how often the served interval held it."""
-    from rentalstream.model_comparison import comparison_table, coverage_table, read_comparison
+    from answers.model_comparison import comparison_table, coverage_table, read_comparison
 
     pairs, coverage = read_comparison(ctx.obj.resolved_database_url())
     if pairs:
@@ -423,40 +424,6 @@ def demo(
     from rentalstream.demo import run_demo
 
     run_demo(ctx.obj, console, limit=limit, wait=wait)
-
-
-def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
-    from producers.replay import publish_events, rental_events
-    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-
-    events = rental_events(
-        dataset_path(DELAYS_XLSX, settings.data_dir),
-        dataset_path(PRICING_CSV, settings.data_dir),
-        limit=limit,
-    )
-    with tqdm(total=len(events), unit="ev", desc="replay") as bar:
-        return asyncio.run(
-            publish_events(
-                settings.resolved_kafka_bootstrap(), events, rate=rate,
-                batch_size=settings.replay_batch_size, on_progress=bar.update,
-            )
-        )  # fmt: skip
-
-
-def print_stack(settings: Settings, state: dict) -> None:
-    table = Table(title="rentalstream stack")
-    table.add_column("piece")
-    table.add_column("endpoint")
-    kafka = state.get("kafka")
-    embedded = f" (Apache Kafka {kafka['version']}, log in {kafka['folder']})" if kafka else ""
-    table.add_row("kafka", settings.resolved_kafka_bootstrap() + embedded)
-    table.add_row("postgres", redact_url(settings.resolved_database_url()))
-    table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
-    table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
-    for name, service in state.get("services", {}).items():
-        where = {"bridge": f"{service['url']}/docs", "dashboard": f"{service['url']}/"}.get(name, f"{service['url']}/metrics")
-        table.add_row(name, f"{where} (pid {service['pid']}, log {service['log']})")
-    console.print(table)
 
 
 def run() -> None:

@@ -13,8 +13,9 @@ from rich.table import Table
 from sqlalchemy import create_engine, text
 
 from rentalstream import processes, services, stack
-from rentalstream.db import psycopg_url, read_rows
-from rentalstream.settings import Settings, redact_url
+from rentalstream.steps import print_stack, run_replay
+from runtime.postgres.engines import psycopg_url, read_rows
+from runtime.settings import Settings, redact_url
 from schemas.events import utc_now
 from schemas.predict import EXAMPLE_CAR
 
@@ -24,13 +25,11 @@ DEAD_SINCE_SQL = text("SELECT count(*) FROM dead_letters WHERE received_at >= :s
 
 
 def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: bool) -> None:
-    from rentalstream.cli import print_stack, run_replay
-
     started_stack = not stack.is_running(settings)
     started_services: list[str] = []
     try:
         state, started_services = stack.up_with_services(settings)
-        print_stack(settings, state)
+        print_stack(console, settings, state)
         console.print(
             f"[bold]Open the dashboard now to watch the replay fill it: {state['services']['dashboard']['url']}/[/bold]"
         )
@@ -92,7 +91,7 @@ def ask_the_bridge(url: str) -> str:
 
 def drift_line(settings: Settings, replayed: int, timeout: float = 30) -> str:
     """What the drift monitor makes of the replay, once it has seen it (or after ``timeout``)."""
-    from rentalstream.drift_report import signal_states
+    from answers.drift_states import signal_states
 
     deadline = time.monotonic() + timeout
     while True:
@@ -112,8 +111,8 @@ def drift_line(settings: Settings, replayed: int, timeout: float = 30) -> str:
 
 def min_gap_table(settings: Settings, thresholds: tuple[int, ...] = (60, 120)) -> Table:
     """The minimum-gap simulator's figures for a few thresholds, as the dashboard shows them."""
-    from dashboard.min_gap import SCOPE_LABELS, SCOPES, GapGroup, outcome
-    from dashboard.queries import GAP_GROUPS_SQL
+    from answers.min_gap import SCOPE_LABELS, SCOPES, GapGroup, outcome
+    from answers.queries import GAP_GROUPS_SQL
 
     [rows] = read_rows(settings.resolved_database_url(), GAP_GROUPS_SQL)
     groups = [GapGroup(**row) for row in rows]
@@ -153,7 +152,7 @@ def wait_until_scored(
 
 
 def summarise(settings: Settings) -> dict[str, int]:
-    from dashboard.queries import TOTALS_SQL
+    from answers.queries import TOTALS_SQL
 
     [[totals]] = read_rows(settings.resolved_database_url(), TOTALS_SQL)
     return {name: totals[name] for name in SUMMARY}

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from rentalstream import processes
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rentalstream import db, embedded, kafka_server, processes, services
+from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_server import KafkaCluster
-from rentalstream.settings import Settings
-from rentalstream.topics import ensure_topics
+from runtime.kafka.topics import ensure_topics
+from runtime.postgres import engines
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def prepare(settings: Settings) -> dict:
     partitions = asyncio.run(ensure_topics(
         settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
     ))  # fmt: skip
-    return {"topics": partitions, "tables_created": db.upgrade(settings.resolved_database_url())}
+    return {"topics": partitions, "tables_created": engines.upgrade(settings.resolved_database_url())}
 
 
 def _start(settings: Settings, home: Path) -> dict:

@@ -2,7 +2,7 @@
 
 Delivery: a batch's offsets are committed only after its Postgres transaction has
 committed, and on Apache Kafka together with its published results in one Kafka
-transaction (``rentalstream.delivery``). If the write still fails after the retries, or
+transaction (``runtime.kafka.delivery``). If the write still fails after the retries, or
 the Kafka transaction fails, the handler nacks (seeks every partition back to the
 batch's first offset) and the batch is consumed again. Every row is an upsert keyed by
 the message id, so redelivery changes nothing in Postgres, and an aborted transaction
@@ -23,13 +23,15 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
-from rentalstream import consumer_service
-from rentalstream.consumer_service import consumer_app
-from rentalstream.db import async_engine
-from rentalstream.delivery import Results, ResumeAfterOwnCommits, choose_results
-from rentalstream.records import KafkaRecord, batch_subscriber, dead_letter_messages, with_retries
-from rentalstream.registry import champion_version, version_behind_alias
-from rentalstream.settings import Settings
+from runtime import consumer_service
+from runtime.consumer_service import consumer_app
+from runtime.kafka.dead_letters import dead_letter_messages
+from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
+from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.postgres.engines import async_engine
+from runtime.postgres.retries import with_retries
+from runtime.registry import champion_version, version_behind_alias
+from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic

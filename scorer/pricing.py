@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from rentalstream.registry import champion_version
+from runtime.registry import champion_version
 from schemas.cars import CATEGORICAL, CarFeatures
 from schemas.intervals import PriceInterval
 from scorer.compiled import CompiledTrees
@@ -39,7 +39,7 @@ class PriceModel:
     def load_version(cls, tracking_uri: str, name: str, version: str) -> PriceModel:
         import mlflow
 
-        from rentalstream.registry import interval_of
+        from runtime.registry import interval_of
 
         model = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
         return cls(name=name, version=str(version), model=model, interval=interval_of(tracking_uri, name, version))

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from rentalstream.records import Event, KafkaRecord, dead_letter, parse_records
+from runtime.kafka.dead_letters import Event, dead_letter, parse_records
+from runtime.kafka.subscriber import KafkaRecord
 from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, PriceRequest, PriceScored
 from schemas.intervals import PriceInterval

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, all_, any_, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from rentalstream.records import insert_dead_letters, upsert
+from runtime.postgres.upsert import insert_dead_letters, upsert
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, PriceRequest, PriceScored, RentalEvent
 from scorer.delays import is_late, knock_on

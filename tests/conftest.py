@@ -27,12 +27,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream import db, embedded, kafka_server, processes, services
-from rentalstream.db import psycopg_url
+from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_jars import kafka_version
 from rentalstream.kafka_server import KafkaRuntime
-from rentalstream.settings import Settings
-from rentalstream.topics import ensure_topics
+from runtime.kafka.topics import ensure_topics
+from runtime.postgres import engines
+from runtime.postgres.engines import psycopg_url
+from runtime.settings import Settings
 from tests.helpers import once, service_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,12 +132,12 @@ def database_url(tmp_path_factory) -> Iterator[str]:
         from tests.containers import postgres_container, postgres_spec
 
         with postgres_container(postgres_spec(processes.free_port())) as url:
-            db.upgrade(url)
+            engines.upgrade(url)
             yield url
         return
     server = embedded.start_postgres(tmp_path_factory.mktemp("postgres") / "pgdata")
     try:
-        db.upgrade(server.url)
+        engines.upgrade(server.url)
         yield server.url
     finally:
         embedded.stop_postgres(server.pgdata, server.system_user, mode="immediate")
@@ -146,7 +147,7 @@ def database_url(tmp_path_factory) -> Iterator[str]:
 def own_postgres(tmp_path):
     """A PostgreSQL server of this test's own, which it may stop and start again."""
     server = embedded.start_postgres(tmp_path / "pgdata")
-    db.upgrade(server.url)
+    engines.upgrade(server.url)
     try:
         yield server
     finally:
@@ -204,7 +205,7 @@ def kafka_bootstrap(kafka_broker: RunningBroker) -> str:
 
 @pytest.fixture(scope="session")
 def delay_history(delays_xlsx: Path) -> list[dict]:
-    from rentalstream.datasets import read_delay_history
+    from runtime.datasets import read_delay_history
 
     return read_delay_history(delays_xlsx)
 

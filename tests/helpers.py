@@ -21,8 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import psycopg_url
-from rentalstream.topics import partition_ids
+from runtime.kafka.topics import partition_ids
+from runtime.postgres.engines import psycopg_url
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
 

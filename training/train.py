@@ -25,7 +25,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from rentalstream.registry import version_behind_alias
+from runtime.registry import version_behind_alias
 from schemas.cars import EQUIPMENT, NUMERIC
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT

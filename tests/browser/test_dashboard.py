@@ -22,8 +22,8 @@ from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import services
-from rentalstream.db import psycopg_url
 from rentalstream.processes import free_port
+from runtime.postgres.engines import psycopg_url
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import champion, expected_prices, read_topic, service_process

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import (

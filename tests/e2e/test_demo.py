@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import psycopg_url
 from rentalstream.kafka_jars import kafka_version
 from rentalstream.processes import alive, free_port
+from runtime.postgres.engines import psycopg_url
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from tests.helpers import SAMPLE_CAR, log_end
 from tests.reliability.scorer_runs import committed

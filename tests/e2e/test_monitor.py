@@ -15,7 +15,7 @@ from producers.car_profiles import read_profile_pool
 from producers.publishing import publish_paced
 from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.events import DriftAlert, PriceRequest, RentalEvent
 from tests.helpers import metric_samples, read_topic, wait_for
 

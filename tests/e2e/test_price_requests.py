@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.events import PriceRequest, PriceScored
 from tests.helpers import reference_prices
 

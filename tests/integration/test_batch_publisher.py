@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from rentalstream.batch_publisher import BatchPublisher
-from rentalstream.topics import ensure_topics
+from runtime.kafka.batch_publisher import BatchPublisher
+from runtime.kafka.topics import ensure_topics
 from schemas.topics import DELAYS, PRICES
 from tests.helpers import read_topic
 

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 
 from rentalstream import processes
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.topics import CATALOGUE
 from tests.conftest import DEFAULT_DATA_DIR
 from tests.helpers import (

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from rentalstream import embedded, processes
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE
 from tests.compose import COMPOSE, compose_kafka, with_defaults

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from dashboard.feed import RATE_WINDOW_SECONDS, LiveFeed
 from dashboard.metrics import DashboardMetrics
-from rentalstream.db import async_engine
+from runtime.postgres.engines import async_engine
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored, WindowStats
 

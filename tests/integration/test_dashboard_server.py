@@ -43,7 +43,7 @@ def counted(url: str, name: str, labels: tuple = ()) -> float:
 
 @pytest.fixture
 def cluster(tmp_path, kafka_runtime):
-    from rentalstream.topics import ensure_topics
+    from runtime.kafka.topics import ensure_topics
 
     running = kafka_server.start_cluster(tmp_path / "kafka", kafka_runtime, nodes=1)
     try:

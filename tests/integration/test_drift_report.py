@@ -5,9 +5,9 @@ import pytest
 from sqlalchemy import create_engine, insert, inspect, text
 from typer.testing import CliRunner
 
-from rentalstream import db
 from rentalstream.cli import app
-from rentalstream.db import psycopg_url
+from runtime.postgres import engines
+from runtime.postgres.engines import psycopg_url
 from schemas import tables
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,9 @@ def test_upgrade_adds_a_column_a_table_gained(database_url):
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE prices DROP COLUMN listed_price_per_day"))
     try:
-        assert db.upgrade(database_url) == ["prices.listed_price_per_day"]
+        assert engines.upgrade(database_url) == ["prices.listed_price_per_day"]
         assert "listed_price_per_day" in {c["name"] for c in inspect(engine).get_columns("prices")}
-        assert db.upgrade(database_url) == []
+        assert engines.upgrade(database_url) == []
     finally:
-        db.upgrade(database_url)  # leave the table whole for the other tests
+        engines.upgrade(database_url)  # leave the table whole for the other tests
         engine.dispose()

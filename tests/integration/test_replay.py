@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from producers.replay import publish_events, rental_events
-from rentalstream.datasets import read_delay_history
+from runtime.datasets import read_delay_history
 
 pytestmark = pytest.mark.integration
 ROWS = 400

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine, text
 
-from rentalstream.db import async_engine, psycopg_url
-from rentalstream.records import COPY_FROM_ROWS
+from runtime.postgres.engines import async_engine, psycopg_url
+from runtime.postgres.upsert import COPY_FROM_ROWS
 from schemas.cars import EQUIPMENT
 from schemas.events import RentalEvent, utc_now
 from scorer import store

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from producers.publishing import PublishStats
 from producers.replay import publish_events
 from rentalstream import services
-from rentalstream.db import psycopg_url
-from rentalstream.topics import partition_ids
+from runtime.kafka.topics import partition_ids
+from runtime.postgres.engines import psycopg_url
 from tests.helpers import spawn
 
 TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"

@@ -22,7 +22,7 @@ from producers.replay import rental_events
 from rentalstream import kafka_server
 from rentalstream.kafka_server import KafkaCluster, KafkaNode
 from rentalstream.processes import free_port
-from rentalstream.topics import ensure_topics
+from runtime.kafka.topics import ensure_topics
 from schemas.topics import RENTALS
 from tests.helpers import log_end as log_end_of
 from tests.helpers import metric_samples, read_topic, wait_for

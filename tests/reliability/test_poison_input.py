@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from producers.replay import rental_events
-from rentalstream.db import psycopg_url
+from runtime.postgres.engines import psycopg_url
 from schemas.cars import MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM
 from schemas.events import MAX_ABS_DELAY_MINUTES, MAX_PLANNED_GAP_MINUTES
 

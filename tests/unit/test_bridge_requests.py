@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producers.bridge import build_app
 from producers.price_requester import PriceRequester
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import POSITIONAL_ORDER
 from tests.helpers import SAMPLE_CAR

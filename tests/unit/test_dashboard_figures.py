@@ -3,9 +3,9 @@ strings it did not write."""
 
 import asyncio
 
+from answers.min_gap import outcome
 from dashboard.feed import Snapshot
 from dashboard.figures import dead_letter_html, drift_html, live_html, min_gap_html
-from dashboard.min_gap import outcome
 from dashboard.price_form import PriceForm
 from rentalstream.processes import free_port
 

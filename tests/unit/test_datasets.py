@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from rentalstream.datasets import ChecksumMismatch, Dataset, dataset_path, download
+from runtime.datasets import ChecksumMismatch, Dataset, dataset_path, download
 
 
 def test_missing_dataset_is_downloaded_and_verified(tmp_path):
@@ -24,7 +24,7 @@ def test_a_download_with_the_wrong_checksum_leaves_nothing_behind(tmp_path):
 
 
 def test_shared_copies_match_the_published_checksums(data_dir):
-    from rentalstream.datasets import DELAYS_XLSX, PRICING_CSV, file_sha256
+    from runtime.datasets import DELAYS_XLSX, PRICING_CSV, file_sha256
 
     for dataset in (DELAYS_XLSX, PRICING_CSV):
         assert file_sha256(data_dir / dataset.filename) == dataset.sha256

@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 
-from rentalstream.records import parse_records
+from runtime.kafka.dead_letters import parse_records
 from schemas.events import MAX_DEAD_LETTER_RAW_BYTES, MAX_MESSAGE_BYTES, DeadLetter, RentalEvent
 from tests.unit.test_events import RENTAL
 

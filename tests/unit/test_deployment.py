@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rentalstream.services import BY_NAME
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 from tests.compose import COMPOSE, SERVICES, VARIABLE, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]

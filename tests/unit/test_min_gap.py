@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.min_gap import GapGroup, curve, outcome
+from answers.min_gap import GapGroup, curve, outcome
 
 # Six rentals, worked by hand:
 #   id  check-in  state     gap  conflict  price

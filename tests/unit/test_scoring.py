@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from rentalstream.records import parse_records
+from runtime.kafka.dead_letters import parse_records
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, RentalEvent
 from schemas.intervals import PriceInterval

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from producers import bridge
-from rentalstream.settings import Settings
+from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ["rentalstream", "schemas", "producers", "scorer", "monitor", "dashboard", "training"]

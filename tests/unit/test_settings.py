@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rentalstream.settings import Settings, StackNotRunning, redact_url
+from runtime.settings import Settings, StackNotRunning, redact_url
 
 
 def test_environment_overrides_and_embedded_fallback(tmp_path, monkeypatch):

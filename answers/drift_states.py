@@ -6,7 +6,7 @@ from rich import box
 from rich.table import Table
 from sqlalchemy import case, select
 
-from rentalstream.db import read_rows
+from runtime.postgres.engines import read_rows
 from schemas.tables import drift_signals
 
 

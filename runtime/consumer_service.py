@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rentalstream import db
+from runtime.postgres import engines
 
 log = logging.getLogger("rentalstream.consumer")
 
@@ -66,7 +66,7 @@ def consumer_app(
             return AsgiResponse(b"not ready: loading, or joining its consumer groups", 503)
         # Both asked at once, and every one that fails is named: a slow broker ping must
         # not hide that the database is away.
-        broker_answers, database_answers = await asyncio.gather(broker.ping(timeout=2), db.answers(engine))
+        broker_answers, database_answers = await asyncio.gather(broker.ping(timeout=2), engines.answers(engine))
         missing = [
             f"the {name} does not answer"
             for name, answers in (("broker", broker_answers), ("database", database_answers))

@@ -58,7 +58,7 @@ def verdict(row: dict) -> str:
 
 def read_comparison(database_url: str) -> tuple[list[dict], list[dict]]:
     """(champion/challenger rows, interval coverage rows), newest pairing first."""
-    from rentalstream.db import read_rows
+    from runtime.postgres.engines import read_rows
 
     pairs, coverage = read_rows(database_url, COMPARISON_SQL, INTERVAL_COVERAGE_SQL)
     return pairs, coverage

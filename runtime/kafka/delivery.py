@@ -25,10 +25,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
 from pydantic import BaseModel
 
-from rentalstream.batch_publisher import BatchPublisher
-from rentalstream.records import KafkaRecord
+from runtime.kafka.batch_publisher import BatchPublisher
+from runtime.kafka.subscriber import KafkaRecord
 
-log = logging.getLogger("rentalstream.delivery")
+log = logging.getLogger("runtime.kafka.delivery")
 
 Messages = Sequence[tuple[str, str | None, BaseModel]]
 # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dashboard.min_gap import GapGroup
-from rentalstream.model_comparison import COMPARISON_SQL
+from answers.min_gap import GapGroup
+from answers.model_comparison import COMPARISON_SQL
 
 DELAY_BIN_MINUTES = 30
 DELAY_RANGE_MINUTES = (-360, 720)  # delays outside fall in the first or last bin

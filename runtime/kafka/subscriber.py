@@ -1,0 +1,73 @@
+"""The batch subscriber every consuming service uses: records handed over raw (validation is
+per record, in ``dead_letters``), offsets committed only after the handler has stored
+its results."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from aiokafka import ConsumerRebalanceListener
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+
+class KafkaRecord(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def batch_subscriber(
+    broker: KafkaBroker,
+    topic: str,
+    group_id: str,
+    *,
+    max_records: int,
+    batch_timeout_ms: int,
+    fetch_max_wait_ms: int = 500,
+    session_timeout_ms: int = 10_000,
+    heartbeat_interval_ms: int = 3_000,
+    ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
+    isolation_level: Literal["read_uncommitted", "read_committed"] = "read_committed",
+    group_instance_id: str | None = None,
+    listener: ConsumerRebalanceListener | None = None,
+):
+    """A batch subscriber whose offsets are committed only when the handler returns: if
+    it raises, FastStream nacks (seeks every partition back to the batch's first offset)
+    and the batch is consumed again. Each topic should get its own group: two
+    subscribers in one group rebalance each other at start, and a rebalance re-delivers
+    every batch not yet committed. Replicas of a service share the group: a replica
+    silent for ``session_timeout_ms`` loses its partitions to the others, which resume
+    from its last committed offsets.
+
+    ``AckPolicy.MANUAL`` leaves the commit to the handler (``delivery``: in a Kafka
+    transaction with the results); it must then ``nack()`` the message when it fails.
+    ``read_committed``: a result another service published in a transaction that did not
+    commit is never seen. ``group_instance_id`` makes the member static: restarted under
+    the same id, it takes its partitions back at once, without waiting for its old
+    session to expire and without moving anyone else's."""
+    return broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        auto_offset_reset="earliest",
+        ack_policy=ack_policy,
+        isolation_level=isolation_level,
+        group_instance_id=group_instance_id,
+        listener=listener,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        decoder=raw_records,
+        include_in_schema=False,  # the typed contracts are schemas.contracts' document
+    )
+
+
+async def raw_records(message) -> tuple:
+    """A FastStream decoder handing the batch handler the records themselves: validation
+    is ours, per record, so each failure can be dead-lettered with its position and bytes."""
+    return message.raw_message

@@ -1,0 +1,89 @@
+"""Writes every consumer makes: results as upserts by key (binary COPY through a staging
+table from ``COPY_FROM_ROWS`` rows on), and dead letters, each in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+from psycopg import sql
+from sqlalchemy import Column, MetaData, Table, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateTable
+
+from schemas import tables
+from schemas.events import DeadLetter
+
+COPY_FROM_ROWS = 100  # fewer rows go as one multi-row upsert: COPY costs two more round trips
+
+
+async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]) -> None:
+    """Upsert ``rows`` by ``key`` (the last write of an id wins), in the caller's transaction.
+
+    From ``COPY_FROM_ROWS`` rows on, at COPY speed: the rows are COPYed (binary) into a
+    temporary staging table (emptied at commit), then moved by one ``INSERT … SELECT …
+    ON CONFLICT (key) DO UPDATE``. For 2,000 prices here: binary COPY 5 ms, text COPY
+    18 ms, an executemany of single-row upserts ~100 ms. A few rows (a /predict request)
+    go straight in with one ``INSERT … ON CONFLICT``: one round trip instead of three."""
+    if not rows:
+        return
+    rows = list({row[key]: row for row in rows}.values())
+    columns = tuple(c.name for c in table.columns if c.name in rows[0])
+    if len(rows) < COPY_FROM_ROWS:
+        await conn.execute(_upsert(table, key, columns), rows)
+        return
+    staging = _staging_table(table)
+    await conn.execute(CreateTable(staging, if_not_exists=True))  # once per connection; then a no-op
+    driver = (await conn.get_raw_connection()).driver_connection
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    async with driver.cursor() as cursor:
+        types = _copy_types.get((staging.name, columns))
+        if types is None:  # the column types as the server has them (built-in type OIDs never change)
+            await cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(staging.name)))
+            types = _copy_types[staging.name, columns] = [column.type_code for column in cursor.description]
+        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(staging.name), names)
+        async with cursor.copy(copy_statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                await copy.write_row([row[c] for c in columns])
+    await conn.execute(_upsert(table, key, columns, from_staging=True))
+
+
+_copy_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+
+@cache
+def _staging_table(table: Table) -> Table:
+    """``table``'s columns without constraints or defaults, temporary, emptied at each commit."""
+    return Table(
+        f"staging_{table.name}", MetaData(), *(Column(c.name, c.type) for c in table.columns),
+        prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS",
+    )  # fmt: skip
+
+
+@cache
+def _upsert(table: Table, key: str, columns: tuple[str, ...], from_staging: bool = False):
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` of ``columns``: of bound rows, or of
+    everything in the staging table."""
+    statement = insert(table)
+    if from_staging:
+        staging = _staging_table(table)
+        statement = statement.from_select(list(columns), select(*(staging.c[c] for c in columns)))
+    updates = {c: statement.excluded[c] for c in columns if c != key}
+    for stamp in ("stored_at", "updated_at"):  # a rewritten row records when it was last written
+        if stamp in table.c:
+            updates[stamp] = func.clock_timestamp()
+    return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+
+
+async def insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[DeadLetter]) -> None:
+    """Store dead letters in the caller's transaction; a redelivered one is already there."""
+    if not dead_letters:
+        return
+    rows = [{
+        "dead_letter_id": d.dead_letter_id, "topic": d.topic, "kafka_partition": d.partition,
+        "kafka_offset": d.offset, "message_key": d.key, "raw_value": d.raw_value,
+        "reason": d.reason, "consumer": d.consumer, "received_at": d.received_at,
+    } for d in dead_letters]  # fmt: skip
+    await conn.execute(insert(tables.dead_letters).on_conflict_do_nothing(), rows)
