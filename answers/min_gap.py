@@ -106,9 +106,7 @@ class Curve:
     solved_share: np.ndarray
 
 
-def curve(
-    groups: Sequence[GapGroup], scope: Scope, thresholds: np.ndarray | None = None
-) -> Curve:
+def curve(groups: Sequence[GapGroup], scope: Scope, thresholds: np.ndarray | None = None) -> Curve:
     """The simulator's figures at every threshold at once (every minute from 0 to 720 by
     default): cumulative sums over the groups sorted by planned gap."""
     if thresholds is None:

@@ -69,16 +69,34 @@ def comparison_table(rows: list[dict]):
     from rich.table import Table
 
     table = Table(title="champion vs challenger on live traffic", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("champion", "challenger", "prices", "mean diff €", "mean |diff| €", "p90 |diff| €",
-                   "true prices", "champion MAE €", "challenger MAE €", "closer: champ / chall", "verdict"):  # fmt: skip
+    for column in (
+        "champion",
+        "challenger",
+        "prices",
+        "mean diff €",
+        "mean |diff| €",
+        "p90 |diff| €",
+        "true prices",
+        "champion MAE €",
+        "challenger MAE €",
+        "closer: champ / chall",
+        "verdict",
+    ):
         table.add_column(column, justify="left" if column in ("champion", "challenger", "verdict") else "right")
     for r in rows:
         table.add_row(
-            f"v{r['champion_version']}", f"v{r['challenger_version']}", f"{r['prices']:,}",
-            _euros(r["mean_difference"], signed=True), _euros(r["mean_abs_difference"]), _euros(r["p90_abs_difference"]),
-            f"{r['with_true_price']:,}", _euros(r["champion_mae"]), _euros(r["challenger_mae"]),
-            f"{r['champion_closer']:,} / {r['challenger_closer']:,}", verdict(r),
-        )  # fmt: skip
+            f"v{r['champion_version']}",
+            f"v{r['challenger_version']}",
+            f"{r['prices']:,}",
+            _euros(r["mean_difference"], signed=True),
+            _euros(r["mean_abs_difference"]),
+            _euros(r["p90_abs_difference"]),
+            f"{r['with_true_price']:,}",
+            _euros(r["champion_mae"]),
+            _euros(r["challenger_mae"]),
+            f"{r['champion_closer']:,} / {r['challenger_closer']:,}",
+            verdict(r),
+        )
     return table
 
 
@@ -90,7 +108,9 @@ def coverage_table(rows: list[dict]):
     for column in ("version", "true prices", "inside the interval", "mean width €"):
         table.add_column(column, justify="left" if column == "version" else "right")
     for r in rows:
-        table.add_row(f"v{r['model_version']}", f"{r['with_true_price']:,}", f"{r['coverage']:.1%}", _euros(r["mean_width"]))
+        table.add_row(
+            f"v{r['model_version']}", f"{r['with_true_price']:,}", f"{r['coverage']:.1%}", _euros(r["mean_width"])
+        )
     return table
 
 

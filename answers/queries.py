@@ -65,7 +65,9 @@ DRIFT_SIGNALS_SQL = text("""
     FROM drift_signals ORDER BY state = 'drifting' DESC, signal
 """)
 
-DEAD_LETTER_COUNTS_SQL = text("SELECT consumer, topic, count(*) AS dead_letters FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2")
+DEAD_LETTER_COUNTS_SQL = text(
+    "SELECT consumer, topic, count(*) AS dead_letters FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2"
+)
 
 LATEST_PRICES_SQL = text("""
     SELECT price_id, rental_id, request_id, car_id, price_per_day, listed_price_per_day,

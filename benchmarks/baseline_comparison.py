@@ -79,23 +79,35 @@ def main() -> None:
         direct_latency = asyncio.run(sequential_run(plain_url, args.requests))
 
     ours_rate = len(events) / ours_seconds
-    print(f"\nconditions: {os.cpu_count()} CPU cores shared by the broker, PostgreSQL, MLflow, scorer, bridge, the plain "
-          f"API and the load generator (this process); {settings.topic_partitions} partitions; the same champion "
-          f"(compiled trees in the scorer, LightGBM in the plain API)")  # fmt: skip
+    print(
+        f"\nconditions: {os.cpu_count()} CPU cores shared by the broker, PostgreSQL, MLflow, scorer, bridge, the plain "
+        f"API and the load generator (this process); {settings.topic_partitions} partitions; the same champion "
+        f"(compiled trees in the scorer, LightGBM in the plain API)"
+    )
     print(f"\nthroughput, {len(events):,} rentals priced and committed to PostgreSQL")
-    print(f"  ours (Kafka → scorer → COPY):          {ours_rate:>8,.0f} events/s ({ours_seconds:.2f} s); "
-          f"CPU s: {top(ours_cpu)}")  # fmt: skip
-    print(f"  plain API ({args.clients} clients, one INSERT each): {plain.rate:>8,.0f} events/s ({plain.seconds:.2f} s, "
-          f"statuses {dict(plain.statuses)}); CPU s: {top(plain_cpu)}")  # fmt: skip
+    print(
+        f"  ours (Kafka → scorer → COPY):          {ours_rate:>8,.0f} events/s ({ours_seconds:.2f} s); "
+        f"CPU s: {top(ours_cpu)}"
+    )
+    print(
+        f"  plain API ({args.clients} clients, one INSERT each): {plain.rate:>8,.0f} events/s ({plain.seconds:.2f} s, "
+        f"statuses {dict(plain.statuses)}); CPU s: {top(plain_cpu)}"
+    )
     print(f"  ratio ours / plain API:               {ours_rate / plain.rate:>8.1f}x")
     print(f"\nlatency, {args.requests:,} sequential /predict calls on one connection (p50 / p99 ms)")
-    print(f"  bridge (HTTP → Kafka → scorer → Postgres → Kafka): "
-          f"{bridge_latency.quantile(0.5):.1f} / {bridge_latency.quantile(0.99):.1f}")  # fmt: skip
-    print(f"  plain API, model called in-process:             "
-          f"{direct_latency.quantile(0.5):.1f} / {direct_latency.quantile(0.99):.1f}")  # fmt: skip
-    print(f"  ratio bridge / direct call:                     "
-          f"{bridge_latency.quantile(0.5) / direct_latency.quantile(0.5):.1f}x at p50, "
-          f"{bridge_latency.quantile(0.99) / direct_latency.quantile(0.99):.1f}x at p99")  # fmt: skip
+    print(
+        f"  bridge (HTTP → Kafka → scorer → Postgres → Kafka): "
+        f"{bridge_latency.quantile(0.5):.1f} / {bridge_latency.quantile(0.99):.1f}"
+    )
+    print(
+        f"  plain API, model called in-process:             "
+        f"{direct_latency.quantile(0.5):.1f} / {direct_latency.quantile(0.99):.1f}"
+    )
+    print(
+        f"  ratio bridge / direct call:                     "
+        f"{bridge_latency.quantile(0.5) / direct_latency.quantile(0.5):.1f}x at p50, "
+        f"{bridge_latency.quantile(0.99) / direct_latency.quantile(0.99):.1f}x at p99"
+    )
 
 
 async def http_replay(url: str, events: list[RentalEvent], clients: int) -> Run:

@@ -31,9 +31,12 @@ BROKERS = {
 
 
 def add_broker_option(parser) -> None:
-    parser.add_argument("--broker", choices=sorted(BROKERS), default="kafka", help="; ".join(
-        f"{name}: {what}" for name, what in BROKERS.items()
-    ))  # fmt: skip
+    parser.add_argument(
+        "--broker",
+        choices=sorted(BROKERS),
+        default="kafka",
+        help="; ".join(f"{name}: {what}" for name, what in BROKERS.items()),
+    )
 
 
 @contextmanager
@@ -56,8 +59,11 @@ def fresh_stack(
         os.environ["RENTALSTREAM_TOPIC_REPLICATION_FACTOR"] = str(cluster.replication_factor)
     settings = Settings()
     try:
-        print(f"starting a fresh stack in {home}, the champion (trained if missing) and "
-              f"{', '.join(s.name for s in wanted) or 'no service'}...", flush=True)  # fmt: skip
+        print(
+            f"starting a fresh stack in {home}, the champion (trained if missing) and "
+            f"{', '.join(s.name for s in wanted) or 'no service'}...",
+            flush=True,
+        )
         state, _ = stack.up_with_services(settings, wanted)
         if cluster is not None:  # its nodes' CPU is counted like the embedded broker's
             state.setdefault("pids", {}).update({f"broker {n.node_id}": n.pid for n in cluster.nodes})

@@ -40,8 +40,15 @@ from rentalstream import processes, services
 from rentalstream.kafka_jars import kafka_version
 from runtime.settings import Settings
 
-CAR = {"model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
-       "paint_color": "grey", "car_type": "estate", "has_gps": True}  # fmt: skip
+CAR = {
+    "model_key": "Renault",
+    "mileage": 120_000,
+    "engine_power": 110,
+    "fuel": "diesel",
+    "paint_color": "grey",
+    "car_type": "estate",
+    "has_gps": True,
+}
 
 
 @dataclass
@@ -106,7 +113,9 @@ def main() -> None:
 def plain_api() -> Iterator[dict]:
     """The baseline (``plain_model_api.py``) on a free port, ready; stopped on the way out."""
     port = processes.free_port()
-    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(port)])
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("plain_model_api.py")), "--port", str(port)]
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         services.wait_ready("plain API", f"{url}/ready", process.pid, time.monotonic() + 120)
@@ -155,8 +164,10 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: dict, run: 
 
 
 def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:
-    print(f"\nbroker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's replies in Kafka "
-          f"transactions ({settings.kafka_transactions}), read read_committed")  # fmt: skip
+    print(
+        f"\nbroker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's replies in Kafka "
+        f"transactions ({settings.kafka_transactions}), read read_committed"
+    )
     print(
         f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge, plain API and the "
         f"load generator; {settings.topic_partitions} partitions; request/reply fetch wait "
@@ -171,14 +182,20 @@ def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dic
     print(f"{'target':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses; CPU seconds used meanwhile")
     for name, run in concurrent.items():
         cpu = ", ".join(f"{p} {s:.1f}" for p, s in run.cpu.items() if s >= 0.05)
-        print(f"{name:<24}{run.rate:>9,.0f}{run.quantile(0.5):>9.1f}{run.quantile(0.99):>9.1f}  {dict(run.statuses)}; {cpu}")
+        print(
+            f"{name:<24}{run.rate:>9,.0f}{run.quantile(0.5):>9.1f}{run.quantile(0.99):>9.1f}  {dict(run.statuses)}; {cpu}"
+        )
     bridge, plain, stored = (sequential[n] for n in sequential)
     print("\nthe cost of the Kafka round trip, as ratios (bridge / plain API)")
-    print(f"sequential p50 latency: {bridge.quantile(0.5) / plain.quantile(0.5):.1f}x the model-only API, "
-          f"{bridge.quantile(0.5) / stored.quantile(0.5):.1f}x the API with an INSERT")  # fmt: skip
+    print(
+        f"sequential p50 latency: {bridge.quantile(0.5) / plain.quantile(0.5):.1f}x the model-only API, "
+        f"{bridge.quantile(0.5) / stored.quantile(0.5):.1f}x the API with an INSERT"
+    )
     cb, cp, cs = (concurrent[n] for n in concurrent)
-    print(f"throughput at {args.clients} clients: {cb.rate / cp.rate:.2f}x the model-only API, "
-          f"{cb.rate / cs.rate:.2f}x the API with an INSERT")  # fmt: skip
+    print(
+        f"throughput at {args.clients} clients: {cb.rate / cp.rate:.2f}x the model-only API, "
+        f"{cb.rate / cs.rate:.2f}x the API with an INSERT"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,15 @@ from rentalstream import services
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from runtime.postgres.engines import psycopg_url
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 IDLE_CHANGES = 20
 
 
@@ -52,7 +59,9 @@ def main() -> None:
         raise SystemExit("no chromium on the PATH: `make chromium`, or set RENTALSTREAM_TEST_CHROMIUM")
     wanted = (services.SCORER, services.MONITOR, services.DASHBOARD)
     with fresh_stack(wanted, keep_home=args.keep_home) as (settings, state), sync_playwright() as playwright:
-        events = rental_events(dataset_path(DELAYS_XLSX, settings.data_dir), dataset_path(PRICING_CSV, settings.data_dir))
+        events = rental_events(
+            dataset_path(DELAYS_XLSX, settings.data_dir), dataset_path(PRICING_CSV, settings.data_dir)
+        )
         url = state["services"]["dashboard"]["url"] + "/"
         dashboard = psutil.Process(state["services"]["dashboard"]["pid"])
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -80,19 +89,25 @@ def main() -> None:
         last_commit = last_stored_at(settings.resolved_database_url())
         browser.close()
 
-    print(f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, monitor, dashboard, "
-          f"headless Chromium and the replay; {len(events):,} rentals replayed as fast as possible "
-          f"({replay.stats.describe()}); the page redraws every {settings.dashboard_refresh_seconds:g} s, "
-          f"aggregates re-read every {settings.dashboard_aggregate_seconds:g} s while events arrive")  # fmt: skip
+    print(
+        f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, monitor, dashboard, "
+        f"headless Chromium and the replay; {len(events):,} rentals replayed as fast as possible "
+        f"({replay.stats.describe()}); the page redraws every {settings.dashboard_refresh_seconds:g} s, "
+        f"aggregates re-read every {settings.dashboard_aggregate_seconds:g} s while events arrive"
+    )
     print(f"first draw of the page (idle):           {first_draw * 1000:8,.0f} ms")
     print(f"first draw of a new page mid-replay:     {(second_page or 0) * 1000:8,.0f} ms")
     print(f"threshold change → figures shown, idle:   {describe(idle)}")
     print(f"threshold change → figures shown, replay: {describe(busy)}")
-    print("rentals scored as the page showed them (seconds after the replay started): "
-          + ", ".join(f"{rentals:,} @ {at:.1f}" for at, rentals in shown))  # fmt: skip
+    print(
+        "rentals scored as the page showed them (seconds after the replay started): "
+        + ", ".join(f"{rentals:,} @ {at:.1f}" for at, rentals in shown)
+    )
     print(f"last rental committed → shown on the page: {page_done - last_commit:6.2f} s")
-    print(f"dashboard during the replay: {cpu:.1f} CPU seconds over {shown[-1][0]:.1f} s; "
-          f"peak RSS {peak_rss.peak / 2**20:,.0f} MiB")  # fmt: skip
+    print(
+        f"dashboard during the replay: {cpu:.1f} CPU seconds over {shown[-1][0]:.1f} s; "
+        f"peak RSS {peak_rss.peak / 2**20:,.0f} MiB"
+    )
 
 
 class Replay:

@@ -69,9 +69,13 @@ def main() -> None:
     model = new_lightgbm().fit(matrix, pricing[TARGET])
     cv = cross_validate("lightgbm", new_lightgbm, matrix, pricing[TARGET]).mean()
     reference = reference_stats(
-        pricing, TARGET, model.predict(matrix), delay_history=read_delay_history(xlsx),
-        cv_mae=cv["cv_mae_mean"], cv_rmse=cv["cv_rmse_mean"],
-    )  # fmt: skip
+        pricing,
+        TARGET,
+        model.predict(matrix),
+        delay_history=read_delay_history(xlsx),
+        cv_mae=cv["cv_mae_mean"],
+        cv_rmse=cv["cv_rmse_mean"],
+    )
     history, listings = rental_events(xlsx, pricing_csv), read_profile_pool(pricing_csv)
 
     def stream(shift: str | None) -> list[tuple[int, str, object]]:
@@ -81,8 +85,10 @@ def main() -> None:
 
     clean = stream(None)
     shifted = {shift: stream(shift) for shift in SHIFTS}
-    print(f"\nconditions: {os.cpu_count()} CPUs; {EVENTS:,} simulated events per run "
-          f"({len(clean):,} monitored messages: rentals, prices, delay facts); shifts from event {args.shift_from:,}")  # fmt: skip
+    print(
+        f"\nconditions: {os.cpu_count()} CPUs; {EVENTS:,} simulated events per run "
+        f"({len(clean):,} monitored messages: rentals, prices, delay facts); shifts from event {args.shift_from:,}"
+    )
 
     rows = []
     for text in args.detectors.split(","):
@@ -101,16 +107,20 @@ def main() -> None:
     for label, false_alarms, _, cost in rows:
         listed = ", ".join(f"{s} {n}" for s, n in sorted(false_alarms.items())) or "none"
         print(f"  {label:28} {sum(false_alarms.values()):3d}  {listed}   [{cost:.2f} µs/update]")
-    print("\ndetection delay (values of the shifted signal from the first shifted one to the alert;"
-          " price=x1.3 is seen by the rolling MAE, whatever the detector)")
+    print(
+        "\ndetection delay (values of the shifted signal from the first shifted one to the alert;"
+        " price=x1.3 is seen by the rolling MAE, whatever the detector)"
+    )
     print("  " + "detector".ljust(28) + "".join(s.ljust(22) for s in SHIFTS))
     for label, _, delays, _ in rows:
         print("  " + label.ljust(28) + "".join(str(delays.get(s, "-")).ljust(22) for s in SHIFTS))
 
     name, setting = args.chosen.split(":")
     rate = throughput(reference, DetectorSpec(name, float(setting)), clean)
-    print(f"\nmonitor throughput with {DetectorSpec(name, float(setting)).label}: {rate:,.0f} messages/s "
-          "(JSON validated and fed to all 65 signals, one core, no broker)")  # fmt: skip
+    print(
+        f"\nmonitor throughput with {DetectorSpec(name, float(setting)).label}: {rate:,.0f} messages/s "
+        "(JSON validated and fed to all 65 signals, one core, no broker)"
+    )
 
 
 def monitored_stream(events: list, booster) -> list[tuple[int, str, object]]:
@@ -122,18 +132,40 @@ def monitored_stream(events: list, booster) -> list[tuple[int, str, object]]:
     out = []
     for index, (_, _, event) in enumerate(events):
         if isinstance(event, PriceRequest):
-            out.append((index, "prices", PriceScored(
-                price_id=event.request_id, request_id=event.request_id, price_per_day=float(next(prices)),
-                listed_price_per_day=event.listed_price_per_day, model_name="m", model_version="1",
-                event_time=now, scored_at=now,
-            )))  # fmt: skip
+            out.append(
+                (
+                    index,
+                    "prices",
+                    PriceScored(
+                        price_id=event.request_id,
+                        request_id=event.request_id,
+                        price_per_day=float(next(prices)),
+                        listed_price_per_day=event.listed_price_per_day,
+                        model_name="m",
+                        model_version="1",
+                        event_time=now,
+                        scored_at=now,
+                    ),
+                )
+            )
             continue
         out.append((index, "rentals", event))
         if event.state == "ended":
-            out.append((index, "prices", PriceScored(
-                price_id=f"rental-{event.rental_id}", rental_id=event.rental_id, price_per_day=float(next(prices)),
-                model_name="m", model_version="1", event_time=now, scored_at=now,
-            )))  # fmt: skip
+            out.append(
+                (
+                    index,
+                    "prices",
+                    PriceScored(
+                        price_id=f"rental-{event.rental_id}",
+                        rental_id=event.rental_id,
+                        price_per_day=float(next(prices)),
+                        model_name="m",
+                        model_version="1",
+                        event_time=now,
+                        scored_at=now,
+                    ),
+                )
+            )
         delays[event.rental_id] = event.delay_at_checkout_minutes
         facts = [(event, delays.get(event.previous_ended_rental_id))]
         facts += [(follower, event.delay_at_checkout_minutes) for follower in waiting.pop(event.rental_id, [])]
@@ -147,12 +179,20 @@ def monitored_stream(events: list, booster) -> list[tuple[int, str, object]]:
 
 def delay_fact(event: RentalEvent, previous_delay, waiting, conflict, now) -> DelayScored:
     return DelayScored(
-        rental_id=event.rental_id, car_id=event.car_id, checkin_type=event.checkin_type, state=event.state,
-        delay_at_checkout_minutes=event.delay_at_checkout_minutes, is_late=is_late(event.delay_at_checkout_minutes),
-        previous_ended_rental_id=event.previous_ended_rental_id, planned_gap_minutes=event.planned_gap_minutes,
-        previous_delay_minutes=previous_delay, waiting_minutes=waiting, is_conflict=conflict,
-        event_time=now, scored_at=now,
-    )  # fmt: skip
+        rental_id=event.rental_id,
+        car_id=event.car_id,
+        checkin_type=event.checkin_type,
+        state=event.state,
+        delay_at_checkout_minutes=event.delay_at_checkout_minutes,
+        is_late=is_late(event.delay_at_checkout_minutes),
+        previous_ended_rental_id=event.previous_ended_rental_id,
+        planned_gap_minutes=event.planned_gap_minutes,
+        previous_delay_minutes=previous_delay,
+        waiting_minutes=waiting,
+        is_conflict=conflict,
+        event_time=now,
+        scored_at=now,
+    )
 
 
 def run(reference, spec, messages, shift_from, only=None, target=None):

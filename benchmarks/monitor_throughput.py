@@ -47,19 +47,24 @@ def main() -> None:
         monitor = state["services"]["monitor"]
         peak_rss = PeakRss(monitor["pid"])
         started = time.time()
-        stats = asyncio.run(publish_paced(settings.resolved_kafka_bootstrap(), messages,
-                                          batch_size=settings.replay_batch_size))  # fmt: skip
+        stats = asyncio.run(
+            publish_paced(settings.resolved_kafka_bootstrap(), messages, batch_size=settings.replay_batch_size)
+        )
         while (counted := monitored(monitor["url"])) < len(messages):
             time.sleep(0.05)
         finished = time.time()
         peak_rss.stop()
-        print(f"conditions: {len(messages):,} messages ({EVENTS:,} simulated events), {os.cpu_count()} CPU cores "
-              f"shared by broker, PostgreSQL, publisher and monitor; {settings.topic_partitions} partitions; "
-              f"batches of up to {settings.scorer_max_records}; {settings.monitor_detector} "
-              f"({settings.monitor_detector_setting:g}) on every signal")
+        print(
+            f"conditions: {len(messages):,} messages ({EVENTS:,} simulated events), {os.cpu_count()} CPU cores "
+            f"shared by broker, PostgreSQL, publisher and monitor; {settings.topic_partitions} partitions; "
+            f"batches of up to {settings.scorer_max_records}; {settings.monitor_detector} "
+            f"({settings.monitor_detector_setting:g}) on every signal"
+        )
         print(f"published:           {stats.events_per_second:>10,.0f} messages/s ({stats.seconds:.2f} s)")
-        print(f"monitored:           {counted / (finished - started):>10,.0f} messages/s "
-              f"({finished - started:.2f} s from first publish to last message counted)")
+        print(
+            f"monitored:           {counted / (finished - started):>10,.0f} messages/s "
+            f"({finished - started:.2f} s from first publish to last message counted)"
+        )
         print(f"monitor peak RSS:    {peak_rss.peak / 2**20:>10,.0f} MiB")
         alerts = [s["signal"] for s in signal_states(settings.resolved_database_url()) if s["last_alert_id"]]
         print(f"signals that alerted (false alarms: nothing was shifted): {len(alerts)} {alerts}")
@@ -71,8 +76,13 @@ def _key(message) -> str:
 
 def monitored(url: str) -> int:
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    return int(sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith("rentalstream_monitor_events_total{")))  # fmt: skip
+    return int(
+        sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("rentalstream_monitor_events_total{")
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -130,12 +130,16 @@ def report(statuses: dict[str, str]) -> None:
         by_module[module]["equivalent" if mutant in equivalent else status] += 1
     print(f"\n{'module':28} {'mutants':>8} {'killed':>7} {'survived':>9} {'no tests':>9} {'equivalent':>11}")
     for module, counts in sorted(by_module.items()):
-        print(f"{module:28} {sum(counts.values()):8} {counts['killed']:7} {counts['survived']:9} "
-              f"{counts['no tests']:9} {counts['equivalent']:11}")  # fmt: skip
+        print(
+            f"{module:28} {sum(counts.values()):8} {counts['killed']:7} {counts['survived']:9} "
+            f"{counts['no tests']:9} {counts['equivalent']:11}"
+        )
     killed = sum(1 for s in counted.values() if s == "killed")
     scored = len(counted) - len(equivalent)
-    print(f"\nmutation score: {killed} killed of {scored} ({killed / scored:.1%}); {len(counted)} mutants counted, "
-          f"{len(equivalent)} judged equivalent, {len(statuses) - len(counted)} in plumbing not counted")  # fmt: skip
+    print(
+        f"\nmutation score: {killed} killed of {scored} ({killed / scored:.1%}); {len(counted)} mutants counted, "
+        f"{len(equivalent)} judged equivalent, {len(statuses) - len(counted)} in plumbing not counted"
+    )
     others = sorted(m for m, s in counted.items() if s != "killed" and m not in equivalent)
     if others:
         print(f"\nnot killed and not judged equivalent ({len(others)}):")

@@ -46,9 +46,14 @@ def build_app(settings: Settings) -> FastAPI:
         price = model.price_per_day([car])[0]
         lower, upper = model.interval.around(price) if model.interval else (None, None)
         return PricedCar(
-            request_id=uuid.uuid4().hex, price_per_day=price, price_lower=lower, price_upper=upper,
-            model_name=model.name, model_version=model.version, unknown_fields=car.unknown_fields,
-        )  # fmt: skip
+            request_id=uuid.uuid4().hex,
+            price_per_day=price,
+            price_lower=lower,
+            price_upper=upper,
+            model_name=model.name,
+            model_version=model.version,
+            unknown_fields=car.unknown_fields,
+        )
 
     @app.post("/predict")
     async def predict(car: CarFeatures) -> PricedCar:
@@ -59,11 +64,18 @@ def build_app(settings: Settings) -> FastAPI:
         priced = answer(car)
         now = utc_now()
         async with engine.begin() as conn:
-            await conn.execute(insert(tables.prices).values(
-                price_id=priced.request_id, request_id=priced.request_id, price_per_day=priced.price_per_day,
-                unknown_fields=priced.unknown_fields, model_name=priced.model_name,
-                model_version=priced.model_version, event_time=now, scored_at=now,
-            ))  # fmt: skip
+            await conn.execute(
+                insert(tables.prices).values(
+                    price_id=priced.request_id,
+                    request_id=priced.request_id,
+                    price_per_day=priced.price_per_day,
+                    unknown_fields=priced.unknown_fields,
+                    model_name=priced.model_name,
+                    model_version=priced.model_version,
+                    event_time=now,
+                    scored_at=now,
+                )
+            )
         return priced
 
     @app.get("/ready")

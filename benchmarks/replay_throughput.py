@@ -68,7 +68,9 @@ def main() -> None:
     parser.add_argument("--scorer-only", action="store_true", help="start the scorer and no other service")
     parser.add_argument("--scorers", type=int, default=1, help="scorer replicas in the consumer group (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
-    parser.add_argument("--profile", metavar="PATH", help="py-spy the scorer during the replay; collapsed stacks to PATH")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="py-spy the scorer during the replay; collapsed stacks to PATH"
+    )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     add_broker_option(parser)
     args = parser.parse_args()
@@ -98,10 +100,24 @@ def main() -> None:
 
         processes = stack_processes(state) | {"replay (this process)": os.getpid()}
         peak_rss = PeakRss({name: state["services"][name]["pid"] for name in state["services"]})
-        profiler = subprocess.Popen([
-            str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(scorer_pid),
-            "--format", "raw", "--rate", "200", "--output", args.profile,
-        ]) if args.profile else None  # fmt: skip
+        profiler = (
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(scorer_pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--output",
+                    args.profile,
+                ]
+            )
+            if args.profile
+            else None
+        )
         cpu_before = cpu_seconds(processes)
         since = utc_now()
         started = time.time()
@@ -118,22 +134,29 @@ def main() -> None:
         engine.dispose()
 
         last_commit = row.last_commit.timestamp()
-        print(f"broker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's results in Kafka "
-              f"transactions ({settings.kafka_transactions})")  # fmt: skip
-        print(f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
-              f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
-              f"{settings.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
-              f"{settings.scorer_max_records}; "
-              f"model compiled (lleaves)")  # fmt: skip
+        print(
+            f"broker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's results in Kafka "
+            f"transactions ({settings.kafka_transactions})"
+        )
+        print(
+            f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
+            f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
+            f"{settings.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
+            f"{settings.scorer_max_records}; "
+            f"model compiled (lleaves)"
+        )
         print(f"published:                  {stats.events_per_second:>8,.0f} events/s ({stats.seconds:.2f} s)")
-        print(f"scored and committed:       {len(events) / (last_commit - started):>8,.0f} events/s "
-              f"({last_commit - started:.2f} s from first publish to last commit)")  # fmt: skip
+        print(
+            f"scored and committed:       {len(events) / (last_commit - started):>8,.0f} events/s "
+            f"({last_commit - started:.2f} s from first publish to last commit)"
+        )
         print(f"last publish → last commit: {last_commit - last_published:>8.2f} s")
         print(f"event-to-commit latency:    p50 {row.p50 * 1000:,.0f} ms, p99 {row.p99 * 1000:,.0f} ms")
         print("peak RSS:                   " + ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in peaks.items()))
-        print("CPU seconds meanwhile:      " + ", ".join(
-            f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05
-        ))  # fmt: skip
+        print(
+            "CPU seconds meanwhile:      "
+            + ", ".join(f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05)
+        )
 
 
 @contextmanager

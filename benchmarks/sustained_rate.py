@@ -72,10 +72,15 @@ def main() -> None:
         since = utc_now()
         backlog.start()
         print(f"publishing at {args.rate:,.0f} events/s for {args.seconds:g} s...", flush=True)
-        stats = asyncio.run(publish_paced(
-            settings.resolved_kafka_bootstrap(), events, rate=args.rate,
-            on_progress=lambda n: acknowledged.__setitem__(0, acknowledged[0] + n), client_id="rentalstream-bench",
-        ))  # fmt: skip
+        stats = asyncio.run(
+            publish_paced(
+                settings.resolved_kafka_bootstrap(),
+                events,
+                rate=args.rate,
+                on_progress=lambda n: acknowledged.__setitem__(0, acknowledged[0] + n),
+                client_id="rentalstream-bench",
+            )
+        )
         deadline = time.monotonic() + 60
         while backlog.committed() < stats.published and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -87,31 +92,42 @@ def main() -> None:
             latencies = conn.execute(LATENCIES_SQL, {"since": since}).all()
         engine.dispose()
 
-        print(f"\nconditions: the simulator's stream (rentals and {settings.simulator_price_request_share:.0%} price "
-              f"requests) at {args.rate:,.0f} events/s for {args.seconds:g} s; {os.cpu_count()} CPU cores shared by the "
-              f"broker, PostgreSQL, MLflow, the publisher and {', '.join(state['services'])}; "
-              f"{settings.topic_partitions} partitions; scorer batches of up to {settings.scorer_max_records}, "
-              f"batch wait {settings.scorer_batch_timeout_ms} ms; model compiled (lleaves)")  # fmt: skip
-        print(f"published: {stats.published:,} events in {stats.seconds:.1f} s = {stats.events_per_second:,.0f}/s; "
-              f"committed: {len(latencies):,}; last committed {drained - backlog.started - stats.seconds:.2f} s "
-              "after the last publish")  # fmt: skip
+        print(
+            f"\nconditions: the simulator's stream (rentals and {settings.simulator_price_request_share:.0%} price "
+            f"requests) at {args.rate:,.0f} events/s for {args.seconds:g} s; {os.cpu_count()} CPU cores shared by the "
+            f"broker, PostgreSQL, MLflow, the publisher and {', '.join(state['services'])}; "
+            f"{settings.topic_partitions} partitions; scorer batches of up to {settings.scorer_max_records}, "
+            f"batch wait {settings.scorer_batch_timeout_ms} ms; model compiled (lleaves)"
+        )
+        print(
+            f"published: {stats.published:,} events in {stats.seconds:.1f} s = {stats.events_per_second:,.0f}/s; "
+            f"committed: {len(latencies):,}; last committed {drained - backlog.started - stats.seconds:.2f} s "
+            "after the last publish"
+        )
         shown = ["broker", "postgres", *state["services"]]
-        print(f"\n{'window':>10}{'committed':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   cores used: "
-              + ", ".join(shown))  # fmt: skip
+        print(
+            f"\n{'window':>10}{'committed':>11}{'per s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   cores used: "
+            + ", ".join(shown)
+        )
         for start in range(0, int(args.seconds), WINDOW):
             window = sorted(lat for at, lat in latencies if start <= at < start + WINDOW)
             if window:
                 cores = "  ".join(f"{backlog.cores(n, start, start + WINDOW):.2f}" for n in shown)
-                print(f"{start:>4}-{start + WINDOW:<3} s{len(window):>11,}{len(window) / WINDOW:>8,.0f}"
-                      f"{quantile(window, 0.5):>9,.0f}{quantile(window, 0.99):>9,.0f}{window[-1] * 1000:>9,.0f}   {cores}")  # fmt: skip
+                print(
+                    f"{start:>4}-{start + WINDOW:<3} s{len(window):>11,}{len(window) / WINDOW:>8,.0f}"
+                    f"{quantile(window, 0.5):>9,.0f}{quantile(window, 0.99):>9,.0f}{window[-1] * 1000:>9,.0f}   {cores}"
+                )
         overall = sorted(lat for _, lat in latencies)
-        print(f"{'all':>10}{len(overall):>11,}{'':>8}{quantile(overall, 0.5):>9,.0f}"
-              f"{quantile(overall, 0.99):>9,.0f}{overall[-1] * 1000:>9,.0f}")  # fmt: skip
+        print(
+            f"{'all':>10}{len(overall):>11,}{'':>8}{quantile(overall, 0.5):>9,.0f}"
+            f"{quantile(overall, 0.99):>9,.0f}{overall[-1] * 1000:>9,.0f}"
+        )
         print(f"\nbacklog (published, not yet committed), sampled every second: {backlog.describe()}")
         print("peak RSS:              " + ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in peaks.items()))
-        print("CPU seconds meanwhile: " + ", ".join(
-            f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05
-        ))  # fmt: skip
+        print(
+            "CPU seconds meanwhile: "
+            + ", ".join(f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05)
+        )
 
 
 def quantile(ordered: list[float], q: float) -> float:
@@ -167,8 +183,10 @@ class Backlog:
             return f"{samples}"
         half = len(samples) // 2
         first, second = statistics.fmean(samples[:half]), statistics.fmean(samples[half:])
-        return (f"{len(samples)} samples, first {samples[0]:,}, largest {max(samples):,}, last {samples[-1]:,}; "
-                f"mean {first:,.0f} over the first half, {second:,.0f} over the second")  # fmt: skip
+        return (
+            f"{len(samples)} samples, first {samples[0]:,}, largest {max(samples):,}, last {samples[-1]:,}; "
+            f"mean {first:,.0f} over the first half, {second:,.0f} over the second"
+        )
 
 
 if __name__ == "__main__":

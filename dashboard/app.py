@@ -34,22 +34,29 @@ def serve(settings: Settings) -> None:
     metrics = DashboardMetrics()
     engine = async_engine(settings.resolved_database_url(), pool_size=2)
     feed = LiveFeed(
-        settings.resolved_kafka_bootstrap(), engine, group_id=settings.dashboard_group_id,
-        buffer_rows=settings.dashboard_buffer_rows, aggregate_seconds=settings.dashboard_aggregate_seconds,
+        settings.resolved_kafka_bootstrap(),
+        engine,
+        group_id=settings.dashboard_group_id,
+        buffer_rows=settings.dashboard_buffer_rows,
+        aggregate_seconds=settings.dashboard_aggregate_seconds,
         metrics=metrics,
-    )  # fmt: skip
+    )
     address = f"{settings.dashboard_host}:{settings.dashboard_port}"
     server = pn.serve(
         {"/": lambda: build_page(feed, settings, metrics)},
-        address=settings.dashboard_host, port=settings.dashboard_port, show=False, start=False,
+        address=settings.dashboard_host,
+        port=settings.dashboard_port,
+        show=False,
+        start=False,
         websocket_origin=[address, f"localhost:{settings.dashboard_port}", *settings.dashboard_websocket_origins],
-        title="rentalstream", admin=False,
+        title="rentalstream",
+        admin=False,
         extra_patterns=[
             ("/health", _Answer, {"check": lambda: True}),
             ("/ready", _Answer, {"check": lambda: feed.ready}),
             ("/metrics", _Metrics, {"metrics": metrics}),
         ],
-    )  # fmt: skip
+    )
     # Tornado logs every 5xx at ERROR, and /ready answers 503 until the feed holds its partitions.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
     loop = server.io_loop.asyncio_loop
@@ -79,7 +86,9 @@ async def _follow(feed: LiveFeed) -> None:
         except asyncio.CancelledError:
             raise
         except (KafkaError, SQLAlchemyError, OSError) as error:
-            log.warning("live feed stopped error=%s; retrying in %.0f s", str(error).splitlines()[0], FEED_RETRY_SECONDS)
+            log.warning(
+                "live feed stopped error=%s; retrying in %.0f s", str(error).splitlines()[0], FEED_RETRY_SECONDS
+            )
             await asyncio.sleep(FEED_RETRY_SECONDS)
 
 

@@ -30,20 +30,38 @@ class MinGapCharts:
 
     def _figure(self, title: str, column: str, span: Span, legend: str):
         plot = figure(
-            title=title, height=280, sizing_mode="stretch_width", x_range=(0, MAX_THRESHOLD_MINUTES),
-            x_axis_label="minimum gap T (minutes)", tools="pan,wheel_zoom,reset,save",
-        )  # fmt: skip
+            title=title,
+            height=280,
+            sizing_mode="stretch_width",
+            x_range=(0, MAX_THRESHOLD_MINUTES),
+            x_axis_label="minimum gap T (minutes)",
+            tools="pan,wheel_zoom,reset,save",
+        )
         plot.yaxis.formatter = NumeralTickFormatter(format="0.0%")
         for scope in SCOPES:
-            line = plot.step("threshold", column, source=self.lines[scope], mode="after", line_width=2,
-                             color=SCOPE_COLORS[scope], legend_label=SCOPE_LABELS[scope])  # fmt: skip
+            line = plot.step(
+                "threshold",
+                column,
+                source=self.lines[scope],
+                mode="after",
+                line_width=2,
+                color=SCOPE_COLORS[scope],
+                legend_label=SCOPE_LABELS[scope],
+            )
             plot.scatter("threshold", column, source=self.points[scope], size=10, color=SCOPE_COLORS[scope])
-            plot.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
-                ("scope", SCOPE_LABELS[scope]), ("T", "@threshold min"),
-                ("blocked", "@blocked_rentals{0,0} (@blocked{0.0%})"),
-                ("revenue blocked", "@revenue{0,0} €/day"),
-                ("conflicts solved", "@solved_rentals{0,0} (@solved{0.0%})"),
-            ]))  # fmt: skip
+            plot.add_tools(
+                HoverTool(
+                    renderers=[line],
+                    mode="vline",
+                    tooltips=[
+                        ("scope", SCOPE_LABELS[scope]),
+                        ("T", "@threshold min"),
+                        ("blocked", "@blocked_rentals{0,0} (@blocked{0.0%})"),
+                        ("revenue blocked", "@revenue{0,0} €/day"),
+                        ("conflicts solved", "@solved_rentals{0,0} (@solved{0.0%})"),
+                    ],
+                )
+            )
         plot.add_layout(span)
         plot.legend.location = legend
         return plot
@@ -84,16 +102,33 @@ class DelayChart:
         low, high = DELAY_RANGE_MINUTES
         self.sources = {kind: ColumnDataSource({"bin_start": [], "x": [], "rentals": []}) for kind in CHECKIN_COLORS}
         self.figure = figure(
-            title=f"Delay at checkout (minutes; {low} and {high} hold everything beyond)", height=300,
-            sizing_mode="stretch_width", x_axis_label="delay at checkout (minutes, 30-minute bins)",
-            y_axis_label="rentals", tools="pan,wheel_zoom,reset,save",
-        )  # fmt: skip
+            title=f"Delay at checkout (minutes; {low} and {high} hold everything beyond)",
+            height=300,
+            sizing_mode="stretch_width",
+            x_axis_label="delay at checkout (minutes, 30-minute bins)",
+            y_axis_label="rentals",
+            tools="pan,wheel_zoom,reset,save",
+        )
         for kind, color in CHECKIN_COLORS.items():
-            bars = self.figure.vbar(x="x", top="rentals", width=BIN_WIDTH, source=self.sources[kind], color=color,
-                                    legend_label=kind, alpha=0.85)  # fmt: skip
-            self.figure.add_tools(HoverTool(renderers=[bars], tooltips=[
-                ("check-in", kind), ("from", "@bin_start min"), ("rentals", "@rentals{0,0}"),
-            ]))  # fmt: skip
+            bars = self.figure.vbar(
+                x="x",
+                top="rentals",
+                width=BIN_WIDTH,
+                source=self.sources[kind],
+                color=color,
+                legend_label=kind,
+                alpha=0.85,
+            )
+            self.figure.add_tools(
+                HoverTool(
+                    renderers=[bars],
+                    tooltips=[
+                        ("check-in", kind),
+                        ("from", "@bin_start min"),
+                        ("rentals", "@rentals{0,0}"),
+                    ],
+                )
+            )
         self.figure.add_layout(Span(location=0, dimension="height", line_color="#c00", line_dash="dotted"))
         self.figure.legend.location = "top_right"
 
@@ -114,15 +149,26 @@ class PriceByCarTypeChart:
     def __init__(self) -> None:
         self.source = ColumnDataSource({"car_type": [], "median": [], "p10": [], "p90": [], "prices": []})
         self.figure = figure(
-            title="Price per day by car type (median, 10th–90th percentile)", height=300, y_range=[],
-            sizing_mode="stretch_width", x_axis_label="€ per day", tools="save",
-        )  # fmt: skip
+            title="Price per day by car type (median, 10th–90th percentile)",
+            height=300,
+            y_range=[],
+            sizing_mode="stretch_width",
+            x_axis_label="€ per day",
+            tools="save",
+        )
         self.figure.hbar(y="car_type", left="p10", right="p90", height=0.3, source=self.source, color="#bbb")
         dots = self.figure.scatter(x="median", y="car_type", size=10, source=self.source, color="#1f77b4")
-        self.figure.add_tools(HoverTool(renderers=[dots], tooltips=[
-            ("car type", "@car_type"), ("median", "@median{0.0} €"), ("10–90%", "@p10{0.0} – @p90{0.0} €"),
-            ("prices", "@prices{0,0}"),
-        ]))  # fmt: skip
+        self.figure.add_tools(
+            HoverTool(
+                renderers=[dots],
+                tooltips=[
+                    ("car type", "@car_type"),
+                    ("median", "@median{0.0} €"),
+                    ("10–90%", "@p10{0.0} – @p90{0.0} €"),
+                    ("prices", "@prices{0,0}"),
+                ],
+            )
+        )
 
     def update(self, rows: list[dict]) -> None:
         rows = [row for row in rows if row["car_type"]]

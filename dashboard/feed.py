@@ -96,9 +96,11 @@ class LiveFeed:
     @property
     def ready(self) -> bool:
         return (
-            self.aggregates is not None and self.consumer is not None and bool(self.consumer.assignment())
+            self.aggregates is not None
+            and self.consumer is not None
+            and bool(self.consumer.assignment())
             and self.positioned
-        )  # fmt: skip
+        )
 
     async def run(self) -> None:
         """Seed from Postgres, then follow the topics until cancelled."""
@@ -154,8 +156,13 @@ class LiveFeed:
                 message = CONTRACTS[record.topic].model_validate_json(record.value)
             except (ValidationError, ValueError, TypeError) as error:
                 self.metrics.unreadable.labels(record.topic).inc()
-                log.warning("unreadable message topic=%s partition=%s offset=%s error=%s",
-                            record.topic, record.partition, record.offset, str(error).splitlines()[0])  # fmt: skip
+                log.warning(
+                    "unreadable message topic=%s partition=%s offset=%s error=%s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    str(error).splitlines()[0],
+                )
                 continue
             self.metrics.messages.labels(record.topic).inc()
             if isinstance(message, PriceScored):
@@ -240,16 +247,26 @@ def _latency_ms(row: dict) -> float:
 
 def _alert_row(alert: DriftAlert) -> dict:
     return {
-        "alert_id": alert.alert_id, "signal": alert.signal, "state": alert.state, "detector": alert.detector,
-        "before_mean": alert.before.mean, "after_mean": alert.after.mean,
+        "alert_id": alert.alert_id,
+        "signal": alert.signal,
+        "state": alert.state,
+        "detector": alert.detector,
+        "before_mean": alert.before.mean,
+        "after_mean": alert.after.mean,
         "reference_mean": alert.reference.mean if alert.reference else None,
-        "triggered_by": alert.triggered_by, "detected_at": alert.detected_at,
-    }  # fmt: skip
+        "triggered_by": alert.triggered_by,
+        "detected_at": alert.detected_at,
+    }
 
 
 def _dead_letter_row(letter: DeadLetter) -> dict:
     return {
-        "dead_letter_id": letter.dead_letter_id, "topic": letter.topic, "partition": letter.partition,
-        "offset": letter.offset, "consumer": letter.consumer, "reason": letter.reason,
-        "size_bytes": letter.raw_size or len(letter.raw_value), "received_at": letter.received_at,
-    }  # fmt: skip
+        "dead_letter_id": letter.dead_letter_id,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "consumer": letter.consumer,
+        "reason": letter.reason,
+        "size_bytes": letter.raw_size or len(letter.raw_value),
+        "received_at": letter.received_at,
+    }

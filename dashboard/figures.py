@@ -19,31 +19,51 @@ table.scopes th:first-child, table.scopes td:first-child { text-align: left; }
 
 
 def figure_html(element_id: str, label: str, value: str) -> str:
-    return f'<div class="figure"><div class="label">{label}</div><div class="value" id="{element_id}">{value}</div></div>'
+    return (
+        f'<div class="figure"><div class="label">{label}</div><div class="value" id="{element_id}">{value}</div></div>'
+    )
 
 
 def live_html(snapshot: Snapshot) -> str:
     totals = snapshot.aggregates.totals if snapshot.aggregates else {}
     late = totals.get("late_returns", 0) / totals["with_delay"] if totals.get("with_delay") else None
-    return '<div class="figures">' + "".join([
-        figure_html("live-events-per-second", "events scored / s (last 5 s)", f"{snapshot.events_per_second:,.0f}"),
-        figure_html("live-latency-p50", "event → scored p50", _ms(snapshot.latency_p50_ms)),
-        figure_html("live-latency-p99", "event → scored p99", _ms(snapshot.latency_p99_ms)),
-        figure_html("live-rentals", "rentals scored", f"{totals.get('rentals', 0):,}"),
-        figure_html("live-late-share", "late returns", "–" if late is None else f"{late:.1%}"),
-        figure_html("live-conflicts", "drivers who waited", f"{totals.get('conflicts', 0):,}"),
-        figure_html("live-model", "model (last price)", escape(snapshot.model or "–")),
-    ]) + "</div>"  # fmt: skip
+    return (
+        '<div class="figures">'
+        + "".join(
+            [
+                figure_html(
+                    "live-events-per-second", "events scored / s (last 5 s)", f"{snapshot.events_per_second:,.0f}"
+                ),
+                figure_html("live-latency-p50", "event → scored p50", _ms(snapshot.latency_p50_ms)),
+                figure_html("live-latency-p99", "event → scored p99", _ms(snapshot.latency_p99_ms)),
+                figure_html("live-rentals", "rentals scored", f"{totals.get('rentals', 0):,}"),
+                figure_html("live-late-share", "late returns", "–" if late is None else f"{late:.1%}"),
+                figure_html("live-conflicts", "drivers who waited", f"{totals.get('conflicts', 0):,}"),
+                figure_html("live-model", "model (last price)", escape(snapshot.model or "–")),
+            ]
+        )
+        + "</div>"
+    )
 
 
 def min_gap_html(result: MinGapOutcome) -> str:
-    return '<div class="figures">' + "".join([
-        figure_html("mg-blocked", f"rentals blocked ({SCOPE_LABELS[result.scope]})", f"{result.blocked_rentals:,}"),
-        figure_html("mg-blocked-share", f"of all {result.rentals:,} rentals", f"{result.blocked_share:.1%}"),
-        figure_html("mg-revenue", "revenue blocked (€ per day of rental)", f"{result.blocked_revenue_per_day:,.0f} €"),
-        figure_html("mg-solved", f"conflicts solved (of {result.conflicts:,})", f"{result.conflicts_solved:,}"),
-        figure_html("mg-solved-share", "of the scope's conflicts", f"{result.solved_share:.1%}"),
-    ]) + "</div>"  # fmt: skip
+    return (
+        '<div class="figures">'
+        + "".join(
+            [
+                figure_html(
+                    "mg-blocked", f"rentals blocked ({SCOPE_LABELS[result.scope]})", f"{result.blocked_rentals:,}"
+                ),
+                figure_html("mg-blocked-share", f"of all {result.rentals:,} rentals", f"{result.blocked_share:.1%}"),
+                figure_html(
+                    "mg-revenue", "revenue blocked (€ per day of rental)", f"{result.blocked_revenue_per_day:,.0f} €"
+                ),
+                figure_html("mg-solved", f"conflicts solved (of {result.conflicts:,})", f"{result.conflicts_solved:,}"),
+                figure_html("mg-solved-share", "of the scope's conflicts", f"{result.solved_share:.1%}"),
+            ]
+        )
+        + "</div>"
+    )
 
 
 def scopes_html(results: list[MinGapOutcome]) -> str:
@@ -85,7 +105,8 @@ def drift_html(signals: list[dict]) -> str:
         return "<p>No signal states yet: is the drift monitor running? (<code>rentalstream monitor</code>)</p>"
     return (
         f"<p><b id='drift-drifting'>{len(drifting)}</b> of <b id='drift-signals'>{len(signals)}</b> signals drifting"
-        + (f": {escape(', '.join(drifting))}" if drifting else "") + "</p>"
+        + (f": {escape(', '.join(drifting))}" if drifting else "")
+        + "</p>"
     )
 
 

@@ -16,13 +16,17 @@ class DashboardMetrics:
             "rentalstream_dashboard_messages_total", "Messages the live feed read.", ["topic"], registry=self.registry
         )
         self.unreadable = Counter(
-            "rentalstream_dashboard_unreadable_messages_total", "Messages the live feed could not read.", ["topic"],
+            "rentalstream_dashboard_unreadable_messages_total",
+            "Messages the live feed could not read.",
+            ["topic"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.refresh_seconds = Histogram(
-            "rentalstream_dashboard_aggregate_seconds", "Time to re-read the aggregates from Postgres.",
-            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )  # fmt: skip
+            "rentalstream_dashboard_aggregate_seconds",
+            "Time to re-read the aggregates from Postgres.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.refresh_errors = Counter(
             "rentalstream_dashboard_aggregate_errors_total", "Aggregate reads that failed.", registry=self.registry
         )

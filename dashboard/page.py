@@ -49,11 +49,18 @@ class DashboardPage:
 
         self.live = _html()
         self.threshold = pn.widgets.EditableIntSlider(
-            label="Minimum gap T between two rentals of a car (minutes)", start=0, end=MAX_THRESHOLD_MINUTES,
-            step=10, value=DEFAULT_THRESHOLD_MINUTES, width=420, css_classes=["min-gap-threshold"],
-        )  # fmt: skip
+            label="Minimum gap T between two rentals of a car (minutes)",
+            start=0,
+            end=MAX_THRESHOLD_MINUTES,
+            step=10,
+            value=DEFAULT_THRESHOLD_MINUTES,
+            width=420,
+            css_classes=["min-gap-threshold"],
+        )
         self.scope = pn.widgets.RadioButtonGroup(
-            label="Scope", options={label: scope for scope, label in SCOPE_LABELS.items()}, value="all",
+            label="Scope",
+            options={label: scope for scope, label in SCOPE_LABELS.items()},
+            value="all",
             css_classes=["min-gap-scope"],
         )
         self.min_gap_figures = _html()
@@ -64,24 +71,54 @@ class DashboardPage:
 
         self.delay_figures = _html()
         self.delay_chart = DelayChart()
-        self.conflicts = _table("conflicts", ["rental_id", "car_id", "checkin_type", "planned_gap_minutes",
-                                 "previous_delay_minutes", "waiting_minutes", "scored_at"])  # fmt: skip
+        self.conflicts = _table(
+            "conflicts",
+            [
+                "rental_id",
+                "car_id",
+                "checkin_type",
+                "planned_gap_minutes",
+                "previous_delay_minutes",
+                "waiting_minutes",
+                "scored_at",
+            ],
+        )
 
-        self.prices = _table("prices", ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version",
-                              "latency_ms", "scored_at"])  # fmt: skip
+        self.prices = _table(
+            "prices",
+            ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version", "latency_ms", "scored_at"],
+        )
         self.price_chart = PriceByCarTypeChart()
-        self.challenge = _table("challenge", ["champion_version", "challenger_version", "prices", "mean_difference",
-                                "mean_abs_difference", "with_true_price", "champion_mae", "challenger_mae",
-                                "champion_closer", "challenger_closer", "verdict"])  # fmt: skip
+        self.challenge = _table(
+            "challenge",
+            [
+                "champion_version",
+                "challenger_version",
+                "prices",
+                "mean_difference",
+                "mean_abs_difference",
+                "with_true_price",
+                "champion_mae",
+                "challenger_mae",
+                "champion_closer",
+                "challenger_closer",
+                "verdict",
+            ],
+        )
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self.price_form = PriceForm(settings.resolved_bridge_url(), api_key)
 
         self.drift_figures = _html()
-        self.signals = _table("signals", ["signal", "state", "events_seen", "window_mean", "reference_mean", "last_alert_at"])
-        self.alerts = _table("alerts", ["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by",
-                              "detected_at"])  # fmt: skip
+        self.signals = _table(
+            "signals", ["signal", "state", "events_seen", "window_mean", "reference_mean", "last_alert_at"]
+        )
+        self.alerts = _table(
+            "alerts", ["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by", "detected_at"]
+        )
         self.dead_letter_figures = _html()
-        self.dead_letters = _table("dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"])
+        self.dead_letters = _table(
+            "dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"]
+        )
 
         self.layout = pn.Column(
             pn.pane.Markdown("# rentalstream — live operations"),
@@ -90,30 +127,40 @@ class DashboardPage:
             pn.Row(self.threshold, self.scope),
             self.min_gap_figures,
             self.min_gap_scopes,
-            pn.Row(pn.pane.Bokeh(self.min_gap_charts.blocked, sizing_mode="stretch_width"),
-                   pn.pane.Bokeh(self.min_gap_charts.solved, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+            pn.Row(
+                pn.pane.Bokeh(self.min_gap_charts.blocked, sizing_mode="stretch_width"),
+                pn.pane.Bokeh(self.min_gap_charts.solved, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),
             pn.pane.Markdown("## Delays at checkout"),
             self.delay_figures,
             pn.pane.Bokeh(self.delay_chart.figure, sizing_mode="stretch_width"),
             pn.pane.Markdown("#### Latest rentals whose driver waited for the previous car"),
             self.conflicts,
             pn.pane.Markdown("## Pricing"),
-            pn.Row(pn.Column(pn.pane.Markdown("#### Latest prices"), self.prices, sizing_mode="stretch_width"),
-                   self.price_form.panel(), sizing_mode="stretch_width"),
+            pn.Row(
+                pn.Column(pn.pane.Markdown("#### Latest prices"), self.prices, sizing_mode="stretch_width"),
+                self.price_form.panel(),
+                sizing_mode="stretch_width",
+            ),
             pn.pane.Bokeh(self.price_chart.figure, sizing_mode="stretch_width"),
-            pn.pane.Markdown("#### Champion vs challenger on live traffic (prices in €; closer = nearer the "
-                             "listed price, where the request carried one)"),
+            pn.pane.Markdown(
+                "#### Champion vs challenger on live traffic (prices in €; closer = nearer the "
+                "listed price, where the request carried one)"
+            ),
             self.challenge,
             pn.pane.Markdown("## Drift"),
             self.drift_figures,
-            pn.Row(pn.Column(pn.pane.Markdown("#### Signals"), self.signals, sizing_mode="stretch_width"),
-                   pn.Column(pn.pane.Markdown("#### Latest alerts"), self.alerts, sizing_mode="stretch_width"),
-                   sizing_mode="stretch_width"),
+            pn.Row(
+                pn.Column(pn.pane.Markdown("#### Signals"), self.signals, sizing_mode="stretch_width"),
+                pn.Column(pn.pane.Markdown("#### Latest alerts"), self.alerts, sizing_mode="stretch_width"),
+                sizing_mode="stretch_width",
+            ),
             pn.pane.Markdown("## Dead letters"),
             self.dead_letter_figures,
             self.dead_letters,
             sizing_mode="stretch_width",
-        )  # fmt: skip
+        )
         self.redraw()
 
     def redraw(self) -> None:
@@ -125,8 +172,12 @@ class DashboardPage:
         if snapshot.aggregates is not None and snapshot.aggregates is not self.shown_aggregates:
             self.shown_aggregates = snapshot.aggregates
             self._show_aggregates(snapshot)
-        for table, rows in ((self.conflicts, snapshot.conflicts), (self.prices, snapshot.prices),
-                            (self.alerts, snapshot.alerts), (self.dead_letters, snapshot.dead_letters)):  # fmt: skip
+        for table, rows in (
+            (self.conflicts, snapshot.conflicts),
+            (self.prices, snapshot.prices),
+            (self.alerts, snapshot.alerts),
+            (self.dead_letters, snapshot.dead_letters),
+        ):
             self._show_rows(table, rows)
 
     def _show_rows(self, table: pn.widgets.Tabulator, rows: list[dict]) -> None:
@@ -144,7 +195,9 @@ class DashboardPage:
         self.delay_chart.update(aggregates.delay_histogram)
         self.delay_figures.object = delay_html(aggregates.totals, aggregates.delay_histogram)
         self.price_chart.update(aggregates.price_by_car_type)
-        self.challenge.value = _frame([{**r, "verdict": verdict(r)} for r in aggregates.model_comparison], self.challenge)
+        self.challenge.value = _frame(
+            [{**r, "verdict": verdict(r)} for r in aggregates.model_comparison], self.challenge
+        )
         self.signals.value = _frame(aggregates.drift_signals, self.signals)
         self.drift_figures.object = drift_html(aggregates.drift_signals)
         self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)
@@ -165,9 +218,14 @@ def _html() -> pn.pane.HTML:
 
 def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
     return pn.widgets.Tabulator(
-        pd.DataFrame(columns=columns), show_index=False, disabled=True, height=260,
-        sizing_mode="stretch_width", pagination=None, css_classes=[f"{name}-table"],
-    )  # fmt: skip
+        pd.DataFrame(columns=columns),
+        show_index=False,
+        disabled=True,
+        height=260,
+        sizing_mode="stretch_width",
+        pagination=None,
+        css_classes=[f"{name}-table"],
+    )
 
 
 def _frame(rows: list[dict], table: pn.widgets.Tabulator) -> pd.DataFrame:

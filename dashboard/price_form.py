@@ -12,9 +12,14 @@ from schemas.cars import CAR_TYPES, FUELS, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, 
 from schemas.predict import EXAMPLE_CAR
 
 EQUIPMENT = (
-    "private_parking_available", "has_gps", "has_air_conditioning", "automatic_car",
-    "has_getaround_connect", "has_speed_regulator", "winter_tires",
-)  # fmt: skip
+    "private_parking_available",
+    "has_gps",
+    "has_air_conditioning",
+    "automatic_car",
+    "has_getaround_connect",
+    "has_speed_regulator",
+    "winter_tires",
+)
 
 
 class PriceForm:
@@ -30,7 +35,9 @@ class PriceForm:
             label="Engine power (hp)", value=EXAMPLE_CAR["engine_power"], start=1, end=MAX_ENGINE_POWER_HP
         )
         self.fuel = pn.widgets.Select(label="Fuel", options=list(FUELS), value=EXAMPLE_CAR["fuel"])
-        self.paint_color = pn.widgets.Select(label="Paint", options=list(PAINT_COLORS), value=EXAMPLE_CAR["paint_color"])
+        self.paint_color = pn.widgets.Select(
+            label="Paint", options=list(PAINT_COLORS), value=EXAMPLE_CAR["paint_color"]
+        )
         self.car_type = pn.widgets.Select(label="Car type", options=list(CAR_TYPES), value=EXAMPLE_CAR["car_type"])
         self.equipment = pn.widgets.CheckBoxGroup(
             label="Equipment", options=list(EQUIPMENT), value=[e for e in EQUIPMENT if EXAMPLE_CAR[e]], inline=False
@@ -41,10 +48,14 @@ class PriceForm:
 
     def car(self) -> dict:
         return {
-            "model_key": self.model_key.value, "mileage": self.mileage.value, "engine_power": self.engine_power.value,
-            "fuel": self.fuel.value, "paint_color": self.paint_color.value, "car_type": self.car_type.value,
+            "model_key": self.model_key.value,
+            "mileage": self.mileage.value,
+            "engine_power": self.engine_power.value,
+            "fuel": self.fuel.value,
+            "paint_color": self.paint_color.value,
+            "car_type": self.car_type.value,
             **{name: name in self.equipment.value for name in EQUIPMENT},
-        }  # fmt: skip
+        }
 
     def panel(self) -> pn.viewable.Viewable:
         return pn.Column(
@@ -52,8 +63,10 @@ class PriceForm:
             pn.Row(self.model_key, self.car_type),
             pn.Row(self.mileage, self.engine_power),
             pn.Row(self.fuel, self.paint_color),
-            self.equipment, self.button, self.answer,
-        )  # fmt: skip
+            self.equipment,
+            self.button,
+            self.answer,
+        )
 
     async def _price(self, _event) -> None:
         self.button.disabled = True
@@ -68,15 +81,17 @@ class PriceForm:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(f"{self.bridge_url}/predict", json=self.car(), headers=headers)
         except httpx.HTTPError as error:
-            return _error(f"the bridge at {self.bridge_url} did not answer ({type(error).__name__}); "
-                                     "is it running? (`rentalstream bridge` or `rentalstream up`)")  # fmt: skip
+            return _error(
+                f"the bridge at {self.bridge_url} did not answer ({type(error).__name__}); "
+                "is it running? (`rentalstream bridge` or `rentalstream up`)"
+            )
         if response.status_code != 200:
             return _error(f"the bridge answered {response.status_code}: {_detail(response)}")
         priced = response.json()
         unknown = f" (priced without: {', '.join(priced['unknown_fields'])})" if priced["unknown_fields"] else ""
         return (
             f'<div class="price-ok" style="color:#1a7f37;font-size:1.1em"><span id="bridge-price">'
-            f'{priced["price_per_day"]:.2f}</span> € per day, by '
+            f"{priced['price_per_day']:.2f}</span> € per day, by "
             f"{escape(priced['model_name'])} v{escape(priced['model_version'])}{escape(unknown)}</div>"
         )
 

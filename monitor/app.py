@@ -95,11 +95,14 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
     def subscribe(topic: Topic, contract: type[BaseModel]) -> None:
         subscriber = batch_subscriber(
-            broker, topic.name, f"{settings.monitor_group_id}.{topic.name}",
-            max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            broker,
+            topic.name,
+            f"{settings.monitor_group_id}.{topic.name}",
+            max_records=settings.scorer_max_records,
+            batch_timeout_ms=settings.scorer_batch_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        )  # fmt: skip
+        )
         subscribers.append(subscriber)
 
         @subscriber
@@ -141,20 +144,29 @@ def build_app(settings: Settings) -> AsgiFastStream:
         if alerts or parsed.dead_letters:
             await with_retries(
                 lambda: store.write_batch(engine, alerts, signal_states, parsed.dead_letters),
-                settings.scorer_db_retries, note_retry,
-            )  # fmt: skip
+                settings.scorer_db_retries,
+                note_retry,
+            )
         metrics.observed.labels(topic.name).inc(len(parsed.events))
         metrics.dead_letters.labels(topic.name).inc(len(parsed.dead_letters))
         for alert in alerts:
             metrics.alerts.labels(alert.signal, alert.state).inc()
-            log.warning("drift: %s %s (%s): mean %.4g -> %.4g", alert.signal, alert.state, alert.detector,
-                        alert.before.mean, alert.after.mean)  # fmt: skip
+            log.warning(
+                "drift: %s %s (%s): mean %.4g -> %.4g",
+                alert.signal,
+                alert.state,
+                alert.detector,
+                alert.before.mean,
+                alert.after.mean,
+            )
         if alerts:  # states change only with an alert
             metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
-        await publisher.publish([
-            *((DRIFT.name, a.signal, a) for a in alerts),
-            *dead_letter_messages(parsed.dead_letters),
-        ])  # fmt: skip
+        await publisher.publish(
+            [
+                *((DRIFT.name, a.signal, a) for a in alerts),
+                *dead_letter_messages(parsed.dead_letters),
+            ]
+        )
 
     def note_model(price: PriceScored) -> None:
         if price.model_name == settings.model_name:
@@ -163,23 +175,40 @@ def build_app(settings: Settings) -> AsgiFastStream:
     def drift_alert(fired: Fired) -> DriftAlert:
         t = fired.transition
         return DriftAlert(
-            alert_id=fired.alert_id, signal=t.signal, detector=t.detector, state=t.state,
-            before=t.before, after=t.after, reference=t.reference, events_seen=t.events_seen,
-            triggered_by=fired.origin.event_id, model_name=settings.model_name,
-            model_version=state["model_version"], event_time=fired.origin.event_time, detected_at=utc_now(),
-        )  # fmt: skip
+            alert_id=fired.alert_id,
+            signal=t.signal,
+            detector=t.detector,
+            state=t.state,
+            before=t.before,
+            after=t.after,
+            reference=t.reference,
+            events_seen=t.events_seen,
+            triggered_by=fired.origin.event_id,
+            model_name=settings.model_name,
+            model_version=state["model_version"],
+            event_time=fired.origin.event_time,
+            detected_at=utc_now(),
+        )
 
     def signal_rows(watch: DriftWatch) -> list[dict]:
         rows = []
         for m in watch.monitors():
             n, mean = m.window
             alert_id, alert_at = last_alert.get(m.signal, (None, None))
-            rows.append({
-                "signal": m.signal, "detector": m.label, "state": m.state, "events_seen": m.events_seen,
-                "window_n": n, "window_mean": mean,
-                "reference_mean": m.reference_stats.mean if m.reference_stats is not None else None,
-                "last_alert_id": alert_id, "last_alert_at": alert_at, "model_version": state["model_version"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "signal": m.signal,
+                    "detector": m.label,
+                    "state": m.state,
+                    "events_seen": m.events_seen,
+                    "window_n": n,
+                    "window_mean": mean,
+                    "reference_mean": m.reference_stats.mean if m.reference_stats is not None else None,
+                    "last_alert_id": alert_id,
+                    "last_alert_at": alert_at,
+                    "model_version": state["model_version"],
+                }
+            )
         return rows
 
     subscribe(RENTALS, RentalEvent)

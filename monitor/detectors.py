@@ -89,10 +89,12 @@ class SignalMonitor:
         self.label = spec.label
         self.reference = reference
         self.reference_stats = (
-            WindowStats(n=reference.n, mean=reference.mean, std=reference.std) if reference is not None
-            else WindowStats(n=0, mean=share, std=math.sqrt(share * (1 - share))) if share is not None
+            WindowStats(n=reference.n, mean=reference.mean, std=reference.std)
+            if reference is not None
+            else WindowStats(n=0, mean=share, std=math.sqrt(share * (1 - share)))
+            if share is not None
             else None
-        )  # fmt: skip
+        )
         self.detector = spec.new()
         self.recent: deque[float] = deque(maxlen=KEPT_VALUES)
         self.events_seen = 0

@@ -25,9 +25,10 @@ class MonitorMetrics(ConsumerMetrics):
             "rentalstream_signals_drifting", "Monitored signals currently drifting.", registry=self.registry
         )
         self.rolling_mae = Gauge(
-            "rentalstream_model_rolling_mae", "The model's rolling mean absolute error against real prices, euros.",
+            "rentalstream_model_rolling_mae",
+            "The model's rolling mean absolute error against real prices, euros.",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.reference_version = Gauge(
             "rentalstream_monitor_reference_version",
             "The model version whose training statistics the detectors compare with.",

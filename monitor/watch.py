@@ -57,7 +57,9 @@ class DriftWatch:
     ) -> None:
         self.reference = reference
         self.spec = spec
-        self.numeric = {name: SignalMonitor(f"{RENTALS.name}/{name}", spec, reference.numeric[name]) for name in NUMERIC}
+        self.numeric = {
+            name: SignalMonitor(f"{RENTALS.name}/{name}", spec, reference.numeric[name]) for name in NUMERIC
+        }
         self.categories = {
             (name, category): SignalMonitor(f"{RENTALS.name}/{name}={category}", spec, share=share)
             for name in CATEGORICAL

@@ -64,9 +64,12 @@ def build_app(settings: Settings) -> FastAPI:
     """The bridge app; Kafka is connected in its lifespan (so at server start)."""
     metrics = BridgeMetrics(pending=lambda: requester.pending, tasks=lambda: len(asyncio.all_tasks()))
     requester = PriceRequester(
-        settings.resolved_kafka_bootstrap(), PRICE_REQUESTS.name, PRICE_REPLIES.name,
-        settings.request_fetch_max_wait_ms, on_late_reply=metrics.late_replies.inc,
-    )  # fmt: skip
+        settings.resolved_kafka_bootstrap(),
+        PRICE_REQUESTS.name,
+        PRICE_REPLIES.name,
+        settings.request_fetch_max_wait_ms,
+        on_late_reply=metrics.late_replies.inc,
+    )
     champion: dict[str, str | None] = {"version": None}
 
     async def watch_champion() -> None:
@@ -75,8 +78,10 @@ def build_app(settings: Settings) -> FastAPI:
             try:
                 champion["version"] = await asyncio.to_thread(
                     version_behind_alias,
-                    settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.champion_alias,
-                )  # fmt: skip
+                    settings.resolved_mlflow_tracking_uri(),
+                    settings.model_name,
+                    settings.champion_alias,
+                )
             except Exception:  # the registry may be down for a while; keep the last answer
                 log.exception("registry lookup failed")
             await asyncio.sleep(settings.registry_poll_seconds if champion["version"] else 2)
@@ -93,8 +98,11 @@ def build_app(settings: Settings) -> FastAPI:
             await requester.stop()
 
     app = FastAPI(
-        title="rentalstream price bridge", version="1", description=DESCRIPTION, lifespan=lifespan,
-    )  # fmt: skip
+        title="rentalstream price bridge",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge_max_body_bytes)
     app.add_middleware(TimeResponses, metrics=metrics)
 
@@ -107,13 +115,16 @@ def build_app(settings: Settings) -> FastAPI:
         responses={
             401: {"model": ErrorReply, "description": "Missing or wrong X-API-Key"},
             413: {"description": "Body larger than the configured limit"},
-            503: {"model": ErrorReply, "description": "The broker did not take the request, the bridge is not ready, "
-                  "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT price requests are already waiting (with Retry-After)"},
+            503: {
+                "model": ErrorReply,
+                "description": "The broker did not take the request, the bridge is not ready, "
+                "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT price requests are already waiting (with Retry-After)",
+            },
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
         dependencies=auth,
         max_body_size=settings.bridge_max_body_bytes,
-    )  # fmt: skip
+    )
     async def predict(
         request: Request,
         response: Response,
@@ -127,8 +138,11 @@ def build_app(settings: Settings) -> FastAPI:
         if requester.pending >= settings.bridge_max_in_flight:
             # Refuse at once rather than queue without bound behind a slow scorer. (No
             # await until ``ask`` registers this request's cars, so no race past the check.)
-            refused = error(503, f"overloaded: {requester.pending} price requests already waiting for the "
-                                 "scorer; retry shortly", request_id)  # fmt: skip
+            refused = error(
+                503,
+                f"overloaded: {requester.pending} price requests already waiting for the scorer; retry shortly",
+                request_id,
+            )
             refused.headers["Retry-After"] = "1"
             return refused
         client = x_client_id or (request.client.host if request.client else None)
@@ -198,8 +212,9 @@ def priced_car(reply: PriceScored) -> PricedCar:
 def error(status: int, detail: str, request_id: str) -> JSONResponse:
     return JSONResponse(
         ErrorReply(detail=detail, request_id=request_id).model_dump(),
-        status_code=status, headers={"X-Request-Id": request_id},
-    )  # fmt: skip
+        status_code=status,
+        headers={"X-Request-Id": request_id},
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -207,6 +222,10 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(
-        build_app(settings), host=settings.bridge_host, port=settings.bridge_port,
-        log_level="warning", access_log=False, timeout_graceful_shutdown=10,
-    )  # fmt: skip
+        build_app(settings),
+        host=settings.bridge_host,
+        port=settings.bridge_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

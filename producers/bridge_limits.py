@@ -28,9 +28,16 @@ class AnswerOversizedBodies:
             drained += len(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        body = json.dumps({"detail": f"body of {length:,} bytes is over the limit of {self.max_bytes:,} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {"detail": f"body of {length:,} bytes is over the limit of {self.max_bytes:,} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -18,23 +18,29 @@ class BridgeMetrics:
         self.response_seconds = Histogram(
             "rentalstream_bridge_response_seconds",
             "Time from request to response start, by route and status (its _count is the responses).",
-            ["path", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.cars_priced = Counter("rentalstream_bridge_cars_priced", "Cars priced and answered.", registry=self.registry)
+            ["path", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cars_priced = Counter(
+            "rentalstream_bridge_cars_priced", "Cars priced and answered.", registry=self.registry
+        )
         self.late_replies = Counter(
             "rentalstream_bridge_late_replies",
             "Replies to this bridge that nobody waited for any more (timed out, or redelivered); dropped.",
             registry=self.registry,
         )
         self.pending = Gauge(
-            "rentalstream_bridge_pending_replies", "Price requests waiting for their reply now.",
+            "rentalstream_bridge_pending_replies",
+            "Price requests waiting for their reply now.",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.pending.set_function(pending)
         self.tasks = Gauge(
-            "rentalstream_bridge_asyncio_tasks", "Tasks alive in the bridge's event loop (a leak shows here).",
+            "rentalstream_bridge_asyncio_tasks",
+            "Tasks alive in the bridge's event loop (a leak shows here).",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.tasks.set_function(tasks)
 
 
@@ -57,7 +63,9 @@ class TimeResponses:
                 # so a scan of random URLs cannot grow the label set.
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
-                self.metrics.response_seconds.labels(path, str(message["status"])).observe(time.perf_counter() - started)
+                self.metrics.response_seconds.labels(path, str(message["status"])).observe(
+                    time.perf_counter() - started
+                )
             await send(message)
 
         await self.app(scope, receive, timed_send)

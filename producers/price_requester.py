@@ -68,9 +68,11 @@ class PriceRequester:
     def listening(self) -> bool:
         """The reply consumer holds every partition of the reply topic and is reading."""
         return (
-            self._consumer is not None and bool(self._consumer.assignment())
-            and self._receiver is not None and not self._receiver.done()
-        )  # fmt: skip
+            self._consumer is not None
+            and bool(self._consumer.assignment())
+            and self._receiver is not None
+            and not self._receiver.done()
+        )
 
     def new_request_id(self) -> str:
         return f"{self.instance}-{uuid.uuid4().hex}"
@@ -92,8 +94,10 @@ class PriceRequester:
         )
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((KafkaConnectionError, OSError)),
-            wait=wait_fixed(0.5), stop=stop_after_delay(timeout), reraise=True,
-        ):  # fmt: skip
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(timeout),
+            reraise=True,
+        ):
             with attempt:
                 await self._producer.start()
                 await self._consumer.start()
@@ -166,11 +170,13 @@ class PriceRequester:
         try:
             deliveries = [
                 await self._producer.send(
-                    self.request_topic, r.model_dump_json().encode(), key=r.request_id.encode(),
+                    self.request_topic,
+                    r.model_dump_json().encode(),
+                    key=r.request_id.encode(),
                     headers=[("content-type", b"application/json")],
                 )
                 for r in requests
-            ]  # fmt: skip
+            ]
             # asyncio.wait, not gather: a timeout must not cancel aiokafka's own futures.
             await asyncio.wait(deliveries)
             for delivery in deliveries:

@@ -35,6 +35,10 @@ async def publish_events(
 ) -> PublishStats:
     """Publish ``events`` to ``rentals``, paced at ``rate`` events/s or as fast as possible."""
     return await publish_paced(
-        bootstrap, ((RENTALS.name, str(e.car_id), e) for e in events),
-        rate=rate, batch_size=batch_size, on_progress=on_progress, client_id="rentalstream-replay",
-    )  # fmt: skip
+        bootstrap,
+        ((RENTALS.name, str(e.car_id), e) for e in events),
+        rate=rate,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        client_id="rentalstream-replay",
+    )

@@ -96,7 +96,9 @@ class Simulator:
     def from_data_dir(cls, data_dir: Path, **options) -> Simulator:
         """A simulator over the two datasets of ``data_dir`` (downloaded if missing)."""
         pricing_csv = dataset_path(PRICING_CSV, data_dir)
-        return cls(rental_events(dataset_path(DELAYS_XLSX, data_dir), pricing_csv), read_profile_pool(pricing_csv), **options)
+        return cls(
+            rental_events(dataset_path(DELAYS_XLSX, data_dir), pricing_csv), read_profile_pool(pricing_csv), **options
+        )
 
     def __post_init__(self) -> None:
         if not 0 <= self.price_request_share <= 1:
@@ -116,9 +118,11 @@ class Simulator:
             if math.floor((index + 1) * share) > math.floor(index * share):
                 car, price = next(listings)
                 request = PriceRequest(
-                    request_id=f"sim-{self.run_id}-{index}", car=shift_car(car, shifted), client="simulator",
+                    request_id=f"sim-{self.run_id}-{index}",
+                    car=shift_car(car, shifted),
+                    client="simulator",
                     listed_price_per_day=shift_price(price, shifted),
-                )  # fmt: skip
+                )
                 yield PRICE_REQUESTS.name, request.request_id, request
             else:
                 rental = shift_rental(next(rentals), shifted)
@@ -129,10 +133,12 @@ class Simulator:
             offset = history_pass * SIMULATED_ID_STRIDE
             for event in self.history:
                 previous = event.previous_ended_rental_id
-                yield event.model_copy(update={
-                    "rental_id": event.rental_id + offset,
-                    "previous_ended_rental_id": previous + offset if previous is not None else None,
-                })  # fmt: skip
+                yield event.model_copy(
+                    update={
+                        "rental_id": event.rental_id + offset,
+                        "previous_ended_rental_id": previous + offset if previous is not None else None,
+                    }
+                )
 
     def _listings(self) -> Iterator[tuple[CarFeatures, float]]:
         rng = random.Random(self.seed)

@@ -42,7 +42,9 @@ def main(ctx: typer.Context) -> None:
 @app.command()
 def up(
     ctx: typer.Context,
-    services: bool = typer.Option(True, help="Also train a model if there is no champion and start the scorer, bridge and monitor."),
+    services: bool = typer.Option(
+        True, help="Also train a model if there is no champion and start the scorer, bridge and monitor."
+    ),
 ) -> None:
     """Start the embedded broker, PostgreSQL and MLflow (where no endpoint is set), create
     topics and tables; then the scorer, the HTTP bridge and the drift monitor in the background (logs in
@@ -76,7 +78,9 @@ def train(
     ctx: typer.Context,
     if_no_champion: bool = typer.Option(False, help="Do nothing when the registry already has a champion."),
     challenger: bool = typer.Option(
-        False, "--challenger", help="Register the new version as the challenger (scored beside the champion "
+        False,
+        "--challenger",
+        help="Register the new version as the challenger (scored beside the champion "
         "on live traffic) instead of promoting it if it beats the champion.",
     ),
 ) -> None:
@@ -141,21 +145,30 @@ def experiments(
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
     name = f"{settings.experiment_name}-experiments"
     with tqdm(total=trials, unit="trial", desc="tuning") as bar:
+
         def progress(number: int, best: float) -> None:
             bar.update(1)
             bar.set_postfix(best_rmse=f"{best:.3f}")
 
         results = run_experiments(
-            pricing, tracking_uri=settings.resolved_mlflow_tracking_uri(), experiment_name=name, trials=trials,
-            artifact_location=settings.mlflow_artifact_root(), on_trial=progress,
-        )  # fmt: skip
+            pricing,
+            tracking_uri=settings.resolved_mlflow_tracking_uri(),
+            experiment_name=name,
+            trials=trials,
+            artifact_location=settings.mlflow_artifact_root(),
+            on_trial=progress,
+        )
     table = Table(title=f"5-fold cross-validated error (mean over folds), MLflow experiment {name}")
     for column in ("experiment", "RMSE €", "MAE €", "R²", "note"):
         table.add_column(column)
     for experiment, evaluation in results:
         m = evaluation.mean()
         table.add_row(
-            experiment.name, f"{m['cv_rmse_mean']:.2f}", f"{m['cv_mae_mean']:.2f}", f"{m['cv_r2_mean']:.3f}", experiment.note
+            experiment.name,
+            f"{m['cv_rmse_mean']:.2f}",
+            f"{m['cv_mae_mean']:.2f}",
+            f"{m['cv_r2_mean']:.3f}",
+            experiment.note,
         )
     console.print(table)
     tuned = next(e for e, _ in results if e.name == "tuned")
@@ -187,7 +200,9 @@ def promote(
         raise typer.Exit(2) from None
     for name in sorted(before):
         was, now = (f"v{v}" if v else "none" for v in (before[name], after[name]))
-        console.print(f"{settings.model_name}@{name}: {was} -> {now}" if was != now else f"{settings.model_name}@{name}: {now}")
+        console.print(
+            f"{settings.model_name}@{name}: {was} -> {now}" if was != now else f"{settings.model_name}@{name}: {now}"
+        )
     console.print(f"services follow within {settings.registry_poll_seconds:g} s (RENTALSTREAM_REGISTRY_POLL_SECONDS)")
 
 
@@ -199,9 +214,10 @@ def end_challenge(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     version = retire(settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.challenger_alias)
     console.print(
-        f"{settings.model_name}@{settings.challenger_alias} (v{version}) removed" if version
+        f"{settings.model_name}@{settings.challenger_alias} (v{version}) removed"
+        if version
         else f"{settings.model_name} has no @{settings.challenger_alias}; nothing to do"
-    )  # fmt: skip
+    )
 
 
 @app.command()
@@ -263,16 +279,21 @@ def replay(
 @app.command()
 def simulate(
     ctx: typer.Context,
-    rate: float | None = typer.Option(None, min=0.1, help="Events per second (default: RENTALSTREAM_SIMULATOR_RATE, 200)."),
+    rate: float | None = typer.Option(
+        None, min=0.1, help="Events per second (default: RENTALSTREAM_SIMULATOR_RATE, 200)."
+    ),
     events: int | None = typer.Option(None, min=1, help="Stop after N events (default: run until Ctrl-C)."),
     seconds: float | None = typer.Option(None, min=0.1, help="Stop after S seconds."),
     price_request_share: float | None = typer.Option(
         None, min=0, max=1, help="Share of price requests (default: RENTALSTREAM_SIMULATOR_PRICE_REQUEST_SHARE, 0.2)."
     ),
-    shift: Annotated[list[str] | None, typer.Option(
-        help="Inject a shift, e.g. mileage=x2, engine_power=+40, delay.connect=+120, delay=x1.5, price=x1.3. "
-        "Repeatable.",
-    )] = None,
+    shift: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Inject a shift, e.g. mileage=x2, engine_power=+40, delay.connect=+120, delay=x1.5, price=x1.3. "
+            "Repeatable.",
+        ),
+    ] = None,
     shift_from: int = typer.Option(0, min=0, help="Index of the first shifted event (counting every event from 0)."),
     seed: int = typer.Option(42, help="Seed of the listings' order."),
 ) -> None:
@@ -288,10 +309,13 @@ def simulate(
         raise typer.BadParameter(str(error), param_hint="--shift") from None
     simulator = Simulator.from_data_dir(
         settings.data_dir,
-        price_request_share=settings.simulator_price_request_share if price_request_share is None
+        price_request_share=settings.simulator_price_request_share
+        if price_request_share is None
         else price_request_share,
-        shifts=shifts, shift_from=shift_from, seed=seed,
-    )  # fmt: skip
+        shifts=shifts,
+        shift_from=shift_from,
+        seed=seed,
+    )
     rate = rate or settings.simulator_rate
     stream = simulator.events() if events is None else islice(simulator.events(), events)
     console.print(
@@ -300,10 +324,17 @@ def simulate(
     )
     with tqdm(total=events, unit="ev", desc="simulate") as bar:
         try:
-            stats = asyncio.run(publish_paced(
-                settings.resolved_kafka_bootstrap(), stream, rate=rate, seconds=seconds,
-                batch_size=settings.replay_batch_size, on_progress=bar.update, client_id="rentalstream-simulator",
-            ))  # fmt: skip
+            stats = asyncio.run(
+                publish_paced(
+                    settings.resolved_kafka_bootstrap(),
+                    stream,
+                    rate=rate,
+                    seconds=seconds,
+                    batch_size=settings.replay_batch_size,
+                    on_progress=bar.update,
+                    client_id="rentalstream-simulator",
+                )
+            )
         except KeyboardInterrupt:
             console.print("stopped")
             return
@@ -394,9 +425,10 @@ def compare(ctx: typer.Context) -> None:
 @app.command("consumer-groups")
 def consumer_groups(
     ctx: typer.Context,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="A consumer group (repeatable); by default the scorer's and the monitor's."
-    )] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="A consumer group (repeatable); by default the scorer's and the monitor's."),
+    ] = None,
 ) -> None:
     """Kafka's own consumer-groups tool (kafka-consumer-groups.sh, run from the pinned jars)
     on the stack's broker: per partition of each group, its committed offset, the log end

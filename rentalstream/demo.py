@@ -117,15 +117,26 @@ def min_gap_table(settings: Settings, thresholds: tuple[int, ...] = (60, 120)) -
     [rows] = read_rows(settings.resolved_database_url(), GAP_GROUPS_SQL)
     groups = [GapGroup(**row) for row in rows]
     table = Table(title="minimum gap between two rentals of a car (the dashboard's simulator)")
-    for column in ("T (min)", "scope", "rentals blocked", "of all rentals", "revenue blocked €/day", "conflicts solved"):
+    for column in (
+        "T (min)",
+        "scope",
+        "rentals blocked",
+        "of all rentals",
+        "revenue blocked €/day",
+        "conflicts solved",
+    ):
         table.add_column(column, justify="left" if column == "scope" else "right")
     for threshold in thresholds:
         for scope in SCOPES:
             result = outcome(groups, threshold, scope)
             table.add_row(
-                str(threshold), SCOPE_LABELS[scope], f"{result.blocked_rentals:,}", f"{result.blocked_share:.1%}",
-                f"{result.blocked_revenue_per_day:,.0f}", f"{result.conflicts_solved:,} of {result.conflicts:,}",
-            )  # fmt: skip
+                str(threshold),
+                SCOPE_LABELS[scope],
+                f"{result.blocked_rentals:,}",
+                f"{result.blocked_share:.1%}",
+                f"{result.blocked_revenue_per_day:,.0f}",
+                f"{result.conflicts_solved:,} of {result.conflicts:,}",
+            )
     return table
 
 
@@ -163,8 +174,8 @@ def query_help(settings: Settings) -> str:
     return (
         "Query the results with plain SQL, for example:\n"
         f"  psql '{url}' -c \"SELECT state, checkin_type, count(*), "
-        "avg(delay_at_checkout_minutes) FROM delays GROUP BY 1, 2\"\n"
+        'avg(delay_at_checkout_minutes) FROM delays GROUP BY 1, 2"\n'
         f"  psql '{url}' -c \"SELECT * FROM delays WHERE is_conflict "
-        "ORDER BY waiting_minutes DESC LIMIT 10\"\n"
+        'ORDER BY waiting_minutes DESC LIMIT 10"\n'
         "Tables: rentals, cars, prices, price_requests, delays, dead_letters, drift_events, drift_signals."
     )

@@ -49,8 +49,10 @@ def start_postgres(pgdata: Path, port: int | None = None) -> Postgres:
         pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=pgdata, user=system_user)
     pg.pg_ctl(
         ["-w", "-t", "60", "-o", f"-h {HOST} -p {port} -k ''", "-l", str(pgdata / "server.log"), "start"],
-        pgdata=pgdata, user=system_user, timeout=90,
-    )  # fmt: skip
+        pgdata=pgdata,
+        user=system_user,
+        timeout=90,
+    )
     server = Postgres(pgdata, port, system_user)
     _create_database(server)
     return server

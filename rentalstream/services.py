@@ -101,8 +101,12 @@ def spawn(settings: Settings, service: Service, instance: str | None = None, por
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "rentalstream.cli", service.name],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
     return {"pid": process.pid, "url": service.url(settings), "log": str(log_path)}
 
 

@@ -47,9 +47,9 @@ def up(settings: Settings) -> dict:
 def prepare(settings: Settings) -> dict:
     """Create the missing topics and tables (or columns) on the resolved endpoints; return
     every topic's partition count and what was created. Idempotent."""
-    partitions = asyncio.run(ensure_topics(
-        settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor
-    ))  # fmt: skip
+    partitions = asyncio.run(
+        ensure_topics(settings.resolved_kafka_bootstrap(), settings.topic_partitions, settings.topic_replication_factor)
+    )
     return {"topics": partitions, "tables_created": engines.upgrade(settings.resolved_database_url())}
 
 
@@ -86,9 +86,12 @@ def start_embedded_kafka(settings: Settings, folder: Path) -> KafkaCluster:
 
     with tqdm(total=len(locked_jars()), unit="jar", desc="Apache Kafka jars", leave=False, disable=None) as bar:
         runtime = kafka_server.kafka_runtime(
-            settings.kafka_cache_dir, settings.kafka_java, settings.kafka_heap, settings.maven_repository,
+            settings.kafka_cache_dir,
+            settings.kafka_java,
+            settings.kafka_heap,
+            settings.maven_repository,
             on_progress=lambda jar: bar.update(1),
-        )  # fmt: skip
+        )
     return kafka_server.start_cluster(folder, runtime, nodes=1)
 
 
@@ -120,4 +123,3 @@ def _stop(state: dict) -> list[str]:
         processes.stop_pid(state["pids"]["broker"])
         stopped.append("broker")
     return stopped
-

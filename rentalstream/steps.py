@@ -24,10 +24,13 @@ def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
     with tqdm(total=len(events), unit="ev", desc="replay") as bar:
         return asyncio.run(
             publish_events(
-                settings.resolved_kafka_bootstrap(), events, rate=rate,
-                batch_size=settings.replay_batch_size, on_progress=bar.update,
+                settings.resolved_kafka_bootstrap(),
+                events,
+                rate=rate,
+                batch_size=settings.replay_batch_size,
+                on_progress=bar.update,
             )
-        )  # fmt: skip
+        )
 
 
 def print_stack(console: Console, settings: Settings, state: dict) -> None:
@@ -42,6 +45,8 @@ def print_stack(console: Console, settings: Settings, state: dict) -> None:
     table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
     table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
     for name, service in state.get("services", {}).items():
-        where = {"bridge": f"{service['url']}/docs", "dashboard": f"{service['url']}/"}.get(name, f"{service['url']}/metrics")
+        where = {"bridge": f"{service['url']}/docs", "dashboard": f"{service['url']}/"}.get(
+            name, f"{service['url']}/metrics"
+        )
         table.add_row(name, f"{where} (pid {service['pid']}, log {service['log']})")
     console.print(table)

@@ -33,13 +33,17 @@ class ConsumerMetrics:
             "rentalstream_dead_letters_total", "Messages sent to dead letters.", ["topic"], registry=self.registry
         )
         self.write_retries = Counter(
-            "rentalstream_db_write_retries_total", "Batch writes retried after a database error.",
+            "rentalstream_db_write_retries_total",
+            "Batch writes retried after a database error.",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.batch_seconds = Histogram(
-            "rentalstream_batch_seconds", "Time to handle, store and publish one batch.", ["topic"],
-            registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )  # fmt: skip
+            "rentalstream_batch_seconds",
+            "Time to handle, store and publish one batch.",
+            ["topic"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
 
 
 def consumer_app(

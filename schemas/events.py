@@ -54,9 +54,7 @@ class RentalEvent(BaseModel):
     @model_validator(mode="after")
     def _previous_rental_needs_gap(self) -> RentalEvent:
         if (self.previous_ended_rental_id is None) != (self.planned_gap_minutes is None):
-            raise ValueError(
-                "previous_ended_rental_id and planned_gap_minutes go together"
-            )
+            raise ValueError("previous_ended_rental_id and planned_gap_minutes go together")
         if self.previous_ended_rental_id == self.rental_id:
             raise ValueError("a rental cannot follow itself")
         return self
@@ -76,10 +74,12 @@ class PriceRequest(BaseModel):
     reply_to: str | None = Field(None, min_length=1, max_length=249)
     client: str | None = Field(None, max_length=128)
     listed_price_per_day: float | None = Field(
-        None, gt=0, le=MAX_PRICE_PER_DAY,
+        None,
+        gt=0,
+        le=MAX_PRICE_PER_DAY,
         description="The price the car is really listed at, when known (the simulator's "
         "listings): the monitor tracks the model's error against it.",
-    )  # fmt: skip
+    )
     event_time: datetime = Field(default_factory=utc_now)
 
 
@@ -90,9 +90,10 @@ class PriceScored(BaseModel):
     car_id: int | None = None
     price_per_day: float
     price_lower: float | None = Field(
-        None, description="Low end of the model's calibrated interval (80%: see schemas.intervals); "
+        None,
+        description="Low end of the model's calibrated interval (80%: see schemas.intervals); "
         "None for a model version trained without one.",
-    )  # fmt: skip
+    )
     price_upper: float | None = Field(None, description="High end of the same interval.")
     listed_price_per_day: float | None = Field(None, description="The real price, when the request carried it.")
     unknown_fields: list[str] = Field(default_factory=list)
@@ -122,9 +123,7 @@ class DelayScored(BaseModel):
     previous_delay_minutes: int | None = Field(
         description="Delay of the previous rental of the car, once both are known."
     )
-    waiting_minutes: int | None = Field(
-        description="previous delay - planned gap: how long this driver waited if > 0."
-    )
+    waiting_minutes: int | None = Field(description="previous delay - planned gap: how long this driver waited if > 0.")
     is_conflict: bool | None = Field(description="The previous rental made this driver wait.")
     event_time: datetime
     scored_at: datetime
@@ -141,9 +140,10 @@ class DeadLetter(BaseModel):
     raw_value: bytes = Field(description="The message bytes exactly as consumed (base64 in JSON).")
     raw_size: int = Field(0, ge=0, description="Bytes of the message as consumed.")
     raw_truncated: bool = Field(
-        False, description="On the topic, raw_value holds only the first MAX_DEAD_LETTER_RAW_BYTES bytes of a "
+        False,
+        description="On the topic, raw_value holds only the first MAX_DEAD_LETTER_RAW_BYTES bytes of a "
         "larger message (the dead_letters table keeps them all).",
-    )  # fmt: skip
+    )
     reason: str
     consumer: str
     received_at: datetime

@@ -45,9 +45,7 @@ def _row_to_fields(row: Any) -> Any:
     if not isinstance(row, list | tuple):
         raise ValueError(f"a car is a list of {len(POSITIONAL_ORDER)} values {IN_POSITIONAL_ORDER}")  # noqa: TRY004
     if len(row) != len(POSITIONAL_ORDER):
-        raise ValueError(
-            f"expected {len(POSITIONAL_ORDER)} values {IN_POSITIONAL_ORDER}; got {len(row)}"
-        )
+        raise ValueError(f"expected {len(POSITIONAL_ORDER)} values {IN_POSITIONAL_ORDER}; got {len(row)}")
     return dict(zip(POSITIONAL_ORDER, row, strict=True))
 
 
@@ -133,11 +131,20 @@ def cars_of(body: CarFeatures | list[CarFeatures] | PositionalRequest) -> list[C
 
 
 EXAMPLE_CAR = {
-    "model_key": "Citroën", "mileage": 140411, "engine_power": 100, "fuel": "diesel",
-    "paint_color": "black", "car_type": "convertible", "private_parking_available": True,
-    "has_gps": True, "has_air_conditioning": False, "automatic_car": False,
-    "has_getaround_connect": True, "has_speed_regulator": True, "winter_tires": True,
-}  # fmt: skip
+    "model_key": "Citroën",
+    "mileage": 140411,
+    "engine_power": 100,
+    "fuel": "diesel",
+    "paint_color": "black",
+    "car_type": "convertible",
+    "private_parking_available": True,
+    "has_gps": True,
+    "has_air_conditioning": False,
+    "automatic_car": False,
+    "has_getaround_connect": True,
+    "has_speed_regulator": True,
+    "winter_tires": True,
+}
 
 OPENAPI_EXAMPLES = {
     "one car": {"summary": "One car, named fields", "value": EXAMPLE_CAR},

@@ -83,8 +83,9 @@ def build_app(settings: Settings) -> AsgiFastStream:
         metrics.write_retries.inc()
         log.warning(
             "database write failed (%s); retry %d",
-            retry_state.outcome.exception(), retry_state.attempt_number,
-        )  # fmt: skip
+            retry_state.outcome.exception(),
+            retry_state.attempt_number,
+        )
 
     def retrying(write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return with_retries(write, settings.scorer_db_retries, note_retry)
@@ -100,13 +101,18 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
         rebalance = ResumeAfterOwnCommits(lambda: results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
-            broker, topic.name, group_of(topic),
-            max_records=settings.scorer_max_records, batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            broker,
+            topic.name,
+            group_of(topic),
+            max_records=settings.scorer_max_records,
+            batch_timeout_ms=settings.scorer_batch_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-            fetch_max_wait_ms=fetch_max_wait_ms, ack_policy=AckPolicy.MANUAL,
-            group_instance_id=settings.resolved_scorer_instance_id(), listener=rebalance,
-        )  # fmt: skip
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            ack_policy=AckPolicy.MANUAL,
+            group_instance_id=settings.resolved_scorer_instance_id(),
+            listener=rebalance,
+        )
         subscribers.append(subscriber)
 
         @subscriber
@@ -133,15 +139,28 @@ def build_app(settings: Settings) -> AsgiFastStream:
         scored_at = utc_now()
         price_rows = [
             price_scored(
-                price_id=f"rental-{e.rental_id}", price=p, car=e.car, model=model,
-                event_time=e.event_time, scored_at=scored_at, rental_id=e.rental_id,
-                car_id=e.car_id, challenger=challenger, challenger_price=c,
+                price_id=f"rental-{e.rental_id}",
+                price=p,
+                car=e.car,
+                model=model,
+                event_time=e.event_time,
+                scored_at=scored_at,
+                rental_id=e.rental_id,
+                car_id=e.car_id,
+                challenger=challenger,
+                challenger_price=c,
             )
             for (_, e, p), c in zip(priced, challenge(challenger, priced), strict=True)
-        ]  # fmt: skip
-        facts = await retrying(lambda: store.write_rental_batch(
-            engine, [(e, r.partition, r.offset) for r, e, _ in priced], price_rows, dead, scored_at,
-        ))  # fmt: skip
+        ]
+        facts = await retrying(
+            lambda: store.write_rental_batch(
+                engine,
+                [(e, r.partition, r.offset) for r, e, _ in priced],
+                price_rows,
+                dead,
+                scored_at,
+            )
+        )
         metrics.scored.labels(RENTALS.name).inc(len(priced))
         metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
         metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
@@ -159,17 +178,31 @@ def build_app(settings: Settings) -> AsgiFastStream:
         dead += refused
         scored_at = utc_now()
         answered = [
-            (request, price_scored(
-                price_id=request.request_id, price=p, car=request.car, model=model,
-                event_time=request.event_time, scored_at=scored_at,
-                request_id=request.request_id, listed_price_per_day=request.listed_price_per_day,
-                challenger=challenger, challenger_price=c,
-            ))
+            (
+                request,
+                price_scored(
+                    price_id=request.request_id,
+                    price=p,
+                    car=request.car,
+                    model=model,
+                    event_time=request.event_time,
+                    scored_at=scored_at,
+                    request_id=request.request_id,
+                    listed_price_per_day=request.listed_price_per_day,
+                    challenger=challenger,
+                    challenger_price=c,
+                ),
+            )
             for (_, request, p), c in zip(priced, challenge(challenger, priced), strict=True)
-        ]  # fmt: skip
-        await retrying(lambda: store.write_price_requests(
-            engine, [(r, rec.partition, rec.offset) for rec, r, _ in priced], [s for _, s in answered], dead,
-        ))  # fmt: skip
+        ]
+        await retrying(
+            lambda: store.write_price_requests(
+                engine,
+                [(r, rec.partition, rec.offset) for rec, r, _ in priced],
+                [s for _, s in answered],
+                dead,
+            )
+        )
         metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
         return [
@@ -186,9 +219,11 @@ def build_app(settings: Settings) -> AsgiFastStream:
         instance = settings.resolved_scorer_instance_id()
         for topic in (RENTALS, PRICE_REQUESTS):
             results[topic.name] = await choose_results(
-                settings.kafka_transactions, settings.resolved_kafka_bootstrap(), "rentalstream-scorer",
+                settings.kafka_transactions,
+                settings.resolved_kafka_bootstrap(),
+                "rentalstream-scorer",
                 transactional_id=f"rentalstream-scorer.{instance}.{topic.name}",
-            )  # fmt: skip
+            )
             await results[topic.name].start()
         await refresh_models()
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
@@ -226,8 +261,13 @@ def build_app(settings: Settings) -> AsgiFastStream:
                 state[role] = loaded  # one assignment: the next batch prices with it
                 if current is not None:
                     metrics.model_swaps.labels(alias).inc()
-                log.info("%s: scoring with %s v%s (was %s)", alias, name, version,
-                         f"v{current.version}" if current else "none")  # fmt: skip
+                log.info(
+                    "%s: scoring with %s v%s (was %s)",
+                    alias,
+                    name,
+                    version,
+                    f"v{current.version}" if current else "none",
+                )
                 if settings.scorer_compile_model:
                     background.append(asyncio.create_task(switch_to_compiled(role, loaded)))
             gauge = metrics.model if role == "model" else metrics.challenger
@@ -260,9 +300,15 @@ def build_app(settings: Settings) -> AsgiFastStream:
         await engine.dispose()
 
     return consumer_app(
-        broker, metrics, subscribers, loaded=lambda: "model" in state,
-        on_startup=[start], after_shutdown=[stop], engine=engine, contracts=contract_document(),
-    )  # fmt: skip
+        broker,
+        metrics,
+        subscribers,
+        loaded=lambda: "model" in state,
+        on_startup=[start],
+        after_shutdown=[stop],
+        engine=engine,
+        contracts=contract_document(),
+    )
 
 
 def serve(settings: Settings) -> None:

@@ -69,9 +69,14 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
     if not object_path.exists():
         log.info("compiling the model's trees into %s (once per model version)", object_path)
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "scorer.compiled", str(text_path), str(object_path), str(os.getpid()),
+            sys.executable,
+            "-m",
+            "scorer.compiled",
+            str(text_path),
+            str(object_path),
+            str(os.getpid()),
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         try:
             _, stderr = await child.communicate()
         except asyncio.CancelledError:

@@ -20,9 +20,7 @@ def is_late(delay_at_checkout_minutes: int | None) -> bool | None:
     return delay_at_checkout_minutes > 0
 
 
-def knock_on(
-    previous_delay_minutes: int | None, planned_gap_minutes: int | None
-) -> tuple[int | None, bool | None]:
+def knock_on(previous_delay_minutes: int | None, planned_gap_minutes: int | None) -> tuple[int | None, bool | None]:
     """(waiting minutes, conflict) for a rental following a previous one.
 
     The previous car came back ``previous_delay`` minutes late and the next rental was

@@ -32,9 +32,12 @@ async def write_rental_batch(
     that changed: the batch's own and those of stored rentals it completed."""
     async with engine.begin() as conn:
         await upsert(conn, tables.cars, "car_id", _car_rows(e for e, _, _ in rentals))
-        await upsert(conn, tables.rentals, "rental_id", [
-            {**_fields(e), "kafka_partition": p, "kafka_offset": o} for e, p, o in rentals
-        ])  # fmt: skip
+        await upsert(
+            conn,
+            tables.rentals,
+            "rental_id",
+            [{**_fields(e), "kafka_partition": p, "kafka_offset": o} for e, p, o in rentals],
+        )
         await upsert(conn, tables.prices, "price_id", [_fields(p) for p in prices])
         facts = await _delay_facts(conn, [e for e, _, _ in rentals], scored_at)
         await upsert(conn, tables.delays, "rental_id", [_fields(f) for f in facts])
@@ -50,10 +53,23 @@ async def write_price_requests(
 ) -> None:
     """Store the request log (request, partition, offset) and the answers, in one transaction."""
     async with engine.begin() as conn:
-        await upsert(conn, tables.price_requests, "request_id", [{
-            "request_id": r.request_id, "client": r.client, "car": r.car.model_dump(),
-            "reply_to": r.reply_to, "requested_at": r.event_time, "kafka_partition": p, "kafka_offset": o,
-        } for r, p, o in requests])  # fmt: skip
+        await upsert(
+            conn,
+            tables.price_requests,
+            "request_id",
+            [
+                {
+                    "request_id": r.request_id,
+                    "client": r.client,
+                    "car": r.car.model_dump(),
+                    "reply_to": r.reply_to,
+                    "requested_at": r.event_time,
+                    "kafka_partition": p,
+                    "kafka_offset": o,
+                }
+                for r, p, o in requests
+            ],
+        )
         await upsert(conn, tables.prices, "price_id", [_fields(p) for p in prices])
         await insert_dead_letters(conn, dead_letters)
 
@@ -63,9 +79,7 @@ async def write_dead_letters(engine: AsyncEngine, dead_letters: Sequence[DeadLet
         await insert_dead_letters(conn, dead_letters)
 
 
-async def _delay_facts(
-    conn: AsyncConnection, events: Sequence[RentalEvent], scored_at: datetime
-) -> list[DelayScored]:
+async def _delay_facts(conn: AsyncConnection, events: Sequence[RentalEvent], scored_at: datetime) -> list[DelayScored]:
     arriving = {e.rental_id: e for e in events}
     delays = tables.delays
     wanted = {e.previous_ended_rental_id for e in events if e.previous_ended_rental_id}
@@ -92,13 +106,17 @@ async def _delay_facts(
             arriving[row["previous_ended_rental_id"]].delay_at_checkout_minutes,
             row["planned_gap_minutes"],
         )
-        facts.append(DelayScored.model_validate({
-            **row,
-            "previous_delay_minutes": arriving[row["previous_ended_rental_id"]].delay_at_checkout_minutes,
-            "waiting_minutes": waiting,
-            "is_conflict": conflict,
-            "scored_at": scored_at,
-        }))  # fmt: skip
+        facts.append(
+            DelayScored.model_validate(
+                {
+                    **row,
+                    "previous_delay_minutes": arriving[row["previous_ended_rental_id"]].delay_at_checkout_minutes,
+                    "waiting_minutes": waiting,
+                    "is_conflict": conflict,
+                    "scored_at": scored_at,
+                }
+            )
+        )
     return facts
 
 

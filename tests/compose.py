@@ -88,21 +88,39 @@ def compose_kafka(runtime: KafkaRuntime, folder: Path) -> Iterator[tuple[str, Pa
     for name in ("log4j2.yaml", "tools-log4j2.yaml"):
         shutil.copy(LOG4J_CONFIG, defaults / name)
     setup = subprocess.run(
-        [runtime.java, "-cp", f"{runtime.jars}/*", "kafka.docker.KafkaDockerWrapper", "setup",
-         "--default-configs-dir", str(defaults), "--mounted-configs-dir", str(mounted),
-         "--final-configs-dir", str(final)],
-        env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            runtime.java,
+            "-cp",
+            f"{runtime.jars}/*",
+            "kafka.docker.KafkaDockerWrapper",
+            "setup",
+            "--default-configs-dir",
+            str(defaults),
+            "--mounted-configs-dir",
+            str(mounted),
+            "--final-configs-dir",
+            str(final),
+        ],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert setup.returncode == 0, f"the docker wrapper refused compose's environment:\n{setup.stdout}{setup.stderr}"
     properties = final / "server.properties"
     bootstrap = ADDRESS.sub(
-        lambda m: f"127.0.0.1:{ports[int(m['port'])]}", with_defaults(COMPOSE["x-endpoints"]["RENTALSTREAM_KAFKA_BOOTSTRAP"])
+        lambda m: f"127.0.0.1:{ports[int(m['port'])]}",
+        with_defaults(COMPOSE["x-endpoints"]["RENTALSTREAM_KAFKA_BOOTSTRAP"]),
     )
     with (folder / "kafka.log").open("ab") as log:
         node = subprocess.Popen(
-            runtime.command("kafka.Kafka", str(properties)), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            runtime.command("kafka.Kafka", str(properties)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         host, port = bootstrap.split(":")
         wait_for_port(host, int(port), timeout=90, process=node)

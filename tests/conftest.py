@@ -72,9 +72,10 @@ def drop_shell_settings() -> list[str]:
     RENTALSTREAM_TOPIC_PARTITIONS does not change what the tests see. Returns their names."""
     kept = {"RENTALSTREAM_DATA_DIR"}
     dropped = sorted(
-        name for name in os.environ
+        name
+        for name in os.environ
         if name.startswith("RENTALSTREAM_") and name not in kept and not name.startswith("RENTALSTREAM_TEST_")
-    )  # fmt: skip
+    )
     for name in dropped:
         del os.environ[name]
     return dropped
@@ -158,9 +159,9 @@ def own_postgres(tmp_path):
 def clean_database(database_url: str) -> str:
     engine = create_engine(psycopg_url(database_url))
     with engine.begin() as conn:
-        conn.execute(text(
-            "TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals"
-        ))
+        conn.execute(
+            text("TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals")
+        )
     engine.dispose()
     return database_url
 

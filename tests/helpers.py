@@ -43,9 +43,13 @@ def once(stop: Callable[[], None]) -> Callable[[], None]:
 
 # A valid car as a client would send it: field names of CarFeatures, training spellings.
 SAMPLE_CAR = {
-    "model_key": "Renault", "mileage": 120_000, "engine_power": 110, "fuel": "diesel",
-    "paint_color": "grey", "car_type": "estate",
-}  # fmt: skip
+    "model_key": "Renault",
+    "mileage": 120_000,
+    "engine_power": 110,
+    "fuel": "diesel",
+    "paint_color": "grey",
+    "car_type": "estate",
+}
 
 
 def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
@@ -78,11 +82,14 @@ def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:
     the matrix is built from the raw columns with plain pandas, in the model's own feature
     order, and LightGBM maps string categories with the lists it stored at training (a
     value it never saw becomes missing)."""
-    matrix = pd.DataFrame({
-        name: cars[name].astype("category") if pd.api.types.is_string_dtype(cars[name])
-        else cars[name].astype("float64")
-        for name in model.booster_.feature_name()
-    })  # fmt: skip
+    matrix = pd.DataFrame(
+        {
+            name: cars[name].astype("category")
+            if pd.api.types.is_string_dtype(cars[name])
+            else cars[name].astype("float64")
+            for name in model.booster_.feature_name()
+        }
+    )
     return model.predict(matrix)
 
 
@@ -113,9 +120,13 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess
     """`python -m rentalstream.cli ARGS` (the entry point, exit codes included) with
     exactly ``env``, and a terminal wide enough for its tables."""
     return subprocess.run(
-        [sys.executable, "-m", "rentalstream.cli", *args], env={**env, "COLUMNS": "250"},
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "rentalstream.cli", *args],
+        env={**env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -133,8 +144,15 @@ def registry_copy(mlflow_registry, folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def register_small_model(uri: str, pricing: pd.DataFrame, run_name: str, *, trees: int = 30, leaves: int = 8,
-                         artifacts: dict[str, dict] | None = None):  # fmt: skip
+def register_small_model(
+    uri: str,
+    pricing: pd.DataFrame,
+    run_name: str,
+    *,
+    trees: int = 30,
+    leaves: int = 8,
+    artifacts: dict[str, dict] | None = None,
+):
     """Register another, smaller LightGBM as a new version of the model (no interval, no
     reference unless ``artifacts`` logs them); returns (its version, the model)."""
     from training.features import TARGET, build_features

@@ -30,7 +30,9 @@ from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC, CarFeatures
 TARGET = "rental_price_per_day"
 FEATURES: tuple[str, ...] = (*NUMERIC, *CATEGORICAL, *EQUIPMENT)
 CATEGORICAL_FEATURES: tuple[str, ...] = tuple(CATEGORICAL)
-CATEGORY_CODES = {name: {value: float(code) for code, value in enumerate(values)} for name, values in CATEGORICAL.items()}
+CATEGORY_CODES = {
+    name: {value: float(code) for code, value in enumerate(values)} for name, values in CATEGORICAL.items()
+}
 
 
 def clean_pricing(raw: pd.DataFrame) -> pd.DataFrame:

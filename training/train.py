@@ -177,9 +177,13 @@ def train_and_register(
         mlflow.log_metric("cv_interval_coverage_mean", float(np.mean(interval.fold_coverage)))
         fitted = new_lightgbm().fit(matrix, target)
         reference = reference_stats(
-            pricing, TARGET, fitted.predict(matrix), delay_history=delay_history,
-            cv_mae=candidate.mean()["cv_mae_mean"], cv_rmse=candidate.mean()["cv_rmse_mean"],
-        )  # fmt: skip
+            pricing,
+            TARGET,
+            fitted.predict(matrix),
+            delay_history=delay_history,
+            cv_mae=candidate.mean()["cv_mae_mean"],
+            cv_rmse=candidate.mean()["cv_rmse_mean"],
+        )
         mlflow.log_dict(reference.model_dump(), REFERENCE_ARTIFACT)
         info = mlflow.lightgbm.log_model(
             fitted,
@@ -241,9 +245,7 @@ def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] |
     run = client.get_run(champion.run_id)
     if run.data.tags.get("protocol") != PROTOCOL:
         return None  # not comparable: any model on the current protocol replaces it
-    return {"version": float(champion.version), **{
-        k: v for k, v in run.data.metrics.items() if k.startswith("cv_")
-    }}  # fmt: skip
+    return {"version": float(champion.version), **{k: v for k, v in run.data.metrics.items() if k.startswith("cv_")}}
 
 
 def comparison_rows(result: TrainingResult) -> list[tuple[str, str, str, str]]:
@@ -251,14 +253,22 @@ def comparison_rows(result: TrainingResult) -> list[tuple[str, str, str, str]]:
     rows = []
     if result.previous_champion:
         p = result.previous_champion
-        rows.append((
-            f"current champion v{int(p['version'])}",
-            f"{p['cv_rmse_mean']:.2f}", f"{p['cv_mae_mean']:.2f}", f"{p['cv_r2_mean']:.3f}",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"current champion v{int(p['version'])}",
+                f"{p['cv_rmse_mean']:.2f}",
+                f"{p['cv_mae_mean']:.2f}",
+                f"{p['cv_r2_mean']:.3f}",
+            )
+        )
     for evaluation in result.candidates:
         m = evaluation.mean()
-        rows.append((
-            evaluation.name,
-            f"{m['cv_rmse_mean']:.2f}", f"{m['cv_mae_mean']:.2f}", f"{m['cv_r2_mean']:.3f}",
-        ))  # fmt: skip
+        rows.append(
+            (
+                evaluation.name,
+                f"{m['cv_rmse_mean']:.2f}",
+                f"{m['cv_mae_mean']:.2f}",
+                f"{m['cv_r2_mean']:.3f}",
+            )
+        )
     return rows

@@ -132,7 +132,9 @@ class TransactionalResults:
                     await producer.send_offsets_to_transaction(offsets, group_id)
             self.committed.update(offsets)
         except (KafkaError, OSError, TimeoutError) as error:
-            log.warning("transaction of %d results not committed (%r); the batch will be consumed again", len(messages), error)
+            log.warning(
+                "transaction of %d results not committed (%r); the batch will be consumed again", len(messages), error
+            )
             await self._replace_producer()
             raise
 
@@ -158,9 +160,7 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
     offsets only once the commit markers are written, a moment after the commit returns,
     and aiokafka's offset fetch cannot ask it to wait for them (KIP-447's require_stable)."""
 
-    def __init__(
-        self, results: Callable[[], Results | None], consumer: Callable[[], AIOKafkaConsumer | None]
-    ) -> None:
+    def __init__(self, results: Callable[[], Results | None], consumer: Callable[[], AIOKafkaConsumer | None]) -> None:
         self.results = results  # both made after the subscriber: asked for when a rebalance comes
         self.consumer = consumer
         self.in_flight = asyncio.Lock()
@@ -170,7 +170,9 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
             async with asyncio.timeout(REVOKE_WAIT_SECONDS), self.in_flight:
                 pass
         except TimeoutError:
-            log.warning("a batch was still in hand after %d s of rebalance; it may be consumed twice", REVOKE_WAIT_SECONDS)
+            log.warning(
+                "a batch was still in hand after %d s of rebalance; it may be consumed twice", REVOKE_WAIT_SECONDS
+            )
 
     async def on_partitions_assigned(self, assigned) -> None:
         own = getattr(self.results(), "committed", {})  # at-least-once results keep none

@@ -24,8 +24,10 @@ async def ensure_topics(
     # A broker that has just been started may not accept connections yet.
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((KafkaConnectionError, OSError)),
-        wait=wait_fixed(0.2), stop=stop_after_delay(timeout), reraise=True,
-    ):  # fmt: skip
+        wait=wait_fixed(0.2),
+        stop=stop_after_delay(timeout),
+        reraise=True,
+    ):
         with attempt:
             await admin.start()
     try:

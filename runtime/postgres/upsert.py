@@ -57,9 +57,12 @@ _copy_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 def _staging_table(table: Table) -> Table:
     """``table``'s columns without constraints or defaults, temporary, emptied at each commit."""
     return Table(
-        f"staging_{table.name}", MetaData(), *(Column(c.name, c.type) for c in table.columns),
-        prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS",
-    )  # fmt: skip
+        f"staging_{table.name}",
+        MetaData(),
+        *(Column(c.name, c.type) for c in table.columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )
 
 
 @cache
@@ -81,9 +84,18 @@ async def insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[Dead
     """Store dead letters in the caller's transaction; a redelivered one is already there."""
     if not dead_letters:
         return
-    rows = [{
-        "dead_letter_id": d.dead_letter_id, "topic": d.topic, "kafka_partition": d.partition,
-        "kafka_offset": d.offset, "message_key": d.key, "raw_value": d.raw_value,
-        "reason": d.reason, "consumer": d.consumer, "received_at": d.received_at,
-    } for d in dead_letters]  # fmt: skip
+    rows = [
+        {
+            "dead_letter_id": d.dead_letter_id,
+            "topic": d.topic,
+            "kafka_partition": d.partition,
+            "kafka_offset": d.offset,
+            "message_key": d.key,
+            "raw_value": d.raw_value,
+            "reason": d.reason,
+            "consumer": d.consumer,
+            "received_at": d.received_at,
+        }
+        for d in dead_letters
+    ]
     await conn.execute(insert(tables.dead_letters).on_conflict_do_nothing(), rows)

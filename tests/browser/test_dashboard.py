@@ -34,9 +34,15 @@ ARTIFACTS = Path(os.environ.get("RENTALSTREAM_TEST_ARTIFACTS", Path(__file__).re
 # As root on a machine whose network is closed: no sandbox, and none of Chromium's own
 # background connections (refused by the hundred otherwise).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 BAD_RENTALS = [b"{not json", b'{"rental_id": "seven"}', b"\xff\xfe"]  # the scorer and the monitor dead-letter each
 # The monitor's signals (README, "Drift monitor"): mileage and engine power; a share per
 # category of fuel (4), paint colour (10), car type (8) and model key (28 makes); a share
@@ -99,13 +105,16 @@ def expected_figures(delays_xlsx: Path, database_url: str, bootstrap: str) -> di
     last_state = {alert.signal: alert.state for alert in alerts}  # each signal's newest alert
     letters = {
         letter.dead_letter_id: letter
-        for letter in map(DeadLetter.model_validate_json, (r.value for r in outside_playwright(read_topic(bootstrap, "dead-letters"))))
-    }  # fmt: skip
+        for letter in map(
+            DeadLetter.model_validate_json, (r.value for r in outside_playwright(read_topic(bootstrap, "dead-letters")))
+        )
+    }
     figures = {
-        "rentals": len(history), "signals": MONITORED_SIGNALS,
+        "rentals": len(history),
+        "signals": MONITORED_SIGNALS,
         "drifting": sum(state == "drifting" for state in last_state.values()),
         "dead_letters": [(letter.consumer, letter.raw_value, letter.reason) for letter in letters.values()],
-    }  # fmt: skip
+    }
     delay = history["delay_at_checkout_in_minutes"]
     figures["late_share"] = (delay > 0).sum() / delay.notna().sum()
     figures["conflicts"] = int(history["conflict"].sum())
@@ -113,10 +122,13 @@ def expected_figures(delays_xlsx: Path, database_url: str, bootstrap: str) -> di
         of_kind = delay[history["checkin_type"] == kind]
         figures[f"late_share_{kind}"] = (of_kind > 0).sum() / of_kind.notna().sum()
     figures["min_gap"] = lambda threshold, scope: min_gap(history, threshold, scope)
-    figures["conflict_waits"] = dict(zip(
-        history.loc[history["conflict"], "rental_id"],
-        history.loc[history["conflict"], "previous_delay"] - history.loc[history["conflict"], "time_delta_with_previous_rental_in_minutes"],
-    ))  # fmt: skip
+    figures["conflict_waits"] = dict(
+        zip(
+            history.loc[history["conflict"], "rental_id"],
+            history.loc[history["conflict"], "previous_delay"]
+            - history.loc[history["conflict"], "time_delta_with_previous_rental_in_minutes"],
+        )
+    )
     return figures
 
 
@@ -148,9 +160,17 @@ def number(value: float) -> str:
 
 
 def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
-    chromium, scorer_process, monitor_process, bridge_url, dashboard_url, scorer_env, clean_database,
-    delays_xlsx, pricing_csv, mlflow_registry,
-):  # fmt: skip
+    chromium,
+    scorer_process,
+    monitor_process,
+    bridge_url,
+    dashboard_url,
+    scorer_env,
+    clean_database,
+    delays_xlsx,
+    pricing_csv,
+    mlflow_registry,
+):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -283,6 +303,7 @@ def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
 def check_conflicts_table(page: Page, expected: dict) -> None:
     rows = page.locator(".conflicts-table .tabulator-row")
     expect(rows.first).to_be_visible()
+
     def cell(field: str) -> int:
         return int(rows.first.locator(f'[tabulator-field="{field}"]').inner_text().replace(",", ""))
 

@@ -25,10 +25,20 @@ pytestmark = pytest.mark.e2e
 KEY = {"X-API-Key": BRIDGE_API_KEY}
 # A full car in a caller's spelling: "citroen" is the training data's "Citroën".
 CAR = {
-    "model_key": "citroen", "mileage": 140411, "engine_power": 100, "fuel": "Diesel", "paint_color": "black",
-    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_air_conditioning": False,
-    "automatic_car": False, "has_getaround_connect": True, "has_speed_regulator": True, "winter_tires": True,
-}  # fmt: skip
+    "model_key": "citroen",
+    "mileage": 140411,
+    "engine_power": 100,
+    "fuel": "Diesel",
+    "paint_color": "black",
+    "car_type": "convertible",
+    "private_parking_available": True,
+    "has_gps": True,
+    "has_air_conditioning": False,
+    "automatic_car": False,
+    "has_getaround_connect": True,
+    "has_speed_regulator": True,
+    "winter_tires": True,
+}
 TRAINING_SPELLING = {"model_key": "Citroën", "fuel": "diesel"}
 
 
@@ -65,11 +75,14 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     assert one.status_code == 200, one.text
     request_id = one.headers["X-Request-Id"]
     assert one.json() == {
-        "request_id": f"{request_id}/0", "price_per_day": pytest.approx(car_price, abs=0.006),
+        "request_id": f"{request_id}/0",
+        "price_per_day": pytest.approx(car_price, abs=0.006),
         "price_lower": pytest.approx(car_price * lower_ratio, abs=0.02),
         "price_upper": pytest.approx(car_price * upper_ratio, abs=0.02),
-        "model_name": "rentalstream-price", "model_version": version, "unknown_fields": [],
-    }  # fmt: skip
+        "model_name": "rentalstream-price",
+        "model_version": version,
+        "unknown_fields": [],
+    }
     assert lower_ratio < 1 < upper_ratio
 
     # The same car in the original Getaround API's positional form.
@@ -104,12 +117,15 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     # The request log: who asked what, what was answered, by which model, how long it took.
     engine = create_engine(psycopg_url(clean_database))
     with engine.connect() as conn:
-        logged = conn.execute(text("""
+        logged = conn.execute(
+            text("""
             SELECT r.client, r.car ->> 'model_key' AS brand, (r.car ->> 'mileage')::int AS mileage,
                    p.price_per_day, p.price_lower, p.price_upper, p.model_version, p.scored_at - r.requested_at AS took
             FROM price_requests r JOIN prices p ON p.price_id = r.request_id
             WHERE r.request_id = :id
-        """), {"id": f"{request_id}/0"}).one()  # fmt: skip
+        """),
+            {"id": f"{request_id}/0"},
+        ).one()
         stored = conn.execute(text("SELECT count(*) FROM price_requests")).scalar_one()
     engine.dispose()
     assert (logged.client, logged.brand, logged.mileage) == ("pricing-page", "Citroën", 140411)
@@ -127,16 +143,25 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     assert error["loc"] == ["body", "car", "fuel"] and "unknown fuel 'steam'" in error["msg"]
     too_many = httpx.post(f"{bridge_url}/predict", json=[SAMPLE_CAR] * 6, headers=KEY)
     assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["body", "cars"]
-    too_many_rows = httpx.post(f"{bridge_url}/predict", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]] * 6}, headers=KEY)
-    assert too_many_rows.status_code == 422 and too_many_rows.json()["detail"][0]["loc"] == ["body", "positional", "input"]
+    too_many_rows = httpx.post(
+        f"{bridge_url}/predict", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]] * 6}, headers=KEY
+    )
+    assert too_many_rows.status_code == 422 and too_many_rows.json()["detail"][0]["loc"] == [
+        "body",
+        "positional",
+        "input",
+    ]
     too_big = httpx.post(f"{bridge_url}/predict", json=[{**CAR, "model_key": "x" * 60}] * 60, headers=KEY)
     assert len(too_big.request.content) > 4096 and too_big.status_code == 413
 
     assert metric(bridge_url, "rentalstream_bridge_pending_replies") == 0
     # No task left behind. A connection's task ends once the server reads the client's
     # close, which may come a moment after the answer (the 413 keeps its connection open).
-    wait_for(lambda: metric(bridge_url, "rentalstream_bridge_asyncio_tasks") == tasks_before, 5,
-             "the bridge's asyncio tasks to come back to their count before the requests")  # fmt: skip
+    wait_for(
+        lambda: metric(bridge_url, "rentalstream_bridge_asyncio_tasks") == tasks_before,
+        5,
+        "the bridge's asyncio tasks to come back to their count before the requests",
+    )
     ready = httpx.get(f"{bridge_url}/ready").json()
     assert ready["ready"] and ready["champion_version"] == version
 
@@ -149,8 +174,11 @@ def test_no_reply_is_a_504_a_late_reply_reaches_nobody_and_no_broker_is_a_503(
     # The warm-up requests that timed out while the scorer joined its group get their
     # replies late, each counted once.
     late_before = timed_out
-    wait_for(lambda: metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before, 60,
-             f"the {timed_out} timed-out warm-up requests to be answered late")  # fmt: skip
+    wait_for(
+        lambda: metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before,
+        60,
+        f"the {timed_out} timed-out warm-up requests to be answered late",
+    )
     tasks_before = metric(bridge_url, "rentalstream_bridge_asyncio_tasks")
 
     scorer_process.terminate()
@@ -167,8 +195,13 @@ def test_no_reply_is_a_504_a_late_reply_reaches_nobody_and_no_broker_is_a_503(
     # A new scorer answers the abandoned request: the bridge drops that reply and counts it,
     # and a new caller gets the answer to its own request.
     with service_process("scorer", scorer_env, tmp_path / "scorer-again.log") as again:
-        wait_for(lambda: metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before + 1, 90,
-                 "the late reply to be dropped", again, tmp_path / "scorer-again.log")  # fmt: skip
+        wait_for(
+            lambda: metric(bridge_url, "rentalstream_bridge_late_replies_total") == late_before + 1,
+            90,
+            "the late reply to be dropped",
+            again,
+            tmp_path / "scorer-again.log",
+        )
         other = {**SAMPLE_CAR, "mileage": 3_000}
         fresh = httpx.post(f"{bridge_url}/predict", json=other, headers=KEY, timeout=10)
         assert fresh.status_code == 200, fresh.text

@@ -32,15 +32,18 @@ def exchange(url: str, *requests: bytes) -> list[bytes]:
                 byte = reader.read(1)
                 assert byte, f"the connection closed before an answer; had {head!r}"
                 head += byte
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))  # fmt: skip
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             answers.append(head + reader.read(length))
     return answers
 
 
 def post(body: bytes, *, chunked: bool = False) -> bytes:
-    head = (b"POST /predict HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
-            b"X-API-Key: " + BRIDGE_API_KEY.encode() + b"\r\n")  # fmt: skip
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+        b"X-API-Key: " + BRIDGE_API_KEY.encode() + b"\r\n"
+    )
     if not chunked:
         return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     pieces = [body[i : i + 1000] for i in range(0, len(body), 1000)]
@@ -83,8 +86,18 @@ def test_the_bridge_reports_the_champion_it_follows_without_a_restart(
         services.wait_ready("bridge", f"{url}/ready", bridge.pid, time.monotonic() + 120, str(log))
         assert httpx.get(f"{url}/ready").json()["champion_version"] == training.champion_version
         cli(env, "promote", v2)
-        wait_for(lambda: httpx.get(f"{url}/ready").json()["champion_version"] == v2, 30,
-                 f"the bridge to report v{v2}", bridge, log)  # fmt: skip
+        wait_for(
+            lambda: httpx.get(f"{url}/ready").json()["champion_version"] == v2,
+            30,
+            f"the bridge to report v{v2}",
+            bridge,
+            log,
+        )
         cli(env, "promote", training.champion_version)  # a rollback is followed too
-        wait_for(lambda: httpx.get(f"{url}/ready").json()["champion_version"] == training.champion_version, 30,
-                 "the bridge to report the rollback", bridge, log)  # fmt: skip
+        wait_for(
+            lambda: httpx.get(f"{url}/ready").json()["champion_version"] == training.champion_version,
+            30,
+            "the bridge to report the rollback",
+            bridge,
+            log,
+        )

@@ -23,13 +23,24 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")}
-    env |= {"RENTALSTREAM_DATA_DIR": str(data_dir), "RENTALSTREAM_LOG_LEVEL": "WARNING", "COLUMNS": "200",
-            "RENTALSTREAM_SCORER_PORT": str(free_port()), "RENTALSTREAM_BRIDGE_PORT": str(free_port()),
-            "RENTALSTREAM_MONITOR_PORT": str(free_port()), "RENTALSTREAM_DASHBOARD_PORT": str(free_port())}
+    env |= {
+        "RENTALSTREAM_DATA_DIR": str(data_dir),
+        "RENTALSTREAM_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+        "RENTALSTREAM_SCORER_PORT": str(free_port()),
+        "RENTALSTREAM_BRIDGE_PORT": str(free_port()),
+        "RENTALSTREAM_MONITOR_PORT": str(free_port()),
+        "RENTALSTREAM_DASHBOARD_PORT": str(free_port()),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "demo", "--limit", "2000", "--no-wait"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "events published" in out and "conflicts" in out and "psql" in out
@@ -47,7 +58,9 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
 
     # `up` brings back the stack and its services; the events survived in Kafka's log and
     # the results in Postgres, the bridge answers, and `down` stops every process.
-    subprocess.run([sys.executable, "-m", "rentalstream.cli", "up"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", "up"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
     state = json.loads((tmp_path / ".rentalstream" / "stack.json").read_text())
     try:
         assert state["kafka"]["version"] == kafka_version()
@@ -63,8 +76,14 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
         page = httpx.get(f"{state['services']['dashboard']['url']}/", timeout=30)
         assert page.status_code == 200 and "rentalstream" in page.text
     finally:
-        down = subprocess.run([sys.executable, "-m", "rentalstream.cli", "down"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        down = subprocess.run(
+            [sys.executable, "-m", "rentalstream.cli", "down"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
     pids = [*state["pids"].values(), *(service["pid"] for service in state["services"].values())]
     assert len(pids) == 6 and not any(alive(pid) for pid in pids)

@@ -57,7 +57,9 @@ def test_rentals_from_kcat_and_confluent_kafka_are_stored_as_replayed_ones(
     def with_kcat() -> None:
         lines = tmp_path / "rentals.tsv"
         lines.write_text("".join(f"{e.car_id}\t{e.model_dump_json()}\n" for e in events))
-        subprocess.run([kcat, "-P", "-b", bootstrap, "-t", "rentals", "-K", "\t", "-l", str(lines)], check=True, timeout=60)
+        subprocess.run(
+            [kcat, "-P", "-b", bootstrap, "-t", "rentals", "-K", "\t", "-l", str(lines)], check=True, timeout=60
+        )
 
     def with_confluent_kafka() -> None:
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
@@ -74,8 +76,10 @@ def test_rentals_from_kcat_and_confluent_kafka_are_stored_as_replayed_ones(
         for name, run in (("kcat", by_kcat), ("confluent-kafka", by_confluent), ("replay", replayed))
     }
     moved = sum(partition_of["kcat"][r] != partition_of["replay"][r] for r in partition_of["replay"])
-    print(f"{len(events):,} rentals each by kcat, confluent-kafka and the replay; {moved:,} of them on another "
-          f"partition with librdkafka's partitioner than with the Java client's")  # fmt: skip
+    print(
+        f"{len(events):,} rentals each by kcat, confluent-kafka and the replay; {moved:,} of them on another "
+        f"partition with librdkafka's partitioner than with the Java client's"
+    )
     assert moved > 0, "librdkafka's partitioner should place some keys elsewhere, or this test checks nothing"
     assert partition_of["kcat"] == partition_of["confluent-kafka"]
     for name in SNAPSHOT_SQL:
@@ -85,18 +89,22 @@ def test_rentals_from_kcat_and_confluent_kafka_are_stored_as_replayed_ones(
     # The knock-on join, computed here from the events alone.
     delay_of = {e.rental_id: e.delay_at_checkout_minutes for e in events}
     conflicts = {
-        e.rental_id for e in events
-        if delay_of.get(e.previous_ended_rental_id) is not None and delay_of[e.previous_ended_rental_id] > e.planned_gap_minutes
-    }  # fmt: skip
+        e.rental_id
+        for e in events
+        if delay_of.get(e.previous_ended_rental_id) is not None
+        and delay_of[e.previous_ended_rental_id] > e.planned_gap_minutes
+    }
     assert conflicts, "the first rentals hold conflicts, or this checks nothing"
     assert set(by_kcat["delays"].loc[by_kcat["delays"]["is_conflict"].eq(True), "rental_id"]) == conflicts
 
     # Kafka's own tool and the scorer's gauge: the group has consumed every message.
     scorer_url = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
     deadline = time.monotonic() + 30
-    while (rows := parse_group_table(describe_consumer_groups(kafka_runtime, bootstrap, GROUP))) and any(
-        row["LAG"] != "0" for row in rows
-    ) and time.monotonic() < deadline:  # the last commit may land just after the last row
+    while (
+        (rows := parse_group_table(describe_consumer_groups(kafka_runtime, bootstrap, GROUP)))
+        and any(row["LAG"] != "0" for row in rows)
+        and time.monotonic() < deadline
+    ):  # the last commit may land just after the last row
         time.sleep(0.5)
     assert len(rows) == 3 and all(row["LAG"] == "0" for row in rows), rows
     assert sum(int(row["LOG-END-OFFSET"]) for row in rows) == 3 * len(events)
@@ -117,19 +125,34 @@ def test_a_producer_written_from_the_published_contract_is_scored_and_a_wrong_fi
     # Typed by hand, from the document: the key its channel names, the fields its schema lists.
     assert "Kafka key: car_id" in channel["description"]
     line = {
-        "rental_id": 990001, "car_id": 4242, "checkin_type": "connect", "state": "ended",
-        "delay_at_checkout_minutes": 35, "previous_ended_rental_id": None, "planned_gap_minutes": None,
-        "car": {"model_key": "Peugeot", "mileage": 98000, "engine_power": 120, "fuel": "diesel",
-                "paint_color": "black", "car_type": "sedan", "has_gps": True},
-    }  # fmt: skip
+        "rental_id": 990001,
+        "car_id": 4242,
+        "checkin_type": "connect",
+        "state": "ended",
+        "delay_at_checkout_minutes": 35,
+        "previous_ended_rental_id": None,
+        "planned_gap_minutes": None,
+        "car": {
+            "model_key": "Peugeot",
+            "mileage": 98000,
+            "engine_power": 120,
+            "fuel": "diesel",
+            "paint_color": "black",
+            "car_type": "sedan",
+            "has_gps": True,
+        },
+    }
     assert set(schema["required"]) <= set(line) <= set(schema["properties"])
     assert set(car_schema["required"]) <= set(line["car"]) <= set(car_schema["properties"])
     wrong = {**line, "rental_id": 990002, "delay_at_checkout_minutes": "late"}
     for value in (line, wrong):
         subprocess.run(
             [kcat, "-P", "-b", bootstrap, "-t", "rentals", "-k", str(value["car_id"])],
-            input=json.dumps(value), text=True, check=True, timeout=30,
-        )  # fmt: skip
+            input=json.dumps(value),
+            text=True,
+            check=True,
+            timeout=30,
+        )
 
     def landed() -> tuple[pd.DataFrame, pd.DataFrame] | None:
         rentals = query(clean_database, "SELECT rental_id, delay_at_checkout_minutes FROM rentals")
@@ -142,8 +165,10 @@ def test_a_producer_written_from_the_published_contract_is_scored_and_a_wrong_fi
     assert len(prices) == 1 and prices["price_per_day"][0] > 0
     assert len(letters) == 1 and "delay_at_checkout_minutes" in letters["reason"][0]
     assert json.loads(bytes(letters["raw_value"][0])) == wrong
-    print(f"from the contract: rental 990001 stored and priced {prices['price_per_day'][0]:.2f} €/day; the wrong "
-          f"line dead-lettered: {letters['reason'][0]}")  # fmt: skip
+    print(
+        f"from the contract: rental 990001 stored and priced {prices['price_per_day'][0]:.2f} €/day; the wrong "
+        f"line dead-lettered: {letters['reason'][0]}"
+    )
 
 
 def asyncapi_document(scorer_url: str) -> dict | None:

@@ -79,21 +79,38 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     uri, models = registry
     champion_version = mlflow_registry[1].champion_version
     [challenger_version] = set(models) - {champion_version}
-    assert f"@challenger: none -> v{challenger_version}" in cli(lifecycle_env, "promote", challenger_version, "--challenger")
+    assert f"@challenger: none -> v{challenger_version}" in cli(
+        lifecycle_env, "promote", challenger_version, "--challenger"
+    )
 
     pricing = read_pricing(pricing_csv).sample(REQUESTS, random_state=3).reset_index(drop=True)
     scorer_url = f"http://127.0.0.1:{lifecycle_env['RENTALSTREAM_SCORER_PORT']}"
     with service_process("scorer", lifecycle_env, tmp_path / "scorer.log") as scorer:
         asyncio.run(publish_requests(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], pricing))
-        wait_for(lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS, 120,
-                 f"{REQUESTS} prices", scorer, tmp_path / "scorer.log")  # fmt: skip
+        wait_for(
+            lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS,
+            120,
+            f"{REQUESTS} prices",
+            scorer,
+            tmp_path / "scorer.log",
+        )
         # The challenge ends: the scorer drops the challenger and prices with the champion alone.
         assert f"@challenger (v{challenger_version}) removed" in cli(lifecycle_env, "end-challenge")
-        wait_for(lambda: not any(metric_samples(scorer_url, "rentalstream_challenger_info").values()), 60,
-                 "the scorer to drop the challenger", scorer, tmp_path / "scorer.log")  # fmt: skip
+        wait_for(
+            lambda: not any(metric_samples(scorer_url, "rentalstream_challenger_info").values()),
+            60,
+            "the scorer to drop the challenger",
+            scorer,
+            tmp_path / "scorer.log",
+        )
         asyncio.run(publish_requests(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], pricing.head(50), "after"))
-        wait_for(lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS + 50, 120,
-                 "the requests after the challenge", scorer, tmp_path / "scorer.log")  # fmt: skip
+        wait_for(
+            lambda: len(query(clean_database, "SELECT price_id FROM prices")) >= REQUESTS + 50,
+            120,
+            "the requests after the challenge",
+            scorer,
+            tmp_path / "scorer.log",
+        )
 
     after = query(clean_database, "SELECT * FROM prices WHERE price_id LIKE 'after-%'")
     assert len(after) == 50 and (after.model_version == champion_version).all()
@@ -149,24 +166,39 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
         ready = f"http://127.0.0.1:{lifecycle_env['RENTALSTREAM_SCORER_PORT']}/ready"
         services.wait_ready("scorer", ready, scorer.pid, time.monotonic() + 120, str(log))
         # Paced (~21 s), so the promotion lands in the middle of the stream, not after it.
-        replay = threading.Thread(target=lambda: asyncio.run(
-            publish_events(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=1_000)
-        ))  # fmt: skip
+        replay = threading.Thread(
+            target=lambda: asyncio.run(
+                publish_events(lifecycle_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=1_000)
+            )
+        )
         replay.start()
         try:
-            wait_for(lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals // 4, 120,
-                     "a quarter of the replay scored", scorer, log)  # fmt: skip
+            wait_for(
+                lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals // 4,
+                120,
+                "a quarter of the replay scored",
+                scorer,
+                log,
+            )
             assert f"@champion: v{old} -> v{new}" in cli(lifecycle_env, "promote", new)
         finally:
             replay.join()
-        wait_for(lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals, 180,
-                 f"all {rentals:,} rentals priced", scorer, log)  # fmt: skip
+        wait_for(
+            lambda: len(query(clean_database, "SELECT 1 FROM prices")) >= rentals,
+            180,
+            f"all {rentals:,} rentals priced",
+            scorer,
+            log,
+        )
 
-    scored = query(clean_database, """
+    scored = query(
+        clean_database,
+        """
         SELECT p.rental_id, p.price_per_day, p.price_lower, p.model_version, p.scored_at,
                r.kafka_partition, r.kafka_offset
         FROM prices p JOIN rentals r USING (rental_id)
-    """)  # fmt: skip
+    """,
+    )
     assert len(scored) == rentals == scored.rental_id.nunique()
     assert len(query(clean_database, "SELECT 1 FROM dead_letters")) == 0
     counts = scored.model_version.value_counts().to_dict()
@@ -190,4 +222,6 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
         mine = scored[scored.model_version == version]
         expected = np.round(reference_prices(model, cars.loc[mine.index]), 2)
         assert mine.price_per_day.to_numpy() == pytest.approx(expected, abs=0.006), f"v{version}"
-    print(f"\nreload: {counts[old]:,} rentals priced by v{old}, then {counts[new]:,} by v{new}; {rentals:,} of {rentals:,} stored")
+    print(
+        f"\nreload: {counts[old]:,} rentals priced by v{old}, then {counts[new]:,} by v{new}; {rentals:,} of {rentals:,} stored"
+    )

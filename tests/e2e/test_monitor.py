@@ -28,8 +28,11 @@ CLEAN_FALSE_ALARMS_ALLOWED = 1
 SHIFT_FROM, SHIFTED_EVENTS = 6_000, 14_000
 LIVE_RATE = 3_000  # events/s
 STEP = 1_000  # events published between two looks at the monitor's progress
-SHIFTS = {"mileage=x2": "rentals/mileage", "delay.connect=+120": "rentals/delay.connect",
-          "price=x1.3": "prices/absolute_error"}  # fmt: skip
+SHIFTS = {
+    "mileage=x2": "rentals/mileage",
+    "delay.connect=+120": "rentals/delay.connect",
+    "price=x1.3": "prices/absolute_error",
+}
 DELAY_ALLOWED = {"rentals/mileage": 300, "rentals/delay.connect": 600, "prices/absolute_error": 500}
 # What the three shifts may rightly set off besides their own signals: prices follow
 # mileage, and later connect returns make more drivers wait.
@@ -51,9 +54,12 @@ def seen(url) -> dict[str, int]:
 
 def simulate(env, delays_xlsx, pricing_csv, events, shifts=(), shift_from=0):
     simulator = Simulator(
-        rental_events(delays_xlsx, pricing_csv), read_profile_pool(pricing_csv),
-        shifts=[Shift.parse(s) for s in shifts], shift_from=shift_from, run_id="e2e",
-    )  # fmt: skip
+        rental_events(delays_xlsx, pricing_csv),
+        read_profile_pool(pricing_csv),
+        shifts=[Shift.parse(s) for s in shifts],
+        shift_from=shift_from,
+        run_id="e2e",
+    )
     messages = list(islice(simulator.events(), events))
     # A live stream the monitor keeps up with, whatever this machine's speed. Kafka orders
     # events within a partition only, so a monitor reading a backlog takes each
@@ -127,8 +133,9 @@ def test_clean_history_raises_no_more_than_the_stated_false_alarms_and_bad_messa
     print(f"false alarms on the clean pass: {alerts}")
     assert len(alerts) <= CLEAN_FALSE_ALARMS_ALLOWED, alerts
     counts = seen(clean_database)
-    assert counts["rentals/delay.connect"] == int(history.query("checkin_type == 'connect'")
-                                                  .delay_at_checkout_in_minutes.notna().sum())  # fmt: skip
+    assert counts["rentals/delay.connect"] == int(
+        history.query("checkin_type == 'connect'").delay_at_checkout_in_minutes.notna().sum()
+    )
     assert counts["prices/absolute_error"] == len(published) - len(history)  # every request had its real price
 
     letters = rows(clean_database, "SELECT topic, raw_value, reason FROM dead_letters WHERE consumer = 'monitor'")
@@ -154,10 +161,11 @@ def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table
     }
     is_value_of = {
         "rentals/mileage": lambda e: isinstance(e, RentalEvent),
-        "rentals/delay.connect": lambda e: isinstance(e, RentalEvent) and e.checkin_type == "connect"
-        and e.delay_at_checkout_minutes is not None,
+        "rentals/delay.connect": lambda e: (
+            isinstance(e, RentalEvent) and e.checkin_type == "connect" and e.delay_at_checkout_minutes is not None
+        ),
         "prices/absolute_error": lambda e: isinstance(e, PriceRequest),
-    }  # fmt: skip
+    }
     delays = {}
     for signal, is_value in is_value_of.items():
         alert = fired[signal]

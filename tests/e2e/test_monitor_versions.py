@@ -63,8 +63,12 @@ def test_the_monitor_follows_promotion_and_rollback_and_keeps_going_on_a_version
     monitor_env, versions, clean_database, delays_xlsx, pricing_csv, tmp_path
 ):
     uri, v = versions
-    env = {**monitor_env, "RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
-           "RENTALSTREAM_SCORER_COMPILE_MODEL": "false"}  # fmt: skip
+    env = {
+        **monitor_env,
+        "RENTALSTREAM_MLFLOW_TRACKING_URI": uri,
+        "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
+        "RENTALSTREAM_SCORER_COMPILE_MODEL": "false",
+    }
     scorer_url = f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}"
     monitor_url = f"http://127.0.0.1:{env['RENTALSTREAM_MONITOR_PORT']}"
     events = rental_events(delays_xlsx, pricing_csv)
@@ -86,11 +90,19 @@ def test_the_monitor_follows_promotion_and_rollback_and_keeps_going_on_a_version
             published = (number + 1) * ROUND
             # Each price observed once and its offset committed: a batch failing over and
             # over would keep the count climbing or the lag above 0.
-            wait_for(lambda: prices_observed(monitor_url) >= published and prices_lag(monitor_url) == 0, 120,  # noqa: B023
-                     f"the monitor to observe round {number + 1}", monitor, monitor_log)  # fmt: skip
+            wait_for(
+                lambda: prices_observed(monitor_url) >= published and prices_lag(monitor_url) == 0,  # noqa: B023
+                120,
+                f"the monitor to observe round {number + 1}",
+                monitor,
+                monitor_log,
+            )
             assert prices_observed(monitor_url) == published
-            priced_by = query(clean_database, f"SELECT DISTINCT model_version FROM prices WHERE rental_id IN "
-                                              f"({','.join(str(e.rental_id) for e in chunk)})")  # fmt: skip
+            priced_by = query(
+                clean_database,
+                f"SELECT DISTINCT model_version FROM prices WHERE rental_id IN "
+                f"({','.join(str(e.rental_id) for e in chunk)})",
+            )
             assert priced_by.model_version.tolist() == [v[promoted or "v1"]]
             gauge = metric_samples(monitor_url, "rentalstream_monitor_reference_version")[()]
             assert str(int(gauge)) == v[reference], f"round {number + 1}: reference of v{int(gauge)}"

@@ -17,11 +17,20 @@ from tests.helpers import reference_prices
 pytestmark = pytest.mark.e2e
 
 CAR = {
-    "model_key": "citroen", "mileage": 140411, "engine_power": 100, "fuel": "diesel", "paint_color": "black",
-    "car_type": "convertible", "private_parking_available": True, "has_gps": True, "has_air_conditioning": False,
-    "automatic_car": False, "has_getaround_connect": True,
-    "has_speed_regulator": True, "winter_tires": True,
-}  # fmt: skip
+    "model_key": "citroen",
+    "mileage": 140411,
+    "engine_power": 100,
+    "fuel": "diesel",
+    "paint_color": "black",
+    "car_type": "convertible",
+    "private_parking_available": True,
+    "has_gps": True,
+    "has_air_conditioning": False,
+    "automatic_car": False,
+    "has_getaround_connect": True,
+    "has_speed_regulator": True,
+    "winter_tires": True,
+}
 
 
 def test_price_requests_are_answered_on_their_reply_topic_and_logged(
@@ -50,8 +59,9 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
         await producer.start()
         try:
             for request in unanswerable + requests:
-                await producer.send_and_wait("price-requests", request.model_dump_json().encode(),
-                                             key=request.request_id.encode())  # fmt: skip
+                await producer.send_and_wait(
+                    "price-requests", request.model_dump_json().encode(), key=request.request_id.encode()
+                )
             await producer.send_and_wait("price-requests", b'{"request_id": "broken"}', key=b"broken")
             replies: dict[str, PriceScored] = {}
             async with asyncio.timeout(120):
@@ -78,10 +88,12 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
 
     engine = create_engine(psycopg_url(clean_database))
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT request_id, price_per_day, unknown_fields FROM prices ORDER BY request_id")).all()
-        letters = conn.execute(text(
-            "SELECT message_key, reason, raw_value FROM dead_letters WHERE topic = 'price-requests'"
-        )).all()  # fmt: skip
+        rows = conn.execute(
+            text("SELECT request_id, price_per_day, unknown_fields FROM prices ORDER BY request_id")
+        ).all()
+        letters = conn.execute(
+            text("SELECT message_key, reason, raw_value FROM dead_letters WHERE topic = 'price-requests'")
+        ).all()
     engine.dispose()
     assert [(r.request_id, r.unknown_fields) for r in rows] == [("req-known", []), ("req-unknown-brand", ["model_key"])]
     reasons = {letter.message_key: letter.reason for letter in letters}

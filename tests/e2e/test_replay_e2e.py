@@ -36,8 +36,10 @@ def expected_from_pandas(delays_xlsx):
     }
     pairs = history.merge(
         history[["rental_id", "delay_at_checkout_in_minutes"]],
-        left_on="previous_ended_rental_id", right_on="rental_id", suffixes=("", "_previous"),
-    )  # fmt: skip
+        left_on="previous_ended_rental_id",
+        right_on="rental_id",
+        suffixes=("", "_previous"),
+    )
     waiting = pairs["delay_at_checkout_in_minutes_previous"] - pairs["time_delta_with_previous_rental_in_minutes"]
     conflicts = set(pairs.loc[waiting > 0, "rental_id"])
     return history, by_state_and_type, delay_stats, conflicts, dict(zip(pairs.rental_id, waiting))
@@ -51,8 +53,13 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     stats = asyncio.run(publish_events(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events))
     assert stats.published == ROWS
 
-    wait_for(lambda: count(clean_database, "delays") >= ROWS, 180, f"{ROWS} delay rows",
-             scorer_process, tmp_path / "scorer.log")  # fmt: skip
+    wait_for(
+        lambda: count(clean_database, "delays") >= ROWS,
+        180,
+        f"{ROWS} delay rows",
+        scorer_process,
+        tmp_path / "scorer.log",
+    )
 
     stored = query(clean_database, "SELECT * FROM delays")
     assert len(stored) == ROWS and count(clean_database, "rentals") == ROWS
@@ -63,7 +70,9 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     assert int(stored["is_late"].fillna(False).sum()) == delay_stats["late"]
     assert float(delay.mean()) == pytest.approx(delay_stats["mean"])
     assert (int(delay.min()), int(delay.max())) == (delay_stats["min"], delay_stats["max"])
-    assert int(stored["previous_ended_rental_id"].notna().sum()) == int(history["previous_ended_rental_id"].notna().sum())
+    assert int(stored["previous_ended_rental_id"].notna().sum()) == int(
+        history["previous_ended_rental_id"].notna().sum()
+    )
     assert set(stored.loc[stored["is_conflict"].fillna(False).astype(bool), "rental_id"]) == conflicts
     joined = stored.dropna(subset=["waiting_minutes"]).set_index("rental_id")["waiting_minutes"]
     assert joined.to_dict() == {k: v for k, v in waiting.items() if not np.isnan(v)}
@@ -71,10 +80,13 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     # Every ended rental is priced by the registered champion, and the stored price is
     # what the registered model says for that car's profile.
     _, training = mlflow_registry
-    prices = query(clean_database, """
+    prices = query(
+        clean_database,
+        """
         SELECT p.*, c.* FROM prices p JOIN rentals r USING (rental_id) JOIN cars c ON c.car_id = r.car_id
         WHERE r.state = 'ended'
-    """)  # fmt: skip
+    """,
+    )
     assert len(prices) == by_state_and_type.get(("ended", "mobile"), 0) + by_state_and_type.get(("ended", "connect"), 0)
     assert set(prices["model_version"]) == {training.champion_version}
     assert set(prices["model_name"]) == {"rentalstream-price"}
@@ -86,12 +98,19 @@ def test_replayed_history_lands_in_postgres_as_pandas_computes_it(
     # before the embedded broker, ~5 s per group, has assigned the price-requests one),
     # and the counters agree with Postgres.
     base = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
-    wait_for(lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200, 60, "the scorer's /ready",
-             scorer_process, tmp_path / "scorer.log")  # fmt: skip
+    wait_for(
+        lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+        60,
+        "the scorer's /ready",
+        scorer_process,
+        tmp_path / "scorer.log",
+    )
     exposition = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     assert f'rentalstream_events_scored_total{{topic="rentals"}} {float(ROWS)}' in exposition
     assert f"rentalstream_conflicts_found_total {float(len(conflicts))}" in exposition
-    assert f'rentalstream_model_info{{name="rentalstream-price",version="{training.champion_version}"}} 1.0' in exposition
+    assert (
+        f'rentalstream_model_info{{name="rentalstream-price",version="{training.champion_version}"}} 1.0' in exposition
+    )
 
 
 def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(
@@ -120,8 +139,13 @@ def test_malformed_messages_are_dead_lettered_and_scoring_goes_on(
             await producer.stop()
 
     asyncio.run(publish())
-    wait_for(lambda: count(clean_database, "rentals") >= 40 and count(clean_database, "dead_letters") >= len(bad),
-             180, "40 rentals and the dead letters", scorer_process, tmp_path / "scorer.log")  # fmt: skip
+    wait_for(
+        lambda: count(clean_database, "rentals") >= 40 and count(clean_database, "dead_letters") >= len(bad),
+        180,
+        "40 rentals and the dead letters",
+        scorer_process,
+        tmp_path / "scorer.log",
+    )
     letters = query(clean_database, "SELECT * FROM dead_letters ORDER BY kafka_offset")
     assert len(letters) == len(bad)
     assert [bytes(v) for v in letters["raw_value"]] == bad

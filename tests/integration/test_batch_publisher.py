@@ -53,9 +53,14 @@ def kafka_partition(key: bytes, partitions: int) -> int:
 
 def test_the_reference_murmur2_matches_kafkas_own_test_vectors():
     # from Kafka's UtilsTest.testMurmur2
-    vectors = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
-               b"a-little-bit-longer-string": -1486304829, b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-               b"abc": 479470107}  # fmt: skip
+    vectors = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
     assert {key: murmur2(key) for key in vectors} == vectors
 
 

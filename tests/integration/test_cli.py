@@ -38,10 +38,11 @@ MODEL = "rentalstream-price"
 def rentalstream(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """One command, as typed in a shell whose only rentalstream settings are ``env``."""
     base = {
-        "PATH": os.environ["PATH"], "HOME": os.environ["HOME"],
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ["HOME"],
         "RENTALSTREAM_DATA_DIR": os.environ.get("RENTALSTREAM_DATA_DIR", str(DEFAULT_DATA_DIR)),
         "RENTALSTREAM_MODEL_CACHE_DIR": os.environ["RENTALSTREAM_MODEL_CACHE_DIR"],  # the session's (conftest)
-    }  # fmt: skip
+    }
     return run_cli({**base, **env}, *args, timeout=timeout)
 
 
@@ -109,10 +110,12 @@ def test_up_exits_2_with_the_log_of_a_service_that_could_not_start_and_leaves_no
 ):
     home = tmp_path / "home"
     env = {
-        "RENTALSTREAM_HOME": str(home), "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "RENTALSTREAM_DATABASE_URL": clean_database, "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
+        "RENTALSTREAM_HOME": str(home),
+        "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "RENTALSTREAM_DATABASE_URL": clean_database,
+        "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
         **{f"RENTALSTREAM_{s}_PORT": str(processes.free_port()) for s in ("SCORER", "BRIDGE", "MONITOR")},
-    }  # fmt: skip
+    }
     with socket.create_server(("127.0.0.1", int(env["RENTALSTREAM_SCORER_PORT"]))):  # the scorer's port is taken
         done = rentalstream(env, "up")
     assert done.returncode == 2, done.stdout + done.stderr
@@ -213,8 +216,12 @@ def test_probe_answers_for_each_service_as_compose_healthchecks_ask(
     dashboard_log = tmp_path / "dashboard.log"
     with service_process("dashboard", {**os.environ, **env}, dashboard_log):
         for service in ("scorer", "bridge", "monitor", "dashboard"):
-            wait_for(lambda s=service: rentalstream(env, "probe", s, timeout=60).returncode == 0, 120,
-                     f"`rentalstream probe {service}` to pass", log=dashboard_log)  # fmt: skip
+            wait_for(
+                lambda s=service: rentalstream(env, "probe", s, timeout=60).returncode == 0,
+                120,
+                f"`rentalstream probe {service}` to pass",
+                log=dashboard_log,
+            )
             assert rentalstream(env, "probe", "--live", service, timeout=60).returncode == 0
     stopped = rentalstream(env, "probe", "--live", "dashboard", timeout=60)
     assert stopped.returncode == 1 and "ConnectError" in stopped.stdout  # not running any more: unhealthy

@@ -39,10 +39,11 @@ def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> lis
     local = {
         "--host": "127.0.0.1",
         "--port": str(port),
-        "--backend-store-uri": make_url(database_url).set(drivername="postgresql+psycopg", database="mlflow")
+        "--backend-store-uri": make_url(database_url)
+        .set(drivername="postgresql+psycopg", database="mlflow")
         .render_as_string(hide_password=False),
         "--artifacts-destination": str(artifacts),
-    }  # fmt: skip
+    }
     program, verb, *arguments = COMPOSE["services"]["mlflow"]["command"]
     assert (program, verb) == ("mlflow", "server")
     replaced = [arg.split("=", 1)[0] for arg in arguments if arg.split("=", 1)[0] in local]
@@ -53,9 +54,13 @@ def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> lis
 
 def run_init(env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "rentalstream.cli", "init"], env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "rentalstream.cli", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
         check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -78,9 +83,11 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
             conn.execute(text(COMPOSE["configs"]["mlflow-database"]["content"]))
         with (tmp_path / "mlflow.log").open("ab") as log:
             mlflow_server = subprocess.Popen(
-                compose_mlflow_command(postgres.url, port, artifacts), stdout=log, stderr=subprocess.STDOUT,
+                compose_mlflow_command(postgres.url, port, artifacts),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         tracking_uri = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
@@ -130,15 +137,23 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
 
         assert probe(env) == 1  # no scorer yet
         with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
-            wait_for(lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log")
+            wait_for(
+                lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log"
+            )
             served = metric_samples(f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}", "rentalstream_model_info")
             # A short replay through compose's Kafka: stored, and published once in committed transactions.
             replay = subprocess.run(
                 [sys.executable, "-m", "rentalstream.cli", "replay", "--limit", str(REPLAYED)],
-                env=env, capture_output=True, text=True, timeout=300, check=False,
-            )  # fmt: skip
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
             assert replay.returncode == 0, replay.stdout + replay.stderr
-            wait_for(lambda: stored(engine) == REPLAYED, 120, "the replay to be scored", scorer, tmp_path / "scorer.log")
+            wait_for(
+                lambda: stored(engine) == REPLAYED, 120, "the replay to be scored", scorer, tmp_path / "scorer.log"
+            )
         assert (("name", MODEL), ("version", champion.version)) in served
         prices = asyncio.run(read_topic(bootstrap, "prices"))
         assert sorted(r.key for r in prices) == sorted({r.key for r in prices}) and len(prices) == REPLAYED

@@ -22,20 +22,33 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 def delay_row(rental_id, checkin_type, state, gap, conflict, delay=10, waiting=None):
     return {
-        "rental_id": rental_id, "car_id": rental_id % 7 + 1, "checkin_type": checkin_type, "state": state,
-        "delay_at_checkout_minutes": delay, "is_late": None if delay is None else delay > 0,
-        "previous_ended_rental_id": None if gap is None else rental_id + 1000, "planned_gap_minutes": gap,
+        "rental_id": rental_id,
+        "car_id": rental_id % 7 + 1,
+        "checkin_type": checkin_type,
+        "state": state,
+        "delay_at_checkout_minutes": delay,
+        "is_late": None if delay is None else delay > 0,
+        "previous_ended_rental_id": None if gap is None else rental_id + 1000,
+        "planned_gap_minutes": gap,
         "previous_delay_minutes": None if gap is None else gap + (waiting or 0),
-        "waiting_minutes": waiting, "is_conflict": conflict, "event_time": T0, "scored_at": T0,
-    }  # fmt: skip
+        "waiting_minutes": waiting,
+        "is_conflict": conflict,
+        "event_time": T0,
+        "scored_at": T0,
+    }
 
 
 def price(rental_id, euros, latency_ms=40.0, version="1"):
     return PriceScored(
-        price_id=f"rental-{rental_id}", rental_id=rental_id, car_id=rental_id % 7 + 1, price_per_day=euros,
-        model_name="rentalstream-price", model_version=version, event_time=T0,
+        price_id=f"rental-{rental_id}",
+        rental_id=rental_id,
+        car_id=rental_id % 7 + 1,
+        price_per_day=euros,
+        model_name="rentalstream-price",
+        model_version=version,
+        event_time=T0,
         scored_at=T0 + timedelta(milliseconds=latency_ms),
-    )  # fmt: skip
+    )
 
 
 def delay_fact(row) -> DelayScored:
@@ -64,9 +77,13 @@ async def _scenario(database_url, bootstrap):
     ]
     async with engine.begin() as conn:
         await conn.execute(insert(tables.delays), stored)
-        await conn.execute(insert(tables.prices), [
-            {**price(i, e).model_dump(), "unknown_fields": []} for i, e in [(1, 100.0), (2, 80.0), (3, 60.0), (4, 50.0)]
-        ])  # fmt: skip
+        await conn.execute(
+            insert(tables.prices),
+            [
+                {**price(i, e).model_dump(), "unknown_fields": []}
+                for i, e in [(1, 100.0), (2, 80.0), (3, 60.0), (4, 50.0)]
+            ],
+        )
 
     metrics = DashboardMetrics()
     feed = LiveFeed(bootstrap, engine, group_id="dashboard-test", buffer_rows=3, aggregate_seconds=0.2, metrics=metrics)
@@ -89,22 +106,45 @@ async def _scenario(database_url, bootstrap):
         # Live: prices with their latency, a conflict, an alert, a dead letter, and one
         # message nobody could read. The buffers keep the newest 3 rows, newest first.
         for rental_id in range(10, 15):
-            await producer.send("prices", price(rental_id, 90.0 + rental_id, latency_ms=rental_id * 10, version="2")
-                                .model_dump_json().encode(), key=b"one partition, in order")  # fmt: skip
+            await producer.send(
+                "prices",
+                price(rental_id, 90.0 + rental_id, latency_ms=rental_id * 10, version="2").model_dump_json().encode(),
+                key=b"one partition, in order",
+            )
         await producer.send("prices", b"{not json")
         conflict = delay_row(20, "connect", "ended", 60, True, waiting=45)
         await producer.send("delays", delay_fact(conflict).model_dump_json().encode())
-        await producer.send("delays", delay_fact(delay_row(21, "mobile", "ended", None, None)).model_dump_json().encode())
+        await producer.send(
+            "delays", delay_fact(delay_row(21, "mobile", "ended", None, None)).model_dump_json().encode()
+        )
         stats = WindowStats(n=100, mean=1.0, std=0.1)
         alert = DriftAlert(
-            alert_id="rentals/mileage@rentals/0/99", signal="rentals/mileage", detector="ADWIN(delta=0.0001)",
-            state="drifting", before=stats, after=WindowStats(n=50, mean=2.0, std=0.2), reference=stats,
-            events_seen=150, triggered_by="99", model_name="rentalstream-price", model_version="2",
-            event_time=T0, detected_at=T0,
-        )  # fmt: skip
+            alert_id="rentals/mileage@rentals/0/99",
+            signal="rentals/mileage",
+            detector="ADWIN(delta=0.0001)",
+            state="drifting",
+            before=stats,
+            after=WindowStats(n=50, mean=2.0, std=0.2),
+            reference=stats,
+            events_seen=150,
+            triggered_by="99",
+            model_name="rentalstream-price",
+            model_version="2",
+            event_time=T0,
+            detected_at=T0,
+        )
         await producer.send("drift", alert.model_dump_json().encode())
-        letter = DeadLetter(dead_letter_id="rentals/1/7/scorer", topic="rentals", partition=1, offset=7, key="5",
-                            raw_value=b"\x00bad", reason="invalid JSON", consumer="scorer", received_at=T0)  # fmt: skip
+        letter = DeadLetter(
+            dead_letter_id="rentals/1/7/scorer",
+            topic="rentals",
+            partition=1,
+            offset=7,
+            key="5",
+            raw_value=b"\x00bad",
+            reason="invalid JSON",
+            consumer="scorer",
+            received_at=T0,
+        )
         await producer.send("dead-letters", letter.model_dump_json().encode())
         await producer.flush()
 

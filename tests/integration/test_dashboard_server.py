@@ -20,9 +20,19 @@ pytestmark = pytest.mark.integration
 
 def price(rental_id: int) -> bytes:
     now = utc_now()
-    return PriceScored(price_id=f"rental-{rental_id}", rental_id=rental_id, price_per_day=100.0,
-                       model_name="rentalstream-price", model_version="1", event_time=now,
-                       scored_at=now).model_dump_json().encode()  # fmt: skip
+    return (
+        PriceScored(
+            price_id=f"rental-{rental_id}",
+            rental_id=rental_id,
+            price_per_day=100.0,
+            model_name="rentalstream-price",
+            model_version="1",
+            event_time=now,
+            scored_at=now,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 def send_price(bootstrap: str, rental_id: int) -> None:
@@ -88,22 +98,35 @@ def test_the_live_feed_follows_across_a_broker_restart_and_a_database_outage(
         embedded.stop_postgres(own_postgres.pgdata, own_postgres.system_user, mode="immediate")
         send_price(bootstrap, 3)
         reads(3, "a price sent while the database is away")
-        wait_for(lambda: counted(url, "rentalstream_dashboard_aggregate_errors_total") > 0, 60,
-                 "a failed aggregate read", dashboard, log)  # fmt: skip
+        wait_for(
+            lambda: counted(url, "rentalstream_dashboard_aggregate_errors_total") > 0,
+            60,
+            "a failed aggregate read",
+            dashboard,
+            log,
+        )
         embedded.start_postgres(own_postgres.pgdata, own_postgres.port)
         refreshed = counted(url, "rentalstream_dashboard_aggregate_seconds_count")
         send_price(bootstrap, 4)  # new messages make the aggregates stale: read again
         reads(4, "a price sent after the database came back")
-        wait_for(lambda: counted(url, "rentalstream_dashboard_aggregate_seconds_count") > refreshed, 60,
-                 "the aggregates to be read again", dashboard, log)  # fmt: skip
+        wait_for(
+            lambda: counted(url, "rentalstream_dashboard_aggregate_seconds_count") > refreshed,
+            60,
+            "the aggregates to be read again",
+            dashboard,
+            log,
+        )
         assert dashboard.poll() is None
         assert counted(url, *prices_read) == 4  # each price read once
 
 
 def test_only_the_pages_own_origins_may_open_its_websocket(scorer_env, tmp_path):
     port = processes.free_port()
-    env = {**scorer_env, "RENTALSTREAM_DASHBOARD_PORT": str(port),
-           "RENTALSTREAM_DASHBOARD_WEBSOCKET_ORIGINS": '["dashboard.example:8443"]'}  # fmt: skip
+    env = {
+        **scorer_env,
+        "RENTALSTREAM_DASHBOARD_PORT": str(port),
+        "RENTALSTREAM_DASHBOARD_WEBSOCKET_ORIGINS": '["dashboard.example:8443"]',
+    }
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "dashboard.log"
     with service_process("dashboard", env, log) as dashboard:
@@ -114,8 +137,9 @@ def test_only_the_pages_own_origins_may_open_its_websocket(scorer_env, tmp_path)
                 async with session.get(f"{url}/") as response:  # each page load gets its own session token
                     token = re.search(r'"token":\s*"([^"]+)"', await response.text()).group(1)
                 try:
-                    async with session.ws_connect(f"ws://127.0.0.1:{port}/ws", protocols=("bokeh", token),
-                                                  headers={"Origin": origin}):  # fmt: skip
+                    async with session.ws_connect(
+                        f"ws://127.0.0.1:{port}/ws", protocols=("bokeh", token), headers={"Origin": origin}
+                    ):
                         return 101
                 except aiohttp.WSServerHandshakeError as refused:
                     return refused.status

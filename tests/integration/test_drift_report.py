@@ -14,8 +14,16 @@ pytestmark = pytest.mark.integration
 
 
 def signal_row(signal, state, seen, mean, reference):
-    return {"signal": signal, "detector": "ADWIN(delta=0.0001)", "state": state, "events_seen": seen,
-            "window_n": seen, "window_mean": mean, "reference_mean": reference, "model_version": "3"}  # fmt: skip
+    return {
+        "signal": signal,
+        "detector": "ADWIN(delta=0.0001)",
+        "state": state,
+        "events_seen": seen,
+        "window_n": seen,
+        "window_mean": mean,
+        "reference_mean": reference,
+        "model_version": "3",
+    }
 
 
 def run(args, database_url):
@@ -25,11 +33,14 @@ def run(args, database_url):
 def test_drift_report_lists_drifting_signals_first(clean_database):
     engine = create_engine(psycopg_url(clean_database))
     with engine.begin() as conn:
-        conn.execute(insert(tables.drift_signals), [
-            signal_row("rentals/engine_power", "stable", 1200, 118.5, 120.0),
-            signal_row("rentals/mileage", "drifting", 1200, 281_000.0, 140_464.2),
-            signal_row("delays/is_conflict", "stable", 300, 0.13, 0.1261),
-        ])  # fmt: skip
+        conn.execute(
+            insert(tables.drift_signals),
+            [
+                signal_row("rentals/engine_power", "stable", 1200, 118.5, 120.0),
+                signal_row("rentals/mileage", "drifting", 1200, 281_000.0, 140_464.2),
+                signal_row("delays/is_conflict", "stable", 300, 0.13, 0.1261),
+            ],
+        )
     engine.dispose()
 
     everything = run(["drift-report"], clean_database)

@@ -46,9 +46,7 @@ def test_replay_publishes_each_row_keyed_by_car_in_file_order(kafka_bootstrap, d
         by_partition.setdefault(record.partition, []).append(file_position[value["rental_id"]])
     assert all(positions == sorted(positions) for positions in by_partition.values())
     assert sorted(p for ps in by_partition.values() for p in ps) == list(range(ROWS))
-    cars_per_partition = [
-        {json.loads(r.value)["car_id"] for r in records if r.partition == p} for p in by_partition
-    ]
+    cars_per_partition = [{json.loads(r.value)["car_id"] for r in records if r.partition == p} for p in by_partition]
     assert sum(len(c) for c in cars_per_partition) == len(set().union(*cars_per_partition))
 
     # Paced in steps of ~10 ms (8 events at 800/s), each step stamped as it is handed over:

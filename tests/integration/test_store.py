@@ -15,20 +15,26 @@ from tests.helpers import SAMPLE_CAR
 pytestmark = pytest.mark.integration
 
 CAR = SAMPLE_CAR
-PREVIOUS = RentalEvent(rental_id=100, car_id=7, checkin_type="connect", state="ended",
-                       delay_at_checkout_minutes=95, car=CAR)  # fmt: skip
-NEXT = RentalEvent(rental_id=101, car_id=7, checkin_type="connect", state="ended",
-                   delay_at_checkout_minutes=-5, previous_ended_rental_id=100,
-                   planned_gap_minutes=60, car=CAR)  # fmt: skip
+PREVIOUS = RentalEvent(
+    rental_id=100, car_id=7, checkin_type="connect", state="ended", delay_at_checkout_minutes=95, car=CAR
+)
+NEXT = RentalEvent(
+    rental_id=101,
+    car_id=7,
+    checkin_type="connect",
+    state="ended",
+    delay_at_checkout_minutes=-5,
+    previous_ended_rental_id=100,
+    planned_gap_minutes=60,
+    car=CAR,
+)
 
 
 def write(url, *events):
     async def go():
         engine = async_engine(url)
         try:
-            return await store.write_rental_batch(
-                engine, [(e, 0, i) for i, e in enumerate(events)], [], [], utc_now()
-            )
+            return await store.write_rental_batch(engine, [(e, 0, i) for i, e in enumerate(events)], [], [], utc_now())
         finally:
             await engine.dispose()
 
@@ -45,8 +51,11 @@ def query(url, statement: str) -> list[tuple]:
 
 
 def delays_table(url):
-    return query(url, "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict "
-                      "FROM delays ORDER BY rental_id")  # fmt: skip
+    return query(
+        url,
+        "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict "
+        "FROM delays ORDER BY rental_id",
+    )
 
 
 # rental 101 waits 95 - 60 = 35 minutes: a conflict
@@ -92,8 +101,16 @@ def test_price_requests_and_answers_are_upserted_last_write_wins(clean_database)
     first = PriceRequest(request_id="r-1", car=CAR, client="first", event_time=now)
     again = PriceRequest(request_id="r-1", car=CAR, client="again", event_time=now)
     other = PriceRequest(request_id="r-2", car=CAR, reply_to="replies", event_time=now)
-    answer = PriceScored(price_id="r-1", request_id="r-1", price_per_day=101.5, unknown_fields=["model_key"],
-                         model_name="m", model_version="3", event_time=now, scored_at=now)  # fmt: skip
+    answer = PriceScored(
+        price_id="r-1",
+        request_id="r-1",
+        price_per_day=101.5,
+        unknown_fields=["model_key"],
+        model_name="m",
+        model_version="3",
+        event_time=now,
+        scored_at=now,
+    )
 
     async def go():
         engine = async_engine(clean_database)
@@ -104,8 +121,9 @@ def test_price_requests_and_answers_are_upserted_last_write_wins(clean_database)
             await engine.dispose()
 
     asyncio.run(go())
-    requests = query(clean_database, "SELECT request_id, client, reply_to, car, kafka_offset FROM price_requests "
-                                     "ORDER BY request_id")  # fmt: skip
+    requests = query(
+        clean_database, "SELECT request_id, client, reply_to, car, kafka_offset FROM price_requests ORDER BY request_id"
+    )
     prices = query(clean_database, "SELECT price_id, price_per_day, unknown_fields, model_version FROM prices")
     assert requests == [
         ("r-1", "again", None, first.car.model_dump(), 2),
@@ -118,21 +136,31 @@ def test_a_large_batch_goes_through_copy_and_stores_what_a_small_one_does(clean_
     """250 rentals (over ``COPY_FROM_ROWS``: COPY into staging, then one upsert) twice, the
     second time with changed delays: every row once, the last write's values, and the
     knock-on computed within the batch."""
+
     def chain(delay_shift: int) -> list[RentalEvent]:
         # rentals 1000..1249 of car 9, each following the previous one 30 minutes later
         return [
-            RentalEvent(rental_id=1000 + i, car_id=9, checkin_type="mobile", state="ended",
-                        delay_at_checkout_minutes=10 * (i % 7) + delay_shift,
-                        previous_ended_rental_id=999 + i if i else None, planned_gap_minutes=30 if i else None,
-                        car=CAR)
+            RentalEvent(
+                rental_id=1000 + i,
+                car_id=9,
+                checkin_type="mobile",
+                state="ended",
+                delay_at_checkout_minutes=10 * (i % 7) + delay_shift,
+                previous_ended_rental_id=999 + i if i else None,
+                planned_gap_minutes=30 if i else None,
+                car=CAR,
+            )
             for i in range(250)
         ]
 
     assert len(chain(0)) >= COPY_FROM_ROWS
     write(clean_database, *chain(0))
     write(clean_database, *chain(25))  # redelivered with other delays: the last write wins
-    rows = query(clean_database, "SELECT d.rental_id, d.delay_at_checkout_minutes, d.waiting_minutes, d.is_conflict, "
-                                 "r.kafka_offset FROM delays d JOIN rentals r USING (rental_id) ORDER BY rental_id")  # fmt: skip
+    rows = query(
+        clean_database,
+        "SELECT d.rental_id, d.delay_at_checkout_minutes, d.waiting_minutes, d.is_conflict, "
+        "r.kafka_offset FROM delays d JOIN rentals r USING (rental_id) ORDER BY rental_id",
+    )
     [(cars,)] = query(clean_database, "SELECT count(*) FROM cars")
     expected = []
     for i in range(250):
@@ -151,9 +179,19 @@ def test_a_large_batch_of_price_requests_keeps_each_car_as_json(clean_database):
     now = utc_now()
     cars = [{**CAR, "mileage": 1_000 * i, "model_key": "Renault" if i % 2 else "Unheard-of"} for i in range(150)]
     requests = [PriceRequest(request_id=f"r-{i}", car=car, event_time=now) for i, car in enumerate(cars)]
-    answers = [PriceScored(price_id=r.request_id, request_id=r.request_id, price_per_day=float(i),
-                           unknown_fields=r.car.unknown_fields, model_name="m", model_version="3",
-                           event_time=now, scored_at=now) for i, r in enumerate(requests)]  # fmt: skip
+    answers = [
+        PriceScored(
+            price_id=r.request_id,
+            request_id=r.request_id,
+            price_per_day=float(i),
+            unknown_fields=r.car.unknown_fields,
+            model_name="m",
+            model_version="3",
+            event_time=now,
+            scored_at=now,
+        )
+        for i, r in enumerate(requests)
+    ]
 
     async def go():
         engine = async_engine(clean_database)
@@ -163,8 +201,11 @@ def test_a_large_batch_of_price_requests_keeps_each_car_as_json(clean_database):
             await engine.dispose()
 
     asyncio.run(go())
-    stored = query(clean_database, "SELECT r.car, p.unknown_fields FROM price_requests r JOIN prices p "
-                                   "ON p.price_id = r.request_id ORDER BY r.kafka_offset")  # fmt: skip
+    stored = query(
+        clean_database,
+        "SELECT r.car, p.unknown_fields FROM price_requests r JOIN prices p "
+        "ON p.price_id = r.request_id ORDER BY r.kafka_offset",
+    )
     assert len(stored) == len(cars) >= COPY_FROM_ROWS
     for (car, unknown), sent in zip(stored, cars, strict=True):
         assert car == {**dict.fromkeys(EQUIPMENT, False), **sent}  # the contract's defaults filled in

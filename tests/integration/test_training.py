@@ -25,10 +25,12 @@ def protocol_scores(params: dict, pricing: pd.DataFrame) -> dict[str, np.ndarray
     """The protocol's cross-validation (5 shuffled folds, seed 42) of a LightGBM with
     ``params``, by scikit-learn's own cross_validate: the figures training must log."""
     scores = sklearn_cross_validate(
-        lightgbm.LGBMRegressor(**params), build_features(pricing), pricing.rental_price_per_day,
+        lightgbm.LGBMRegressor(**params),
+        build_features(pricing),
+        pricing.rental_price_per_day,
         cv=KFold(5, shuffle=True, random_state=42),
         scoring={"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"},
-    )  # fmt: skip
+    )
     return {"rmse": -scores["test_rmse"], "mae": -scores["test_mae"], "r2": scores["test_r2"]}
 
 
@@ -60,9 +62,7 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
     raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
     expected = reference_prices(served.model, raw)
 
-    respelled = raw.assign(
-        model_key=raw.model_key.str.upper().str.replace("Ë", "E"), fuel=raw.fuel.str.title()
-    )
+    respelled = raw.assign(model_key=raw.model_key.str.upper().str.replace("Ë", "E"), fuel=raw.fuel.str.title())
     cars = [CarFeatures.model_validate(r) for r in respelled.to_dict("records")]
     assert any(c.model_key == "Citroën" for c in cars)  # "CITROEN" was recognised
     assert served.price_per_day(cars) == pytest.approx(np.round(expected, 2), abs=0.006)
@@ -75,14 +75,15 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
 def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv, delay_history):
     uri, first = mlflow_registry
     second = train_and_register(
-        read_pricing(pricing_csv), delay_history, tracking_uri=uri,
-        experiment_name="rentalstream-price", model_name="rentalstream-price",
-    )  # fmt: skip
+        read_pricing(pricing_csv),
+        delay_history,
+        tracking_uri=uri,
+        experiment_name="rentalstream-price",
+        model_name="rentalstream-price",
+    )
     assert not second.promoted  # equal RMSE is not better
     assert second.champion_version == first.champion_version
-    assert second.previous_champion["cv_rmse_mean"] == pytest.approx(
-        first.candidates[0].mean()["cv_rmse_mean"]
-    )
+    assert second.previous_champion["cv_rmse_mean"] == pytest.approx(first.candidates[0].mean()["cv_rmse_mean"])
 
 
 def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pricing_csv, delays_xlsx):
@@ -93,7 +94,9 @@ def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pric
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     champion = client.get_model_version_by_alias("rentalstream-price", "champion")
-    reference = ReferenceStats.model_validate(mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}"))
+    reference = ReferenceStats.model_validate(
+        mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
+    )
 
     raw = pd.read_csv(pricing_csv, index_col=0)
     cars = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
@@ -112,7 +115,9 @@ def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pric
     assert reference.delays["connect"].mean == pytest.approx(connect.clip(low, high).mean())
     pairs = history.merge(
         history[["rental_id", "delay_at_checkout_in_minutes"]],
-        left_on="previous_ended_rental_id", right_on="rental_id", suffixes=("", "_previous"),
+        left_on="previous_ended_rental_id",
+        right_on="rental_id",
+        suffixes=("", "_previous"),
     ).dropna(subset=["delay_at_checkout_in_minutes_previous", "time_delta_with_previous_rental_in_minutes"])
     waited = pairs.delay_at_checkout_in_minutes_previous > pairs.time_delta_with_previous_rental_in_minutes
     assert reference.conflict_share == pytest.approx(waited.mean())
@@ -132,7 +137,9 @@ def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_r
         lightgbm.LGBMRegressor(**LIGHTGBM_PARAMS), build_features(pricing), pricing.rental_price_per_day, cv=folds
     )
     ratios = pricing.rental_price_per_day.to_numpy() / oof
-    assert (stored["lower_ratio"], stored["upper_ratio"]) == pytest.approx(tuple(np.quantile(ratios, [0.1, 0.9])), abs=2e-3)
+    assert (stored["lower_ratio"], stored["upper_ratio"]) == pytest.approx(
+        tuple(np.quantile(ratios, [0.1, 0.9])), abs=2e-3
+    )
     coverage = []
     for _, held_out in folds.split(pricing):
         others = np.setdiff1d(np.arange(len(pricing)), held_out)
@@ -149,12 +156,18 @@ def test_a_challenger_is_registered_beside_the_champion_without_moving_it(mlflow
     copy = Path(root).with_name("challenger-registry.db")
     shutil.copy(root, copy)  # the session's registry keeps its aliases
     second = train_and_register(
-        read_pricing(pricing_csv), delay_history, tracking_uri=f"sqlite:///{copy}",
-        experiment_name="rentalstream-price", model_name="rentalstream-price", challenger_alias="challenger",
-    )  # fmt: skip
+        read_pricing(pricing_csv),
+        delay_history,
+        tracking_uri=f"sqlite:///{copy}",
+        experiment_name="rentalstream-price",
+        model_name="rentalstream-price",
+        challenger_alias="challenger",
+    )
     client = MlflowClient(f"sqlite:///{copy}")
     assert not second.promoted and second.champion_version == first.champion_version
-    assert str(client.get_model_version_by_alias("rentalstream-price", "challenger").version) == second.registered_version
+    assert (
+        str(client.get_model_version_by_alias("rentalstream-price", "challenger").version) == second.registered_version
+    )
     assert str(client.get_model_version_by_alias("rentalstream-price", "champion").version) == first.champion_version
 
 
@@ -166,9 +179,13 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
     uri = f"sqlite:///{tmp_path / 'experiments.db'}"
     trials = []
     results = run_experiments(
-        read_pricing(pricing_csv), tracking_uri=uri, experiment_name="rentalstream-price-experiments", trials=2,
-        artifact_location=(tmp_path / "artifacts").as_uri(), on_trial=lambda number, best: trials.append(number),
-    )  # fmt: skip
+        read_pricing(pricing_csv),
+        tracking_uri=uri,
+        experiment_name="rentalstream-price-experiments",
+        trials=2,
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+        on_trial=lambda number, best: trials.append(number),
+    )
     assert trials == [0, 1]
     names = [e.name for e, _ in results]
     assert names == ["v1", "v1-log-target", "v1-huber", "v1-category-smoothing", "tuned", "tuned-linear-trees"]

@@ -25,13 +25,13 @@ TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"
 # What a run stores, without the columns that say when it was stored.
 SNAPSHOT_SQL = {
     "rentals": "SELECT rental_id, car_id, checkin_type, state, delay_at_checkout_minutes, previous_ended_rental_id, "
-               "planned_gap_minutes, event_time, kafka_partition, kafka_offset FROM rentals ORDER BY rental_id",
+    "planned_gap_minutes, event_time, kafka_partition, kafka_offset FROM rentals ORDER BY rental_id",
     "prices": "SELECT price_id, rental_id, car_id, price_per_day, model_name, model_version, event_time "
-              "FROM prices ORDER BY price_id",
+    "FROM prices ORDER BY price_id",
     "delays": "SELECT rental_id, is_late, previous_delay_minutes, waiting_minutes, is_conflict, event_time "
-              "FROM delays ORDER BY rental_id",
+    "FROM delays ORDER BY rental_id",
     "cars": "SELECT * FROM cars ORDER BY car_id",
-}  # fmt: skip
+}
 
 
 def snapshot(url: str) -> dict[str, pd.DataFrame]:

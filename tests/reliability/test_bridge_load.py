@@ -41,8 +41,7 @@ def test_schemathesis_finds_no_server_error(scorer_process, scorer_env, bridge_u
     operation = schema["/predict"]["POST"]
     statuses: Counter = Counter()
 
-    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE))
     def no_server_error(case) -> None:
         response = case.call(base_url=bridge_url, headers=KEY, timeout=10)
@@ -86,8 +85,9 @@ async def crowd(url: str, clients: int, seconds: float) -> list[tuple[str, int |
                 try:
                     async with session.post("/predict", json=body) as response:
                         await response.read()
-                        results.append((kind, response.status, response.headers.get("x-request-id"),
-                                        time.monotonic() - started))  # fmt: skip
+                        results.append(
+                            (kind, response.status, response.headers.get("x-request-id"), time.monotonic() - started)
+                        )
                 except aiohttp.ClientError as error:  # counted: the assertions below say none may happen
                     results.append((kind, type(error).__name__, None, time.monotonic() - started))
                 index += clients
@@ -143,8 +143,9 @@ def small_bridge(bridge_env, tmp_path):
 
 def test_a_burst_past_the_in_flight_limit_is_refused_at_once(small_bridge):
     async def burst() -> tuple[list, list]:
-        async with httpx.AsyncClient(base_url=small_bridge, headers=KEY, timeout=30,
-                                     limits=httpx.Limits(max_connections=200)) as client:  # fmt: skip
+        async with httpx.AsyncClient(
+            base_url=small_bridge, headers=KEY, timeout=30, limits=httpx.Limits(max_connections=200)
+        ) as client:
 
             async def ask() -> tuple[int, float, str | None]:
                 started = time.monotonic()
@@ -158,9 +159,11 @@ def test_a_burst_past_the_in_flight_limit_is_refused_at_once(small_bridge):
             return await asyncio.gather(*waiting), refused, still_waiting
 
     waited, refused, still_waiting = asyncio.run(burst())
-    print(f"in-flight limit 20: the first 20 got {dict(Counter(s for s, _, _ in waited))} after "
-          f"{max(t for _, t, _ in waited):.2f} s; the 100 over the limit got {dict(Counter(s for s, _, _ in refused))} "
-          f"in at most {max(t for _, t, _ in refused) * 1000:.0f} ms, {still_waiting} of the 20 still waiting")  # fmt: skip
+    print(
+        f"in-flight limit 20: the first 20 got {dict(Counter(s for s, _, _ in waited))} after "
+        f"{max(t for _, t, _ in waited):.2f} s; the 100 over the limit got {dict(Counter(s for s, _, _ in refused))} "
+        f"in at most {max(t for _, t, _ in refused) * 1000:.0f} ms, {still_waiting} of the 20 still waiting"
+    )
     assert all(status == 504 for status, _, _ in waited)
     assert all(status == 503 and retry == "1" for status, _, retry in refused)
     # Refused at once, not queued: every refusal came back while the first 20 still waited.

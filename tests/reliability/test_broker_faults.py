@@ -121,9 +121,11 @@ def test_the_whole_cluster_stopped_and_started_again_loses_and_doubles_nothing(
     ready_again = time.monotonic() - restart_at
     recovery = seconds_until_scoring_resumes(clean_database, scorer, since=restart_at)
     outcome = finish_and_compare(scorer, scorer_env, clean_database, events, replay, recovery)
-    print(outcome.describe("(c) all three nodes stopped, then started (scoring resumed counted from the restart)")
-          + f"; the cluster stopped in {stopped_in:.1f} s and was back {cluster_back:.1f} s after its restart; "
-          f"/ready without it: {status_without_cluster}; ready again {ready_again:.1f} s after the restart")  # fmt: skip
+    print(
+        outcome.describe("(c) all three nodes stopped, then started (scoring resumed counted from the restart)")
+        + f"; the cluster stopped in {stopped_in:.1f} s and was back {cluster_back:.1f} s after its restart; "
+        f"/ready without it: {status_without_cluster}; ready again {ready_again:.1f} s after the restart"
+    )
     assert status_without_cluster[1].startswith("not ready")
 
 
@@ -160,8 +162,11 @@ def finish_and_compare(
     log_end = asyncio.run(log_end_of(bootstrap, RENTALS.name))
     wait_for(
         lambda: asyncio.run(committed(bootstrap, "faulted.rentals", RENTALS.name)) == log_end,
-        60, "every offset to be committed", scorer.process, scorer.log,
-    )  # fmt: skip
+        60,
+        "every offset to be committed",
+        scorer.process,
+        scorer.log,
+    )
     lag = metric_samples(scorer.url, "rentalstream_consumer_lag")
     faulted = snapshot(url)
     prices = [r.key for r in asyncio.run(read_topic(bootstrap, "prices"))]

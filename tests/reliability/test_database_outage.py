@@ -90,13 +90,15 @@ def test_a_30_second_database_outage_loses_nothing_doubles_nothing_and_is_report
     third = OUTAGE_SECONDS / 3
     middle_peak = max(r for t, r in rss if third <= t < 2 * third)
     late_peak = max(r for t, r in rss if t >= 2 * third)
-    print(f"outage {OUTAGE_SECONDS} s from {committed_early:,} rentals committed; {cycles:.0f} failed writes during it; "
-          f"/ready during it: {sorted(statuses)}; committed during it: {committed_late - committed_early}; scorer RSS "
-          f"{rss_before / 2**20:,.1f} MiB before, peaks {middle_peak / 2**20:,.1f} MiB in its middle third and "
-          f"{late_peak / 2**20:,.1f} MiB in its last; lag per partition, the gauge: {sorted(lag_gauge.values())}, "
-          f"Kafka's tool: {sorted(int(row['LAG']) for row in lag_tool)}; caught up {caught_up:.1f} s after the "
-          f"database returned; stored {len(stored['rentals']):,} rentals, {len(stored['prices']):,} prices, "
-          f"{len(stored['delays']):,} delay facts, {len(stored['dead_letters'])} dead letters")  # fmt: skip
+    print(
+        f"outage {OUTAGE_SECONDS} s from {committed_early:,} rentals committed; {cycles:.0f} failed writes during it; "
+        f"/ready during it: {sorted(statuses)}; committed during it: {committed_late - committed_early}; scorer RSS "
+        f"{rss_before / 2**20:,.1f} MiB before, peaks {middle_peak / 2**20:,.1f} MiB in its middle third and "
+        f"{late_peak / 2**20:,.1f} MiB in its last; lag per partition, the gauge: {sorted(lag_gauge.values())}, "
+        f"Kafka's tool: {sorted(int(row['LAG']) for row in lag_tool)}; caught up {caught_up:.1f} s after the "
+        f"database returned; stored {len(stored['rentals']):,} rentals, {len(stored['prices']):,} prices, "
+        f"{len(stored['delays']):,} delay facts, {len(stored['dead_letters'])} dead letters"
+    )
 
     # While the database was away: not ready, saying why, no offset committed.
     assert {code for code, _ in statuses} == {503}
@@ -118,7 +120,9 @@ def test_a_30_second_database_outage_loses_nothing_doubles_nothing_and_is_report
     # The knock-on join came out right despite the failed and repeated batches.
     delay_of = {e.rental_id: e.delay_at_checkout_minutes for e in events}
     conflicts = {
-        e.rental_id for e in events
-        if delay_of.get(e.previous_ended_rental_id) is not None and delay_of[e.previous_ended_rental_id] > e.planned_gap_minutes
-    }  # fmt: skip
+        e.rental_id
+        for e in events
+        if delay_of.get(e.previous_ended_rental_id) is not None
+        and delay_of[e.previous_ended_rental_id] > e.planned_gap_minutes
+    }
     assert set(stored["delays"].loc[stored["delays"]["is_conflict"].eq(True), "rental_id"]) == conflicts

@@ -44,8 +44,13 @@ def bad_rentals(base: dict) -> st.SearchStrategy[bytes]:
     def without(field: str) -> bytes:
         return json.dumps({k: v for k, v in base.items() if k != field}).encode()
 
-    not_an_int = st.one_of(LETTERS.map(lambda s: "x" + s), st.lists(st.integers(), max_size=3),
-                           st.dictionaries(LETTERS, st.integers(), max_size=2), st.floats(0.1, 0.9), st.none())  # fmt: skip
+    not_an_int = st.one_of(
+        LETTERS.map(lambda s: "x" + s),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(LETTERS, st.integers(), max_size=2),
+        st.floats(0.1, 0.9),
+        st.none(),
+    )
     return st.one_of(
         # not JSON at all, or JSON cut short
         st.binary(max_size=300).filter(lambda b: not b.lstrip().startswith(b"{")),
@@ -58,9 +63,11 @@ def bad_rentals(base: dict) -> st.SearchStrategy[bytes]:
         st.tuples(st.sampled_from(["mileage", "engine_power"]), not_an_int).map(lambda t: changed(("car", t[0]), t[1])),
         # absurd values
         st.one_of(st.integers(MAX_MILEAGE_KM + 1, 10**15), st.integers(max_value=-1)).map(
-            lambda v: changed(("car", "mileage"), v)),
+            lambda v: changed(("car", "mileage"), v)
+        ),
         st.one_of(st.integers(MAX_ENGINE_POWER_HP + 1, 10**9), st.integers(max_value=0)).map(
-            lambda v: changed(("car", "engine_power"), v)),
+            lambda v: changed(("car", "engine_power"), v)
+        ),
         st.integers(MAX_ABS_DELAY_MINUTES + 1, 10**12).map(lambda v: changed(("delay_at_checkout_minutes",), v)),
         st.integers(max_value=0).map(lambda v: changed(("rental_id",), v)),
         # unknown categories
@@ -75,8 +82,9 @@ def bad_rentals(base: dict) -> st.SearchStrategy[bytes]:
 def bad_messages(base: dict, count: int) -> list[bytes]:
     collected: list[bytes] = []
 
-    @settings(max_examples=count, database=None, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=count, database=None, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(bad_rentals(base))
     def collect(message: bytes) -> None:
         collected.append(message)
@@ -118,7 +126,9 @@ def test_malformed_rentals_are_dead_lettered_by_every_consumer_and_valid_ones_st
     bad = bad_messages(base, BAD_EXAMPLES // 2) + bad_messages(with_gap(base), BAD_EXAMPLES // 2)
     bad += [json.dumps({**with_gap(base), "planned_gap_minutes": v}).encode() for v in (-1, 721, 10**6)]
     # oversized: 300 kB and 900 kB brands, and a 500 kB list where a rental should be
-    bad += [json.dumps({**base, "car": {**base["car"], "model_key": "A" * size}}).encode() for size in (300_000, 900_000)]
+    bad += [
+        json.dumps({**base, "car": {**base["car"], "model_key": "A" * size}}).encode() for size in (300_000, 900_000)
+    ]
     bad += [json.dumps([base] * 1000).encode()]
     rng = random.Random(5)
     duplicates = rng.sample(valid, DUPLICATES)
@@ -137,18 +147,24 @@ def test_malformed_rentals_are_dead_lettered_by_every_consumer_and_valid_ones_st
         assert time.monotonic() < deadline, f"after 300 s: {seen['rentals']} rentals, dead letters {by_consumer}"
         time.sleep(0.5)
     took = time.monotonic() - started
-    kinds = {"not JSON": sum(1 for b in bad if not b.lstrip().startswith(b"{")),
-             "over 100 kB": sum(1 for b in bad if len(b) > 100_000)}  # fmt: skip
-    print(f"published {len(messages):,} messages: {VALID_RENTALS:,} valid rentals, {DUPLICATES} duplicates of them, "
-          f"{len(bad):,} bad ({kinds}); after {took:.1f} s: {seen['rentals']:,} rentals stored, dead letters "
-          f"{by_consumer}")  # fmt: skip
+    kinds = {
+        "not JSON": sum(1 for b in bad if not b.lstrip().startswith(b"{")),
+        "over 100 kB": sum(1 for b in bad if len(b) > 100_000),
+    }
+    print(
+        f"published {len(messages):,} messages: {VALID_RENTALS:,} valid rentals, {DUPLICATES} duplicates of them, "
+        f"{len(bad):,} bad ({kinds}); after {took:.1f} s: {seen['rentals']:,} rentals stored, dead letters "
+        f"{by_consumer}"
+    )
 
     assert seen["rentals"] == VALID_RENTALS  # the duplicates changed nothing
     for consumer in ("scorer", "monitor"):
         letters = [letter for letter in seen["letters"] if letter.consumer == consumer]
         assert sorted(bytes(letter.raw_value) for letter in letters) == sorted(bad), consumer  # each bad one, as sent
         assert all(len(letter.reason) > 10 for letter in letters)
-    for url in (f"http://127.0.0.1:{monitor_env['RENTALSTREAM_SCORER_PORT']}",
-                f"http://127.0.0.1:{monitor_env['RENTALSTREAM_MONITOR_PORT']}"):  # fmt: skip
+    for url in (
+        f"http://127.0.0.1:{monitor_env['RENTALSTREAM_SCORER_PORT']}",
+        f"http://127.0.0.1:{monitor_env['RENTALSTREAM_MONITOR_PORT']}",
+    ):
         assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
     assert scorer_process.poll() is None and monitor_process.poll() is None

@@ -67,6 +67,7 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
             replica.start()
         for replica in replicas:
             replica.wait_ready()
+
         # The group settles with every partition held, by both replicas.
         def settled() -> list[int] | None:
             counts = [held(r, RENTALS.name) for r in replicas]
@@ -93,8 +94,13 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
         replay_running = replay.is_alive()
         victim.signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_for(lambda: held(survivor, RENTALS.name) == 3, 60, "the survivor to take every partition",
-                 survivor.process, survivor.log)  # fmt: skip
+        wait_for(
+            lambda: held(survivor, RENTALS.name) == 3,
+            60,
+            "the survivor to take every partition",
+            survivor.process,
+            survivor.log,
+        )
         takeover_seconds = time.monotonic() - killed_at
         replay.join()
         wait_for_rentals(clean_database, len(events), survivor)
@@ -118,12 +124,14 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
         for scorer in (*replicas, clean_run):
             scorer.stop()
 
-    print(f"split of the 3 rentals partitions: {split}; victim scored >= {victim_scored:,} rentals, then SIGKILL "
-          f"inside an open transaction (found in {probes} freezes), {aborted:,} prices aborted and "
-          f"{redelivered:,} rentals priced again; "
-          f"survivor held all 3 after {takeover_seconds:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s) "
-          f"and scored {survivor_scored:,} in all; {len(published) - len(set(published)):,} of {len(published):,} "
-          f"messages on `prices` (read_committed) were redeliveries; committed offsets {done:,} of {len(events):,}")  # fmt: skip
+    print(
+        f"split of the 3 rentals partitions: {split}; victim scored >= {victim_scored:,} rentals, then SIGKILL "
+        f"inside an open transaction (found in {probes} freezes), {aborted:,} prices aborted and "
+        f"{redelivered:,} rentals priced again; "
+        f"survivor held all 3 after {takeover_seconds:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s) "
+        f"and scored {survivor_scored:,} in all; {len(published) - len(set(published)):,} of {len(published):,} "
+        f"messages on `prices` (read_committed) were redeliveries; committed offsets {done:,} of {len(events):,}"
+    )
     # The fault landed: during the replay, on a replica that had scored and committed,
     # inside one of its transactions, so its batch was aborted and handed to the survivor.
     assert replay_running and victim_scored > 0

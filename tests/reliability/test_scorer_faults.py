@@ -55,8 +55,12 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
             # (results and offsets) open. Frozen (SIGSTOP) at random moments until the
             # broker shows one of its transactions open, then SIGKILLed: no race.
             time.sleep(rng.uniform(0.5, 2.0))
-            wait_for(partial(stored_more, clean_database, stored_rentals(clean_database)), 30,
-                     "the victim to store rentals", scorer.process)  # fmt: skip
+            wait_for(
+                partial(stored_more, clean_database, stored_rentals(clean_database)),
+                30,
+                "the victim to store rentals",
+                scorer.process,
+            )
             tries = 0
             while replay.is_alive():
                 tries += 1
@@ -82,21 +86,22 @@ def test_three_sigkills_during_a_replay_leave_every_rental_stored_once_as_a_clea
 
     # The clean run: a new group reads the same topic from the start, nobody interrupts it.
     truncate(clean_database)
-    scorer.env = {**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "clean",
-                  "RENTALSTREAM_SCORER_PORT": str(free_port())}  # fmt: skip
+    scorer.env = {**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "clean", "RENTALSTREAM_SCORER_PORT": str(free_port())}
     scorer.url = f"http://127.0.0.1:{scorer.env['RENTALSTREAM_SCORER_PORT']}"
     scorer.start()
     wait_for_rentals(clean_database, len(events), scorer)
     clean = snapshot(clean_database)
 
     aborted = len(prices_all) - len(prices_committed)
-    print(f"published {len(events):,} rentals; SIGKILL inside an open transaction (found in {probes} freezes) "
-          f"with {kills} rentals stored, each restart ready in "
-          f"{', '.join(f'{r:.1f}' for r in restarts)} s; afterwards "
-          f"{len(crashed['rentals']):,} rentals, {len(crashed['prices']):,} prices, {len(crashed['delays']):,} "
-          f"delay facts, {len(crashed['dead_letters'])} dead letters stored; on `prices`, read_committed: "
-          f"{len(prices_committed):,} messages, {len(set(prices_committed)):,} distinct; read_uncommitted: "
-          f"{len(prices_all):,} ({aborted:,} from aborted transactions)")  # fmt: skip
+    print(
+        f"published {len(events):,} rentals; SIGKILL inside an open transaction (found in {probes} freezes) "
+        f"with {kills} rentals stored, each restart ready in "
+        f"{', '.join(f'{r:.1f}' for r in restarts)} s; afterwards "
+        f"{len(crashed['rentals']):,} rentals, {len(crashed['prices']):,} prices, {len(crashed['delays']):,} "
+        f"delay facts, {len(crashed['dead_letters'])} dead letters stored; on `prices`, read_committed: "
+        f"{len(prices_committed):,} messages, {len(set(prices_committed)):,} distinct; read_uncommitted: "
+        f"{len(prices_all):,} ({aborted:,} from aborted transactions)"
+    )
     assert_same_results(crashed, clean, len(events))
     # Exactly once for a read_committed reader, however many attempts were cut short.
     assert sorted(prices_committed) == sorted(f"rental-{e.rental_id}" for e in events)
@@ -118,8 +123,10 @@ def test_sigterm_finishes_the_batch_commits_and_exits_then_the_restart_resumes_w
     # Everything it stored is committed, and everything committed is stored: the last
     # batch was finished, written and committed before the process left.
     stored, done = stored_rentals(clean_database), asyncio.run(committed(bootstrap, group, "rentals"))
-    print(f"SIGTERM: exited in {exit_seconds:.2f} s (code {scorer.process.returncode}) with {stored:,} rentals "
-          f"stored and {done:,} committed")  # fmt: skip
+    print(
+        f"SIGTERM: exited in {exit_seconds:.2f} s (code {scorer.process.returncode}) with {stored:,} rentals "
+        f"stored and {done:,} committed"
+    )
     # The graceful shutdown ran to its end; uvicorn then re-raises the SIGTERM it caught, so
     # the exit status is "terminated by SIGTERM", as a supervisor expects.
     assert "FastStream app shut down gracefully" in scorer.log.read_text()

@@ -26,8 +26,12 @@ SERVICES = ("scorer", "bridge", "monitor", "dashboard")
 
 def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pricing_csv, tmp_path):
     url = make_url(own_postgres.url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
-    env = {**scorer_env, "RENTALSTREAM_DATABASE_URL": url, "RENTALSTREAM_API_KEY": API_KEY,
-           "RENTALSTREAM_LOG_LEVEL": "DEBUG"}  # fmt: skip
+    env = {
+        **scorer_env,
+        "RENTALSTREAM_DATABASE_URL": url,
+        "RENTALSTREAM_API_KEY": API_KEY,
+        "RENTALSTREAM_LOG_LEVEL": "DEBUG",
+    }
     for name in SERVICES:
         env[f"RENTALSTREAM_{name.upper()}_PORT"] = str(free_port())
     urls = {name: f"http://127.0.0.1:{env[f'RENTALSTREAM_{name.upper()}_PORT']}" for name in SERVICES}
@@ -40,19 +44,30 @@ def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pri
     with ExitStack() as running:
         for name in SERVICES:
             process = running.enter_context(service_process(name, env, tmp_path / f"{name}.log"))
-            services.wait_ready(name, f"{urls[name]}/ready", process.pid, time.monotonic() + 120,
-                                str(tmp_path / f"{name}.log"))  # fmt: skip
+            services.wait_ready(
+                name, f"{urls[name]}/ready", process.pid, time.monotonic() + 120, str(tmp_path / f"{name}.log")
+            )
         # Every service listens on loopback only, as the defaults say.
         ports = {int(env[f"RENTALSTREAM_{name.upper()}_PORT"]): name for name in SERVICES}
         listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet") if c.status == "LISTEN"}
         assert {(ip, port) for ip, port in listening if port in ports} == {("127.0.0.1", port) for port in ports}
 
         bridge = urls["bridge"]
-        assert keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR, headers={"X-API-Key": API_KEY})).status_code == 200
-        assert keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR, headers={"X-API-Key": API_KEY[:-1]})).status_code == 401
+        assert (
+            keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR, headers={"X-API-Key": API_KEY})).status_code == 200
+        )
+        assert (
+            keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR, headers={"X-API-Key": API_KEY[:-1]})).status_code
+            == 401
+        )
         assert keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR)).status_code == 401
-        assert keep(httpx.post(f"{bridge}/predict", json={"fuel": 1}, headers={"X-API-Key": API_KEY})).status_code == 422
-        assert keep(httpx.post(f"{bridge}/predict", content=b"x" * 70_000, headers={"X-API-Key": API_KEY})).status_code == 413
+        assert (
+            keep(httpx.post(f"{bridge}/predict", json={"fuel": 1}, headers={"X-API-Key": API_KEY})).status_code == 422
+        )
+        assert (
+            keep(httpx.post(f"{bridge}/predict", content=b"x" * 70_000, headers={"X-API-Key": API_KEY})).status_code
+            == 413
+        )
         for name in SERVICES:
             for path in ("/health", "/ready", "/metrics", "/"):
                 keep(httpx.get(f"{urls[name]}{path}", timeout=30))

@@ -22,9 +22,12 @@ from tests.helpers import SAMPLE_CAR
 @pytest.fixture
 def client() -> TestClient:
     settings = Settings(
-        kafka_bootstrap="127.0.0.1:9", mlflow_tracking_uri="sqlite:///unused.db", api_key="k",
-        bridge_max_cars=3, bridge_max_body_bytes=2048,
-    )  # fmt: skip
+        kafka_bootstrap="127.0.0.1:9",
+        mlflow_tracking_uri="sqlite:///unused.db",
+        api_key="k",
+        bridge_max_cars=3,
+        bridge_max_body_bytes=2048,
+    )
     return TestClient(build_app(settings), headers={"X-API-Key": "k"})
 
 
@@ -39,16 +42,27 @@ def test_a_valid_request_to_a_bridge_not_reading_replies_is_refused_at_once(clie
     [
         ({**SAMPLE_CAR, "fuel": "steam"}, ["body", "car", "fuel"], "unknown fuel 'steam'"),
         ({**SAMPLE_CAR, "mileage": -1}, ["body", "car", "mileage"], "greater than or equal to 0"),
-        ({k: v for k, v in SAMPLE_CAR.items() if k != "engine_power"}, ["body", "car", "engine_power"], "Field required"),
+        (
+            {k: v for k, v in SAMPLE_CAR.items() if k != "engine_power"},
+            ["body", "car", "engine_power"],
+            "Field required",
+        ),
         ({**SAMPLE_CAR, "colour": "red"}, ["body", "car", "colour"], "Extra inputs are not permitted"),
         ([SAMPLE_CAR] * 4, ["body", "cars"], "at most 3 items"),
         ([], ["body", "cars"], "at least 1 item"),
-        ({"input": [["Renault", 1]]}, ["body", "positional", "input", 0], "expected 13 values in this order: model_key"),
-        ({"input": [["Renault", "far", 110, "diesel", "grey", "estate", *[False] * 7]]},
-         ["body", "positional", "input", 0, "mileage"], "valid integer"),
+        (
+            {"input": [["Renault", 1]]},
+            ["body", "positional", "input", 0],
+            "expected 13 values in this order: model_key",
+        ),
+        (
+            {"input": [["Renault", "far", 110, "diesel", "grey", "estate", *[False] * 7]]},
+            ["body", "positional", "input", 0, "mileage"],
+            "valid integer",
+        ),
         ("a car", ["body"], 'expected a car object, a list of cars, or {"input"'),
     ],
-)  # fmt: skip
+)
 def test_invalid_input_is_a_422_naming_the_field_and_the_reason(client, body, loc, reason):
     response = client.post("/predict", json=body)
     assert response.status_code == 422
@@ -78,15 +92,26 @@ def test_docs_give_the_positional_order_with_an_example(client):
 
 def reply(request_id: str, price: float = 90.0) -> bytes:
     now = datetime.now(UTC)
-    return PriceScored(
-        price_id=request_id, request_id=request_id, price_per_day=price, model_name="m", model_version="7",
-        event_time=now, scored_at=now,
-    ).model_dump_json().encode()  # fmt: skip
+    return (
+        PriceScored(
+            price_id=request_id,
+            request_id=request_id,
+            price_per_day=price,
+            model_name="m",
+            model_version="7",
+            event_time=now,
+            scored_at=now,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 def test_a_reply_goes_to_its_own_caller_only_and_a_late_one_is_counted():
     late = []
-    requester = PriceRequester("127.0.0.1:9", "price-requests", "price-replies", 10, on_late_reply=lambda: late.append(1))
+    requester = PriceRequester(
+        "127.0.0.1:9", "price-requests", "price-replies", 10, on_late_reply=lambda: late.append(1)
+    )
     mine, other = requester.new_request_id(), requester.new_request_id()
 
     async def scenario():

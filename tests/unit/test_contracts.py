@@ -13,11 +13,22 @@ from schemas.topics import CATALOGUE, PRICE_REQUESTS, RENTALS
 
 # A rental as a producer in another language would write it from the schema alone.
 HAND_MADE_RENTAL = {
-    "rental_id": 1, "car_id": 7, "checkin_type": "connect", "state": "ended", "delay_at_checkout_minutes": 12,
-    "previous_ended_rental_id": None, "planned_gap_minutes": None,
-    "car": {"model_key": "Renault", "mileage": 120000, "engine_power": 110, "fuel": "diesel",
-            "paint_color": "grey", "car_type": "estate"},
-}  # fmt: skip
+    "rental_id": 1,
+    "car_id": 7,
+    "checkin_type": "connect",
+    "state": "ended",
+    "delay_at_checkout_minutes": 12,
+    "previous_ended_rental_id": None,
+    "planned_gap_minutes": None,
+    "car": {
+        "model_key": "Renault",
+        "mileage": 120000,
+        "engine_power": 110,
+        "fuel": "diesel",
+        "paint_color": "grey",
+        "car_type": "estate",
+    },
+}
 
 
 def test_the_json_schemas_in_docs_are_the_models_own():

@@ -11,8 +11,15 @@ from rentalstream.processes import free_port
 
 
 def test_an_empty_stack_shows_dashes_and_zeros_not_errors():
-    empty = Snapshot(version=0, aggregates=None, events_per_second=0.0, latency_p50_ms=None, latency_p99_ms=None,
-                     prices_seen=0, model=None)  # fmt: skip
+    empty = Snapshot(
+        version=0,
+        aggregates=None,
+        events_per_second=0.0,
+        latency_p50_ms=None,
+        latency_p99_ms=None,
+        prices_seen=0,
+        model=None,
+    )
     html = live_html(empty)
     assert 'id="live-rentals">0<' in html and 'id="live-latency-p50">–<' in html and 'id="live-late-share">–<' in html
     assert "is the drift monitor running?" in drift_html([])

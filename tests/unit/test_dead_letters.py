@@ -75,8 +75,16 @@ def test_a_letter_keeps_the_key_as_text_even_when_it_is_not_utf8_and_an_empty_me
 
 
 def test_the_reason_names_each_failing_field_and_counts_those_past_five():
-    bad = {**RENTAL, "rental_id": "seven", "car_id": "x", "state": "lost", "checkin_type": "walk",
-           "planned_gap_minutes": "y", "delay_at_checkout_minutes": "z", "previous_ended_rental_id": "w"}  # fmt: skip
+    bad = {
+        **RENTAL,
+        "rental_id": "seven",
+        "car_id": "x",
+        "state": "lost",
+        "checkin_type": "walk",
+        "planned_gap_minutes": "y",
+        "delay_at_checkout_minutes": "z",
+        "previous_ended_rental_id": "w",
+    }
     [letter] = parse_records([Record(json.dumps(bad).encode())], RentalEvent, "scorer").dead_letters
     head, _, rest = letter.reason.partition(": ")
     assert head == "invalid RentalEvent"
@@ -103,8 +111,15 @@ def test_a_letter_of_exactly_the_topic_limit_goes_whole_and_one_byte_more_is_cut
 
 def bad_rental(fields: int) -> bytes:
     """A rental with its first ``fields`` of seven fields given a wrong type."""
-    wrong = ["rental_id", "car_id", "state", "checkin_type", "planned_gap_minutes", "delay_at_checkout_minutes",
-             "previous_ended_rental_id"][:fields]  # fmt: skip
+    wrong = [
+        "rental_id",
+        "car_id",
+        "state",
+        "checkin_type",
+        "planned_gap_minutes",
+        "delay_at_checkout_minutes",
+        "previous_ended_rental_id",
+    ][:fields]
     return json.dumps({**RENTAL, **{key: [] for key in wrong}}).encode()
 
 

@@ -37,8 +37,10 @@ def settings_of(service: str, monkeypatch) -> Settings:
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_compose_file_is_valid_under_the_compose_specification(tmp_path):
@@ -93,7 +95,9 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
     assert len(base64.urlsafe_b64decode(kafka["CLUSTER_ID"] + "==")) == 16  # what kafka-storage format wants
     assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
-    mlflow_command = dict(arg.removeprefix("--").split("=", 1) for arg in SERVICES["mlflow"]["command"][2:] if "=" in arg)
+    mlflow_command = dict(
+        arg.removeprefix("--").split("=", 1) for arg in SERVICES["mlflow"]["command"][2:] if "=" in arg
+    )
     postgres = {k: with_defaults(v) for k, v in SERVICES["postgres"]["environment"].items()}
     mlflow_database = urlsplit(with_defaults(mlflow_command["backend-store-uri"]))
     assert mlflow_database.password == postgres["POSTGRES_PASSWORD"] and mlflow_database.hostname == "postgres"
@@ -123,9 +127,9 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(
-        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
-    ))  # fmt: skip
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
     return [tuple(line.strip().split(None, 1)) for line in joined.splitlines() if line.strip()]
 
 
@@ -135,7 +139,7 @@ def test_dockerfile_lints_clean_runs_as_a_numeric_non_root_user_and_holds_every_
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
     instructions = dockerfile_instructions(REPO / "Dockerfile")
-    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [args for op, args in final_stage if op == "USER"]
     assert users and users[-1].isdigit() and int(users[-1]) != 0
 
@@ -143,8 +147,9 @@ def test_dockerfile_lints_clean_runs_as_a_numeric_non_root_user_and_holds_every_
     packages = {pattern.rstrip("*") for pattern in packages}
     copied = {args.split()[0] for op, args in instructions if op == "COPY" and "--from" not in args}
     assert packages <= copied, f"not in the image: {packages - copied}"
-    unignored = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-                 if line.startswith("!")}  # fmt: skip
+    unignored = {
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
     assert packages <= unignored, f"excluded from the build context: {packages - unignored}"
     # Layer cache: the dependencies are installed before any code is copied in.
     install = next(i for i, (op, args) in enumerate(instructions) if op == "RUN" and "--requirement" in args)

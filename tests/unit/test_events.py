@@ -34,9 +34,16 @@ def test_inconsistent_or_absurd_rentals_are_rejected(change):
 def test_dead_letter_keeps_the_exact_bytes_through_json():
     raw = b"\xff\xfe not utf-8 {"
     letter = DeadLetter(
-        dead_letter_id="rentals/0/1/scorer", topic="rentals", partition=0, offset=1, key=None,
-        raw_value=raw, reason="x", consumer="scorer", received_at="2026-01-01T00:00:00Z",
-    )  # fmt: skip
+        dead_letter_id="rentals/0/1/scorer",
+        topic="rentals",
+        partition=0,
+        offset=1,
+        key=None,
+        raw_value=raw,
+        reason="x",
+        consumer="scorer",
+        received_at="2026-01-01T00:00:00Z",
+    )
     assert DeadLetter.model_validate_json(letter.model_dump_json()).raw_value == raw
 
 

@@ -40,8 +40,11 @@ GROUPS = [
 def test_hand_computed_cases(threshold, scope, blocked, revenue, solved, conflicts):
     result = outcome(GROUPS, threshold, scope)
     assert (result.blocked_rentals, result.blocked_revenue_per_day, result.conflicts_solved, result.conflicts) == (
-        blocked, revenue, solved, conflicts,
-    )  # fmt: skip
+        blocked,
+        revenue,
+        solved,
+        conflicts,
+    )
     assert result.rentals == 6
     assert result.blocked_share == pytest.approx(blocked / 6)
 
@@ -115,8 +118,9 @@ def test_the_known_figures_of_the_history(history):
     groups = groups_of(history)
     figures = {
         (t, s): (outcome(groups, t, s).blocked_rentals, outcome(groups, t, s).conflicts_solved)
-        for t in (60, 120) for s in ("all", "connect")
-    }  # fmt: skip
+        for t in (60, 120)
+        for s in ("all", "connect")
+    }
     assert figures == {
         (60, "all"): (401, 146),
         (60, "connect"): (181, 48),

@@ -22,8 +22,10 @@ def body_type() -> TypeAdapter:
     return TypeAdapter(predict_body(max_cars=3))
 
 
-ORDER = "in this order: model_key, mileage, engine_power, fuel, paint_color, car_type, private_parking_available, " \
-        "has_gps, has_air_conditioning, automatic_car, has_getaround_connect, has_speed_regulator, winter_tires"  # fmt: skip
+ORDER = (
+    "in this order: model_key, mileage, engine_power, fuel, paint_color, car_type, private_parking_available, "
+    "has_gps, has_air_conditioning, automatic_car, has_getaround_connect, has_speed_regulator, winter_tires"
+)
 
 
 def errors(body) -> list[tuple[str, tuple, str]]:

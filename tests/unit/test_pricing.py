@@ -15,8 +15,12 @@ def fitted(matrix: pd.DataFrame) -> lightgbm.LGBMRegressor:
 
 
 def four_cars() -> pd.DataFrame:
-    return build_features([CarFeatures(**{**SAMPLE_CAR, "mileage": m, "fuel": f}) for m, f in
-                           [(1, "diesel"), (9, "petrol"), (5, "diesel"), (7, "petrol")]])  # fmt: skip
+    return build_features(
+        [
+            CarFeatures(**{**SAMPLE_CAR, "mileage": m, "fuel": f})
+            for m, f in [(1, "diesel"), (9, "petrol"), (5, "diesel"), (7, "petrol")]
+        ]
+    )
 
 
 def test_a_model_fitted_on_other_category_lists_is_refused_at_load():

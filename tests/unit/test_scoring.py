@@ -122,17 +122,38 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
     challenger = SimpleNamespace(version="8")
     t0, t1 = datetime(2026, 11, 29, 12, tzinfo=UTC), datetime(2026, 11, 29, 12, 0, 1, tzinfo=UTC)
     scored = price_scored(
-        price_id="req-1/0", price=100.0, car=car, model=WithInterval(), event_time=t0, scored_at=t1,
-        request_id="req-1", car_id=3, listed_price_per_day=95.0, challenger=challenger, challenger_price=97.5,
-    )  # fmt: skip
+        price_id="req-1/0",
+        price=100.0,
+        car=car,
+        model=WithInterval(),
+        event_time=t0,
+        scored_at=t1,
+        request_id="req-1",
+        car_id=3,
+        listed_price_per_day=95.0,
+        challenger=challenger,
+        challenger_price=97.5,
+    )
     assert scored.model_dump() == {
-        "price_id": "req-1/0", "rental_id": None, "request_id": "req-1", "car_id": 3, "price_per_day": 100.0,
-        "price_lower": 90.0, "price_upper": 125.0, "listed_price_per_day": 95.0, "unknown_fields": ["model_key"],
-        "model_name": "rentalstream-price", "model_version": "7", "challenger_model_version": "8",
-        "challenger_price_per_day": 97.5, "event_time": t0, "scored_at": t1,
-    }  # fmt: skip
-    plain = price_scored(price_id="rental-5", price=80.0, car=car, model=PricePerMileage(), event_time=t0,
-                         scored_at=t1, rental_id=5)  # fmt: skip
+        "price_id": "req-1/0",
+        "rental_id": None,
+        "request_id": "req-1",
+        "car_id": 3,
+        "price_per_day": 100.0,
+        "price_lower": 90.0,
+        "price_upper": 125.0,
+        "listed_price_per_day": 95.0,
+        "unknown_fields": ["model_key"],
+        "model_name": "rentalstream-price",
+        "model_version": "7",
+        "challenger_model_version": "8",
+        "challenger_price_per_day": 97.5,
+        "event_time": t0,
+        "scored_at": t1,
+    }
+    plain = price_scored(
+        price_id="rental-5", price=80.0, car=car, model=PricePerMileage(), event_time=t0, scored_at=t1, rental_id=5
+    )
     assert (plain.rental_id, plain.price_lower, plain.price_upper, plain.challenger_model_version) == (
         5,
         None,

@@ -47,10 +47,14 @@ def sql_built_from_strings(path: Path) -> list[int]:
             continue
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
         first = node.args[0]
-        built = isinstance(first, ast.JoinedStr | ast.BinOp) or (  # "...".format(...), not psycopg's sql.SQL(...).format
-            isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "format"
+        built = isinstance(
+            first, ast.JoinedStr | ast.BinOp
+        ) or (  # "...".format(...), not psycopg's sql.SQL(...).format
+            isinstance(first, ast.Call)
+            and isinstance(first.func, ast.Attribute)
+            and first.func.attr == "format"
             and isinstance(first.func.value, ast.Constant)
-        )  # fmt: skip
+        )
         if name in SQL_CALLS and built:
             found.append(node.lineno)
     return sorted(found)

@@ -12,10 +12,24 @@ from tests.helpers import SAMPLE_CAR
 CAR = CarFeatures(**SAMPLE_CAR)
 HISTORY = [
     RentalEvent(rental_id=1, car_id=10, checkin_type="mobile", state="ended", delay_at_checkout_minutes=30, car=CAR),
-    RentalEvent(rental_id=2, car_id=10, checkin_type="connect", state="ended", delay_at_checkout_minutes=-5,
-                previous_ended_rental_id=1, planned_gap_minutes=60, car=CAR),
-    RentalEvent(rental_id=3, car_id=11, checkin_type="connect", state="canceled", car=CAR.model_copy(update={"mileage": 700_000})),
-]  # fmt: skip
+    RentalEvent(
+        rental_id=2,
+        car_id=10,
+        checkin_type="connect",
+        state="ended",
+        delay_at_checkout_minutes=-5,
+        previous_ended_rental_id=1,
+        planned_gap_minutes=60,
+        car=CAR,
+    ),
+    RentalEvent(
+        rental_id=3,
+        car_id=11,
+        checkin_type="connect",
+        state="canceled",
+        car=CAR.model_copy(update={"mileage": 700_000}),
+    ),
+]
 LISTINGS = [(CAR.model_copy(update={"mileage": 1000 * i}), 100.0 + i) for i in range(10)]
 
 
@@ -40,8 +54,12 @@ def test_each_pass_of_the_history_gets_new_ids_with_its_links_kept():
 
 
 def test_listings_come_in_a_seeded_shuffle_not_in_file_order():
-    first = [e.listed_price_per_day for _, _, e in take(Simulator(HISTORY, LISTINGS, price_request_share=1, seed=1), 10)]
-    again = [e.listed_price_per_day for _, _, e in take(Simulator(HISTORY, LISTINGS, price_request_share=1, seed=1), 10)]
+    first = [
+        e.listed_price_per_day for _, _, e in take(Simulator(HISTORY, LISTINGS, price_request_share=1, seed=1), 10)
+    ]
+    again = [
+        e.listed_price_per_day for _, _, e in take(Simulator(HISTORY, LISTINGS, price_request_share=1, seed=1), 10)
+    ]
     assert first == again and sorted(first) == [p for _, p in LISTINGS] and first != sorted(first)
 
 
