@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
+from runtime.model_slot import ModelSlot, follow
 from runtime.registry import version_behind_alias
 from runtime.settings import Settings
 from schemas.events import PriceScored
@@ -70,21 +71,16 @@ def build_app(settings: Settings) -> FastAPI:
         settings.request_fetch_max_wait_ms,
         on_late_reply=metrics.late_replies.inc,
     )
-    champion: dict[str, str | None] = {"version": None}
+    uri, name, alias = settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.champion_alias
+    champion = ModelSlot(alias, lambda: version_behind_alias(uri, name, alias))  # the version alone: nothing to load
 
     async def watch_champion() -> None:
         """Know which version is the champion, for /ready (a bridge without one can only time out)."""
-        while True:
-            try:
-                champion["version"] = await asyncio.to_thread(
-                    version_behind_alias,
-                    settings.resolved_mlflow_tracking_uri(),
-                    settings.model_name,
-                    settings.champion_alias,
-                )
-            except Exception:  # the registry may be down for a while; keep the last answer
-                log.exception("registry lookup failed")
-            await asyncio.sleep(settings.registry_poll_seconds if champion["version"] else 2)
+        try:
+            await champion.refresh()
+        except Exception:  # the registry may be down for a while; follow() tries again
+            log.exception("registry lookup failed")
+        await follow([champion], lambda: settings.registry_poll_seconds if champion.version else 2)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -175,11 +171,11 @@ def build_app(settings: Settings) -> FastAPI:
         state = {
             "broker": broker,
             "reply_consumer": requester.listening,
-            "champion_version": champion["version"],
+            "champion_version": champion.version,
             "last_reply_model": "v".join(requester.last_model) if requester.last_model else None,
             "pending_replies": requester.pending,
         }
-        is_ready = broker and requester.listening and champion["version"] is not None
+        is_ready = broker and requester.listening and champion.version is not None
         return JSONResponse({"ready": is_ready, **state}, status_code=200 if is_ready else 503)
 
     return app

@@ -1,0 +1,175 @@
+"""The scorer's handlers through FastStream's TestKafkaBroker: no Kafka, but the real
+PostgreSQL and the session's MLflow registry. The whole flow on a real broker is in
+tests/e2e; these say, in a second, what one batch becomes."""
+
+import asyncio
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+
+from runtime.settings import Settings
+from schemas.predict import EXAMPLE_CAR
+from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
+from scorer.app import Scorer
+from scorer.metrics import ScorerMetrics
+from scorer.reply_topics import ReplyTopics
+from tests.helpers import query, reference_prices
+
+pytestmark = pytest.mark.integration
+MODEL = "rentalstream-price"
+
+
+class ThroughTheTestBroker:
+    """Results published on the in-memory broker, then the batch acknowledged: what the
+    real deliveries do on Kafka (runtime.kafka.delivery), without Kafka."""
+
+    guarantee = "in-memory"
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def deliver(self, messages, records, message, group_id) -> None:
+        for topic, key, model in messages:
+            await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
+        await message.ack()
+
+
+class KnownReplyTopics(ReplyTopics):
+    """The scorer's own reply-topic rule, over a listing of the broker's topics given here."""
+
+    def __init__(self, *names: str) -> None:
+        super().__init__(bootstrap="127.0.0.1:9")
+        self.names = set(names)
+
+    async def _list_topics(self) -> set[str]:
+        return self.names
+
+
+def rental(rental_id: int, **fields) -> bytes:
+    event = {
+        "rental_id": rental_id,
+        "car_id": 7,
+        "checkin_type": "connect",
+        "state": "ended",
+        "car": EXAMPLE_CAR,
+        **fields,
+    }
+    return json.dumps(event).encode()
+
+
+def collector(seen: list[dict]):
+    async def collect(body: dict) -> None:  # FastStream decodes the JSON
+        seen.append(body)
+
+    return collect
+
+
+def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, list[dict]]:
+    """Start a Scorer on a TestKafkaBroker, ``publish`` through it, and collect what the
+    scorer published, per topic."""
+    broker = KafkaBroker()
+    published: dict[str, list[dict]] = {t: [] for t in (PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")}
+    for topic, seen in published.items():
+        broker.subscriber(topic)(collector(seen))
+
+    async def scenario() -> None:
+        scorer = Scorer(
+            settings,
+            ScorerMetrics(),
+            results={name: ThroughTheTestBroker(broker) for name in (RENTALS.name, PRICE_REQUESTS.name)},
+            reply_topics=reply_topics or KnownReplyTopics(),
+        )
+        scorer.subscribe(broker)
+        async with TestKafkaBroker(broker):
+            await scorer.start()
+            try:
+                await publish(broker)
+            finally:
+                await scorer.stop()
+
+    asyncio.run(scenario())
+    return published
+
+
+@pytest.fixture
+def settings(clean_database, mlflow_registry) -> Settings:
+    return Settings(
+        kafka_bootstrap="127.0.0.1:9",  # never dialled: the test broker and the results above stand in
+        database_url=clean_database,
+        mlflow_tracking_uri=mlflow_registry[0],
+        scorer_compile_model=False,
+        _env_file=None,
+    )
+
+
+def champion_price(mlflow_registry, car: dict) -> float:
+    mlflow.set_tracking_uri(mlflow_registry[0])
+    model = mlflow.lightgbm.load_model(f"models:/{MODEL}/{mlflow_registry[1].champion_version}")
+    return round(float(reference_prices(model, pd.DataFrame([car]))[0]), 2)
+
+
+def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_lettered(
+    settings, clean_database, mlflow_registry
+):
+    async def publish(broker):
+        await broker.publish_batch(
+            rental(1, delay_at_checkout_minutes=90),
+            rental(2, delay_at_checkout_minutes=-5, previous_ended_rental_id=1, planned_gap_minutes=60),
+            b'{"rental_id": "not a number"}',
+            topic=RENTALS.name,
+        )
+
+    published = run_scorer(settings, publish)
+
+    price = champion_price(mlflow_registry, EXAMPLE_CAR)
+    prices = {p["price_id"]: p for p in published[PRICES.name]}
+    assert set(prices) == {"rental-1", "rental-2"}
+    assert all(p["price_per_day"] == pytest.approx(price, abs=0.01) for p in prices.values())
+    assert {p["model_version"] for p in prices.values()} == {mlflow_registry[1].champion_version}
+
+    # Rental 1 came back 90 minutes late; rental 2 was planned 60 minutes after it: its
+    # driver waited 30 minutes.
+    second = next(d for d in published[DELAYS.name] if d["rental_id"] == 2)
+    assert (second["previous_delay_minutes"], second["waiting_minutes"], second["is_conflict"]) == (90, 30, True)
+
+    [letter] = published[DEAD_LETTERS.name]
+    assert letter["topic"] == RENTALS.name and letter["reason"].startswith("invalid RentalEvent: rental_id")
+
+    stored = query(clean_database, "SELECT price_id, price_per_day FROM prices ORDER BY price_id")
+    assert list(stored.price_id) == ["rental-1", "rental-2"]
+    assert list(stored.price_per_day) == pytest.approx([price, price], abs=0.01)
+    assert query(clean_database, "SELECT is_conflict FROM delays WHERE rental_id = 2").is_conflict[0]
+    assert query(clean_database, "SELECT count(*) AS n FROM dead_letters").n[0] == 1
+
+
+def test_a_price_request_is_answered_on_its_reply_topic_and_one_naming_a_catalogue_topic_refused(
+    settings, clean_database, mlflow_registry
+):
+    def request(request_id: str, reply_to: str) -> bytes:
+        return json.dumps({"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": reply_to}).encode()
+
+    async def publish(broker):
+        await broker.publish(request("r-1", "my-replies"), PRICE_REQUESTS.name)
+        await broker.publish(request("r-2", RENTALS.name), PRICE_REQUESTS.name)
+
+    published = run_scorer(settings, publish, reply_topics=KnownReplyTopics("my-replies", RENTALS.name))
+
+    [reply] = published["my-replies"]
+    assert reply["request_id"] == "r-1"
+    assert reply["price_per_day"] == pytest.approx(champion_price(mlflow_registry, EXAMPLE_CAR), abs=0.01)
+    assert [p["price_id"] for p in published[PRICES.name]] == ["r-1"]
+    [letter] = published[DEAD_LETTERS.name]
+    assert (
+        letter["reason"]
+        == f"reply_to: no topic {RENTALS.name!r} to reply on (it must exist and not be a catalogue topic)"
+    )
+    assert list(query(clean_database, "SELECT request_id FROM price_requests").request_id) == ["r-1"]
