@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor import store
 from monitor.detectors import DetectorSpec
@@ -47,110 +48,143 @@ from schemas.topics import DELAYS, DRIFT, PRICES, RENTALS, Topic
 
 log = logging.getLogger("rentalstream.monitor")
 CONSUMER = "monitor"
+CLIENT_ID = "rentalstream-monitor"
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
-    """The monitor app. Served over HTTP (``RENTALSTREAM_MONITOR_PORT``): ``/health``,
-    ``/ready`` (reference loaded, every consumer holds partitions), ``/metrics``."""
+    """The monitor app: a ``Monitor`` subscribed to ``rentals``, ``prices`` and ``delays``.
+    Served over HTTP (``RENTALSTREAM_MONITOR_PORT``): ``/health``, ``/ready`` (reference
+    loaded, every consumer holds partitions), ``/metrics``."""
     metrics = MonitorMetrics()
     broker = KafkaBroker(
         settings.resolved_kafka_bootstrap().split(","),  # FastStream takes a list, not "host:port,host:port"
-        client_id="rentalstream-monitor",
+        client_id=CLIENT_ID,
         log_level=logging.DEBUG,
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="monitor")],
     )
-    engine = async_engine(settings.resolved_database_url(), pool_size=2)
-    publisher = BatchPublisher(settings.resolved_kafka_bootstrap(), client_id="rentalstream-monitor")
-    spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
-    state: dict[str, Any] = {"model_version": None, "states_dirty": False}
-    without_reference: set[str] = set()  # versions trained before references existed
-    last_alert: dict[str, tuple[str, Any]] = {}
-    subscribers: list = []
+    monitor = Monitor(settings, metrics)
+    return consumer_app(
+        broker,
+        metrics,
+        monitor.subscribe(broker),
+        loaded=monitor.loaded,
+        on_startup=[monitor.start],
+        after_shutdown=[monitor.stop],
+        engine=monitor.engine,
+    )
 
-    async def load_reference(version: str | None = None) -> None:
+
+class Publisher(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, messages: list[tuple[str, str | None, BaseModel]]) -> None: ...
+
+
+class Monitor:
+    """Feeds every event to its signals' detectors (``monitor.watch``), and stores and
+    publishes the alerts they raise, with the signals' states and the dead letters.
+
+    ``publisher`` and ``engine`` are made from the settings unless given: a handler test
+    passes its own publisher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: MonitorMetrics,
+        *,
+        engine: AsyncEngine | None = None,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.engine = engine or async_engine(settings.resolved_database_url(), pool_size=2)
+        self.publisher = publisher or BatchPublisher(settings.resolved_kafka_bootstrap(), client_id=CLIENT_ID)
+        self.spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
+        self.watch: DriftWatch | None = None  # built on the reference, at start
+        self.reference_version: str | None = None
+        self.model_version: str | None = None  # of the last price seen: named in the alerts
+        self.without_reference: set[str] = set()  # versions trained before references existed
+        self.last_alert: dict[str, tuple[str, Any]] = {}  # per signal: (alert id, detected at)
+        self.states_dirty = False  # counts moved since the signal states were last written
+        self._writer: asyncio.Task | None = None
+
+    def subscribe(self, broker: KafkaBroker) -> list:
+        """A batch subscriber per watched topic, in consumer groups of the monitor's own."""
+        return [
+            self._subscriber(broker, RENTALS, RentalEvent),
+            self._subscriber(broker, PRICES, PriceScored),
+            self._subscriber(broker, DELAYS, DelayScored),
+        ]
+
+    def loaded(self) -> bool:
+        return self.watch is not None
+
+    async def start(self) -> None:
+        await self.publisher.start()
+        await self.load_reference()
+        await self._load_last_alerts()
+        await self.write_states()  # every signal is listed from the start
+        self._writer = asyncio.create_task(self._write_states_periodically(), name="monitor-states")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        if self.states_dirty:
+            await self.write_states()
+        await self.publisher.stop()
+        await self.engine.dispose()
+
+    async def load_reference(self, version: str | None = None) -> None:
+        """Watch against the reference statistics of ``version`` (the champion's by default),
+        with fresh detectors."""
+        settings = self.settings
         tracking_uri = settings.resolved_mlflow_tracking_uri()
         if version is None:
             version = await asyncio.to_thread(
                 champion_version, tracking_uri, settings.model_name, settings.champion_alias
             )
         reference = await asyncio.to_thread(reference_of, tracking_uri, settings.model_name, version)
-        state["watch"] = DriftWatch(
-            reference, spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
+        self.watch = DriftWatch(
+            reference, self.spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
         )
-        state["reference_version"] = state["model_version"] = version
-        metrics.reference_version.set(int(version))
-        log.info("monitoring against the reference of %s v%s with %s", settings.model_name, version, spec.label)
+        self.reference_version = self.model_version = version
+        self.metrics.reference_version.set(int(version))
+        log.info("monitoring against the reference of %s v%s with %s", settings.model_name, version, self.spec.label)
 
-    async def load_last_alerts() -> None:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                select(tables.drift_signals).where(tables.drift_signals.c.last_alert_id.isnot(None))
-            )
-            for row in rows.mappings():
-                last_alert[row["signal"]] = (row["last_alert_id"], row["last_alert_at"])
-
-    def note_retry(retry_state) -> None:
-        metrics.write_retries.inc()
-        log.warning("database write failed (%s); retry %d", retry_state.outcome.exception(), retry_state.attempt_number)
-
-    def subscribe(topic: Topic, contract: type[BaseModel]) -> None:
-        subscriber = batch_subscriber(
-            broker,
-            topic.name,
-            f"{settings.monitor_group_id}.{topic.name}",
-            max_records=settings.scorer_max_records,
-            batch_timeout_ms=settings.scorer_batch_timeout_ms,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        )
-        subscribers.append(subscriber)
-
-        @subscriber
-        async def consume(records: Any) -> None:
-            with metrics.batch_seconds.labels(topic.name).time():
-                await monitor(topic, contract, records)
-
-    async def follow_the_pricing_version(prices: list[PriceScored]) -> None:
-        version = version_to_load(prices, settings.model_name, state["reference_version"], without_reference)
-        if version is None:
-            return
-        try:
-            await load_reference(version)
-        except MissingReference as missing:
-            without_reference.add(version)
-            log.warning("%s; its prices are watched against the reference of v%s", missing, state["reference_version"])
-
-    async def monitor(topic: Topic, contract: type[BaseModel], records: Sequence[KafkaRecord]) -> None:
+    async def observe(self, topic: Topic, contract: type[BaseModel], records: Sequence[KafkaRecord]) -> None:
+        """Observe a batch of ``topic``; store and publish the alerts it raises and its dead letters."""
         parsed = parse_records(records, contract, CONSUMER)
         if topic is PRICES:
-            await follow_the_pricing_version([event for _, event in parsed.events])
-        watch: DriftWatch = state["watch"]
+            await self._follow_the_pricing_version([event for _, event in parsed.events])
+        watch = self.watch
+        assert watch is not None, "the monitor subscribes only once its reference is loaded"
         fired: list[Fired] = []
         for record, event in parsed.events:
             origin = Origin(record.topic, record.partition, record.offset, event_id(event), event.event_time)
             if isinstance(event, RentalEvent):
                 fired += watch.observe_rental(event, origin)
             elif isinstance(event, PriceScored):
-                note_model(event)
+                if event.model_name == self.settings.model_name:
+                    self.model_version = event.model_version
                 fired += watch.observe_price(event, origin)
             else:
                 fired += watch.observe_delay(event, origin)
-        alerts = [drift_alert(f) for f in fired]
+        alerts = [self._drift_alert(f) for f in fired]
         for alert in alerts:
-            last_alert[alert.signal] = (alert.alert_id, alert.detected_at)
+            self.last_alert[alert.signal] = (alert.alert_id, alert.detected_at)
         # A state change is stored with its alert; the running counts every few moments.
-        signal_states = signal_rows(watch) if alerts else []
-        state["states_dirty"] = state["states_dirty"] or (bool(parsed.events) and not alerts)
+        signal_states = self._signal_rows(watch) if alerts else []
+        self.states_dirty = self.states_dirty or (bool(parsed.events) and not alerts)
         if alerts or parsed.dead_letters:
-            await with_retries(
-                lambda: store.write_batch(engine, alerts, signal_states, parsed.dead_letters),
-                settings.scorer_db_retries,
-                note_retry,
-            )
-        metrics.observed.labels(topic.name).inc(len(parsed.events))
-        metrics.dead_letters.labels(topic.name).inc(len(parsed.dead_letters))
+            await self._retrying(lambda: store.write_batch(self.engine, alerts, signal_states, parsed.dead_letters))
+        self.metrics.observed.labels(topic.name).inc(len(parsed.events))
+        self.metrics.dead_letters.labels(topic.name).inc(len(parsed.dead_letters))
         for alert in alerts:
-            metrics.alerts.labels(alert.signal, alert.state).inc()
+            self.metrics.alerts.labels(alert.signal, alert.state).inc()
             log.warning(
                 "drift: %s %s (%s): mean %.4g -> %.4g",
                 alert.signal,
@@ -160,19 +194,79 @@ def build_app(settings: Settings) -> AsgiFastStream:
                 alert.after.mean,
             )
         if alerts:  # states change only with an alert
-            metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
-        await publisher.publish(
+            self.metrics.drifting.set(sum(1 for m in watch.monitors() if m.state == "drifting"))
+        await self.publisher.publish(
             [
                 *((DRIFT.name, a.signal, a) for a in alerts),
                 *dead_letter_messages(parsed.dead_letters),
             ]
         )
 
-    def note_model(price: PriceScored) -> None:
-        if price.model_name == settings.model_name:
-            state["model_version"] = price.model_version
+    async def write_states(self) -> None:
+        """Store every signal's state and running counts."""
+        assert self.watch is not None
+        self.states_dirty = False
+        rows = self._signal_rows(self.watch)
+        if self.watch.error.window[1] is not None:
+            self.metrics.rolling_mae.set(self.watch.error.window[1])
+        await self._retrying(lambda: store.write_batch(self.engine, [], rows, []))
 
-    def drift_alert(fired: Fired) -> DriftAlert:
+    def _subscriber(self, broker: KafkaBroker, topic: Topic, contract: type[BaseModel]):
+        settings = self.settings
+        subscriber = batch_subscriber(
+            broker,
+            topic.name,
+            f"{settings.monitor_group_id}.{topic.name}",
+            max_records=settings.scorer_max_records,
+            batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        )
+
+        @subscriber
+        async def consume(records: Any) -> None:
+            with self.metrics.batch_seconds.labels(topic.name).time():
+                await self.observe(topic, contract, records)
+
+        return subscriber
+
+    async def _follow_the_pricing_version(self, prices: list[PriceScored]) -> None:
+        assert self.reference_version is not None
+        version = version_to_load(prices, self.settings.model_name, self.reference_version, self.without_reference)
+        if version is None:
+            return
+        try:
+            await self.load_reference(version)
+        except MissingReference as missing:
+            self.without_reference.add(version)
+            log.warning("%s; its prices are watched against the reference of v%s", missing, self.reference_version)
+
+    async def _load_last_alerts(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(tables.drift_signals).where(tables.drift_signals.c.last_alert_id.isnot(None))
+            )
+            for row in rows.mappings():
+                self.last_alert[row["signal"]] = (row["last_alert_id"], row["last_alert_at"])
+
+    async def _write_states_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.monitor_state_seconds)
+            if self.states_dirty:
+                try:
+                    await self.write_states()
+                except Exception:  # the next round tries again; the alerts do not depend on it
+                    self.states_dirty = True
+                    log.exception("could not write the signal states")
+
+    def _retrying(self, write):
+        return with_retries(write, self.settings.scorer_db_retries, self._note_retry)
+
+    def _note_retry(self, retry_state) -> None:
+        self.metrics.write_retries.inc()
+        log.warning("database write failed (%s); retry %d", retry_state.outcome.exception(), retry_state.attempt_number)
+
+    def _drift_alert(self, fired: Fired) -> DriftAlert:
         t = fired.transition
         return DriftAlert(
             alert_id=fired.alert_id,
@@ -184,17 +278,17 @@ def build_app(settings: Settings) -> AsgiFastStream:
             reference=t.reference,
             events_seen=t.events_seen,
             triggered_by=fired.origin.event_id,
-            model_name=settings.model_name,
-            model_version=state["model_version"],
+            model_name=self.settings.model_name,
+            model_version=self.model_version,
             event_time=fired.origin.event_time,
             detected_at=utc_now(),
         )
 
-    def signal_rows(watch: DriftWatch) -> list[dict]:
+    def _signal_rows(self, watch: DriftWatch) -> list[dict]:
         rows = []
         for m in watch.monitors():
             n, mean = m.window
-            alert_id, alert_at = last_alert.get(m.signal, (None, None))
+            alert_id, alert_at = self.last_alert.get(m.signal, (None, None))
             rows.append(
                 {
                     "signal": m.signal,
@@ -206,59 +300,10 @@ def build_app(settings: Settings) -> AsgiFastStream:
                     "reference_mean": m.reference_stats.mean if m.reference_stats is not None else None,
                     "last_alert_id": alert_id,
                     "last_alert_at": alert_at,
-                    "model_version": state["model_version"],
+                    "model_version": self.model_version,
                 }
             )
         return rows
-
-    subscribe(RENTALS, RentalEvent)
-    subscribe(PRICES, PriceScored)
-    subscribe(DELAYS, DelayScored)
-
-    async def write_states() -> None:
-        state["states_dirty"] = False
-        watch: DriftWatch = state["watch"]
-        rows = signal_rows(watch)
-        if watch.error.window[1] is not None:
-            metrics.rolling_mae.set(watch.error.window[1])
-        await with_retries(lambda: store.write_batch(engine, [], rows, []), settings.scorer_db_retries, note_retry)
-
-    async def write_states_periodically() -> None:
-        while True:
-            await asyncio.sleep(settings.monitor_state_seconds)
-            if state["states_dirty"]:
-                try:
-                    await write_states()
-                except Exception:  # the next round tries again; the alerts do not depend on it
-                    state["states_dirty"] = True
-                    log.exception("could not write the signal states")
-
-    async def stop() -> None:
-        writer = state.pop("writer", None)
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        if state.get("states_dirty"):
-            await write_states()
-        await publisher.stop()
-        await engine.dispose()
-
-    async def start() -> None:
-        await publisher.start()
-        await load_reference()
-        await load_last_alerts()
-        await write_states()  # every signal is listed from the start
-        state["writer"] = asyncio.create_task(write_states_periodically(), name="monitor-states")
-
-    return consumer_app(
-        broker,
-        metrics,
-        subscribers,
-        loaded=lambda: "watch" in state,
-        on_startup=[start],
-        after_shutdown=[stop],
-        engine=engine,
-    )
 
 
 def event_id(event: BaseModel) -> str:
