@@ -30,6 +30,7 @@ from answers.drift_states import signal_states
 from producers.publishing import publish_paced
 from producers.simulator import Simulator
 from rentalstream import services
+from runtime.registry import Registry
 from scorer.pricing import PriceModel
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     with fresh_stack((services.MONITOR,), keep_home=args.keep_home) as (settings, state):
         simulator = Simulator.from_data_dir(settings.data_dir, run_id="bench")
-        model = PriceModel.load(settings.resolved_mlflow_tracking_uri(), settings.model_name)
+        model = PriceModel.load(Registry.of(settings))
         messages = [
             (topic, _key(message), message)
             for _, topic, message in monitored_stream(list(islice(simulator.events(), EVENTS)), model.model.booster_)

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy.dialects.postgresql import insert
 
 from runtime.postgres.engines import async_engine
+from runtime.registry import Registry
 from runtime.settings import Settings
 from schemas import tables
 from schemas.cars import CarFeatures
@@ -32,7 +33,7 @@ from scorer.pricing import PriceModel
 
 
 def build_app(settings: Settings) -> FastAPI:
-    model = PriceModel.load(settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.champion_alias)
+    model = PriceModel.load(Registry.of(settings), settings.champion_alias)
     engine = async_engine(settings.resolved_database_url())
 
     @asynccontextmanager

@@ -40,7 +40,7 @@ from runtime.kafka.dead_letters import dead_letter_messages, parse_records
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry import MissingReference, champion_version, reference_of
+from runtime.registry import MissingReference, Registry
 from runtime.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
@@ -101,6 +101,7 @@ class Monitor:
         self.metrics = metrics
         self.engine = engine or async_engine(settings.resolved_database_url(), pool_size=2)
         self.publisher = publisher or BatchPublisher(settings.resolved_kafka_bootstrap(), client_id=CLIENT_ID)
+        self.registry = Registry.of(settings)
         self.spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
         self.watch: DriftWatch | None = None  # built on the reference, at start
         self.reference_version: str | None = None
@@ -142,12 +143,9 @@ class Monitor:
         """Watch against the reference statistics of ``version`` (the champion's by default),
         with fresh detectors."""
         settings = self.settings
-        tracking_uri = settings.resolved_mlflow_tracking_uri()
         if version is None:
-            version = await asyncio.to_thread(
-                champion_version, tracking_uri, settings.model_name, settings.champion_alias
-            )
-        reference = await asyncio.to_thread(reference_of, tracking_uri, settings.model_name, version)
+            version = await asyncio.to_thread(self.registry.champion, settings.champion_alias)
+        reference = await asyncio.to_thread(self.registry.reference, version)
         self.watch = DriftWatch(
             reference, self.spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
         )

@@ -28,7 +28,7 @@ from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
 from runtime.model_slot import ModelSlot, follow
-from runtime.registry import version_behind_alias
+from runtime.registry import Registry
 from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import (
@@ -71,8 +71,9 @@ def build_app(settings: Settings) -> FastAPI:
         settings.request_fetch_max_wait_ms,
         on_late_reply=metrics.late_replies.inc,
     )
-    uri, name, alias = settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.champion_alias
-    champion = ModelSlot(alias, lambda: version_behind_alias(uri, name, alias))  # the version alone: nothing to load
+    registry = Registry.of(settings)
+    alias = settings.champion_alias
+    champion = ModelSlot(alias, lambda: registry.version_behind(alias))  # the version alone: nothing to load
 
     async def watch_champion() -> None:
         """Know which version is the champion, for /ready (a bridge without one can only time out)."""

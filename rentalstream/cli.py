@@ -86,13 +86,13 @@ def train(
 ) -> None:
     """Train LightGBM and a baseline with 5-fold CV, log to MLflow, register, promote if better."""
     from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
-    from runtime.registry import version_behind_alias
+    from runtime.registry import Registry
     from training.features import read_pricing
     from training.train import comparison_rows, train_and_register
 
     settings: Settings = ctx.obj
     tracking_uri = settings.resolved_mlflow_tracking_uri()
-    if if_no_champion and version_behind_alias(tracking_uri, settings.model_name, settings.champion_alias):
+    if if_no_champion and Registry(tracking_uri, settings.model_name).version_behind(settings.champion_alias):
         console.print(f"registry already has {settings.model_name}@{settings.champion_alias}; not training")
         return
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
@@ -186,15 +186,12 @@ def promote(
     """Point the champion alias (or, with --challenger, the challenger alias) at VERSION.
     Running scorers and bridges follow within RENTALSTREAM_REGISTRY_POLL_SECONDS, without a
     restart. Promoting the challenger's version to champion ends the challenge."""
-    from runtime.registry import UnknownVersion
-    from runtime.registry import promote as move_alias
+    from runtime.registry import Registry, UnknownVersion
 
     settings: Settings = ctx.obj
     alias = settings.challenger_alias if as_challenger else settings.champion_alias
     try:
-        before, after = move_alias(
-            settings.resolved_mlflow_tracking_uri(), settings.model_name, version, alias, settings.challenger_alias
-        )
+        before, after = Registry.of(settings).promote(version, alias, settings.challenger_alias)
     except UnknownVersion as error:
         console.print(str(error), style="red")
         raise typer.Exit(2) from None
@@ -209,10 +206,10 @@ def promote(
 @app.command("end-challenge")
 def end_challenge(ctx: typer.Context) -> None:
     """Remove the challenger alias: the scorer stops pricing with the challenger."""
-    from runtime.registry import retire
+    from runtime.registry import Registry
 
     settings: Settings = ctx.obj
-    version = retire(settings.resolved_mlflow_tracking_uri(), settings.model_name, settings.challenger_alias)
+    version = Registry.of(settings).retire(settings.challenger_alias)
     console.print(
         f"{settings.model_name}@{settings.challenger_alias} (v{version}) removed"
         if version

@@ -32,7 +32,7 @@ from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry import champion_version, version_behind_alias
+from runtime.registry import Registry
 from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
@@ -111,17 +111,17 @@ class Scorer:
         self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
         self._own_results = results is None
         self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())
-        uri, name = settings.resolved_mlflow_tracking_uri(), settings.model_name
+        registry = Registry.of(settings)
         # No champion raises NoChampion: at start, a scorer without a model cannot score.
         self.champion: ModelSlot[Pricer] = ModelSlot(
             settings.champion_alias,
-            lambda: champion_version(uri, name, settings.champion_alias),
-            lambda version: PriceModel.load_version(uri, name, version),
+            lambda: registry.champion(settings.champion_alias),
+            lambda version: PriceModel.load_version(registry, version),
         )
         self.challenger: ModelSlot[Pricer] = ModelSlot(
             settings.challenger_alias,
-            lambda: version_behind_alias(uri, name, settings.challenger_alias),
-            lambda version: PriceModel.load_version(uri, name, version),
+            lambda: registry.version_behind(settings.challenger_alias),
+            lambda version: PriceModel.load_version(registry, version),
         )
         self._background: list[asyncio.Task] = []
 

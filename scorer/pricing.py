@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.registry import champion_version
+from runtime.registry import Registry
 from schemas.cars import CATEGORICAL, CarFeatures
 from schemas.intervals import PriceInterval
 from scorer.compiled import CompiledTrees
@@ -30,19 +30,19 @@ class PriceModel:
     interval: PriceInterval | None = None  # None for versions trained before intervals existed
 
     @classmethod
-    def load(cls, tracking_uri: str, name: str, alias: str = "champion") -> PriceModel:
+    def load(cls, registry: Registry, alias: str = "champion") -> PriceModel:
         # Load the exact version, not the alias, so a concurrent promotion cannot
         # make the recorded version differ from the loaded one.
-        return cls.load_version(tracking_uri, name, champion_version(tracking_uri, name, alias))
+        return cls.load_version(registry, registry.champion(alias))
 
     @classmethod
-    def load_version(cls, tracking_uri: str, name: str, version: str) -> PriceModel:
-        import mlflow
-
-        from runtime.registry import interval_of
-
-        model = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
-        return cls(name=name, version=str(version), model=model, interval=interval_of(tracking_uri, name, version))
+    def load_version(cls, registry: Registry, version: str) -> PriceModel:
+        return cls(
+            name=registry.model_name,
+            version=str(version),
+            model=registry.load_lightgbm(version),
+            interval=registry.interval(version),
+        )
 
     def __post_init__(self) -> None:
         # The scorer feeds the booster category codes (0.2 ms per call instead of 9 ms

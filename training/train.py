@@ -25,7 +25,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from runtime.registry import version_behind_alias
+from runtime.registry import Registry
 from schemas.cars import EQUIPMENT, NUMERIC
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT
@@ -204,7 +204,7 @@ def train_and_register(
 
     client = MlflowClient()
     previous = _champion_metrics(client, model_name, champion_alias)
-    if challenger_alias and version_behind_alias(tracking_uri, model_name, champion_alias) is None:
+    if challenger_alias and Registry(tracking_uri, model_name).version_behind(champion_alias) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
     promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
     client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)

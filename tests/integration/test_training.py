@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
+from runtime.registry import Registry
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices
@@ -57,7 +58,7 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
     on the scorer's fast path (category codes straight into the booster), for every car
     of the pricing file."""
     uri, _ = mlflow_registry
-    served = PriceModel.load(uri, "rentalstream-price")
+    served = PriceModel.load(Registry(uri, "rentalstream-price"))
     raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day")
     raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
     expected = reference_prices(served.model, raw)
