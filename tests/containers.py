@@ -4,7 +4,7 @@ configured from compose's own environment, run by testcontainers.
 What the containers get is worked out here, apart from Docker, so that a machine with
 no Docker engine (the one this project is developed on) can still check it against
 compose.yaml (tests/unit/test_test_backends.py). Starting them needs an engine; that
-path has not been run on the development machine (README: Tests).
+path has not been run on the development machine (docs/development.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ V1_LIGHTGBM_PARAMS = {
     "verbose": -1,
 }
 # The winner of `rentalstream experiments --trials 60` ("tuned", see training/experiments.py
-# and the README's price-model section), copied here so `rentalstream train` reproduces it without the search.
+# and docs/model.md), copied here so `rentalstream train` reproduces it without the search.
 LIGHTGBM_PARAMS = {
     "objective": "huber",  # caps the pull of the few recording errors among the prices
     "alpha": 11.83683478640451,

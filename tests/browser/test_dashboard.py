@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 BAD_RENTALS = [b"{not json", b'{"rental_id": "seven"}', b"\xff\xfe"]  # the scorer and the monitor dead-letter each
-# The monitor's signals (README, "Drift monitor"): mileage and engine power; a share per
+# The monitor's signals (docs/monitoring.md): mileage and engine power; a share per
 # category of fuel (4), paint colour (10), car type (8) and model key (28 makes); a share
 # per equipment (7); the delay per check-in type (2); the conflict share; and the prices
 # of rentals and of requests and their absolute error (3).

@@ -22,7 +22,7 @@ from tests.helpers import metric_samples, read_topic, wait_for
 pytestmark = pytest.mark.e2e
 
 CLEAN_EVENTS = 26_637  # one pass of the 21,310 rentals, plus 20% price requests
-# Stated bounds (README, "Drift monitor"): false alarms over a clean pass of the history,
+# Stated bounds (docs/monitoring.md): false alarms over a clean pass of the history,
 # and detection delays, in values of the shifted signal the monitor saw before it alerted.
 CLEAN_FALSE_ALARMS_ALLOWED = 1
 SHIFT_FROM, SHIFTED_EVENTS = 6_000, 14_000

@@ -174,7 +174,7 @@ def test_a_challenger_is_registered_beside_the_champion_without_moving_it(mlflow
 
 def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_path, pricing_csv):
     """`rentalstream experiments` with a tiny budget: every variant is an MLflow run on the
-    protocol's folds, and the first is the first champion, with the figures the README gives."""
+    protocol's folds, and the first is the first champion, with the figures docs/model.md gives."""
     from training.experiments import run_experiments
 
     uri = f"sqlite:///{tmp_path / 'experiments.db'}"
@@ -192,7 +192,7 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
     assert names == ["v1", "v1-log-target", "v1-huber", "v1-category-smoothing", "tuned", "tuned-linear-trees"]
     v1 = results[0][1].mean()
     # The first champion's figures, as scikit-learn computes them on the protocol's folds
-    # (the README quotes them from this machine: 15.77 / 10.21 / 0.778).
+    # (docs/model.md quotes them from this machine: 15.77 / 10.21 / 0.778).
     expected = protocol_scores(V1_LIGHTGBM_PARAMS, read_pricing(pricing_csv))
     assert v1["cv_rmse_mean"] == pytest.approx(expected["rmse"].mean(), rel=1e-6)
     assert v1["cv_mae_mean"] == pytest.approx(expected["mae"].mean(), rel=1e-6)

@@ -18,7 +18,7 @@ def test_profiles_are_deterministic_and_follow_the_documented_rule(pricing_csv):
     profiles = assign_profiles([363965, 269550], connect_car_ids={269550}, pool=pool)
     connect_pool = [car for car, _ in pool if car.has_getaround_connect]
 
-    def documented_index(car_id: int, size: int) -> int:  # README, "Car profiles"
+    def documented_index(car_id: int, size: int) -> int:  # docs/streams.md, "Car profiles"
         return int(hashlib.sha256(str(car_id).encode()).hexdigest()[:16], 16) % size
 
     # sha256("363965") begins 89c4ee16a135195e, and 0x89c4ee16a135195e mod 1000 is 686.
