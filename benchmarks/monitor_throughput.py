@@ -58,7 +58,7 @@ def main() -> None:
         print(
             f"conditions: {len(messages):,} messages ({EVENTS:,} simulated events), {os.cpu_count()} CPU cores "
             f"shared by broker, PostgreSQL, publisher and monitor; {settings.topic_partitions} partitions; "
-            f"batches of up to {settings.scorer_max_records}; {settings.monitor_detector} "
+            f"batches of up to {settings.monitor_max_records}; {settings.monitor_detector} "
             f"({settings.monitor_detector_setting:g}) on every signal"
         )
         print(f"published:           {stats.events_per_second:>10,.0f} messages/s ({stats.seconds:.2f} s)")

@@ -215,8 +215,8 @@ class Monitor:
             broker,
             topic.name,
             f"{settings.monitor_group_id}.{topic.name}",
-            max_records=settings.scorer_max_records,
-            batch_timeout_ms=settings.scorer_batch_timeout_ms,
+            max_records=settings.monitor_max_records,
+            batch_timeout_ms=settings.monitor_batch_timeout_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         )
@@ -258,7 +258,7 @@ class Monitor:
                     log.exception("could not write the signal states")
 
     def _retrying(self, write):
-        return with_retries(write, self.settings.scorer_db_retries, self._note_retry)
+        return with_retries(write, self.settings.monitor_db_retries, self._note_retry)
 
     def _note_retry(self, retry_state) -> None:
         self.metrics.write_retries.inc()

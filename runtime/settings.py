@@ -97,12 +97,8 @@ class Settings(BaseSettings):
     )
     scorer_host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
     scorer_port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
-    scorer_max_records: int = Field(
-        2000, ge=1, description="Largest batch the scorer (and the monitor) takes from one poll."
-    )
-    scorer_batch_timeout_ms: int = Field(
-        100, ge=1, description="How long a poll of the scorer (and the monitor) waits to fill a batch."
-    )
+    scorer_max_records: int = Field(2000, ge=1, description="Largest batch the scorer takes from one poll.")
+    scorer_batch_timeout_ms: int = Field(100, ge=1, description="How long a poll of the scorer waits to fill a batch.")
     scorer_compile_model: bool = Field(
         True,
         description="Compile the model's trees to machine code (lleaves) in the background and score with "
@@ -115,13 +111,20 @@ class Settings(BaseSettings):
     scorer_db_retries: int = Field(
         5,
         ge=0,
-        description="Retries (exponential backoff) of a failed batch write of the scorer (and the monitor) "
+        description="Retries (exponential backoff) of a failed batch write of the scorer "
         "before the batch is handed back to Kafka for redelivery.",
     )
 
     monitor_group_id: str = "rentalstream-monitor"
     monitor_host: str = Field("127.0.0.1", description="Interface of the monitor's /health, /ready, /metrics.")
     monitor_port: int = Field(8092, ge=0, le=65535, description="Port of the monitor's /health, /ready, /metrics.")
+    monitor_max_records: int = Field(2000, ge=1, description="Largest batch the monitor takes from one poll.")
+    monitor_batch_timeout_ms: int = Field(
+        100, ge=1, description="How long a poll of the monitor waits to fill a batch."
+    )
+    monitor_db_retries: int = Field(
+        5, ge=0, description="Retries of a failed write of the monitor before the batch is handed back to Kafka."
+    )
     monitor_detector: Literal["adwin", "page_hinkley", "kswin"] = Field(
         "adwin", description="River detector of every signal (chosen by benchmarks/drift_detectors.py)."
     )

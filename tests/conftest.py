@@ -283,6 +283,7 @@ def monitor_env(scorer_env) -> dict[str, str]:
         **scorer_env,
         "RENTALSTREAM_MONITOR_PORT": str(processes.free_port()),
         "RENTALSTREAM_MONITOR_STATE_SECONDS": "0.5",
+        "RENTALSTREAM_MONITOR_BATCH_TIMEOUT_MS": "50",
     }
 
 
