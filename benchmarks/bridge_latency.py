@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from against import add_against_option, run_against
 from bench_stack import BROKERS, add_broker_option, cpu_seconds, fresh_stack
 
 from rentalstream import processes, services
@@ -67,13 +68,21 @@ class Run:
         return len(self.latencies) / self.seconds
 
 
+# The lines that carry the figures, for --against's side-by-side summary.
+FIGURES = r"^(bridge \(via Kafka\)|plain API|sequential|\d+ concurrent|target|conditions)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests per target")
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=20, help="duration of each concurrent run")
     add_broker_option(parser)
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
 
     with (
         fresh_stack((services.SCORER, services.BRIDGE), broker=args.broker) as (settings, state),

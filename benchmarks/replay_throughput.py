@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from against import add_against_option, run_against
 from bench_stack import (
     BROKERS,
     PeakRss,
@@ -60,6 +61,8 @@ LATENCY_SQL = text("""
            percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - event_time)) AS p99
     FROM rentals WHERE event_time >= :since
 """)
+# The lines that carry the figures, for --against's side-by-side summary.
+FIGURES = r"^(published|scored|last publish|event-to-commit|peak RSS|conditions)"
 SERVICES = (services.SCORER, services.MONITOR, services.BRIDGE, services.DASHBOARD)
 
 
@@ -73,7 +76,11 @@ def main() -> None:
     )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     add_broker_option(parser)
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
     with (

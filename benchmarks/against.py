@@ -1,0 +1,97 @@
+"""``--against REF``: run a benchmark on a git ref and on this tree in the same session,
+alternately, so a figure is compared with the previous main's measured minutes apart on
+the same machine (these machines vary by ±30% from day to day).
+
+The ref is checked out in a temporary git worktree and run with this tree's virtual
+environment, its own code first on ``PYTHONPATH`` (the services it starts inherit it).
+Each run's output is shown as it ends; the lines that carry its figures are repeated side
+by side at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_against_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="also run this benchmark on git REF (e.g. origin/main, a commit) in the same session, alternately",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --against: runs of each tree (default 2)")
+
+
+def run_against(ref: str, rounds: int, figures: str) -> None:
+    """Run the calling script (its arguments minus ``--against``/``--rounds``) on ``ref``
+    and on this tree, ``rounds`` times each, alternating; then print the lines matching
+    ``figures`` (a regular expression) of every run."""
+    script = Path(sys.argv[0]).resolve().relative_to(REPO)
+    argv = _without_against(sys.argv[1:])
+    pattern = re.compile(figures)
+    collected: list[tuple[str, list[str]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ref-") as folder:
+        tree = Path(folder) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), ref], cwd=REPO, check=True)
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            here = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for round_number in range(1, rounds + 1):
+                for label, root in ((f"{ref} ({commit})", tree), (f"this tree ({here}, with its changes)", REPO)):
+                    print(f"=== round {round_number}/{rounds}: {label}: {script} {' '.join(argv)}", flush=True)
+                    output = _run(root, script, argv)
+                    collected.append((f"round {round_number}, {label}", [ln for ln in output if pattern.search(ln)]))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+    print("\n=== side by side")
+    for label, lines in collected:
+        print(f"--- {label}")
+        for line in lines:
+            print(f"    {line}")
+
+
+def _run(root: Path, script: Path, argv: list[str]) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "benchmarks")])}
+    process = subprocess.Popen(
+        [sys.executable, str(root / script), *argv],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line.rstrip("\n"))
+    if process.wait() != 0:
+        raise SystemExit(f"{script} failed in {root} (exit code {process.returncode})")
+    return lines
+
+
+def _without_against(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--against", "--rounds"):
+            skip = True
+            continue
+        if arg.startswith(("--against=", "--rounds=")):
+            continue
+        kept.append(arg)
+    return kept
