@@ -157,9 +157,12 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     assert metric(bridge_url, "rentalstream_bridge_pending_replies") == 0
     # No task left behind. A connection's task ends once the server reads the client's
     # close, which may come a moment after the answer (the 413 keeps its connection open).
+    # At most as many as before, not exactly: a task of the bridge's own (a Kafka client's
+    # metadata refresh, say) running when the count was taken may have ended since. The
+    # wait ends as soon as the count is down; its bound only has to outlast a loaded machine.
     wait_for(
-        lambda: metric(bridge_url, "rentalstream_bridge_asyncio_tasks") == tasks_before,
-        5,
+        lambda: metric(bridge_url, "rentalstream_bridge_asyncio_tasks") <= tasks_before,
+        60,
         "the bridge's asyncio tasks to come back to their count before the requests",
     )
     ready = httpx.get(f"{bridge_url}/ready").json()
