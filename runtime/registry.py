@@ -69,12 +69,12 @@ class Registry:
         """The fitted LightGBM model of ``version`` (MLflow's native flavour)."""
         import mlflow
 
+        # Where the version's files are, asked of this registry: a models:/ URI would be
+        # resolved against MLflow's process-wide registry URI instead.
+        source = self.client.get_model_version_download_uri(self.model_name, version)
         with tempfile.TemporaryDirectory() as folder:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.model_name}/{version}",
-                dst_path=folder,
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
+                artifact_uri=source, dst_path=folder, tracking_uri=self.tracking_uri
             )
             return mlflow.lightgbm.load_model(local)
 
