@@ -34,6 +34,13 @@ class PublishStats:
         return f"published {self.published} events in {self.seconds:.2f} s ({self.events_per_second:,.0f} events/s)"
 
 
+# How long a publish waits for a partition without a leader before it fails: a cluster
+# restarted whole was leaderless for more than aiokafka's 40 s default in the broker-fault
+# test, and the replay then failed with LeaderNotAvailableError instead of resuming. The
+# producer is idempotent, so records retried meanwhile are written once.
+OUTAGE_WAIT_MS = 180_000
+
+
 async def publish_paced(
     bootstrap: str,
     messages: Iterable[tuple[str, str, BaseModel]],
@@ -48,7 +55,7 @@ async def publish_paced(
     possible, until ``messages`` ends or ``seconds`` have passed.
 
     A cancellation (Ctrl-C) stops the stream after waiting for what is in flight."""
-    publisher = BatchPublisher(bootstrap, client_id=client_id)
+    publisher = BatchPublisher(bootstrap, client_id=client_id, request_timeout_ms=OUTAGE_WAIT_MS)
     await publisher.start()
     started = time.perf_counter()
     sent = published = 0

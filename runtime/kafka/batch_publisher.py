@@ -26,10 +26,20 @@ MAX_BATCH_BYTES = 1 << 20  # Kafka's default largest message (record batch) is 1
 class BatchPublisher:
     """One aiokafka producer publishing (topic, key, model) messages in bulk."""
 
-    def __init__(self, bootstrap: str, client_id: str, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        transactional_id: str | None = None,
+        request_timeout_ms: int = 40_000,
+    ) -> None:
+        """``request_timeout_ms`` (aiokafka's default here) also bounds how long a record waits
+        for a partition that has no leader (the whole cluster restarting, say) before its
+        send fails with ``LeaderNotAvailableError``."""
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.transactional_id = transactional_id
+        self.request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
 
@@ -55,6 +65,7 @@ class BatchPublisher:
             # its partitions until the broker aborts it: after this, not aiokafka's 60 s
             # (above delivery's own 8 s limit, so a slow commit is ours to abandon first).
             transaction_timeout_ms=10_000,
+            request_timeout_ms=self.request_timeout_ms,
         )
         await self._producer.start()
 
