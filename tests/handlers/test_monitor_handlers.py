@@ -12,27 +12,11 @@ from monitor.app import Monitor
 from monitor.metrics import MonitorMetrics
 from runtime.settings import Settings
 from schemas.topics import DEAD_LETTERS, DRIFT, RENTALS
+from tests.handlers.in_memory import ThroughTheTestBroker, collect
 from tests.helpers import query
 
 pytestmark = pytest.mark.integration
 CARS = 400
-
-
-class ThroughTheTestBroker:
-    """The monitor's publisher, on the in-memory broker."""
-
-    def __init__(self, broker: KafkaBroker) -> None:
-        self.broker = broker
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def publish(self, messages) -> None:
-        for topic, key, model in messages:
-            await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
 
 
 def rentals(cars: pd.DataFrame, first_id: int) -> list[bytes]:
@@ -63,16 +47,7 @@ def test_doubled_mileage_raises_a_drift_alert_that_is_stored_and_published_and_t
         _env_file=None,
     )
     broker = KafkaBroker()
-    published: dict[str, list[dict]] = {DRIFT.name: [], DEAD_LETTERS.name: []}
-
-    def collector(seen: list[dict]):
-        async def collect(body: dict) -> None:  # FastStream decodes the JSON
-            seen.append(body)
-
-        return collect
-
-    for topic, seen in published.items():
-        broker.subscriber(topic)(collector(seen))
+    published = collect(broker, DRIFT.name, DEAD_LETTERS.name)
     monitor = Monitor(settings, MonitorMetrics(), publisher=ThroughTheTestBroker(broker))
     monitor.subscribe(broker)
     mileage_alerts_per_batch = []

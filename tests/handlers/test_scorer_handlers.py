@@ -16,31 +16,11 @@ from schemas.topics import DEAD_LETTERS, DELAYS, PRICE_REQUESTS, PRICES, RENTALS
 from scorer.app import Scorer
 from scorer.metrics import ScorerMetrics
 from scorer.reply_topics import ReplyTopics
+from tests.handlers.in_memory import ThroughTheTestBroker, collect
 from tests.helpers import query, reference_prices
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
-
-
-class ThroughTheTestBroker:
-    """Results published on the in-memory broker, then the batch acknowledged: what the
-    real deliveries do on Kafka (runtime.kafka.delivery), without Kafka."""
-
-    guarantee = "in-memory"
-
-    def __init__(self, broker: KafkaBroker) -> None:
-        self.broker = broker
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def deliver(self, messages, records, message, group_id) -> None:
-        for topic, key, model in messages:
-            await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
-        await message.ack()
 
 
 class KnownReplyTopics(ReplyTopics):
@@ -66,20 +46,11 @@ def rental(rental_id: int, **fields) -> bytes:
     return json.dumps(event).encode()
 
 
-def collector(seen: list[dict]):
-    async def collect(body: dict) -> None:  # FastStream decodes the JSON
-        seen.append(body)
-
-    return collect
-
-
 def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, list[dict]]:
     """Start a Scorer on a TestKafkaBroker, ``publish`` through it, and collect what the
     scorer published, per topic."""
     broker = KafkaBroker()
-    published: dict[str, list[dict]] = {t: [] for t in (PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")}
-    for topic, seen in published.items():
-        broker.subscriber(topic)(collector(seen))
+    published = collect(broker, PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")
 
     async def scenario() -> None:
         scorer = Scorer(
