@@ -8,18 +8,8 @@ from html import escape
 import httpx
 import panel as pn
 
-from schemas.cars import CAR_TYPES, FUELS, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, PAINT_COLORS
+from schemas.cars import CAR_TYPES, EQUIPMENT, FUELS, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, PAINT_COLORS
 from schemas.predict import EXAMPLE_CAR
-
-EQUIPMENT = (
-    "private_parking_available",
-    "has_gps",
-    "has_air_conditioning",
-    "automatic_car",
-    "has_getaround_connect",
-    "has_speed_regulator",
-    "winter_tires",
-)
 
 
 class PriceForm:
