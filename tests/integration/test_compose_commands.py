@@ -155,7 +155,16 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
                 lambda: stored(engine) == REPLAYED, 120, "the replay to be scored", scorer, tmp_path / "scorer.log"
             )
         assert (("name", MODEL), ("version", champion.version)) in served
-        prices = asyncio.run(read_topic(bootstrap, "prices"))
+        # Postgres commits before the Kafka transaction does, and a transaction's commit
+        # markers reach the partitions a moment after it returns: a read_committed reader
+        # right after the rows landed saw 411 of 500 prices once. Read until they are there.
+        prices: list = []
+
+        def all_prices_published() -> bool:
+            prices[:] = asyncio.run(read_topic(bootstrap, "prices"))
+            return len(prices) >= REPLAYED
+
+        wait_for(all_prices_published, 60, f"{REPLAYED} prices on the topic for a read_committed reader")
         assert sorted(r.key for r in prices) == sorted({r.key for r in prices}) and len(prices) == REPLAYED
         print(f"compose's Kafka, as the image's wrapper wrote it:\n{kafka_properties.read_text()}")
         print(f"init, first run:\n{first}\ninit, second run:\n{second}")
