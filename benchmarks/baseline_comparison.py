@@ -61,7 +61,7 @@ def main() -> None:
         before = cpu_seconds(processes)
         since = utc_now()
         started = time.time()
-        asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events, batch_size=settings.replay_batch_size))
+        asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events, batch_size=settings.replay.batch_size))
         _, _, last_commit = wait_until_scored(settings, since, len(events), scorer_pid)
         ours_seconds = last_commit - started
         ours_cpu = delta(before, cpu_seconds(processes))
@@ -81,7 +81,7 @@ def main() -> None:
     ours_rate = len(events) / ours_seconds
     print(
         f"\nconditions: {os.cpu_count()} CPU cores shared by the broker, PostgreSQL, MLflow, scorer, bridge, the plain "
-        f"API and the load generator (this process); {settings.topic_partitions} partitions; the same champion "
+        f"API and the load generator (this process); {settings.kafka.topic_partitions} partitions; the same champion "
         f"(compiled trees in the scorer, LightGBM in the plain API)"
     )
     print(f"\nthroughput, {len(events):,} rentals priced and committed to PostgreSQL")

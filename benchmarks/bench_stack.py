@@ -49,14 +49,14 @@ def fresh_stack(
     os.environ.setdefault("RENTALSTREAM_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     os.environ.update({"RENTALSTREAM_HOME": str(home), "RENTALSTREAM_LOG_LEVEL": "WARNING"})
     for service in services.ALL:
-        os.environ[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(processes.free_port())
+        os.environ[service.port_variable] = str(processes.free_port())
     cluster = None
     if broker == "kafka-3":  # started here; the stack then uses it as an external Kafka
         settings = Settings()
-        runtime = kafka_server.kafka_runtime(settings.kafka_cache_dir, settings.kafka_java, settings.kafka_heap)
+        runtime = kafka_server.kafka_runtime(settings.kafka.cache_dir, settings.kafka.java, settings.kafka.heap)
         cluster = kafka_server.start_cluster(home / "kafka-cluster", runtime, nodes=3)
         os.environ["RENTALSTREAM_KAFKA_BOOTSTRAP"] = cluster.bootstrap
-        os.environ["RENTALSTREAM_TOPIC_REPLICATION_FACTOR"] = str(cluster.replication_factor)
+        os.environ["RENTALSTREAM_KAFKA_TOPIC_REPLICATION_FACTOR"] = str(cluster.replication_factor)
     settings = Settings()
     try:
         print(
@@ -64,7 +64,8 @@ def fresh_stack(
             f"{', '.join(s.name for s in wanted) or 'no service'}...",
             flush=True,
         )
-        state, _ = stack.up_with_services(settings, wanted)
+        stack.up_with_services(settings, wanted)
+        state = settings.stack.model_dump(mode="json")  # a snapshot: the benchmarks add to it
         if cluster is not None:  # its nodes' CPU is counted like the embedded broker's
             state.setdefault("pids", {}).update({f"broker {n.node_id}": n.pid for n in cluster.nodes})
         yield settings, state
@@ -72,7 +73,7 @@ def fresh_stack(
         stack.down(settings)
         if cluster is not None:
             cluster.stop()
-            for name in ("RENTALSTREAM_KAFKA_BOOTSTRAP", "RENTALSTREAM_TOPIC_REPLICATION_FACTOR"):
+            for name in ("RENTALSTREAM_KAFKA_BOOTSTRAP", "RENTALSTREAM_KAFKA_TOPIC_REPLICATION_FACTOR"):
                 os.environ.pop(name, None)
         if not keep_home:
             shutil.rmtree(home, ignore_errors=True)

@@ -175,12 +175,12 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: dict, run: 
 def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dict[str, Run]) -> None:
     print(
         f"\nbroker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's replies in Kafka "
-        f"transactions ({settings.kafka_transactions}), read read_committed"
+        f"transactions ({settings.kafka.transactions}), read read_committed"
     )
     print(
         f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge, plain API and the "
-        f"load generator; {settings.topic_partitions} partitions; request/reply fetch wait "
-        f"{settings.request_fetch_max_wait_ms} ms; bridge timeout {settings.bridge_timeout_seconds:g} s"
+        f"load generator; {settings.kafka.topic_partitions} partitions; request/reply fetch wait "
+        f"{settings.kafka.request_fetch_max_wait_ms} ms; bridge timeout {settings.bridge.timeout_seconds:g} s"
     )
     print(f"\nsequential, {args.requests} requests on one connection")
     print(f"{'target':<24}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}  statuses")

@@ -36,7 +36,7 @@ from sqlalchemy import create_engine, text
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -92,8 +92,8 @@ def main() -> None:
     print(
         f"conditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, monitor, dashboard, "
         f"headless Chromium and the replay; {len(events):,} rentals replayed as fast as possible "
-        f"({replay.stats.describe()}); the page redraws every {settings.dashboard_refresh_seconds:g} s, "
-        f"aggregates re-read every {settings.dashboard_aggregate_seconds:g} s while events arrive"
+        f"({replay.stats.describe()}); the page redraws every {settings.dashboard.refresh_seconds:g} s, "
+        f"aggregates re-read every {settings.dashboard.aggregate_seconds:g} s while events arrive"
     )
     print(f"first draw of the page (idle):           {first_draw * 1000:8,.0f} ms")
     print(f"first draw of a new page mid-replay:     {(second_page or 0) * 1000:8,.0f} ms")
@@ -150,7 +150,7 @@ def shown_rentals(page: Page) -> int:
 
 
 def last_stored_at(database_url: str) -> float:
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT max(stored_at) FROM rentals")).scalar_one()
     engine.dispose()

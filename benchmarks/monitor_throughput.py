@@ -49,7 +49,7 @@ def main() -> None:
         peak_rss = PeakRss(monitor["pid"])
         started = time.time()
         stats = asyncio.run(
-            publish_paced(settings.resolved_kafka_bootstrap(), messages, batch_size=settings.replay_batch_size)
+            publish_paced(settings.resolved_kafka_bootstrap(), messages, batch_size=settings.replay.batch_size)
         )
         while (counted := monitored(monitor["url"])) < len(messages):
             time.sleep(0.05)
@@ -57,9 +57,9 @@ def main() -> None:
         peak_rss.stop()
         print(
             f"conditions: {len(messages):,} messages ({EVENTS:,} simulated events), {os.cpu_count()} CPU cores "
-            f"shared by broker, PostgreSQL, publisher and monitor; {settings.topic_partitions} partitions; "
-            f"batches of up to {settings.monitor_max_records}; {settings.monitor_detector} "
-            f"({settings.monitor_detector_setting:g}) on every signal"
+            f"shared by broker, PostgreSQL, publisher and monitor; {settings.kafka.topic_partitions} partitions; "
+            f"batches of up to {settings.monitor.max_records}; {settings.monitor.detector} "
+            f"({settings.monitor.detector_setting:g}) on every signal"
         )
         print(f"published:           {stats.events_per_second:>10,.0f} messages/s ({stats.seconds:.2f} s)")
         print(

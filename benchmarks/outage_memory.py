@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from producers.replay import publish_events, rental_events
 from rentalstream import embedded, services
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 
 
 def main() -> None:
@@ -89,7 +89,7 @@ def main() -> None:
 
 
 def wait_for_rows(url: str, expected: int, timeout: float = 600) -> None:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from scorer.pricing import PriceModel
 
 
 def build_app(settings: Settings) -> FastAPI:
-    model = PriceModel.load(Registry.of(settings), settings.champion_alias)
+    model = PriceModel.load(Registry.of(settings), settings.registry.champion_alias)
     engine = async_engine(settings.resolved_database_url())
 
     @asynccontextmanager

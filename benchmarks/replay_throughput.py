@@ -50,8 +50,7 @@ from rentalstream import processes, services
 from rentalstream.demo import wait_until_scored
 from rentalstream.kafka_jars import kafka_version
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from runtime.postgres.engines import psycopg_url
-from runtime.settings import Settings
+from runtime.settings import Settings, normalised_database_url
 from schemas.events import utc_now
 
 LATENCY_SQL = text("""
@@ -94,7 +93,7 @@ def main() -> None:
             dataset_path(PRICING_CSV, settings.data_dir),
             limit=args.limit,
         )
-        engine = create_engine(psycopg_url(settings.resolved_database_url()))
+        engine = create_engine(normalised_database_url(settings.resolved_database_url()))
         bootstrap = settings.resolved_kafka_bootstrap()
 
         warm_up_since = utc_now()
@@ -128,7 +127,7 @@ def main() -> None:
         cpu_before = cpu_seconds(processes)
         since = utc_now()
         started = time.time()
-        stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay_batch_size))
+        stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay.batch_size))
         last_published = started + stats.seconds
         wait_until_scored(settings, since, len(events), scorer_pid)
         cpu_used = {name: after - cpu_before[name] for name, after in cpu_seconds(processes).items()}
@@ -143,13 +142,13 @@ def main() -> None:
         last_commit = row.last_commit.timestamp()
         print(
             f"broker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's results in Kafka "
-            f"transactions ({settings.kafka_transactions})"
+            f"transactions ({settings.kafka.transactions})"
         )
         print(
             f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
             f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
-            f"{settings.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
-            f"{settings.scorer_max_records}; "
+            f"{settings.kafka.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
+            f"{settings.scorer.max_records}; "
             f"model compiled (lleaves)"
         )
         print(f"published:                  {stats.events_per_second:>8,.0f} events/s ({stats.seconds:.2f} s)")
@@ -174,7 +173,9 @@ def replicas(settings: Settings, count: int) -> Iterator[dict[str, dict]]:
     try:
         for index in range(2, count + 2):
             name = f"scorer-{index}"
-            started[name] = services.spawn(settings, services.SCORER, instance=name, port=processes.free_port())
+            started[name] = services.spawn(
+                settings, services.SCORER, instance=name, port=processes.free_port()
+            ).model_dump()
         for name, service in started.items():
             services.wait_ready(name, f"{service['url']}/ready", service["pid"], time.monotonic() + 180, service["log"])
         yield started

@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 from producers.publishing import publish_paced
 from producers.simulator import Simulator
 from rentalstream import services
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.events import utc_now
 
 LATENCIES_SQL = text("""
@@ -59,10 +59,10 @@ def main() -> None:
         total = int(args.rate * args.seconds)
         print(f"generating {total:,} simulated events...", flush=True)
         simulator = Simulator.from_data_dir(
-            settings.data_dir, price_request_share=settings.simulator_price_request_share, run_id="sustained"
+            settings.data_dir, price_request_share=settings.simulator.price_request_share, run_id="sustained"
         )
         events = list(itertools.islice(simulator.events(), total))
-        engine = create_engine(psycopg_url(settings.resolved_database_url()))
+        engine = create_engine(normalised_database_url(settings.resolved_database_url()))
         processes = stack_processes(state) | {"publisher (this process)": os.getpid()}
         peak_rss = PeakRss({name: service["pid"] for name, service in state["services"].items()})
         acknowledged = [0]
@@ -93,11 +93,11 @@ def main() -> None:
         engine.dispose()
 
         print(
-            f"\nconditions: the simulator's stream (rentals and {settings.simulator_price_request_share:.0%} price "
+            f"\nconditions: the simulator's stream (rentals and {settings.simulator.price_request_share:.0%} price "
             f"requests) at {args.rate:,.0f} events/s for {args.seconds:g} s; {os.cpu_count()} CPU cores shared by the "
             f"broker, PostgreSQL, MLflow, the publisher and {', '.join(state['services'])}; "
-            f"{settings.topic_partitions} partitions; scorer batches of up to {settings.scorer_max_records}, "
-            f"batch wait {settings.scorer_batch_timeout_ms} ms; model compiled (lleaves)"
+            f"{settings.kafka.topic_partitions} partitions; scorer batches of up to {settings.scorer.max_records}, "
+            f"batch wait {settings.scorer.batch_timeout_ms} ms; model compiled (lleaves)"
         )
         print(
             f"published: {stats.published:,} events in {stats.seconds:.1f} s = {stats.events_per_second:,.0f}/s; "

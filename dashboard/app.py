@@ -36,19 +36,19 @@ def serve(settings: Settings) -> None:
     feed = LiveFeed(
         settings.resolved_kafka_bootstrap(),
         engine,
-        group_id=settings.dashboard_group_id,
-        buffer_rows=settings.dashboard_buffer_rows,
-        aggregate_seconds=settings.dashboard_aggregate_seconds,
+        group_id=settings.dashboard.group_id,
+        buffer_rows=settings.dashboard.buffer_rows,
+        aggregate_seconds=settings.dashboard.aggregate_seconds,
         metrics=metrics,
     )
-    address = f"{settings.dashboard_host}:{settings.dashboard_port}"
+    address = f"{settings.dashboard.host}:{settings.dashboard.port}"
     server = pn.serve(
         {"/": lambda: build_page(feed, settings, metrics)},
-        address=settings.dashboard_host,
-        port=settings.dashboard_port,
+        address=settings.dashboard.host,
+        port=settings.dashboard.port,
         show=False,
         start=False,
-        websocket_origin=[address, f"localhost:{settings.dashboard_port}", *settings.dashboard_websocket_origins],
+        websocket_origin=[address, f"localhost:{settings.dashboard.port}", *settings.dashboard.websocket_origins],
         title="rentalstream",
         admin=False,
         extra_patterns=[

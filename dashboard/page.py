@@ -33,7 +33,7 @@ def build_page(feed: LiveFeed, settings: Settings, metrics: DashboardMetrics) ->
     page = DashboardPage(feed, settings)
     metrics.sessions.inc()
     pn.state.curdoc.on_session_destroyed(lambda _context: metrics.sessions.dec())
-    pn.state.add_periodic_callback(page.redraw, period=int(settings.dashboard_refresh_seconds * 1000))
+    pn.state.add_periodic_callback(page.redraw, period=int(settings.dashboard.refresh_seconds * 1000))
     return page.layout
 
 
@@ -105,8 +105,8 @@ class DashboardPage:
                 "verdict",
             ],
         )
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.price_form = PriceForm(settings.resolved_bridge_url(), api_key)
+        api_key = settings.bridge.api_key.get_secret_value() if settings.bridge.api_key else None
+        self.price_form = PriceForm(settings.bridge.resolved_url(), api_key)
 
         self.drift_figures = _html()
         self.signals = _table(

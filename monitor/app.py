@@ -102,7 +102,7 @@ class Monitor:
         self.engine = engine or async_engine(settings.resolved_database_url(), pool_size=2)
         self.publisher = publisher or BatchPublisher(settings.resolved_kafka_bootstrap(), client_id=CLIENT_ID)
         self.registry = Registry.of(settings)
-        self.spec = DetectorSpec(settings.monitor_detector, settings.monitor_detector_setting)
+        self.spec = DetectorSpec(settings.monitor.detector, settings.monitor.detector_setting)
         self.watch: DriftWatch | None = None  # built on the reference, at start
         self.reference_version: str | None = None
         self.model_version: str | None = None  # of the last price seen: named in the alerts
@@ -144,14 +144,16 @@ class Monitor:
         with fresh detectors."""
         settings = self.settings
         if version is None:
-            version = await asyncio.to_thread(self.registry.champion, settings.champion_alias)
+            version = await asyncio.to_thread(self.registry.champion, settings.registry.champion_alias)
         reference = await asyncio.to_thread(self.registry.reference, version)
         self.watch = DriftWatch(
-            reference, self.spec, mae_window=settings.monitor_mae_window, mae_margin=settings.monitor_mae_margin
+            reference, self.spec, mae_window=settings.monitor.mae_window, mae_margin=settings.monitor.mae_margin
         )
         self.reference_version = self.model_version = version
         self.metrics.reference_version.set(int(version))
-        log.info("monitoring against the reference of %s v%s with %s", settings.model_name, version, self.spec.label)
+        log.info(
+            "monitoring against the reference of %s v%s with %s", settings.registry.model_name, version, self.spec.label
+        )
 
     async def observe(self, topic: Topic, contract: type[BaseModel], records: Sequence[KafkaRecord]) -> None:
         """Observe a batch of ``topic``; store and publish the alerts it raises and its dead letters."""
@@ -166,7 +168,7 @@ class Monitor:
             if isinstance(event, RentalEvent):
                 fired += watch.observe_rental(event, origin)
             elif isinstance(event, PriceScored):
-                if event.model_name == self.settings.model_name:
+                if event.model_name == self.settings.registry.model_name:
                     self.model_version = event.model_version
                 fired += watch.observe_price(event, origin)
             else:
@@ -214,11 +216,11 @@ class Monitor:
         subscriber = batch_subscriber(
             broker,
             topic.name,
-            f"{settings.monitor_group_id}.{topic.name}",
-            max_records=settings.monitor_max_records,
-            batch_timeout_ms=settings.monitor_batch_timeout_ms,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            f"{settings.monitor.group_id}.{topic.name}",
+            max_records=settings.monitor.max_records,
+            batch_timeout_ms=settings.monitor.batch_timeout_ms,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         )
 
         @subscriber
@@ -230,7 +232,9 @@ class Monitor:
 
     async def _follow_the_pricing_version(self, prices: list[PriceScored]) -> None:
         assert self.reference_version is not None
-        version = version_to_load(prices, self.settings.model_name, self.reference_version, self.without_reference)
+        version = version_to_load(
+            prices, self.settings.registry.model_name, self.reference_version, self.without_reference
+        )
         if version is None:
             return
         try:
@@ -249,7 +253,7 @@ class Monitor:
 
     async def _write_states_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.monitor_state_seconds)
+            await asyncio.sleep(self.settings.monitor.state_seconds)
             if self.states_dirty:
                 try:
                     await self.write_states()
@@ -258,7 +262,7 @@ class Monitor:
                     log.exception("could not write the signal states")
 
     def _retrying(self, write):
-        return with_retries(write, self.settings.monitor_db_retries, self._note_retry)
+        return with_retries(write, self.settings.monitor.db_retries, self._note_retry)
 
     def _note_retry(self, retry_state) -> None:
         self.metrics.write_retries.inc()
@@ -276,7 +280,7 @@ class Monitor:
             reference=t.reference,
             events_seen=t.events_seen,
             triggered_by=fired.origin.event_id,
-            model_name=self.settings.model_name,
+            model_name=self.settings.registry.model_name,
             model_version=self.model_version,
             event_time=fired.origin.event_time,
             detected_at=utc_now(),
@@ -315,4 +319,4 @@ def event_id(event: BaseModel) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the monitor and its HTTP endpoints until SIGTERM/SIGINT."""
-    consumer_service.serve(build_app(settings), settings.monitor_host, settings.monitor_port)
+    consumer_service.serve(build_app(settings), settings.monitor.host, settings.monitor.port)

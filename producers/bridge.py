@@ -5,7 +5,7 @@ It does no scoring: each car of a request becomes a ``PriceRequest`` on
 ``producers/price_requester.py``). The scorer stores every request and its answer,
 so the request log is plain SQL (``price_requests`` joined to ``prices``).
 
-Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_API_KEY`` is set),
+Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_BRIDGE_API_KEY`` is set),
 413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
 503 when the broker does not take the request or ``RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT``
 price requests (one per car) are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
@@ -68,11 +68,11 @@ def build_app(settings: Settings) -> FastAPI:
         settings.resolved_kafka_bootstrap(),
         PRICE_REQUESTS.name,
         PRICE_REPLIES.name,
-        settings.request_fetch_max_wait_ms,
+        settings.kafka.request_fetch_max_wait_ms,
         on_late_reply=metrics.late_replies.inc,
     )
     registry = Registry.of(settings)
-    alias = settings.champion_alias
+    alias = settings.registry.champion_alias
     champion = ModelSlot(alias, lambda: registry.version_behind(alias))  # the version alone: nothing to load
 
     async def watch_champion() -> None:
@@ -81,7 +81,7 @@ def build_app(settings: Settings) -> FastAPI:
             await champion.refresh()
         except Exception:  # the registry may be down for a while; follow() tries again
             log.exception("registry lookup failed")
-        await follow([champion], lambda: settings.registry_poll_seconds if champion.version else 2)
+        await follow([champion], lambda: settings.registry.poll_seconds if champion.version else 2)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,11 +100,11 @@ def build_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge_max_body_bytes)
+    app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge.max_body_bytes)
     app.add_middleware(TimeResponses, metrics=metrics)
 
-    auth = [Security(api_key_checker(settings))] if settings.api_key else []
-    PredictBody = predict_body(settings.bridge_max_cars)
+    auth = [Security(api_key_checker(settings))] if settings.bridge.api_key else []
+    PredictBody = predict_body(settings.bridge.max_cars)
 
     @app.post(
         "/predict",
@@ -120,7 +120,7 @@ def build_app(settings: Settings) -> FastAPI:
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
         dependencies=auth,
-        max_body_size=settings.bridge_max_body_bytes,
+        max_body_size=settings.bridge.max_body_bytes,
     )
     async def predict(
         request: Request,
@@ -132,7 +132,7 @@ def build_app(settings: Settings) -> FastAPI:
         request_id = requester.new_request_id()
         if not requester.listening:
             return error(503, "not ready: the reply consumer is not reading yet", request_id)
-        if requester.pending >= settings.bridge_max_in_flight:
+        if requester.pending >= settings.bridge.max_in_flight:
             # Refuse at once rather than queue without bound behind a slow scorer. (No
             # await until ``ask`` registers this request's cars, so no race past the check.)
             refused = error(
@@ -144,7 +144,7 @@ def build_app(settings: Settings) -> FastAPI:
             return refused
         client = x_client_id or (request.client.host if request.client else None)
         try:
-            replies = await requester.ask(cars_of(body), request_id, client, settings.bridge_timeout_seconds)
+            replies = await requester.ask(cars_of(body), request_id, client, settings.bridge.timeout_seconds)
         except BrokerUnavailable as failure:
             log.warning("request %s: %s", request_id, failure)
             return error(503, "the message broker is unreachable", request_id)
@@ -183,7 +183,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def api_key_checker(settings: Settings):
-    expected = settings.api_key.get_secret_value().encode() if settings.api_key else b""
+    expected = settings.bridge.api_key.get_secret_value().encode() if settings.bridge.api_key else b""
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the bridge has an API key")
 
     async def check_api_key(key: Annotated[str | None, Security(header)]) -> None:
@@ -220,8 +220,8 @@ def serve(settings: Settings) -> None:
 
     uvicorn.run(
         build_app(settings),
-        host=settings.bridge_host,
-        port=settings.bridge_port,
+        host=settings.bridge.host,
+        port=settings.bridge.port,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -51,8 +51,8 @@ def up(
     <home>/logs). `rentalstream down` stops it all."""
     from rentalstream import stack
 
-    state = stack.up_with_services(ctx.obj)[0] if services else stack.up(ctx.obj)
-    print_stack(console, ctx.obj, state)
+    prepared = stack.up_with_services(ctx.obj)[0] if services else stack.up(ctx.obj)
+    print_stack(console, ctx.obj, prepared["topics"])
 
 
 @app.command()
@@ -92,8 +92,12 @@ def train(
 
     settings: Settings = ctx.obj
     tracking_uri = settings.resolved_mlflow_tracking_uri()
-    if if_no_champion and Registry(tracking_uri, settings.model_name).version_behind(settings.champion_alias):
-        console.print(f"registry already has {settings.model_name}@{settings.champion_alias}; not training")
+    if if_no_champion and Registry(tracking_uri, settings.registry.model_name).version_behind(
+        settings.registry.champion_alias
+    ):
+        console.print(
+            f"registry already has {settings.registry.model_name}@{settings.registry.champion_alias}; not training"
+        )
         return
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
     console.print(f"training on {len(pricing)} cars (5-fold CV)...")
@@ -101,10 +105,10 @@ def train(
         pricing,
         read_delay_history(dataset_path(DELAYS_XLSX, settings.data_dir)),
         tracking_uri=tracking_uri,
-        experiment_name=settings.experiment_name,
-        model_name=settings.model_name,
-        champion_alias=settings.champion_alias,
-        challenger_alias=settings.challenger_alias if challenger else None,
+        experiment_name=settings.registry.experiment_name,
+        model_name=settings.registry.model_name,
+        champion_alias=settings.registry.champion_alias,
+        challenger_alias=settings.registry.challenger_alias if challenger else None,
         artifact_location=settings.mlflow_artifact_root(),
     )
     table = Table(title="5-fold cross-validated error (mean over folds)")
@@ -121,12 +125,12 @@ def train(
             markup=False,
         )
     if challenger:
-        verdict = f"set as @{settings.challenger_alias}; champion stays"
+        verdict = f"set as @{settings.registry.challenger_alias}; champion stays"
     else:
         verdict = "promoted to" if result.promoted else "did not beat the champion; kept"
     console.print(
-        f"registered {settings.model_name} v{result.registered_version}; {verdict} "
-        f"@{settings.champion_alias} = v{result.champion_version}"
+        f"registered {settings.registry.model_name} v{result.registered_version}; {verdict} "
+        f"@{settings.registry.champion_alias} = v{result.champion_version}"
     )
 
 
@@ -143,7 +147,7 @@ def experiments(
 
     settings: Settings = ctx.obj
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
-    name = f"{settings.experiment_name}-experiments"
+    name = f"{settings.registry.experiment_name}-experiments"
     with tqdm(total=trials, unit="trial", desc="tuning") as bar:
 
         def progress(number: int, best: float) -> None:
@@ -189,18 +193,20 @@ def promote(
     from runtime.registry import Registry, UnknownVersion
 
     settings: Settings = ctx.obj
-    alias = settings.challenger_alias if as_challenger else settings.champion_alias
+    alias = settings.registry.challenger_alias if as_challenger else settings.registry.champion_alias
     try:
-        before, after = Registry.of(settings).promote(version, alias, settings.challenger_alias)
+        before, after = Registry.of(settings).promote(version, alias, settings.registry.challenger_alias)
     except UnknownVersion as error:
         console.print(str(error), style="red")
         raise typer.Exit(2) from None
     for name in sorted(before):
         was, now = (f"v{v}" if v else "none" for v in (before[name], after[name]))
         console.print(
-            f"{settings.model_name}@{name}: {was} -> {now}" if was != now else f"{settings.model_name}@{name}: {now}"
+            f"{settings.registry.model_name}@{name}: {was} -> {now}"
+            if was != now
+            else f"{settings.registry.model_name}@{name}: {now}"
         )
-    console.print(f"services follow within {settings.registry_poll_seconds:g} s (RENTALSTREAM_REGISTRY_POLL_SECONDS)")
+    console.print(f"services follow within {settings.registry.poll_seconds:g} s (RENTALSTREAM_REGISTRY_POLL_SECONDS)")
 
 
 @app.command("end-challenge")
@@ -209,11 +215,11 @@ def end_challenge(ctx: typer.Context) -> None:
     from runtime.registry import Registry
 
     settings: Settings = ctx.obj
-    version = Registry.of(settings).retire(settings.challenger_alias)
+    version = Registry.of(settings).retire(settings.registry.challenger_alias)
     console.print(
-        f"{settings.model_name}@{settings.challenger_alias} (v{version}) removed"
+        f"{settings.registry.model_name}@{settings.registry.challenger_alias} (v{version}) removed"
         if version
-        else f"{settings.model_name} has no @{settings.challenger_alias}; nothing to do"
+        else f"{settings.registry.model_name} has no @{settings.registry.challenger_alias}; nothing to do"
     )
 
 
@@ -228,11 +234,11 @@ def init(ctx: typer.Context) -> None:
     prepared = prepare(settings)
     partitions = prepared["topics"]
     console.print("topics: " + ", ".join(f"{topic} ({count} partitions)" for topic, count in partitions.items()))
-    fewer = sorted(topic for topic, count in partitions.items() if count < settings.topic_partitions)
+    fewer = sorted(topic for topic, count in partitions.items() if count < settings.kafka.topic_partitions)
     if fewer:
         console.print(
-            f"[yellow]{', '.join(fewer)} existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS="
-            f"{settings.topic_partitions} partitions: no more replicas than that can share their work "
+            f"[yellow]{', '.join(fewer)} existed with fewer than RENTALSTREAM_KAFKA_TOPIC_PARTITIONS="
+            f"{settings.kafka.topic_partitions} partitions: no more replicas than that can share their work "
             "(kafka-topics.sh --alter --partitions grows a topic, and moves keys to new partitions)[/yellow]"
         )
     console.print(f"tables and columns created: {', '.join(prepared['tables_created']) or 'none (all present)'}")
@@ -306,14 +312,14 @@ def simulate(
         raise typer.BadParameter(str(error), param_hint="--shift") from None
     simulator = Simulator.from_data_dir(
         settings.data_dir,
-        price_request_share=settings.simulator_price_request_share
+        price_request_share=settings.simulator.price_request_share
         if price_request_share is None
         else price_request_share,
         shifts=shifts,
         shift_from=shift_from,
         seed=seed,
     )
-    rate = rate or settings.simulator_rate
+    rate = rate or settings.simulator.rate
     stream = simulator.events() if events is None else islice(simulator.events(), events)
     console.print(
         f"simulating at {rate:,.0f} events/s, {simulator.price_request_share:.0%} price requests (run {simulator.run_id})"
@@ -327,7 +333,7 @@ def simulate(
                     stream,
                     rate=rate,
                     seconds=seconds,
-                    batch_size=settings.replay_batch_size,
+                    batch_size=settings.replay.batch_size,
                     on_progress=bar.update,
                     client_id="rentalstream-simulator",
                 )
@@ -436,10 +442,10 @@ def consumer_groups(
 
     settings: Settings = ctx.obj
     groups = group or [
-        *(f"{settings.scorer_group_id}.{topic.name}" for topic in (RENTALS, PRICE_REQUESTS)),
-        *(f"{settings.monitor_group_id}.{topic.name}" for topic in (RENTALS, PRICES, DELAYS)),
+        *(f"{settings.scorer.group_id}.{topic.name}" for topic in (RENTALS, PRICE_REQUESTS)),
+        *(f"{settings.monitor.group_id}.{topic.name}" for topic in (RENTALS, PRICES, DELAYS)),
     ]
-    runtime = kafka_runtime(settings.kafka_cache_dir, settings.kafka_java, repository=settings.maven_repository)
+    runtime = kafka_runtime(settings.kafka.cache_dir, settings.kafka.java, repository=settings.kafka.maven_repository)
     console.print(describe_consumer_groups(runtime, settings.resolved_kafka_bootstrap(), *groups), markup=False)
 
 

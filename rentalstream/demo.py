@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 
 from rentalstream import processes, services, stack
 from rentalstream.steps import print_stack, run_replay
-from runtime.postgres.engines import psycopg_url, read_rows
-from runtime.settings import Settings, redact_url
+from runtime.postgres.engines import read_rows
+from runtime.settings import Settings, normalised_database_url, redact_url
 from schemas.events import utc_now
 from schemas.predict import EXAMPLE_CAR
 
@@ -28,17 +28,14 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
     started_stack = not stack.is_running(settings)
     started_services: list[str] = []
     try:
-        state, started_services = stack.up_with_services(settings)
-        print_stack(console, settings, state)
-        console.print(
-            f"[bold]Open the dashboard now to watch the replay fill it: {state['services']['dashboard']['url']}/[/bold]"
-        )
+        prepared, started_services = stack.up_with_services(settings)
+        print_stack(console, settings, prepared["topics"])
+        running = settings.stack.services
+        console.print(f"[bold]Open the dashboard now to watch the replay fill it: {running['dashboard'].url}/[/bold]")
         since = utc_now()
         stats = run_replay(settings, rate=None, limit=limit)
         last_published = time.time()
-        scored, dead, last_commit = wait_until_scored(
-            settings, since, stats.published, state["services"]["scorer"]["pid"]
-        )
+        scored, dead, last_commit = wait_until_scored(settings, since, stats.published, running["scorer"].pid)
         summary = summarise(settings)
         table = Table(title="demo summary")
         table.add_column("what")
@@ -55,7 +52,7 @@ def run_demo(settings: Settings, console: Console, *, limit: int | None, wait: b
             f"replay: {stats.events_per_second:,.0f} events/s published; last row committed "
             f"{max(0.0, last_commit - last_published):.2f} s after the last event was published"
         )
-        console.print(ask_the_bridge(state["services"]["bridge"]["url"]))
+        console.print(ask_the_bridge(running["bridge"].url))
         console.print(drift_line(settings, stats.published))
         console.print(min_gap_table(settings))
         console.print(query_help(settings))
@@ -144,7 +141,7 @@ def wait_until_scored(
     settings: Settings, since: datetime, expected: int, scorer_pid: int, timeout: float = 300
 ) -> tuple[int, int, float]:
     """Poll Postgres until every published event is stored or dead-lettered."""
-    engine = create_engine(psycopg_url(settings.resolved_database_url()))
+    engine = create_engine(normalised_database_url(settings.resolved_database_url()))
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -9,7 +9,6 @@ started once its ``/ready`` answers 200.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,25 +20,34 @@ import httpx
 
 from rentalstream import processes
 from runtime.settings import Settings
+from runtime.stack_state import BackgroundService, StackState
 
 
 @dataclass(frozen=True)
 class Service:
+    """A service by its name, which is also the name of its settings group (host, port)."""
+
     name: str
-    host_setting: str
-    port_setting: str
+
+    @property
+    def port_variable(self) -> str:
+        return f"RENTALSTREAM_{self.name.upper()}_PORT"
+
+    def listens_on(self, settings: Settings) -> tuple[str, int]:
+        group = getattr(settings, self.name)
+        return group.host, group.port
 
     def url(self, settings: Settings) -> str:
         """Its URL from the machine it runs on (a service bound to every interface answers on loopback)."""
-        host = getattr(settings, self.host_setting)
+        host, port = self.listens_on(settings)
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        return f"http://{host}:{getattr(settings, self.port_setting)}"
+        return f"http://{host}:{port}"
 
 
-SCORER = Service("scorer", "scorer_host", "scorer_port")
-BRIDGE = Service("bridge", "bridge_host", "bridge_port")
-MONITOR = Service("monitor", "monitor_host", "monitor_port")
-DASHBOARD = Service("dashboard", "dashboard_host", "dashboard_port")
+SCORER = Service("scorer")
+BRIDGE = Service("bridge")
+MONITOR = Service("monitor")
+DASHBOARD = Service("dashboard")
 ALL = (SCORER, BRIDGE, MONITOR, DASHBOARD)
 BY_NAME = {service.name: service for service in ALL}
 
@@ -51,21 +59,21 @@ class ServiceFailed(RuntimeError):
 def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> list[str]:
     """Start every service of ``services`` that is not already running, wait until all are
     ready, and return the names of those started now."""
-    state = settings.embedded_endpoints()
-    running = state.setdefault("services", {})
+    state = settings.stack or StackState()
+    running = state.services
     started = []
     for service in services:
         known = running.get(service.name)
-        if known and processes.alive(known["pid"]):
+        if known and processes.alive(known.pid):
             continue
         running[service.name] = spawn(settings, service)
         started.append(service)
-        _save(settings, state)
+        settings.record_stack(state)
     deadline = time.monotonic() + timeout
     try:
         for service in started:
             known = running[service.name]
-            wait_ready(service.name, f"{known['url']}/ready", known["pid"], deadline, known["log"])
+            wait_ready(service.name, f"{known.url}/ready", known.pid, deadline, known.log)
     except BaseException:
         stop_services(settings, [service.name for service in started])  # leave nothing half-started
         raise
@@ -75,20 +83,22 @@ def ensure_services(settings: Settings, services=ALL, timeout: float = 180) -> l
 def stop_services(settings: Settings, names: list[str] | None = None) -> list[str]:
     """SIGTERM the recorded services (all, or ``names``): each finishes its batch or its
     requests and exits; then forget them."""
-    state = settings.embedded_endpoints()
-    running = state.get("services", {})
+    state = settings.stack
+    if state is None:
+        return []
     stopped = []
-    for name in list(running if names is None else names):
-        service = running.pop(name, None)
-        if service and processes.alive(service["pid"]):
-            processes.stop_pid(service["pid"], timeout=30)
+    for name in list(state.services if names is None else names):
+        service = state.services.pop(name, None)
+        if service and processes.alive(service.pid):
+            processes.stop_pid(service.pid, timeout=30)
             stopped.append(name)
-    if state:
-        _save(settings, state)
+    settings.record_stack(state)
     return stopped
 
 
-def spawn(settings: Settings, service: Service, instance: str | None = None, port: int | None = None) -> dict:
+def spawn(
+    settings: Settings, service: Service, instance: str | None = None, port: int | None = None
+) -> BackgroundService:
     """Start ``service`` in the background; ``instance`` names its log (another replica of
     a service needs its own name and ``port``). Returns its pid, URL and log path."""
     logs = settings.home.resolve() / "logs"
@@ -96,8 +106,9 @@ def spawn(settings: Settings, service: Service, instance: str | None = None, por
     log_path = logs / f"{instance or service.name}.log"
     env = os.environ.copy()
     if port is not None:
-        env[f"RENTALSTREAM_{service.port_setting.upper()}"] = str(port)
-        settings = settings.model_copy(update={service.port_setting: port})
+        env[service.port_variable] = str(port)
+        group = getattr(settings, service.name).model_copy(update={"port": port})
+        settings = settings.model_copy(update={service.name: group})
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "rentalstream.cli", service.name],
@@ -107,7 +118,7 @@ def spawn(settings: Settings, service: Service, instance: str | None = None, por
             start_new_session=True,
             env=env,
         )
-    return {"pid": process.pid, "url": service.url(settings), "log": str(log_path)}
+    return BackgroundService(pid=process.pid, url=service.url(settings), log=str(log_path))
 
 
 def wait_ready(name: str, url: str, pid: int, deadline: float, log: str | None = None) -> None:
@@ -131,7 +142,3 @@ def _tail(path: str | None, size: int = 3000) -> str:
         return "(on the terminal)"
     text = Path(path).read_text(errors="replace") if Path(path).exists() else ""
     return text[-size:]
-
-
-def _save(settings: Settings, state: dict) -> None:
-    settings.stack_file.write_text(json.dumps(state, indent=2))

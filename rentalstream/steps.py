@@ -9,6 +9,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from runtime.settings import Settings, redact_url
+from runtime.stack_state import StackState
 
 
 def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
@@ -27,26 +28,24 @@ def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
                 settings.resolved_kafka_bootstrap(),
                 events,
                 rate=rate,
-                batch_size=settings.replay_batch_size,
+                batch_size=settings.replay.batch_size,
                 on_progress=bar.update,
             )
         )
 
 
-def print_stack(console: Console, settings: Settings, state: dict) -> None:
+def print_stack(console: Console, settings: Settings, topics: dict[str, int]) -> None:
     """Where each piece of the stack answers, and where its log is."""
     table = Table(title="rentalstream stack")
     table.add_column("piece")
     table.add_column("endpoint")
-    kafka = state.get("kafka")
-    embedded = f" (Apache Kafka {kafka['version']}, log in {kafka['folder']})" if kafka else ""
+    state = settings.stack or StackState()
+    embedded = f" (Apache Kafka {state.kafka.version}, log in {state.kafka.folder})" if state.kafka else ""
     table.add_row("kafka", settings.resolved_kafka_bootstrap() + embedded)
     table.add_row("postgres", redact_url(settings.resolved_database_url()))
     table.add_row("mlflow", settings.resolved_mlflow_tracking_uri())
-    table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in state.get("topics", {}).items()))
-    for name, service in state.get("services", {}).items():
-        where = {"bridge": f"{service['url']}/docs", "dashboard": f"{service['url']}/"}.get(
-            name, f"{service['url']}/metrics"
-        )
-        table.add_row(name, f"{where} (pid {service['pid']}, log {service['log']})")
+    table.add_row("topics", ", ".join(f"{t} ({n})" for t, n in topics.items()))
+    for name, service in state.services.items():
+        where = {"bridge": f"{service.url}/docs", "dashboard": f"{service.url}/"}.get(name, f"{service.url}/metrics")
+        table.add_row(name, f"{where} (pid {service.pid}, log {service.log})")
     console.print(table)

@@ -37,7 +37,7 @@ class Registry:
     @classmethod
     def of(cls, settings) -> Registry:
         """The registry and model of ``settings`` (``runtime.settings.Settings``)."""
-        return cls(settings.resolved_mlflow_tracking_uri(), settings.model_name)
+        return cls(settings.resolved_mlflow_tracking_uri(), settings.registry.model_name)
 
     @cached_property
     def client(self):

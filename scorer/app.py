@@ -80,7 +80,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
 def serve(settings: Settings) -> None:
     """Run the scorer and its HTTP endpoints until SIGTERM/SIGINT."""
-    consumer_service.serve(build_app(settings), settings.scorer_host, settings.scorer_port)
+    consumer_service.serve(build_app(settings), settings.scorer.host, settings.scorer.port)
 
 
 class Scorer:
@@ -114,13 +114,13 @@ class Scorer:
         registry = Registry.of(settings)
         # No champion raises NoChampion: at start, a scorer without a model cannot score.
         self.champion: ModelSlot[Pricer] = ModelSlot(
-            settings.champion_alias,
-            lambda: registry.champion(settings.champion_alias),
+            settings.registry.champion_alias,
+            lambda: registry.champion(settings.registry.champion_alias),
             lambda version: PriceModel.load_version(registry, version),
         )
         self.challenger: ModelSlot[Pricer] = ModelSlot(
-            settings.challenger_alias,
-            lambda: registry.version_behind(settings.challenger_alias),
+            settings.registry.challenger_alias,
+            lambda: registry.version_behind(settings.registry.challenger_alias),
             lambda version: PriceModel.load_version(registry, version),
         )
         self._background: list[asyncio.Task] = []
@@ -131,7 +131,7 @@ class Scorer:
             self._subscriber(broker, RENTALS, self.score_rentals),
             # Someone is waiting for these: a short broker-side fetch wait (see the setting).
             self._subscriber(
-                broker, PRICE_REQUESTS, self.score_price_requests, self.settings.request_fetch_max_wait_ms
+                broker, PRICE_REQUESTS, self.score_price_requests, self.settings.kafka.request_fetch_max_wait_ms
             ),
         ]
 
@@ -140,10 +140,10 @@ class Scorer:
 
     async def start(self) -> None:
         if self._own_results:
-            instance = self.settings.resolved_scorer_instance_id()
+            instance = self.settings.scorer.resolved_instance_id()
             for topic in (RENTALS, PRICE_REQUESTS):
                 self.results[topic.name] = await choose_results(
-                    self.settings.kafka_transactions,
+                    self.settings.kafka.transactions,
                     self.settings.resolved_kafka_bootstrap(),
                     CLIENT_ID,
                     transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
@@ -160,7 +160,7 @@ class Scorer:
         gc.freeze()
         self._background.append(
             asyncio.create_task(
-                follow([self.champion, self.challenger], lambda: self.settings.registry_poll_seconds, self._moved),
+                follow([self.champion, self.challenger], lambda: self.settings.registry.poll_seconds, self._moved),
                 name="scorer-registry-watch",
             )
         )
@@ -265,19 +265,19 @@ class Scorer:
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
         results on (and commit its offsets) once Postgres holds them."""
         settings = self.settings
-        group = f"{settings.scorer_group_id}.{topic.name}"
+        group = f"{settings.scorer.group_id}.{topic.name}"
         rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker,
             topic.name,
             group,
-            max_records=settings.scorer_max_records,
-            batch_timeout_ms=settings.scorer_batch_timeout_ms,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_records=settings.scorer.max_records,
+            batch_timeout_ms=settings.scorer.batch_timeout_ms,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
-            group_instance_id=settings.resolved_scorer_instance_id(),
+            group_instance_id=settings.scorer.resolved_instance_id(),
             listener=rebalance,
         )
 
@@ -308,7 +308,7 @@ class Scorer:
         return prices
 
     def _retrying(self, write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        return with_retries(write, self.settings.scorer_db_retries, self._note_retry)
+        return with_retries(write, self.settings.scorer.db_retries, self._note_retry)
 
     def _note_retry(self, retry_state) -> None:
         # The failed attempt's objects (the batch's rows, held by the exception's
@@ -326,7 +326,7 @@ class Scorer:
 
     def _moved(self, slot: ModelSlot, previous: str | None) -> None:
         """Log and count an alias that moved, and compile the new version's trees."""
-        name = self.settings.model_name
+        name = self.settings.registry.model_name
         if slot.current is None:
             log.info("%s alias removed; scoring with the champion only", slot.alias)
         else:
@@ -339,7 +339,7 @@ class Scorer:
                 slot.version,
                 f"v{previous}" if previous else "none",
             )
-            if self.settings.scorer_compile_model:
+            if self.settings.scorer.compile_model:
                 self._background.append(asyncio.create_task(self._switch_to_compiled(slot, slot.current)))
         gauge = self.metrics.model if slot is self.champion else self.metrics.challenger
         gauge.clear()
@@ -351,7 +351,7 @@ class Scorer:
         """Score with the compiled trees once they are ready, if ``model`` is still the one
         in ``slot`` by then; the swap is one assignment, between two batches."""
         try:
-            compiled = await compile_trees(model.booster, self.settings.model_cache_dir.expanduser())
+            compiled = await compile_trees(model.booster, self.settings.scorer.model_cache_dir.expanduser())
         except Exception as error:  # noqa: BLE001  (an optimisation: whatever fails, the booster scores on)
             log.warning("v%s stays on LightGBM's own predictor: %s", model.version, error)
             return

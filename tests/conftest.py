@@ -32,8 +32,7 @@ from rentalstream.kafka_jars import kafka_version
 from rentalstream.kafka_server import KafkaRuntime
 from runtime.kafka.topics import ensure_topics
 from runtime.postgres import engines
-from runtime.postgres.engines import psycopg_url
-from runtime.settings import Settings
+from runtime.settings import Settings, normalised_database_url
 from tests.helpers import once, service_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +68,7 @@ BACKEND = choose_backend()
 def drop_shell_settings() -> list[str]:
     """Remove the shell's rentalstream settings from this process (and so from every
     service the tests start), so that a user's exported RENTALSTREAM_KAFKA_BOOTSTRAP or
-    RENTALSTREAM_TOPIC_PARTITIONS does not change what the tests see. Returns their names."""
+    RENTALSTREAM_KAFKA_TOPIC_PARTITIONS does not change what the tests see. Returns their names."""
     kept = {"RENTALSTREAM_DATA_DIR"}
     dropped = sorted(
         name
@@ -105,7 +104,7 @@ def session_model_cache(tmp_path_factory) -> Path:
     """Compiled models go to this session's folder: whether a scorer prices with compiled
     trees then depends on the tests that ran before it, never on the user's cache."""
     folder = tmp_path_factory.mktemp("compiled-models")
-    os.environ["RENTALSTREAM_MODEL_CACHE_DIR"] = str(folder)
+    os.environ["RENTALSTREAM_SCORER_MODEL_CACHE_DIR"] = str(folder)
     return folder
 
 
@@ -157,7 +156,7 @@ def own_postgres(tmp_path):
 
 @pytest.fixture
 def clean_database(database_url: str) -> str:
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     with engine.begin() as conn:
         conn.execute(
             text("TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals")
@@ -175,7 +174,7 @@ class RunningBroker:
 @pytest.fixture(scope="session")
 def kafka_runtime() -> KafkaRuntime:
     """Java and the pinned Apache Kafka jars (fetched once into the user's cache)."""
-    return kafka_server.kafka_runtime(Settings().kafka_cache_dir.expanduser())
+    return kafka_server.kafka_runtime(Settings().kafka.cache_dir.expanduser())
 
 
 @pytest.fixture
@@ -238,7 +237,7 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
         "RENTALSTREAM_DATA_DIR": str(data_dir),
         "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "RENTALSTREAM_DATABASE_URL": clean_database,
-        "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": mlflow_registry[0],
         "RENTALSTREAM_SCORER_BATCH_TIMEOUT_MS": "50",
         "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
     }
@@ -260,7 +259,7 @@ def bridge_env(scorer_env) -> dict[str, str]:
     return {
         **scorer_env,
         "RENTALSTREAM_BRIDGE_PORT": str(processes.free_port()),
-        "RENTALSTREAM_API_KEY": BRIDGE_API_KEY,
+        "RENTALSTREAM_BRIDGE_API_KEY": BRIDGE_API_KEY,
         "RENTALSTREAM_BRIDGE_MAX_CARS": "5",
         "RENTALSTREAM_BRIDGE_MAX_BODY_BYTES": "4096",
         "RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS": "2",

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from runtime.kafka.topics import partition_ids
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.cars import EQUIPMENT
 from schemas.topics import CATALOGUE
 
@@ -69,7 +69,7 @@ def wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | N
 
 def query(database_url: str, sql: str) -> pd.DataFrame:
     """The rows of one SQL query, as a DataFrame."""
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     try:
         with engine.connect() as conn:
             return pd.read_sql(text(sql), conn)

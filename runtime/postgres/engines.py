@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 
 
@@ -18,16 +19,9 @@ class CannotMigrate(RuntimeError):
     pass
 
 
-def psycopg_url(database_url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix) :]
-    raise ValueError("RENTALSTREAM_DATABASE_URL must be a postgresql:// URL")
-
-
 def async_engine(database_url: str, pool_size: int = 4) -> AsyncEngine:
     # psycopg 3 serves both sync and async engines from the same URL.
-    return create_async_engine(psycopg_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(normalised_database_url(database_url), pool_size=pool_size, pool_pre_ping=True)
 
 
 async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:
@@ -44,7 +38,7 @@ async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:
 def read_rows(database_url: str, *queries) -> list[list[dict]]:
     """The rows of each query (SQLAlchemy statements), as dicts, on one short-lived
     connection: what a command reads once and prints."""
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     try:
         with engine.connect() as conn:
             return [[dict(row) for row in conn.execute(query).mappings()] for query in queries]
@@ -55,7 +49,7 @@ def read_rows(database_url: str, *queries) -> list[list[dict]]:
 def upgrade(database_url: str) -> list[str]:
     """Create missing tables and indexes, add missing nullable columns to existing ones;
     return the names of the tables created and of the columns added (``table.column``)."""
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     try:
         with engine.begin() as conn:
             inspector = inspect(conn)

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from rentalstream.processes import free_port
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import champion, expected_prices, read_topic, service_process
@@ -94,7 +94,7 @@ def expected_figures(delays_xlsx: Path, database_url: str, bootstrap: str) -> di
     )
     history = history.merge(previous, on="previous_ended_rental_id", how="left")
     history["conflict"] = history["previous_delay"] - history["time_delta_with_previous_rental_in_minutes"] > 0
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     with engine.connect() as conn:
         prices = pd.read_sql(text("SELECT rental_id, price_per_day FROM prices WHERE rental_id IS NOT NULL"), conn)
     engine.dispose()

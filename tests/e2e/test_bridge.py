@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import (
@@ -115,7 +115,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     assert [r.json()["price_per_day"] for r in replies] == pytest.approx(expected_prices(model, cars), abs=0.006)
 
     # The request log: who asked what, what was answered, by which model, how long it took.
-    engine = create_engine(psycopg_url(clean_database))
+    engine = create_engine(normalised_database_url(clean_database))
     with engine.connect() as conn:
         logged = conn.execute(
             text("""

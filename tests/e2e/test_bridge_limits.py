@@ -79,7 +79,7 @@ def test_the_bridge_reports_the_champion_it_follows_without_a_restart(
     training = mlflow_registry[1]
     copy = registry_copy(mlflow_registry, tmp_path)
     v2, _ = register_small_model(copy, read_pricing(pricing_csv), "next", trees=10)
-    env = {**bridge_env, "RENTALSTREAM_MLFLOW_TRACKING_URI": copy, "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5"}
+    env = {**bridge_env, "RENTALSTREAM_REGISTRY_TRACKING_URI": copy, "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5"}
     url = f"http://127.0.0.1:{env['RENTALSTREAM_BRIDGE_PORT']}"
     log = tmp_path / "bridge.log"
     with service_process("bridge", env, log) as bridge:

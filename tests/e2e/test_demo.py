@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from rentalstream.kafka_jars import kafka_version
 from rentalstream.processes import alive, free_port
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from tests.helpers import SAMPLE_CAR, log_end
 from tests.reliability.scorer_runs import committed
@@ -66,7 +66,7 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
         assert state["kafka"]["version"] == kafka_version()
         assert asyncio.run(log_end(state["kafka_bootstrap"], "rentals")) == 2000
         assert asyncio.run(committed(state["kafka_bootstrap"], "rentalstream-scorer.rentals", "rentals")) == 2000
-        engine = create_engine(psycopg_url(state["database_url"]))
+        engine = create_engine(normalised_database_url(state["database_url"]))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM delays")).scalar_one() == 2000
             assert conn.execute(text("SELECT count(*) FROM price_requests")).scalar_one() == 1  # the demo's

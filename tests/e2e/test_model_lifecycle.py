@@ -67,7 +67,7 @@ async def publish_requests(bootstrap: str, rows: pd.DataFrame, prefix: str = "li
 def lifecycle_env(scorer_env, registry):
     return {
         **scorer_env,
-        "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": registry[0],
         "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
         "RENTALSTREAM_SCORER_COMPILE_MODEL": "false",
     }

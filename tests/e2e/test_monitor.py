@@ -15,7 +15,7 @@ from producers.car_profiles import read_profile_pool
 from producers.publishing import publish_paced
 from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.events import DriftAlert, PriceRequest, RentalEvent
 from tests.helpers import metric_samples, read_topic, wait_for
 
@@ -40,7 +40,7 @@ CONSEQUENCES = {"prices/price_per_day.rentals", "prices/price_per_day.requests",
 
 
 def rows(url, sql, **params):
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     try:
         with engine.connect() as conn:
             return [dict(r) for r in conn.execute(text(sql), params).mappings()]

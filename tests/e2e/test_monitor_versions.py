@@ -65,7 +65,7 @@ def test_the_monitor_follows_promotion_and_rollback_and_keeps_going_on_a_version
     uri, v = versions
     env = {
         **monitor_env,
-        "RENTALSTREAM_MLFLOW_TRACKING_URI": uri,
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": uri,
         "RENTALSTREAM_REGISTRY_POLL_SECONDS": "0.5",
         "RENTALSTREAM_SCORER_COMPILE_MODEL": "false",
     }

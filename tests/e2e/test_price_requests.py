@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import create_engine, text
 
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.events import PriceRequest, PriceScored
 from tests.helpers import reference_prices
 
@@ -86,7 +86,7 @@ def test_price_requests_are_answered_on_their_reply_topic_and_logged(
     assert known.unknown_fields == [] and unknown.unknown_fields == ["model_key"]
     assert unknown.price_per_day > 0
 
-    engine = create_engine(psycopg_url(clean_database))
+    engine = create_engine(normalised_database_url(clean_database))
     with engine.connect() as conn:
         rows = conn.execute(
             text("SELECT request_id, price_per_day, unknown_fields FROM prices ORDER BY request_id")

@@ -41,9 +41,9 @@ def test_doubled_mileage_raises_a_drift_alert_that_is_stored_and_published_and_t
     cars = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day").sample(CARS, random_state=7)
     shifted = cars.assign(mileage=cars.mileage * 2)
     settings = Settings(
-        kafka_bootstrap="127.0.0.1:9",  # never dialled
-        database_url=clean_database,
-        mlflow_tracking_uri=mlflow_registry[0],
+        kafka={"bootstrap": "127.0.0.1:9"},  # never dialled
+        database={"url": clean_database},
+        registry={"tracking_uri": mlflow_registry[0]},
         _env_file=None,
     )
     broker = KafkaBroker()

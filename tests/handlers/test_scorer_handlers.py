@@ -74,10 +74,10 @@ def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, l
 @pytest.fixture
 def settings(clean_database, mlflow_registry) -> Settings:
     return Settings(
-        kafka_bootstrap="127.0.0.1:9",  # never dialled: the test broker and the results above stand in
-        database_url=clean_database,
-        mlflow_tracking_uri=mlflow_registry[0],
-        scorer_compile_model=False,
+        kafka={"bootstrap": "127.0.0.1:9"},  # never dialled: the test broker and the results above stand in
+        database={"url": clean_database},
+        registry={"tracking_uri": mlflow_registry[0]},
+        scorer={"compile_model": False},
         _env_file=None,
     )
 

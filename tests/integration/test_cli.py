@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 
 from rentalstream import processes
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.topics import CATALOGUE
 from tests.conftest import DEFAULT_DATA_DIR
 from tests.helpers import (
@@ -41,7 +41,9 @@ def rentalstream(env: dict[str, str], *args: str, timeout: float = 300) -> subpr
         "PATH": os.environ["PATH"],
         "HOME": os.environ["HOME"],
         "RENTALSTREAM_DATA_DIR": os.environ.get("RENTALSTREAM_DATA_DIR", str(DEFAULT_DATA_DIR)),
-        "RENTALSTREAM_MODEL_CACHE_DIR": os.environ["RENTALSTREAM_MODEL_CACHE_DIR"],  # the session's (conftest)
+        "RENTALSTREAM_SCORER_MODEL_CACHE_DIR": os.environ[
+            "RENTALSTREAM_SCORER_MODEL_CACHE_DIR"
+        ],  # the session's (conftest)
     }
     return run_cli({**base, **env}, *args, timeout=timeout)
 
@@ -67,7 +69,7 @@ def aliases(uri: str) -> dict[str, str]:
 
 def test_challenger_commands_move_only_the_aliases_they_name(registry, tmp_path):
     uri, v1, v2 = registry
-    env = {"RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
+    env = {"RENTALSTREAM_REGISTRY_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
 
     unknown = rentalstream(env, "promote", "999")
     assert unknown.returncode == 2
@@ -89,7 +91,7 @@ def test_challenger_commands_move_only_the_aliases_they_name(registry, tmp_path)
 
 def test_train_as_challenger_registers_a_version_and_leaves_the_champion(registry, tmp_path):
     uri, v1, v2 = registry
-    env = {"RENTALSTREAM_MLFLOW_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
+    env = {"RENTALSTREAM_REGISTRY_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
     trained = ok(rentalstream(env, "train", "--challenger"))
     v3 = str(int(v2) + 1)
     assert "5-fold cross-validated error (mean over folds)" in trained and "lightgbm" in trained
@@ -113,7 +115,7 @@ def test_up_exits_2_with_the_log_of_a_service_that_could_not_start_and_leaves_no
         "RENTALSTREAM_HOME": str(home),
         "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "RENTALSTREAM_DATABASE_URL": clean_database,
-        "RENTALSTREAM_MLFLOW_TRACKING_URI": registry[0],
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": registry[0],
         **{f"RENTALSTREAM_{s}_PORT": str(processes.free_port()) for s in ("SCORER", "BRIDGE", "MONITOR")},
     }
     with socket.create_server(("127.0.0.1", int(env["RENTALSTREAM_SCORER_PORT"]))):  # the scorer's port is taken
@@ -150,7 +152,7 @@ def test_replay_and_simulate_publish_what_they_say_and_refuse_a_bad_shift(kafka_
 
 
 def test_db_upgrade_creates_every_table_of_an_empty_database_then_finds_them(database_url, tmp_path):
-    engine = create_engine(psycopg_url(database_url), isolation_level="AUTOCOMMIT")
+    engine = create_engine(normalised_database_url(database_url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("DROP DATABASE IF EXISTS cli_upgrade"))
         conn.execute(text("CREATE DATABASE cli_upgrade"))
@@ -158,7 +160,7 @@ def test_db_upgrade_creates_every_table_of_an_empty_database_then_finds_them(dat
     empty = database_url.rsplit("/", 1)[0] + "/cli_upgrade"
     env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_DATABASE_URL": empty}
     created = ok(rentalstream(env, "db", "upgrade"))
-    engine = create_engine(psycopg_url(empty))
+    engine = create_engine(normalised_database_url(empty))
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert {"cars", "rentals", "prices", "price_requests", "delays", "dead_letters", "drift_events"} <= tables
@@ -167,7 +169,7 @@ def test_db_upgrade_creates_every_table_of_an_empty_database_then_finds_them(dat
 
 
 def test_up_without_services_starts_the_servers_on_loopback_only_and_down_stops_them(tmp_path):
-    env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_TOPIC_PARTITIONS": "5"}
+    env = {"RENTALSTREAM_HOME": str(tmp_path / "home"), "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": "5"}
     stack_file = tmp_path / "home" / "stack.json"
     try:
         shown = ok(rentalstream(env, "up", "--no-services"))
@@ -177,7 +179,7 @@ def test_up_without_services_starts_the_servers_on_loopback_only_and_down_stops_
         assert not state.get("services")
         assert "Apache Kafka 4.4.0" in shown and "rentals (5)" in shown
         assert asyncio.run(partition_counts(state["kafka_bootstrap"])) == {t.name: 5 for t in CATALOGUE}
-        engine = create_engine(psycopg_url(state["database_url"]))
+        engine = create_engine(normalised_database_url(state["database_url"]))
         assert {"cars", "rentals", "prices", "delays", "dead_letters"} <= set(inspect(engine).get_table_names())
         engine.dispose()
         # Every socket the servers listen on is on loopback, as the operating system says.

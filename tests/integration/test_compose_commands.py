@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from rentalstream import embedded, processes
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE
 from tests.compose import COMPOSE, compose_kafka, with_defaults
@@ -76,7 +76,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
     bootstrap, kafka_properties = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka"))
     postgres = embedded.start_postgres(tmp_path / "pgdata")
     port, artifacts = processes.free_port(), tmp_path / "mlflow-artifacts"
-    engine = create_engine(psycopg_url(postgres.url), isolation_level="AUTOCOMMIT")
+    engine = create_engine(normalised_database_url(postgres.url), isolation_level="AUTOCOMMIT")
     mlflow_server = None
     try:
         with engine.connect() as conn:  # what the postgres container runs on its first start
@@ -102,15 +102,17 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         assert httpx.get(search, headers={"Host": "mlflow:5000"}).status_code == 200
         assert httpx.get(search, headers={"Host": "attacker.example"}).status_code in (400, 403)
 
-        partitions = int(with_defaults(COMPOSE["services"]["init"]["environment"]["RENTALSTREAM_TOPIC_PARTITIONS"]))
+        partitions = int(
+            with_defaults(COMPOSE["services"]["init"]["environment"]["RENTALSTREAM_KAFKA_TOPIC_PARTITIONS"])
+        )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")},
             "RENTALSTREAM_HOME": str(tmp_path / "home"),
             "RENTALSTREAM_DATA_DIR": str(data_dir),
             "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "RENTALSTREAM_DATABASE_URL": postgres.url,
-            "RENTALSTREAM_MLFLOW_TRACKING_URI": tracking_uri,
-            "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions),
+            "RENTALSTREAM_REGISTRY_TRACKING_URI": tracking_uri,
+            "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions),
             "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
             "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
@@ -122,7 +124,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         assert set(client.get_registered_model(MODEL).aliases) == {"champion"}  # and no challenger beside it
         # Uploaded through the server (the client has no path to the folder) onto the artifact volume ...
         assert list(artifacts.rglob("MLmodel"))
-        registry_db = make_url(psycopg_url(postgres.url)).set(database="mlflow")
+        registry_db = make_url(normalised_database_url(postgres.url)).set(database="mlflow")
         with create_engine(registry_db).connect() as conn:  # ... and the registry in Postgres
             assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == 1
 
@@ -131,8 +133,8 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
         # Asked for more partitions than the topics have: they keep theirs (growing one
         # would move keys), and init says what that limits.
-        third = run_init({**env, "RENTALSTREAM_TOPIC_PARTITIONS": str(partitions * 2)})
-        assert f"existed with fewer than RENTALSTREAM_TOPIC_PARTITIONS={partitions * 2}" in third
+        third = run_init({**env, "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions * 2)})
+        assert f"existed with fewer than RENTALSTREAM_KAFKA_TOPIC_PARTITIONS={partitions * 2}" in third
         assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet

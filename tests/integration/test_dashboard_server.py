@@ -71,7 +71,7 @@ def test_the_live_feed_follows_across_a_broker_restart_and_a_database_outage(
         **os.environ,
         "RENTALSTREAM_HOME": str(tmp_path / "home"),
         "RENTALSTREAM_DATA_DIR": str(data_dir),
-        "RENTALSTREAM_MLFLOW_TRACKING_URI": mlflow_registry[0],
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": mlflow_registry[0],
         "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap,
         "RENTALSTREAM_DATABASE_URL": own_postgres.url,
         "RENTALSTREAM_DASHBOARD_PORT": str(processes.free_port()),

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from rentalstream.cli import app
 from runtime.postgres import engines
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas import tables
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def run(args, database_url):
 
 
 def test_drift_report_lists_drifting_signals_first(clean_database):
-    engine = create_engine(psycopg_url(clean_database))
+    engine = create_engine(normalised_database_url(clean_database))
     with engine.begin() as conn:
         conn.execute(
             insert(tables.drift_signals),
@@ -61,7 +61,7 @@ def test_drift_report_without_a_monitor_says_so(clean_database):
 
 
 def test_upgrade_adds_a_column_a_table_gained(database_url):
-    engine = create_engine(psycopg_url(database_url))
+    engine = create_engine(normalised_database_url(database_url))
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE prices DROP COLUMN listed_price_per_day"))
     try:

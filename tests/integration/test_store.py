@@ -5,8 +5,9 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine, text
 
-from runtime.postgres.engines import async_engine, psycopg_url
+from runtime.postgres.engines import async_engine
 from runtime.postgres.upsert import COPY_FROM_ROWS
+from runtime.settings import normalised_database_url
 from schemas.cars import EQUIPMENT
 from schemas.events import RentalEvent, utc_now
 from scorer import store
@@ -42,7 +43,7 @@ def write(url, *events):
 
 
 def query(url, statement: str) -> list[tuple]:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(statement))]
@@ -85,7 +86,7 @@ def test_redelivery_changes_nothing(clean_database):
     write(clean_database, NEXT, PREVIOUS)
     write(clean_database, NEXT)
     assert delays_table(clean_database) == EXPECTED
-    engine = create_engine(psycopg_url(clean_database))
+    engine = create_engine(normalised_database_url(clean_database))
     with engine.connect() as conn:
         counts = conn.execute(text("SELECT (SELECT count(*) FROM rentals), (SELECT count(*) FROM cars)")).one()
     engine.dispose()

@@ -18,7 +18,7 @@ from producers.publishing import PublishStats
 from producers.replay import publish_events
 from rentalstream import services
 from runtime.kafka.topics import partition_ids
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from tests.helpers import spawn
 
 TABLES = "cars, rentals, prices, price_requests, delays, dead_letters"
@@ -35,7 +35,7 @@ SNAPSHOT_SQL = {
 
 
 def snapshot(url: str) -> dict[str, pd.DataFrame]:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     with engine.connect() as conn:
         frames = {name: pd.read_sql(text(sql), conn) for name, sql in SNAPSHOT_SQL.items()}
         frames["cars"] = frames["cars"].drop(columns="updated_at")
@@ -45,7 +45,7 @@ def snapshot(url: str) -> dict[str, pd.DataFrame]:
 
 
 def stored_rentals(url: str) -> int:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     with engine.connect() as conn:
         count = conn.execute(text("SELECT count(*) FROM rentals")).scalar_one()
     engine.dispose()
@@ -53,7 +53,7 @@ def stored_rentals(url: str) -> int:
 
 
 def truncate(url: str) -> None:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES}"))
     engine.dispose()

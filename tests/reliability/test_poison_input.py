@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from producers.replay import rental_events
-from runtime.postgres.engines import psycopg_url
+from runtime.settings import normalised_database_url
 from schemas.cars import MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM
 from schemas.events import MAX_ABS_DELAY_MINUTES, MAX_PLANNED_GAP_MINUTES
 
@@ -108,7 +108,7 @@ async def publish(bootstrap: str, messages: list[tuple[bytes, bytes]]) -> None:
 
 
 def counts(url: str) -> dict:
-    engine = create_engine(psycopg_url(url))
+    engine = create_engine(normalised_database_url(url))
     with engine.connect() as conn:
         result = {
             "rentals": conn.execute(text("SELECT count(*) FROM rentals")).scalar_one(),

@@ -29,7 +29,7 @@ def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pri
     env = {
         **scorer_env,
         "RENTALSTREAM_DATABASE_URL": url,
-        "RENTALSTREAM_API_KEY": API_KEY,
+        "RENTALSTREAM_BRIDGE_API_KEY": API_KEY,
         "RENTALSTREAM_LOG_LEVEL": "DEBUG",
     }
     for name in SERVICES:

@@ -22,11 +22,9 @@ from tests.helpers import SAMPLE_CAR
 @pytest.fixture
 def client() -> TestClient:
     settings = Settings(
-        kafka_bootstrap="127.0.0.1:9",
-        mlflow_tracking_uri="sqlite:///unused.db",
-        api_key="k",
-        bridge_max_cars=3,
-        bridge_max_body_bytes=2048,
+        kafka={"bootstrap": "127.0.0.1:9"},
+        registry={"tracking_uri": "sqlite:///unused.db"},
+        bridge={"api_key": "k", "max_cars": 3, "max_body_bytes": 2048},
     )
     return TestClient(build_app(settings), headers={"X-API-Key": "k"})
 

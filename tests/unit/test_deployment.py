@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rentalstream.services import BY_NAME
-from runtime.settings import Settings
+from runtime.settings import Settings, setting_variables
 from tests.compose import COMPOSE, SERVICES, VARIABLE, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_compose_file_is_valid_under_the_compose_specification(tmp_path):
 
 
 def test_our_containers_are_configured_only_through_existing_settings(monkeypatch):
-    fields = {f"RENTALSTREAM_{name.upper()}" for name in Settings.model_fields}
+    fields = set(setting_variables())
     variables = {match["name"] for match in VARIABLE.finditer((REPO / "compose.yaml").read_text())}
     assert variables and all(name.startswith("RENTALSTREAM_") for name in variables), variables
     for name, service in OURS.items():
@@ -63,7 +63,7 @@ def test_our_containers_are_configured_only_through_existing_settings(monkeypatc
         environment = set(service.get("environment") or {})
         assert environment <= fields, f"{name}: not settings: {environment - fields}"
         settings = settings_of(name, monkeypatch)  # every value parses
-        assert settings.kafka_bootstrap and settings.database_url and settings.mlflow_tracking_uri, name
+        assert settings.kafka.bootstrap and settings.database.url and settings.registry.tracking_uri, name
 
 
 def test_every_wait_is_on_a_healthcheck_or_a_finished_job_and_every_service_has_one():
@@ -105,24 +105,24 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
     assert "--serve-artifacts" in SERVICES["mlflow"]["command"]
     assert any(v.endswith(":" + mlflow_command["artifacts-destination"]) for v in SERVICES["mlflow"]["volumes"])
 
-    partitions = int(with_defaults(SERVICES["init"]["environment"]["RENTALSTREAM_TOPIC_PARTITIONS"]))
+    partitions = int(with_defaults(SERVICES["init"]["environment"]["RENTALSTREAM_KAFKA_TOPIC_PARTITIONS"]))
     assert 2 <= SERVICES["scorer"]["deploy"]["replicas"] <= partitions
     for name in ("scorer", "monitor", "bridge", "dashboard"):
         settings = settings_of(name, monkeypatch)
-        assert settings.kafka_bootstrap == internal
-        database = urlsplit(settings.database_url)
+        assert settings.kafka.bootstrap == internal
+        database = urlsplit(settings.database.url)
         assert (database.hostname, database.path.lstrip("/")) == ("postgres", postgres["POSTGRES_DB"])
         assert database.password == postgres["POSTGRES_PASSWORD"]
-        tracking = urlsplit(settings.mlflow_tracking_uri)
+        tracking = urlsplit(settings.registry.tracking_uri)
         assert tracking.port == int(mlflow_command["port"])
         assert tracking.netloc in mlflow_command["allowed-hosts"].split(","), "MLflow would refuse the Host header"
-        service = BY_NAME[name]
-        assert getattr(settings, service.host_setting) == "0.0.0.0", f"{name} must listen beyond the container"
+        host, port = BY_NAME[name].listens_on(settings)
+        assert host == "0.0.0.0", f"{name} must listen beyond the container"
         for published in SERVICES[name].get("ports", []):
             assert published.startswith("127.0.0.1:")  # the host's loopback only
-            assert int(published.rsplit(":", 1)[1]) == getattr(settings, service.port_setting)
-    bridge_port = settings_of("bridge", monkeypatch).bridge_port
-    assert settings_of("dashboard", monkeypatch).resolved_bridge_url() == f"http://bridge:{bridge_port}"
+            assert int(published.rsplit(":", 1)[1]) == port
+    bridge_port = settings_of("bridge", monkeypatch).bridge.port
+    assert settings_of("dashboard", monkeypatch).bridge.resolved_url() == f"http://bridge:{bridge_port}"
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

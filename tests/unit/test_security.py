@@ -25,7 +25,11 @@ def test_the_api_key_is_compared_with_hmac_compare_digest(monkeypatch):
         return real(given, expected)
 
     monkeypatch.setattr(bridge.hmac, "compare_digest", spy)
-    settings = Settings(api_key="the-key", kafka_bootstrap="127.0.0.1:9", mlflow_tracking_uri="sqlite:///unused.db")
+    settings = Settings(
+        bridge={"api_key": "the-key"},
+        kafka={"bootstrap": "127.0.0.1:9"},
+        registry={"tracking_uri": "sqlite:///unused.db"},
+    )
     client = TestClient(bridge.build_app(settings))  # no lifespan, no broker: the key is checked first
     answer = client.post("/predict", json={}, headers={"X-API-Key": "the-kez"})
     assert answer.status_code == 401 and "the-key" not in answer.text and "the-kez" not in answer.text
@@ -36,7 +40,7 @@ def test_the_api_key_is_compared_with_hmac_compare_digest(monkeypatch):
 def test_every_service_binds_to_loopback_by_default(service, monkeypatch):
     for name in (f"RENTALSTREAM_{service.upper()}_HOST",):
         monkeypatch.delenv(name, raising=False)
-    assert getattr(Settings(_env_file=None), f"{service}_host") == "127.0.0.1"
+    assert getattr(Settings(_env_file=None), service).host == "127.0.0.1"
 
 
 def sql_built_from_strings(path: Path) -> list[int]:

@@ -1,8 +1,11 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from runtime.settings import Settings, StackNotRunning, redact_url
+from runtime.settings import FORMER_NAMES, Settings, StackNotRunning, redact_url, setting_variables
 
 
 def test_environment_overrides_and_embedded_fallback(tmp_path, monkeypatch):
@@ -13,15 +16,80 @@ def test_environment_overrides_and_embedded_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", "postgresql://u:secret@db:5432/x")
     settings = Settings()
     assert settings.resolved_kafka_bootstrap() == "127.0.0.1:1"
-    assert settings.resolved_database_url() == "postgresql://u:secret@db:5432/x"
-    with pytest.raises(StackNotRunning, match="rentalstream up"):
+    assert settings.resolved_database_url() == "postgresql+psycopg://u:secret@db:5432/x"
+    with pytest.raises(StackNotRunning, match="RENTALSTREAM_REGISTRY_TRACKING_URI is not set.*rentalstream up"):
         settings.resolved_mlflow_tracking_uri()
 
 
-def test_dotenv_file_is_honoured(tmp_path, monkeypatch):
+def test_the_stack_file_is_read_once_and_what_up_records_is_used_from_then_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("RENTALSTREAM_HOME", str(tmp_path))
+    monkeypatch.delenv("RENTALSTREAM_KAFKA_BOOTSTRAP", raising=False)
+    (tmp_path / "stack.json").write_text(json.dumps({"kafka_bootstrap": "127.0.0.1:1"}))
+    settings = Settings(_env_file=None)
+    assert settings.resolved_kafka_bootstrap() == "127.0.0.1:1"
+    (tmp_path / "stack.json").write_text(json.dumps({"kafka_bootstrap": "127.0.0.1:2"}))
+    assert settings.resolved_kafka_bootstrap() == "127.0.0.1:1"  # one consistent view for the process
+    settings.record_stack(settings.stack.model_copy(update={"kafka_bootstrap": "127.0.0.1:3"}))
+    assert settings.resolved_kafka_bootstrap() == "127.0.0.1:3"
+    assert json.loads((tmp_path / "stack.json").read_text()) == {
+        "kafka_bootstrap": "127.0.0.1:3",
+        "pids": {},
+        "services": {},
+    }
+    settings.record_stack(None)
+    assert not (tmp_path / "stack.json").exists() and settings.stack is None
+
+
+def test_every_setting_is_read_from_its_group_and_field_name(monkeypatch):
+    monkeypatch.setenv("RENTALSTREAM_SCORER_MAX_RECORDS", "17")
+    monkeypatch.setenv("RENTALSTREAM_MONITOR_MAX_RECORDS", "18")
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_SESSION_TIMEOUT_MS", "20000")
+    monkeypatch.setenv("RENTALSTREAM_DASHBOARD_WEBSOCKET_ORIGINS", '["dash.example.com"]')
+    settings = Settings(_env_file=None)
+    assert (settings.scorer.max_records, settings.monitor.max_records) == (17, 18)
+    assert settings.kafka.session_timeout_ms == 20000
+    assert settings.dashboard.websocket_origins == ["dash.example.com"]
+    variables = setting_variables()
+    assert variables["RENTALSTREAM_SCORER_MAX_RECORDS"] == "scorer.max_records"
+    assert variables["RENTALSTREAM_DATA_DIR"] == "data_dir"
+    assert not set(FORMER_NAMES) & set(variables)
+
+
+@pytest.mark.parametrize(
+    ("former", "value", "read"),
+    [
+        ("RENTALSTREAM_MLFLOW_TRACKING_URI", "http://mlflow:5000", lambda s: s.registry.tracking_uri),
+        ("RENTALSTREAM_TOPIC_PARTITIONS", "7", lambda s: s.kafka.topic_partitions),
+        ("RENTALSTREAM_API_KEY", "k", lambda s: s.bridge.api_key.get_secret_value()),
+        ("RENTALSTREAM_MODEL_CACHE_DIR", "/tmp/compiled", lambda s: str(s.scorer.model_cache_dir)),
+    ],
+)
+def test_a_former_name_is_still_read_and_its_grouped_name_wins(former, value, read, monkeypatch):
+    group, field = FORMER_NAMES[former]
+    grouped = f"RENTALSTREAM_{group}_{field}".upper()
+    monkeypatch.delenv(grouped, raising=False)
+    monkeypatch.setenv(former, value)
+    assert str(read(Settings(_env_file=None))) == value
+    newer = "8" if field == "topic_partitions" else "other"
+    monkeypatch.setenv(grouped, newer)
+    assert str(read(Settings(_env_file=None))) == newer
+
+
+def test_dotenv_file_is_honoured_under_both_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("RENTALSTREAM_TOPIC_PARTITIONS=7\n")
-    assert Settings().topic_partitions == 7
+    (tmp_path / ".env").write_text(
+        "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS=7\nRENTALSTREAM_MLFLOW_TRACKING_URI=http://m:1\n"
+    )
+    settings = Settings()
+    assert (settings.kafka.topic_partitions, settings.registry.tracking_uri) == (7, "http://m:1")
+
+
+def test_a_database_url_is_normalised_once_and_a_foreign_one_refused_at_start(monkeypatch):
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", "postgres://u@db/x")
+    assert Settings(_env_file=None).database.url == "postgresql+psycopg://u@db/x"
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", "mysql://u@db/x")
+    with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
+        Settings(_env_file=None)
 
 
 def test_passwords_are_redacted():
@@ -34,12 +102,25 @@ def test_a_heartbeat_as_long_as_the_session_is_refused_with_both_names(monkeypat
     with pytest.raises(ValueError, match="HEARTBEAT_INTERVAL_MS \\(3000\\) must be below .*SESSION_TIMEOUT_MS"):
         Settings()
     monkeypatch.setenv("RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
-    assert Settings().kafka_heartbeat_interval_ms == 1000
+    assert Settings().kafka.heartbeat_interval_ms == 1000
 
 
 def test_a_service_bound_to_every_interface_is_reached_on_loopback():
     from rentalstream.services import BRIDGE, SCORER
 
-    settings = Settings(_env_file=None, scorer_host="0.0.0.0", scorer_port=9101, bridge_host="bridge", bridge_port=9102)
+    settings = Settings(
+        _env_file=None, scorer={"host": "0.0.0.0", "port": 9101}, bridge={"host": "bridge", "port": 9102}
+    )
     assert SCORER.url(settings) == "http://127.0.0.1:9101"  # what `rentalstream probe scorer` asks
     assert BRIDGE.url(settings) == "http://bridge:9102"
+
+
+def test_the_operations_guide_lists_every_setting_and_no_other():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    table = guide[guide.index("## Settings") : guide.index("### Renamed settings")]
+    documented = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):  # `RENTALSTREAM_X` / `_Y`: the second is short for RENTALSTREAM_Y
+            names = re.findall(r"`(RENTALSTREAM)?(_[A-Z_]+)`", row.split(" | ")[0])
+            documented |= {f"RENTALSTREAM{name}" for _, name in names}
+    assert documented == set(setting_variables())
