@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO.parent / "shared" / "data"  # where bench_stack looks by default
 
 
 def add_against_option(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +33,8 @@ def add_against_option(parser: argparse.ArgumentParser) -> None:
 
 def run_against(ref: str, rounds: int, figures: str) -> None:
     """Run the calling script (its arguments minus ``--against``/``--rounds``) on ``ref``
-    and on this tree, ``rounds`` times each, alternating; then print the lines matching
-    ``figures`` (a regular expression) of every run."""
+    and on this tree, ``rounds`` times each, alternating (ABBA); then print the lines
+    matching ``figures`` (a regular expression) of every run."""
     script = Path(sys.argv[0]).resolve().relative_to(REPO)
     argv = _without_against(sys.argv[1:])
     pattern = re.compile(figures)
@@ -48,8 +49,11 @@ def run_against(ref: str, rounds: int, figures: str) -> None:
             here = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
             ).stdout.strip()
+            trees = [(f"{ref} ({commit})", tree), (f"this tree ({here}, with its changes)", REPO)]
             for round_number in range(1, rounds + 1):
-                for label, root in ((f"{ref} ({commit})", tree), (f"this tree ({here}, with its changes)", REPO)):
+                # ABBA: the tree that runs second in one round runs first in the next, so
+                # a machine that slows (or warms up) during a round favours neither.
+                for label, root in trees if round_number % 2 else trees[::-1]:
                     print(f"=== round {round_number}/{rounds}: {label}: {script} {' '.join(argv)}", flush=True)
                     output = _run(root, script, argv)
                     collected.append((f"round {round_number}, {label}", [ln for ln in output if pattern.search(ln)]))
@@ -63,7 +67,13 @@ def run_against(ref: str, rounds: int, figures: str) -> None:
 
 
 def _run(root: Path, script: Path, argv: list[str]) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "benchmarks")])}
+    env = {
+        # The ref's worktree lies elsewhere: give both trees this checkout's datasets, so
+        # neither looks for them beside itself and tries to download them.
+        "RENTALSTREAM_DATA_DIR": str(DATA_DIR),
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "benchmarks")]),
+    }
     process = subprocess.Popen(
         [sys.executable, str(root / script), *argv],
         cwd=root,

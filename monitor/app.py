@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from faststream.asgi import AsgiFastStream
@@ -261,7 +261,7 @@ class Monitor:
                     self.states_dirty = True
                     log.exception("could not write the signal states")
 
-    def _retrying(self, write):
+    def _retrying(self, write: Callable[[], Awaitable[None]]) -> Awaitable[None]:
         return with_retries(write, self.settings.monitor.db_retries, self._note_retry)
 
     def _note_retry(self, retry_state) -> None:
