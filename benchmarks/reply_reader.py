@@ -3,7 +3,7 @@
     python benchmarks/reply_reader.py [--sequential 500] [--burst 20000] [--rounds 2]
 
 Issue 20 asks whether the bridge's hand-written aiokafka reply loop
-(producers/price_requester.py) can become a FastStream subscriber with explicit
+(runtime/kafka/request_reply.py) can become a FastStream subscriber with explicit
 partitions at no cost in latency. This measures the readers alone, with the same
 consumer settings as the bridge's (every partition of ``price-replies`` assigned, no
 group, read_committed, ``fetch_max_wait_ms`` 10), each validating every reply as a

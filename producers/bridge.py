@@ -2,7 +2,7 @@
 
 It does no scoring: each car of a request becomes a ``PriceRequest`` on
 ``price-requests`` with a reply topic, and the answer is the scorer's reply (see
-``producers/price_requester.py``). The scorer stores every request and its answer,
+``runtime/kafka/request_reply.py``). The scorer stores every request and its answer,
 so the request log is plain SQL (``price_requests`` joined to ``prices``).
 
 Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_BRIDGE_API_KEY`` is set),
@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
-from producers.price_requester import BrokerUnavailable, PriceRequester, ReplyTimeout
+from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
 from runtime.model_slot import ModelSlot, follow
 from runtime.registry import Registry
 from runtime.settings import Settings

@@ -2,7 +2,7 @@
 
 Every field is read from an environment variable ``RENTALSTREAM_<GROUP>_<FIELD>``, e.g.
 ``RENTALSTREAM_SCORER_MAX_RECORDS`` for ``settings.scorer.max_records`` (or from a
-``.env`` file in the working directory); the three outside-level ones are
+``.env`` file in the working directory); three belong to no group:
 ``RENTALSTREAM_HOME``, ``_DATA_DIR`` and ``_LOG_LEVEL``. The names of
 :data:`FORMER_NAMES` are still read. The three endpoints are optional: when one is
 unset, the embedded stack started by ``rentalstream up`` provides it and records where

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.bridge import build_app
-from producers.price_requester import PriceRequester
+from runtime.kafka.request_reply import PriceRequester
 from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import POSITIONAL_ORDER

@@ -3,7 +3,10 @@
 FastStream's ``broker.request()`` is not supported for Kafka outside its test client,
 so request/reply is done here with aiokafka directly: one producer for
 ``price-requests``, one consumer reading every partition of the reply topic, and a
-table of pending futures keyed by request id.
+table of pending futures keyed by request id. The reply reader stays a hand-written
+aiokafka loop rather than a FastStream subscriber: benchmarks/reply_reader.py measured the
+same latency one reply at a time and three times the CPU per reply under load
+(docs/decisions.md).
 
 Several bridges may share the reply topic: each request id starts with the bridge's
 instance id, a bridge ignores replies that are not its own, and a reply of its own
