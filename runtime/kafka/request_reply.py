@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from runtime.kafka.connect import start_when_reachable
 from runtime.kafka.topics import partition_ids
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
@@ -95,15 +95,7 @@ class PriceRequester:
             fetch_max_wait_ms=self._fetch_max_wait_ms,
             isolation_level="read_committed",  # a reply of an aborted scorer transaction is not a reply
         )
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((KafkaConnectionError, OSError)),
-            wait=wait_fixed(0.5),
-            stop=stop_after_delay(timeout),
-            reraise=True,
-        ):
-            with attempt:
-                await self._producer.start()
-                await self._consumer.start()
+        await start_when_reachable(self._producer, self._consumer, timeout=timeout, pause=0.5)
         partitions = await partition_ids(self._bootstrap, self.reply_topic)
         if not partitions:
             raise RuntimeError(f"topic {self.reply_topic!r} does not exist; `rentalstream up` creates the topics")

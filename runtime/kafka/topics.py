@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from runtime.kafka.connect import start_when_reachable
 from schemas.topics import CATALOGUE
 
 
@@ -21,15 +20,7 @@ async def ensure_topics(
     """Create missing catalogue topics; return the partition count of every topic (an
     existing topic keeps its own count: growing it would move keys to other partitions)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    # A broker that has just been started may not accept connections yet.
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type((KafkaConnectionError, OSError)),
-        wait=wait_fixed(0.2),
-        stop=stop_after_delay(timeout),
-        reraise=True,
-    ):
-        with attempt:
-            await admin.start()
+    await start_when_reachable(admin, timeout=timeout)
     try:
         existing = set(await admin.list_topics())
         missing = [t.name for t in CATALOGUE if t.name not in existing]
