@@ -19,9 +19,12 @@ class CannotMigrate(RuntimeError):
     pass
 
 
-def async_engine(database_url: str, pool_size: int = 4) -> AsyncEngine:
-    # psycopg 3 serves both sync and async engines from the same URL.
-    return create_async_engine(normalised_database_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+def async_engine(database_url: str, pool_size: int = 4, driver: str = "psycopg") -> AsyncEngine:
+    """An async engine on ``driver`` (``psycopg`` or ``asyncpg``) for ``database_url``."""
+    url = normalised_database_url(database_url)
+    if driver != "psycopg":
+        url = url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
+    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
 
 async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:

@@ -3,11 +3,13 @@ table from ``COPY_FROM_ROWS`` rows on), and dead letters, each in the caller's t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import cache
 
+import asyncpg
 from psycopg import sql
-from sqlalchemy import Column, MetaData, Table, func, select
+from sqlalchemy import JSON, Column, MetaData, Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
@@ -25,7 +27,10 @@ async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]
     temporary staging table (emptied at commit), then moved by one ``INSERT … SELECT …
     ON CONFLICT (key) DO UPDATE``. For 2,000 prices here: binary COPY 5 ms, text COPY
     18 ms, an executemany of single-row upserts ~100 ms. A few rows (a /predict request)
-    go straight in with one ``INSERT … ON CONFLICT``: one round trip instead of three."""
+    go straight in with one ``INSERT … ON CONFLICT``: one round trip instead of three.
+
+    On an asyncpg engine the COPY is asyncpg's ``copy_records_to_table``; it measured
+    slower than psycopg's (docs/decisions.md), and is kept for that measurement."""
     if not rows:
         return
     rows = list({row[key]: row for row in rows}.values())
@@ -36,18 +41,37 @@ async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]
     staging = _staging_table(table)
     await conn.execute(CreateTable(staging, if_not_exists=True))  # once per connection; then a no-op
     driver = (await conn.get_raw_connection()).driver_connection
+    if isinstance(driver, asyncpg.Connection):
+        await _copy_asyncpg(driver, table, staging.name, columns, rows)
+    else:
+        await _copy_psycopg(driver, staging.name, columns, rows)
+    await conn.execute(_upsert(table, key, columns, from_staging=True))
+
+
+async def _copy_asyncpg(driver, table: Table, staging: str, columns: tuple[str, ...], rows: list[dict]) -> None:
+    """asyncpg's binary COPY (its encoders are compiled); JSON goes as text, as
+    SQLAlchemy's codec for asyncpg has it."""
+    as_json = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    records = (
+        [tuple(json.dumps(row[c]) if c in as_json else row[c] for c in columns) for row in rows]
+        if as_json
+        else [tuple(map(row.__getitem__, columns)) for row in rows]
+    )
+    await driver.copy_records_to_table(staging, records=records, columns=columns)
+
+
+async def _copy_psycopg(driver, staging_name: str, columns: tuple[str, ...], rows: list[dict]) -> None:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     async with driver.cursor() as cursor:
-        types = _copy_types.get((staging.name, columns))
+        types = _copy_types.get((staging_name, columns))
         if types is None:  # the column types as the server has them (built-in type OIDs never change)
-            await cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(staging.name)))
-            types = _copy_types[staging.name, columns] = [column.type_code for column in cursor.description]
-        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(staging.name), names)
+            await cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(staging_name)))
+            types = _copy_types[staging_name, columns] = [column.type_code for column in cursor.description]
+        copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(staging_name), names)
         async with cursor.copy(copy_statement) as copy:
             copy.set_types(types)
             for row in rows:
                 await copy.write_row([row[c] for c in columns])
-    await conn.execute(_upsert(table, key, columns, from_staging=True))
 
 
 _copy_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
