@@ -43,7 +43,7 @@ from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.topics import PRICE_REPLIES
 
-FETCH_MAX_WAIT_MS = 10  # RENTALSTREAM_KAFKA_REQUEST_FETCH_MAX_WAIT_MS's default
+FETCH_MAX_WAIT_MS = Settings().kafka.request_fetch_max_wait_ms  # the bridge's reply consumer's
 
 
 class Waiting:
