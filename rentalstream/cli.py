@@ -100,7 +100,10 @@ def train(
         )
         return
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
-    console.print(f"training on {len(pricing)} cars (5-fold CV)...")
+    compiling = (
+        " and compiling its trees for this machine (~30 s, once per version)" if settings.scorer.compile_model else ""
+    )
+    console.print(f"training on {len(pricing)} cars (5-fold CV){compiling}...")
     result = train_and_register(
         pricing,
         read_delay_history(dataset_path(DELAYS_XLSX, settings.data_dir)),
@@ -110,6 +113,7 @@ def train(
         champion_alias=settings.registry.champion_alias,
         challenger_alias=settings.registry.challenger_alias if challenger else None,
         artifact_location=settings.mlflow_artifact_root(),
+        compiled_trees_dir=settings.scorer.model_cache_dir.expanduser() if settings.scorer.compile_model else None,
     )
     table = Table(title="5-fold cross-validated error (mean over folds)")
     for column in ("model", "RMSE €", "MAE €", "R²"):

@@ -90,6 +90,25 @@ class Registry:
                 return None
             return json.loads(Path(local).read_text())
 
+    def fetch_compiled_trees(self, version: str, object_path: Path) -> bool:
+        """Download the compiled trees logged with ``version`` for this platform to
+        ``object_path`` (``runtime.compiled_trees.cache_paths``' name for its model text);
+        False when the version has none for this platform. The caller checks them
+        against the booster before pricing with them."""
+        from mlflow.exceptions import MlflowException
+
+        from runtime.compiled_trees import compiled_artifact
+
+        run_id = self.client.get_model_version(self.model_name, version).run_id
+        object_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=object_path.parent) as folder:
+            try:
+                local = self.client.download_artifacts(run_id, compiled_artifact(object_path), folder)
+            except (MlflowException, OSError):
+                return False
+            Path(local).replace(object_path)  # whole or not at all: another scorer may be reading the cache
+        return True
+
     def reference(self, version: str):
         """The reference statistics (``schemas.reference.ReferenceStats``) logged with
         ``version`` at training."""

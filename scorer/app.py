@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
@@ -25,6 +26,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime import consumer_service
+from runtime.compiled_trees import compile_trees, on_disk
 from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
@@ -38,7 +40,6 @@ from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
-from scorer.compiled import compile_trees
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
 from scorer.reply_topics import ReplyTopics
@@ -49,6 +50,7 @@ CONSUMER = "scorer"
 T = TypeVar("T")
 Messages = list[tuple[str, str | None, Any]]  # (topic, key, model) to publish
 CLIENT_ID = "rentalstream-scorer"
+FROM_DISK = "scorer-compiled-from-disk"  # the name of a compiled-trees task awaited at start
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -83,6 +85,12 @@ def serve(settings: Settings) -> None:
     consumer_service.serve(build_app(settings), settings.scorer.host, settings.scorer.port)
 
 
+def lanes(topic: Topic, consumers: int) -> list[str]:
+    """The names of ``consumers`` consumers of ``topic`` in one process: the topic's name,
+    then ``<topic>.2``, ``<topic>.3``…"""
+    return [topic.name, *(f"{topic.name}.{n}" for n in range(2, consumers + 1))]
+
+
 class Scorer:
     """Prices every rental and price request with the champion (and the challenger, when
     one is set), works out each rental's delay facts, stores it all, and hands the
@@ -92,8 +100,10 @@ class Scorer:
     ``registry_poll_seconds``; a version that moved is loaded in full beside the one
     scoring and swapped in between two batches (each batch reads the models once).
 
-    ``results`` (per input topic) and ``reply_topics`` are made at start from the settings
-    unless given: a handler test passes its own.
+    ``rental_consumers`` consumers of ``rentals`` (lanes) run in the process, each with its
+    own partitions, Kafka producer and transactions: while one waits for Postgres or the
+    broker, another prices. ``results`` (per lane: ``lanes()``) and ``reply_topics`` are
+    made at start from the settings unless given: a handler test passes its own.
     """
 
     def __init__(
@@ -108,28 +118,42 @@ class Scorer:
         self.settings = settings
         self.metrics = metrics
         self.engine = engine or async_engine(settings.resolved_database_url())
-        self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
+        # One producer per consumer ("lane"): their batches, and so their transactions, overlap.
+        self.results: dict[str, Results] = dict(results or {})
         self._own_results = results is None
         self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())
         registry = Registry.of(settings)
+        cache = self.compiled_cache
+
+        def load(version: str) -> PriceModel:
+            return PriceModel.load_version(registry, version, cache)
+
         # No champion raises NoChampion: at start, a scorer without a model cannot score.
         self.champion: ModelSlot[Pricer] = ModelSlot(
-            settings.registry.champion_alias,
-            lambda: registry.champion(settings.registry.champion_alias),
-            lambda version: PriceModel.load_version(registry, version),
+            settings.registry.champion_alias, lambda: registry.champion(settings.registry.champion_alias), load
         )
         self.challenger: ModelSlot[Pricer] = ModelSlot(
             settings.registry.challenger_alias,
             lambda: registry.version_behind(settings.registry.challenger_alias),
-            lambda version: PriceModel.load_version(registry, version),
+            load,
         )
         self._background: list[asyncio.Task] = []
 
+    @property
+    def compiled_cache(self) -> Path | None:
+        """Where compiled trees are kept, None when the scorer prices with the booster only."""
+        scorer = self.settings.scorer
+        return scorer.model_cache_dir.expanduser() if scorer.compile_model else None
+
     def subscribe(self, broker: KafkaBroker) -> list:
-        """The batch subscribers of the two input topics, one consumer group each."""
+        """The batch subscribers of the two input topics, one consumer group each;
+        ``rental_consumers`` of them in the rentals' group."""
         return [
-            self._subscriber(broker, RENTALS, self.score_rentals),
-            # Someone is waiting for these: a short broker-side fetch wait (see the setting).
+            *(
+                self._subscriber(broker, RENTALS, self.score_rentals, lane=lane)
+                for lane in lanes(RENTALS, self.settings.scorer.rental_consumers)
+            ),
+            # Someone is waiting for these: their own fetch wait (see the setting).
             self._subscriber(
                 broker, PRICE_REQUESTS, self.score_price_requests, self.settings.kafka.request_fetch_max_wait_ms
             ),
@@ -141,12 +165,12 @@ class Scorer:
     async def start(self) -> None:
         if self._own_results:
             instance = self.settings.scorer.resolved_instance_id()
-            for topic in (RENTALS, PRICE_REQUESTS):
-                self.results[topic.name] = await choose_results(
+            for lane in (*lanes(RENTALS, self.settings.scorer.rental_consumers), PRICE_REQUESTS.name):
+                self.results[lane] = await choose_results(
                     self.settings.kafka.transactions,
                     self.settings.resolved_kafka_bootstrap(),
                     CLIENT_ID,
-                    transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
+                    transactional_id=f"{CLIENT_ID}.{instance}.{lane}",
                 )
         for results in self.results.values():
             await results.start()
@@ -154,6 +178,9 @@ class Scorer:
             previous = slot.version
             if await slot.refresh():
                 self._moved(slot, previous)
+        # Compiled trees already on disk (logged with the version at registration, or
+        # compiled here before) are checked and loaded now, before the first batch.
+        await asyncio.gather(*(task for task in self._background if task.get_name() == FROM_DISK))
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
         # long as the process; frozen, the collector stops rescanning it, which took
         # ~0.2 s, once every few batches, in the middle of scoring.
@@ -177,7 +204,10 @@ class Scorer:
         """Price a batch of rentals and store them with their delay facts; the prices, the
         delay facts that changed and the dead letters to publish."""
         model, challenger = self._models()
-        priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
+        # In a worker thread: the compiled trees let go of the GIL while they run, so
+        # another rentals consumer's batch (Postgres rows, results) goes on meanwhile.
+        priced, dead = await asyncio.to_thread(score_batch, records, RentalEvent, model, CONSUMER)
+        challenges = await asyncio.to_thread(self._challenge, challenger, priced)
         scored_at = utc_now()
         price_rows = [
             price_scored(
@@ -192,7 +222,7 @@ class Scorer:
                 challenger=challenger,
                 challenger_price=c,
             )
-            for (_, e, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
+            for (_, e, p), c in zip(priced, challenges, strict=True)
         ]
         facts = await self._retrying(
             lambda: store.write_rental_batch(
@@ -261,12 +291,16 @@ class Scorer:
         topic: Topic,
         score: Callable[[Sequence[KafkaRecord]], Awaitable[Messages]],
         fetch_max_wait_ms: int = 500,
+        lane: str | None = None,
     ):
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
-        results on (and commit its offsets) once Postgres holds them."""
+        results on (and commit its offsets) once Postgres holds them. ``lane`` names one
+        of several consumers of the topic in this process (by default the topic's name):
+        its results, transactional id and static membership are its own."""
         settings = self.settings
+        lane = lane or topic.name
         group = f"{settings.scorer.group_id}.{topic.name}"
-        rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
+        rebalance = ResumeAfterOwnCommits(lambda: self.results.get(lane), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker,
             topic.name,
@@ -277,7 +311,7 @@ class Scorer:
             heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
-            group_instance_id=settings.scorer.resolved_instance_id(),
+            group_instance_id=settings.scorer.resolved_instance_id() + lane.removeprefix(topic.name),
             listener=rebalance,
         )
 
@@ -287,7 +321,7 @@ class Scorer:
                 async with rebalance.in_flight:
                     with self.metrics.batch_seconds.labels(topic.name).time():
                         messages = await score(records)
-                        await self.results[topic.name].deliver(messages, records, message, group)
+                        await self.results[lane].deliver(messages, records, message, group)
             except BaseException:
                 await message.nack()  # consumed again from the batch's first offsets
                 raise
@@ -339,8 +373,13 @@ class Scorer:
                 slot.version,
                 f"v{previous}" if previous else "none",
             )
-            if self.settings.scorer.compile_model:
-                self._background.append(asyncio.create_task(self._switch_to_compiled(slot, slot.current)))
+            if self.compiled_cache is not None:
+                ready = on_disk(slot.current.booster, self.compiled_cache)
+                self._background.append(
+                    asyncio.create_task(
+                        self._switch_to_compiled(slot, slot.current), name=FROM_DISK if ready else "scorer-compile"
+                    )
+                )
         gauge = self.metrics.model if slot is self.champion else self.metrics.challenger
         gauge.clear()
         if slot.current is not None:
@@ -350,8 +389,9 @@ class Scorer:
     async def _switch_to_compiled(self, slot: ModelSlot, model: PriceModel) -> None:
         """Score with the compiled trees once they are ready, if ``model`` is still the one
         in ``slot`` by then; the swap is one assignment, between two batches."""
+        assert self.compiled_cache is not None
         try:
-            compiled = await compile_trees(model.booster, self.settings.scorer.model_cache_dir.expanduser())
+            compiled = await compile_trees(model.booster, self.compiled_cache)
         except Exception as error:  # noqa: BLE001  (an optimisation: whatever fails, the booster scores on)
             log.warning("v%s stays on LightGBM's own predictor: %s", model.version, error)
             return

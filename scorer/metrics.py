@@ -51,6 +51,6 @@ class ScorerMetrics(ConsumerMetrics):
         )
         self.compiled = Gauge(
             "rentalstream_model_compiled",
-            "1 once the scorer prices with the compiled trees (see scorer/compiled.py).",
+            "1 once the scorer prices with the compiled trees (see runtime/compiled_trees.py).",
             registry=self.registry,
         )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime.compiled_trees import CompiledTrees, cache_paths
 from runtime.registry import Registry
 from schemas.cars import CATEGORICAL, CarFeatures
 from schemas.intervals import PriceInterval
-from scorer.compiled import CompiledTrees
 from training.features import CATEGORICAL_FEATURES, FEATURES, feature_codes
 
 PARALLEL_FROM_ROWS = 500
@@ -36,13 +37,21 @@ class PriceModel:
         return cls.load_version(registry, registry.champion(alias))
 
     @classmethod
-    def load_version(cls, registry: Registry, version: str) -> PriceModel:
-        return cls(
+    def load_version(cls, registry: Registry, version: str, compiled_cache: Path | None = None) -> PriceModel:
+        """``version`` from ``registry``; with ``compiled_cache``, also the compiled trees
+        logged with it for this platform, into that cache (unless they are there), for
+        ``runtime.compiled_trees.compile_trees`` to check and load."""
+        model = cls(
             name=registry.model_name,
             version=str(version),
             model=registry.load_lightgbm(version),
             interval=registry.interval(version),
         )
+        if compiled_cache is not None:
+            _, object_path = cache_paths(compiled_cache, model.booster.model_to_string())
+            if not object_path.exists():
+                registry.fetch_compiled_trees(model.version, object_path)
+        return model
 
     def __post_init__(self) -> None:
         # The scorer feeds the booster category codes (0.2 ms per call instead of 9 ms

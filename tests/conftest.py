@@ -212,7 +212,10 @@ def delay_history(delays_xlsx: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def mlflow_registry(tmp_path_factory, pricing_csv: Path, delay_history: list[dict]):
-    """An MLflow registry (SQLite + local artifacts) holding a trained champion."""
+    """An MLflow registry (SQLite + local artifacts) holding a trained champion, with its
+    trees compiled for this machine (into the scorers' default cache, as `rentalstream
+    train` does)."""
+    from runtime.settings import Settings
     from training.features import read_pricing
     from training.train import train_and_register
 
@@ -225,6 +228,7 @@ def mlflow_registry(tmp_path_factory, pricing_csv: Path, delay_history: list[dic
         experiment_name="rentalstream-price",
         model_name="rentalstream-price",
         artifact_location=(root / "artifacts").as_uri(),
+        compiled_trees_dir=Settings().scorer.model_cache_dir.expanduser(),
     )
     return uri, result
 

@@ -1,14 +1,19 @@
-"""The champion's trees compiled to machine code with lleaves, cached on disk.
+"""The price model's trees compiled to machine code with lleaves, cached on disk.
 
-LightGBM walks 600 trees per car in its generic interpreter: ~30 µs per car on one
-core here, the largest single cost of a replay. lleaves compiles the same trees
-(LLVM) into one function: ~4 µs per car, with the same predictions (checked on load).
+LightGBM walks the trees of every car in its generic interpreter: ~140 µs per car for
+the champion's 1,787 trees on one core here. lleaves compiles the same trees (LLVM) into
+one function: ~17 µs per car, with the same predictions (checked on load).
 
-Compiling takes ~30 s of one core, so the scorer starts on the LightGBM booster and
-compiles in a child process (``python -m scorer.compiled MODEL_TXT OUTPUT SCORER_PID``); when the
-compiled model is ready it is checked against the booster and swapped in between two
-batches. The object file is cached under ``model_cache_dir`` by the SHA-256 of the
-model text, so each model version is compiled once per machine.
+Compiling takes ~30 s of one core, so it happens once per model version and machine:
+- at registration (``training.train``): the object is logged with the version as
+  ``compiled-trees/<platform_tag()>/<digest>.o``; a scorer on the same platform fetches
+  it into its cache with the model, checks it against the booster and prices with it
+  from its first batch;
+- otherwise in the scorer, in a child process (``python -m runtime.compiled_trees
+  MODEL_TXT OUTPUT PARENT_PID``), while the booster prices; the compiled model is checked
+  and swapped in between two batches.
+
+The object file is cached under ``model_cache_dir`` by the SHA-256 of the model text.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,7 @@ import numpy as np
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 
 log = logging.getLogger("rentalstream.scorer")
+COMPILED_ARTIFACTS = "compiled-trees"  # <platform tag>/<digest>.o, in the training run of a version
 PROBE_ROWS = 2000
 MAX_DIFFERENCE = 1e-6  # euros; observed differences are ~1e-12 (summation order)
 
@@ -54,11 +61,44 @@ def cache_paths(cache_dir: Path, model_text: str) -> tuple[Path, Path]:
     return cache_dir / f"{digest}.txt", cache_dir / f"{digest}.o"
 
 
-async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
-    """The compiled form of ``booster``: from the cache, or compiled in a child process.
+def platform_tag() -> str:
+    """What a compiled object runs on: lleaves compiles for the host's CPU (its name and
+    features), so an object is only reused where all three match: ``<triple>-<cpu>-<features' hash>``."""
+    import llvmlite.binding as llvm
 
-    Raises ``CompileFailed`` if lleaves is missing, the compilation fails, or the
-    compiled model does not predict what the booster predicts."""
+    features = hashlib.sha256(llvm.get_host_cpu_features().flatten().encode()).hexdigest()[:12]
+    return f"{llvm.get_process_triple()}-{llvm.get_host_cpu_name()}-{features}"
+
+
+def compiled_artifact(object_path: Path) -> str:
+    """Where a version's compiled object for this platform is kept among its run's artifacts."""
+    return f"{COMPILED_ARTIFACTS}/{platform_tag()}/{object_path.name}"
+
+
+def on_disk(booster: Any, cache_dir: Path) -> bool:
+    """Whether ``booster``'s compiled object is in ``cache_dir`` (loading it takes ~1 s, not ~30)."""
+    return cache_paths(cache_dir, booster.model_to_string())[1].exists()
+
+
+def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
+    """Compile ``booster`` into ``cache_dir`` (unless there already) in a child process,
+    check it against the booster, and return the object's path. For training, which is
+    not asynchronous."""
+    text_path, object_path = _write_model_text(booster, cache_dir)
+    if not object_path.exists():
+        child = subprocess.run(
+            [sys.executable, "-m", "runtime.compiled_trees", str(text_path), str(object_path), str(os.getpid())],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise CompileFailed(f"compiling the trees failed ({child.returncode}): {child.stderr[-2000:]}")
+    _checked(booster, _load(text_path, object_path))
+    return object_path
+
+
+def _write_model_text(booster: Any, cache_dir: Path) -> tuple[Path, Path]:
     model_text = booster.model_to_string()
     text_path, object_path = cache_paths(cache_dir, model_text)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -66,12 +106,28 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
         partial = text_path.with_name(f"{text_path.name}.{os.getpid()}.partial")
         partial.write_text(model_text)
         partial.replace(text_path)
+    return text_path, object_path
+
+
+def _checked(booster: Any, compiled: CompiledTrees) -> CompiledTrees:
+    difference = _largest_difference(booster, compiled)
+    if not difference <= MAX_DIFFERENCE:
+        raise CompileFailed(f"the compiled trees differ from the booster by up to {difference} on the probe cars")
+    return compiled
+
+
+async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
+    """The compiled form of ``booster``: from the cache, or compiled in a child process.
+
+    Raises ``CompileFailed`` if lleaves is missing, the compilation fails, or the
+    compiled model does not predict what the booster predicts."""
+    text_path, object_path = await asyncio.to_thread(_write_model_text, booster, cache_dir)
     if not object_path.exists():
         log.info("compiling the model's trees into %s (once per model version)", object_path)
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "scorer.compiled",
+            "runtime.compiled_trees",
             str(text_path),
             str(object_path),
             str(os.getpid()),
@@ -86,10 +142,7 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
         if child.returncode != 0:
             raise CompileFailed(f"compiling the trees failed ({child.returncode}): {stderr.decode()[-2000:]}")
     compiled = await asyncio.to_thread(_load, text_path, object_path)
-    difference = await asyncio.to_thread(_largest_difference, booster, compiled)
-    if not difference <= MAX_DIFFERENCE:
-        raise CompileFailed(f"the compiled trees differ from the booster by up to {difference} on the probe cars")
-    return compiled
+    return await asyncio.to_thread(_checked, booster, compiled)
 
 
 def _load(text_path: Path, object_path: Path) -> CompiledTrees:
@@ -122,12 +175,12 @@ def probe_matrix(rows: int, seed: int = 0) -> np.ndarray:
 
 
 def _die_with(parent: int) -> None:
-    """Ask Linux to kill this process when ``parent`` (the scorer) dies, SIGKILL included;
+    """Ask Linux to kill this process when ``parent`` (the scorer, or training) dies, SIGKILL included;
     exit now if it already has."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
-        sys.exit("the scorer that asked for this compilation is gone")
+        sys.exit("the process that asked for this compilation is gone")
 
 
 def main(text_path: str, object_path: str, parent: str) -> None:
