@@ -4,6 +4,7 @@ the same machine (these machines vary by ±30% from day to day).
 
 The ref is checked out in a temporary git worktree and run with this tree's virtual
 environment, its own code first on ``PYTHONPATH`` (the services it starts inherit it).
+A benchmark the ref does not have yet runs from this tree, on the ref's code.
 Each run's output is shown as it ends; the lines that carry its figures are repeated side
 by side at the end.
 """
@@ -74,8 +75,12 @@ def _run(root: Path, script: Path, argv: list[str]) -> list[str]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), str(root / "benchmarks")]),
     }
+    program = root / script
+    if not program.exists():  # a benchmark newer than the ref: this tree's script on the ref's code
+        program = REPO / script
+        print(f"({script} is not in {root}: running this tree's copy on that tree's code)", flush=True)
     process = subprocess.Popen(
-        [sys.executable, str(root / script), *argv],
+        [sys.executable, str(program), *argv],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,

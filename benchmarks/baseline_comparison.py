@@ -27,6 +27,7 @@ import os
 import time
 
 import aiohttp
+from against import add_against_option, run_against
 from bench_stack import cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
 from bridge_latency import Run, plain_api, sequential_run, timed_post
 
@@ -36,13 +37,19 @@ from rentalstream.demo import wait_until_scored
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from schemas.events import RentalEvent, utc_now
 
+FIGURES = r"^(conditions|throughput|latency|  (ours|plain|ratio|bridge))"  # the lines --against sets side by side
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="concurrent HTTP clients feeding the baseline")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests for the latency figures")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
 
     with fresh_stack((services.SCORER, services.BRIDGE)) as (settings, state), plain_api() as baseline:
         wait_until_compiled(state["services"]["scorer"]["url"])

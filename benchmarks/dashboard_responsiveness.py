@@ -28,6 +28,7 @@ import threading
 import time
 
 import psutil
+from against import add_against_option, run_against
 from bench_stack import fresh_stack
 from playwright.sync_api import Page, sync_playwright
 from replay_throughput import PeakRss
@@ -50,10 +51,17 @@ CHROMIUM_ARGS = [
 IDLE_CHANGES = 20
 
 
+FIGURES = r"^(conditions|first draw|threshold change|rentals scored)"  # the lines --against sets side by side
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
     chromium = os.environ.get("RENTALSTREAM_TEST_CHROMIUM") or shutil.which("chromium")
     if not chromium:
         raise SystemExit("no chromium on the PATH: `make chromium`, or set RENTALSTREAM_TEST_CHROMIUM")

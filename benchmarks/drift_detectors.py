@@ -28,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from against import add_against_option, run_against
 
 from monitor.detectors import DetectorSpec
 from monitor.watch import DriftWatch, Origin
@@ -53,12 +54,19 @@ DEFAULT_DETECTORS = "adwin:0.002,adwin:0.0001,page_hinkley:50,page_hinkley:200,k
 EVENTS = 26_637  # one pass of the 21,310 rentals with 20% price requests
 
 
+FIGURES = r"^(conditions|false alarms|detection delay|  \S)"  # the lines --against sets side by side
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shift-from", type=int, default=10_000)
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS)
     parser.add_argument("--chosen", default="adwin:0.0001", help="the setting whose throughput is measured")
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
     settings = Settings()
     pricing_csv = dataset_path(PRICING_CSV, settings.data_dir)
     xlsx = dataset_path(DELAYS_XLSX, settings.data_dir)

@@ -22,6 +22,7 @@ import time
 from itertools import islice
 
 import httpx
+from against import add_against_option, run_against
 from bench_stack import fresh_stack
 from drift_detectors import EVENTS, monitored_stream
 from replay_throughput import PeakRss
@@ -33,11 +34,17 @@ from rentalstream import services
 from runtime.registry import Registry
 from scorer.pricing import PriceModel
 
+FIGURES = r"^(conditions|published|monitored|monitor peak)"  # the lines --against sets side by side
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
     with fresh_stack((services.MONITOR,), keep_home=args.keep_home) as (settings, state):
         simulator = Simulator.from_data_dir(settings.data_dir, run_id="bench")
         model = PriceModel.load(Registry.of(settings))

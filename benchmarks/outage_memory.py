@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from against import add_against_option, run_against
 from bench_stack import fresh_stack, wait_until_compiled
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -34,13 +35,19 @@ from rentalstream import embedded, services
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from runtime.settings import normalised_database_url
 
+FIGURES = r"^(conditions|scorer RSS|growth)"  # the lines --against sets side by side
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outage-seconds", type=float, default=300)
     parser.add_argument("--rate", type=float, default=1500, help="replay rate, events/s")
     parser.add_argument("--plot", type=Path, default=Path("outage_memory.png"), help="where the PNG goes")
+    add_against_option(parser)
     args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, FIGURES)
+        return
 
     with fresh_stack((services.SCORER,)) as (settings, state):
         scorer = state["services"]["scorer"]
