@@ -82,8 +82,6 @@ def main() -> None:
         return
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
-    if args.scorers > 1:  # the partitions split between processes: one rentals consumer each
-        os.environ.setdefault("RENTALSTREAM_SCORER_RENTAL_CONSUMERS", "1")
     with (
         fresh_stack(wanted, keep_home=args.keep_home, broker=args.broker) as (settings, state),
         replicas(settings, args.scorers - 1) as extra,
@@ -149,8 +147,7 @@ def main() -> None:
         print(
             f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
             f"by the broker, PostgreSQL, MLflow, the replay and {', '.join(state['services'])}; "
-            f"{settings.kafka.topic_partitions} partitions; {args.scorers} scorer replica(s) of "
-            f"{settings.scorer.rental_consumers} rentals consumer(s) each, batches of up to "
+            f"{settings.kafka.topic_partitions} partitions; {args.scorers} scorer replica(s), batches of up to "
             f"{settings.scorer.max_records}; "
             f"model compiled (lleaves)"
         )

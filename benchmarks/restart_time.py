@@ -7,7 +7,7 @@ compiled trees, then publishes the history at ``--rate`` rentals/s. Every few se
 SIGKILLs the scorer and at once spawns it again (same port, so the same instance id:
 its static group membership and transactional ids), and measures from the spawn:
 
-- ``/health`` answering (the process is up and its broker connected),
+- ``/health`` answering 2xx (the process serves HTTP and its broker answers),
 - ``/ready`` answering 200 (model loaded, every topic's consumers holding partitions),
 - the first rental committed to PostgreSQL after the spawn (only the new process can
   have committed it: the old one is dead).
@@ -63,10 +63,13 @@ def main() -> None:
         wait_until_scored(settings, since, 1, scorer["pid"])
         wait_until_compiled(scorer["url"])
 
-        publishing = threading.Thread(
-            target=lambda: asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events, rate=args.rate)),
-            daemon=True,
-        )
+        done = threading.Event()
+
+        def publish_until_done() -> None:  # the history again and again (rows rewritten: stored_at moves)
+            while not done.is_set():
+                asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events, rate=args.rate))
+
+        publishing = threading.Thread(target=publish_until_done, daemon=True)
         publishing.start()
         engine = create_engine(normalised_database_url(settings.resolved_database_url()))
         pid, timings = scorer["pid"], []
@@ -85,12 +88,13 @@ def main() -> None:
                     flush=True,
                 )
         finally:
+            done.set()
             processes.stop_pid(pid, timeout=30)
             engine.dispose()
         print(
             f"conditions: the scorer SIGKILLed while scoring {args.rate:,.0f} rentals/s and spawned again at once "
             f"(same instance id); {os.cpu_count()} CPU cores; {settings.kafka.topic_partitions} partitions; "
-            f"{settings.scorer.rental_consumers} rentals consumers; session timeout "
+            f"session timeout "
             f"{settings.kafka.session_timeout_ms / 1000:g} s"
         )
         for name, column in (("/health", 0), ("/ready", 1), ("first commit", 2)):
@@ -105,7 +109,7 @@ def measure(url: str, engine, spawned_at: float, spawned: datetime) -> tuple[flo
         for route in ("health", "ready"):
             if route not in marks:
                 try:
-                    if httpx.get(f"{url}/{route}", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/{route}", timeout=1).is_success:
                         marks[route] = time.monotonic() - spawned_at
                 except httpx.HTTPError:
                     pass

@@ -56,17 +56,16 @@ def consumer_app(
     engine: AsyncEngine,
     contracts: AsyncAPI | None = None,
 ) -> AsgiFastStream:
-    """The service's app. Ready means ``loaded()``, every topic has a subscriber that has
-    joined its group and holds partitions (a replica beyond the partition count holds none
-    and stays not-ready: it is a standby; of several consumers of one topic in a process,
-    one holding partitions is enough), the broker answers and the database (``engine``) takes
+    """The service's app. Ready means ``loaded()``, every subscriber has joined its group
+    and holds partitions (a replica beyond the partition count holds none and stays
+    not-ready: it is a standby), the broker answers and the database (``engine``) takes
     a query: a consumer that cannot store its results commits nothing and falls behind.
     ``rentalstream_assigned_partitions`` tells how the partitions are spread over replicas."""
     metrics.registry.register(AssignedPartitions(subscribers))
 
     @get
     async def ready(scope) -> AsgiResponse:
-        consuming = holds_every_topic(subscribers)
+        consuming = all(s.consumer is not None and s.consumer.assignment() for s in subscribers)
         if not (loaded() and consuming):
             return AsgiResponse(b"not ready: loading, or joining its consumer groups", 503)
         # Both asked at once, and every one that fails is named: a slow broker ping must
@@ -97,16 +96,6 @@ def consumer_app(
     )
 
 
-def holds_every_topic(subscribers: Sequence) -> bool:
-    """Whether, for every topic consumed, some subscriber of it holds partitions now."""
-    holding: dict[str, bool] = {}
-    for subscriber in subscribers:
-        held = subscriber.consumer is not None and bool(subscriber.consumer.assignment())
-        for topic in subscriber.topic_names:
-            holding[topic] = holding.get(topic, False) or held
-    return all(holding.values())
-
-
 class AssignedPartitions(Collector):
     """The partitions this replica holds now, per topic, read from the consumers at scrape
     time (a rebalance moves them without telling the handlers)."""
@@ -118,13 +107,10 @@ class AssignedPartitions(Collector):
         family = GaugeMetricFamily(
             "rentalstream_assigned_partitions", "Partitions of a topic this replica holds now.", labels=["topic"]
         )
-        counts: dict[str, int] = {}
         for subscriber in self.subscribers:
             held = subscriber.consumer.assignment() if subscriber.consumer is not None else set()
             for topic in subscriber.topic_names:
-                counts[topic] = counts.get(topic, 0) + sum(1 for tp in held if tp.topic == topic)
-        for topic, count in counts.items():
-            family.add_metric([topic], count)
+                family.add_metric([topic], sum(1 for tp in held if tp.topic == topic))
         yield family
 
 

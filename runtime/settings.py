@@ -135,13 +135,6 @@ class ScorerSettings(BaseModel):
     port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
     max_records: int = Field(2000, ge=1, description="Largest batch the scorer takes from one poll.")
     batch_timeout_ms: int = Field(100, ge=1, description="How long a poll of the scorer waits to fill a batch.")
-    rental_consumers: int = Field(
-        3,
-        ge=1,
-        description="Consumers of `rentals` in one scorer process, each with its own partitions and Kafka "
-        "transactions, so one prices its batch while another waits for Postgres or the broker. More than the "
-        "partitions a replica holds leaves the extra ones idle: replicas x consumers <= partitions.",
-    )
     compile_model: bool = Field(
         True,
         description="Compile the model's trees to machine code (lleaves) in the background and score with "

@@ -85,12 +85,6 @@ def serve(settings: Settings) -> None:
     consumer_service.serve(build_app(settings), settings.scorer.host, settings.scorer.port)
 
 
-def lanes(topic: Topic, consumers: int) -> list[str]:
-    """The names of ``consumers`` consumers of ``topic`` in one process: the topic's name,
-    then ``<topic>.2``, ``<topic>.3``…"""
-    return [topic.name, *(f"{topic.name}.{n}" for n in range(2, consumers + 1))]
-
-
 class Scorer:
     """Prices every rental and price request with the champion (and the challenger, when
     one is set), works out each rental's delay facts, stores it all, and hands the
@@ -100,10 +94,8 @@ class Scorer:
     ``registry_poll_seconds``; a version that moved is loaded in full beside the one
     scoring and swapped in between two batches (each batch reads the models once).
 
-    ``rental_consumers`` consumers of ``rentals`` (lanes) run in the process, each with its
-    own partitions, Kafka producer and transactions: while one waits for Postgres or the
-    broker, another prices. ``results`` (per lane: ``lanes()``) and ``reply_topics`` are
-    made at start from the settings unless given: a handler test passes its own.
+    ``results`` (per input topic) and ``reply_topics`` are made at start from the settings
+    unless given: a handler test passes its own.
     """
 
     def __init__(
@@ -118,8 +110,7 @@ class Scorer:
         self.settings = settings
         self.metrics = metrics
         self.engine = engine or async_engine(settings.resolved_database_url())
-        # One producer per consumer ("lane"): their batches, and so their transactions, overlap.
-        self.results: dict[str, Results] = dict(results or {})
+        self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
         self._own_results = results is None
         self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())
         registry = Registry.of(settings)
@@ -146,13 +137,9 @@ class Scorer:
         return scorer.model_cache_dir.expanduser() if scorer.compile_model else None
 
     def subscribe(self, broker: KafkaBroker) -> list:
-        """The batch subscribers of the two input topics, one consumer group each;
-        ``rental_consumers`` of them in the rentals' group."""
+        """The batch subscribers of the two input topics, one consumer group each."""
         return [
-            *(
-                self._subscriber(broker, RENTALS, self.score_rentals, lane=lane)
-                for lane in lanes(RENTALS, self.settings.scorer.rental_consumers)
-            ),
+            self._subscriber(broker, RENTALS, self.score_rentals),
             # Someone is waiting for these: their own fetch wait (see the setting).
             self._subscriber(
                 broker, PRICE_REQUESTS, self.score_price_requests, self.settings.kafka.request_fetch_max_wait_ms
@@ -165,12 +152,12 @@ class Scorer:
     async def start(self) -> None:
         if self._own_results:
             instance = self.settings.scorer.resolved_instance_id()
-            for lane in (*lanes(RENTALS, self.settings.scorer.rental_consumers), PRICE_REQUESTS.name):
-                self.results[lane] = await choose_results(
+            for topic in (RENTALS, PRICE_REQUESTS):
+                self.results[topic.name] = await choose_results(
                     self.settings.kafka.transactions,
                     self.settings.resolved_kafka_bootstrap(),
                     CLIENT_ID,
-                    transactional_id=f"{CLIENT_ID}.{instance}.{lane}",
+                    transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
                 )
         for results in self.results.values():
             await results.start()
@@ -204,10 +191,7 @@ class Scorer:
         """Price a batch of rentals and store them with their delay facts; the prices, the
         delay facts that changed and the dead letters to publish."""
         model, challenger = self._models()
-        # In a worker thread: the compiled trees let go of the GIL while they run, so
-        # another rentals consumer's batch (Postgres rows, results) goes on meanwhile.
-        priced, dead = await asyncio.to_thread(score_batch, records, RentalEvent, model, CONSUMER)
-        challenges = await asyncio.to_thread(self._challenge, challenger, priced)
+        priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
         price_rows = [
             price_scored(
@@ -222,7 +206,7 @@ class Scorer:
                 challenger=challenger,
                 challenger_price=c,
             )
-            for (_, e, p), c in zip(priced, challenges, strict=True)
+            for (_, e, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
         facts = await self._retrying(
             lambda: store.write_rental_batch(
@@ -291,16 +275,12 @@ class Scorer:
         topic: Topic,
         score: Callable[[Sequence[KafkaRecord]], Awaitable[Messages]],
         fetch_max_wait_ms: int = 500,
-        lane: str | None = None,
     ):
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
-        results on (and commit its offsets) once Postgres holds them. ``lane`` names one
-        of several consumers of the topic in this process (by default the topic's name):
-        its results, transactional id and static membership are its own."""
+        results on (and commit its offsets) once Postgres holds them."""
         settings = self.settings
-        lane = lane or topic.name
         group = f"{settings.scorer.group_id}.{topic.name}"
-        rebalance = ResumeAfterOwnCommits(lambda: self.results.get(lane), lambda: subscriber.consumer)
+        rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker,
             topic.name,
@@ -311,7 +291,7 @@ class Scorer:
             heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
-            group_instance_id=settings.scorer.resolved_instance_id() + lane.removeprefix(topic.name),
+            group_instance_id=settings.scorer.resolved_instance_id(),
             listener=rebalance,
         )
 
@@ -321,7 +301,7 @@ class Scorer:
                 async with rebalance.in_flight:
                     with self.metrics.batch_seconds.labels(topic.name).time():
                         messages = await score(records)
-                        await self.results[lane].deliver(messages, records, message, group)
+                        await self.results[topic.name].deliver(messages, records, message, group)
             except BaseException:
                 await message.nack()  # consumed again from the batch's first offsets
                 raise

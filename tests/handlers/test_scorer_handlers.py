@@ -51,9 +51,6 @@ def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, l
     scorer published, per topic."""
     broker = KafkaBroker()
     published = collect(broker, PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")
-    # TestKafkaBroker has no consumer groups: each subscriber of a topic gets every
-    # message, so one rentals consumer (the lanes are tested on Apache Kafka).
-    settings = settings.model_copy(update={"scorer": settings.scorer.model_copy(update={"rental_consumers": 1})})
 
     async def scenario() -> None:
         scorer = Scorer(

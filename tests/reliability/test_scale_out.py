@@ -54,8 +54,6 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
     group = {
         **scorer_env,
         "RENTALSTREAM_SCORER_GROUP_ID": "replicas",
-        # One rentals consumer per replica: the partitions are split between processes here.
-        "RENTALSTREAM_SCORER_RENTAL_CONSUMERS": "1",
         "RENTALSTREAM_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         "RENTALSTREAM_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
     }
