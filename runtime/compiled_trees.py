@@ -7,8 +7,8 @@ one function: ~17 µs per car, with the same predictions (checked on load).
 Compiling takes ~30 s of one core, so it happens once per model version and machine:
 - at registration (``training.train``): the object is logged with the version as
   ``compiled-trees/<platform_tag()>/<digest>.o``; a scorer on the same platform fetches
-  it into its cache with the model, checks it against the booster and prices with it
-  from its first batch;
+  it into its cache with the model, then checks it against the booster and swaps it in
+  ~1 s later instead of ~30;
 - otherwise in the scorer, in a child process (``python -m runtime.compiled_trees
   MODEL_TXT OUTPUT PARENT_PID``), while the booster prices; the compiled model is checked
   and swapped in between two batches.
@@ -73,11 +73,6 @@ def platform_tag() -> str:
 def compiled_artifact(object_path: Path) -> str:
     """Where a version's compiled object for this platform is kept among its run's artifacts."""
     return f"{COMPILED_ARTIFACTS}/{platform_tag()}/{object_path.name}"
-
-
-def on_disk(booster: Any, cache_dir: Path) -> bool:
-    """Whether ``booster``'s compiled object is in ``cache_dir`` (loading it takes ~1 s, not ~30)."""
-    return cache_paths(cache_dir, booster.model_to_string())[1].exists()
 
 
 def compile_for_registration(booster: Any, cache_dir: Path) -> Path:

@@ -26,7 +26,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime import consumer_service
-from runtime.compiled_trees import compile_trees, on_disk
+from runtime.compiled_trees import compile_trees
 from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
@@ -50,7 +50,6 @@ CONSUMER = "scorer"
 T = TypeVar("T")
 Messages = list[tuple[str, str | None, Any]]  # (topic, key, model) to publish
 CLIENT_ID = "rentalstream-scorer"
-FROM_DISK = "scorer-compiled-from-disk"  # the name of a compiled-trees task awaited at start
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -165,9 +164,6 @@ class Scorer:
             previous = slot.version
             if await slot.refresh():
                 self._moved(slot, previous)
-        # Compiled trees already on disk (logged with the version at registration, or
-        # compiled here before) are checked and loaded now, before the first batch.
-        await asyncio.gather(*(task for task in self._background if task.get_name() == FROM_DISK))
         # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
         # long as the process; frozen, the collector stops rescanning it, which took
         # ~0.2 s, once every few batches, in the middle of scoring.
@@ -354,12 +350,7 @@ class Scorer:
                 f"v{previous}" if previous else "none",
             )
             if self.compiled_cache is not None:
-                ready = on_disk(slot.current.booster, self.compiled_cache)
-                self._background.append(
-                    asyncio.create_task(
-                        self._switch_to_compiled(slot, slot.current), name=FROM_DISK if ready else "scorer-compile"
-                    )
-                )
+                self._background.append(asyncio.create_task(self._switch_to_compiled(slot, slot.current)))
         gauge = self.metrics.model if slot is self.champion else self.metrics.challenger
         gauge.clear()
         if slot.current is not None:

@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 from functools import cache
 
-import asyncpg
 from psycopg import sql
 from sqlalchemy import JSON, Column, MetaData, Table, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -41,7 +40,7 @@ async def upsert(conn: AsyncConnection, table: Table, key: str, rows: list[dict]
     staging = _staging_table(table)
     await conn.execute(CreateTable(staging, if_not_exists=True))  # once per connection; then a no-op
     driver = (await conn.get_raw_connection()).driver_connection
-    if isinstance(driver, asyncpg.Connection):
+    if type(driver).__module__.startswith("asyncpg"):  # not imported otherwise: a service never loads it
         await _copy_asyncpg(driver, table, staging.name, columns, rows)
     else:
         await _copy_psycopg(driver, staging.name, columns, rows)
