@@ -137,8 +137,9 @@ class ScorerSettings(BaseModel):
     batch_timeout_ms: int = Field(100, ge=1, description="How long a poll of the scorer waits to fill a batch.")
     compile_model: bool = Field(
         True,
-        description="Compile the model's trees to machine code (lleaves) in the background and score with "
-        "them once they are checked against the model; the model itself scores until then.",
+        description="Score with the model's trees compiled to machine code (lleaves), once checked against the "
+        "model: compiled by `rentalstream train` at registration and fetched with the version, or else compiled "
+        "in the scorer's background; the model itself scores until then.",
     )
     model_cache_dir: Path = Field(
         Path("~/.cache/rentalstream/compiled-models"),
