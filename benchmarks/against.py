@@ -32,6 +32,17 @@ def add_against_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="with --against: runs of each tree (default 2)")
 
 
+def parse_or_compare(parser: argparse.ArgumentParser, figures: str) -> argparse.Namespace | None:
+    """The arguments, with ``--against``/``--rounds`` added; None when ``--against`` was
+    given and the comparison has run (the caller then returns)."""
+    add_against_option(parser)
+    args = parser.parse_args()
+    if args.against:
+        run_against(args.against, args.rounds, figures)
+        return None
+    return args
+
+
 def run_against(ref: str, rounds: int, figures: str) -> None:
     """Run the calling script (its arguments minus ``--against``/``--rounds``) on ``ref``
     and on this tree, ``rounds`` times each, alternating (ABBA); then print the lines

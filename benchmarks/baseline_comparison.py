@@ -27,8 +27,8 @@ import os
 import time
 
 import aiohttp
-from against import add_against_option, run_against
-from bench_stack import cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
+from against import parse_or_compare
+from bench_stack import cpu_seconds, fresh_stack, stack_processes, warm_up
 from bridge_latency import Run, plain_api, sequential_run, timed_post
 
 from producers.replay import publish_events, rental_events
@@ -45,23 +45,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent HTTP clients feeding the baseline")
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests for the latency figures")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N rows")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     with fresh_stack((services.SCORER, services.BRIDGE)) as (settings, state), plain_api() as baseline:
-        wait_until_compiled(state["services"]["scorer"]["url"])
         events = rental_events(
             dataset_path(DELAYS_XLSX, settings.data_dir), dataset_path(PRICING_CSV, settings.data_dir), limit=args.limit
         )
         scorer_pid = state["services"]["scorer"]["pid"]
         processes = stack_processes(state) | {"plain API": baseline["pid"], "this process": os.getpid()}
 
-        warm_up = utc_now()
-        asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events[:1]))
-        wait_until_scored(settings, warm_up, 1, scorer_pid)
+        warm_up(settings, events[0], scorer_pid, [state["services"]["scorer"]["url"]])
         asyncio.run(http_replay(f"{baseline['url']}/predict-and-store", events[:200], args.clients))  # warm-up
 
         print(f"replaying {len(events):,} rentals through Kafka and the scorer...", flush=True)

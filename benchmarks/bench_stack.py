@@ -8,6 +8,7 @@ broker-fault tests run it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -21,8 +22,11 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from producers.replay import publish_events
 from rentalstream import kafka_server, processes, services, stack
+from rentalstream.demo import wait_until_scored
 from runtime.settings import Settings
+from schemas.events import RentalEvent, utc_now
 
 BROKERS = {
     "kafka": "one Apache Kafka node (broker and controller), as `rentalstream up` starts it",
@@ -77,6 +81,16 @@ def fresh_stack(
                 os.environ.pop(name, None)
         if not keep_home:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def warm_up(settings: Settings, event: RentalEvent, scorer_pid: int, scorer_urls: list[str]) -> None:
+    """One rental through the scorer (its consumer groups joined, its model loaded), then
+    wait until every scorer in ``scorer_urls`` prices with the compiled trees."""
+    since = utc_now()
+    asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), [event]))
+    wait_until_scored(settings, since, 1, scorer_pid)
+    for url in scorer_urls:
+        wait_until_compiled(url)
 
 
 def wait_until_compiled(scorer_url: str, timeout: float = 300) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import BROKERS, add_broker_option, cpu_seconds, fresh_stack
 
 from rentalstream import processes, services
@@ -78,10 +78,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=20, help="duration of each concurrent run")
     add_broker_option(parser)
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     with (

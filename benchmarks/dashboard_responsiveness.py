@@ -28,7 +28,7 @@ import threading
 import time
 
 import psutil
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import fresh_stack
 from playwright.sync_api import Page, sync_playwright
 from replay_throughput import PeakRss
@@ -57,10 +57,8 @@ FIGURES = r"^(conditions|first draw|threshold change|rentals scored)"  # the lin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
     chromium = os.environ.get("RENTALSTREAM_TEST_CHROMIUM") or shutil.which("chromium")
     if not chromium:

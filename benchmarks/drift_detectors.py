@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from against import add_against_option, run_against
+from against import parse_or_compare
 
 from monitor.detectors import DetectorSpec
 from monitor.watch import DriftWatch, Origin
@@ -62,10 +62,8 @@ def main() -> None:
     parser.add_argument("--shift-from", type=int, default=10_000)
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS)
     parser.add_argument("--chosen", default="adwin:0.0001", help="the setting whose throughput is measured")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
     settings = Settings()
     pricing_csv = dataset_path(PRICING_CSV, settings.data_dir)

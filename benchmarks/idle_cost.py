@@ -13,18 +13,15 @@ unused stack costs. The target is at most 1% of a core per service.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import time
 
-from against import add_against_option, run_against
-from bench_stack import add_broker_option, cpu_seconds, fresh_stack, stack_processes, wait_until_compiled
+from against import parse_or_compare
+from bench_stack import add_broker_option, cpu_seconds, fresh_stack, stack_processes, warm_up
 
-from producers.replay import publish_events, rental_events
+from producers.replay import rental_events
 from rentalstream import services
-from rentalstream.demo import wait_until_scored
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from schemas.events import utc_now
 
 FIGURES = r"^(idle |conditions)"
 SERVICES = (services.SCORER, services.MONITOR, services.BRIDGE, services.DASHBOARD)
@@ -35,10 +32,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="idle seconds measured (default 60)")
     parser.add_argument("--settle", type=float, default=20, help="seconds to wait before measuring (default 20)")
     add_broker_option(parser)
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     with fresh_stack(SERVICES, broker=args.broker) as (settings, state):
@@ -46,10 +41,7 @@ def main() -> None:
         events = rental_events(
             dataset_path(DELAYS_XLSX, settings.data_dir), dataset_path(PRICING_CSV, settings.data_dir), limit=1
         )
-        since = utc_now()
-        asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events))
-        wait_until_scored(settings, since, 1, scorer["pid"])
-        wait_until_compiled(scorer["url"])
+        warm_up(settings, events[0], scorer["pid"], [scorer["url"]])
         time.sleep(args.settle)
 
         processes = stack_processes(state)

@@ -22,7 +22,7 @@ import time
 from itertools import islice
 
 import httpx
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import fresh_stack
 from drift_detectors import EVENTS, monitored_stream
 from replay_throughput import PeakRss
@@ -40,10 +40,8 @@ FIGURES = r"^(conditions|published|monitored|monitor peak)"  # the lines --again
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
     with fresh_stack((services.MONITOR,), keep_home=args.keep_home) as (settings, state):
         simulator = Simulator.from_data_dir(settings.data_dir, run_id="bench")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import fresh_stack, wait_until_compiled
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -43,10 +43,8 @@ def main() -> None:
     parser.add_argument("--outage-seconds", type=float, default=300)
     parser.add_argument("--rate", type=float, default=1500, help="replay rate, events/s")
     parser.add_argument("--plot", type=Path, default=Path("outage_memory.png"), help="where the PNG goes")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     with fresh_stack((services.SCORER,)) as (settings, state):

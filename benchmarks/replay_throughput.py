@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import (
     BROKERS,
     PeakRss,
@@ -41,7 +41,7 @@ from bench_stack import (
     cpu_seconds,
     fresh_stack,
     stack_processes,
-    wait_until_compiled,
+    warm_up,
 )
 from sqlalchemy import create_engine, text
 
@@ -75,10 +75,8 @@ def main() -> None:
     )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
     add_broker_option(parser)
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
@@ -96,12 +94,8 @@ def main() -> None:
         engine = create_engine(normalised_database_url(settings.resolved_database_url()))
         bootstrap = settings.resolved_kafka_bootstrap()
 
-        warm_up_since = utc_now()
-        asyncio.run(publish_events(bootstrap, events[:1]))
-        wait_until_scored(settings, warm_up_since, 1, scorer_pid)
-        for name, service in state["services"].items():
-            if name.startswith("scorer"):
-                wait_until_compiled(service["url"])
+        scorers = [service["url"] for name, service in state["services"].items() if name.startswith("scorer")]
+        warm_up(settings, events[0], scorer_pid, scorers)
         time.sleep(2)  # let the services settle after the warm-up
 
         processes = stack_processes(state) | {"replay (this process)": os.getpid()}

@@ -27,16 +27,14 @@ import time
 from datetime import UTC, datetime
 
 import httpx
-from against import add_against_option, run_against
-from bench_stack import add_broker_option, fresh_stack, wait_until_compiled
+from against import parse_or_compare
+from bench_stack import add_broker_option, fresh_stack, warm_up
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import processes, services
-from rentalstream.demo import wait_until_scored
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from runtime.settings import normalised_database_url
-from schemas.events import utc_now
 
 FIGURES = r"^(restart |median|conditions)"
 FIRST_COMMIT_SQL = text("SELECT min(stored_at) FROM rentals WHERE stored_at > :spawned")
@@ -47,10 +45,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="rentals/s published meanwhile (default 2000)")
     parser.add_argument("--restarts", type=int, default=3, help="kills and restarts (default 3)")
     add_broker_option(parser)
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     with fresh_stack((services.SCORER,), broker=args.broker) as (settings, state):
@@ -58,10 +54,7 @@ def main() -> None:
         events = rental_events(
             dataset_path(DELAYS_XLSX, settings.data_dir), dataset_path(PRICING_CSV, settings.data_dir)
         )
-        since = utc_now()
-        asyncio.run(publish_events(settings.resolved_kafka_bootstrap(), events[:1]))
-        wait_until_scored(settings, since, 1, scorer["pid"])
-        wait_until_compiled(scorer["url"])
+        warm_up(settings, events[0], scorer["pid"], [scorer["url"]])
 
         done = threading.Event()
 

@@ -26,7 +26,7 @@ import statistics
 import threading
 import time
 
-from against import add_against_option, run_against
+from against import parse_or_compare
 from bench_stack import PeakRss, cpu_seconds, fresh_stack, metric_totals, stack_processes, wait_until_compiled
 from sqlalchemy import create_engine, text
 
@@ -55,10 +55,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000, help="events per second (default 5000)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the run (default 60)")
     parser.add_argument("--scorer-only", action="store_true", help="start the scorer and no other service")
-    add_against_option(parser)
-    args = parser.parse_args()
-    if args.against:
-        run_against(args.against, args.rounds, FIGURES)
+    args = parse_or_compare(parser, FIGURES)
+    if args is None:
         return
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES

@@ -70,9 +70,14 @@ def platform_tag() -> str:
     return f"{llvm.get_process_triple()}-{llvm.get_host_cpu_name()}-{features}"
 
 
+def platform_folder() -> str:
+    """The folder of a version's run artifacts that holds its compiled object for this platform."""
+    return f"{COMPILED_ARTIFACTS}/{platform_tag()}"
+
+
 def compiled_artifact(object_path: Path) -> str:
-    """Where a version's compiled object for this platform is kept among its run's artifacts."""
-    return f"{COMPILED_ARTIFACTS}/{platform_tag()}/{object_path.name}"
+    """The artifact path of the compiled object ``object_path`` (named by its model text's digest)."""
+    return f"{platform_folder()}/{object_path.name}"
 
 
 def compile_for_registration(booster: Any, cache_dir: Path) -> Path:

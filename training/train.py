@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from runtime.compiled_trees import CompileFailed, compile_for_registration, compiled_artifact
+from runtime.compiled_trees import CompileFailed, compile_for_registration, platform_folder
 from runtime.registry import Registry
 from schemas.cars import EQUIPMENT, NUMERIC
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
@@ -235,7 +235,7 @@ def _log_compiled_trees(booster, cache_dir: Path) -> None:
     except CompileFailed as error:
         log.warning("registering without compiled trees (the scorer will compile them): %s", error)
         return
-    mlflow.log_artifact(str(object_path), artifact_path=compiled_artifact(object_path).rsplit("/", 1)[0])
+    mlflow.log_artifact(str(object_path), artifact_path=platform_folder())
 
 
 def _cross_validate_and_log(

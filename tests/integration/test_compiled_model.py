@@ -9,7 +9,7 @@ import lightgbm
 import numpy as np
 import pytest
 
-from runtime.compiled_trees import COMPILED_ARTIFACTS, CompileFailed, cache_paths, compile_trees, platform_tag
+from runtime.compiled_trees import COMPILED_ARTIFACTS, CompileFailed, cache_paths, compile_trees, platform_folder
 from runtime.registry import Registry
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
@@ -63,7 +63,7 @@ def test_a_registered_version_carries_its_compiled_trees_and_a_scorer_loads_them
     registry = Registry(uri, "rentalstream-price")
     run_id = registry.client.get_model_version("rentalstream-price", trained.registered_version).run_id
     platforms = [a.path for a in registry.client.list_artifacts(run_id, COMPILED_ARTIFACTS)]
-    assert platforms == [f"{COMPILED_ARTIFACTS}/{platform_tag()}"]
+    assert platforms == [platform_folder()]
 
     cache = tmp_path / "fresh-cache"
     model = PriceModel.load_version(registry, trained.registered_version, cache)
