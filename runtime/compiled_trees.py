@@ -75,11 +75,6 @@ def platform_folder() -> str:
     return f"{COMPILED_ARTIFACTS}/{platform_tag()}"
 
 
-def compiled_artifact(object_path: Path) -> str:
-    """The artifact path of the compiled object ``object_path`` (named by its model text's digest)."""
-    return f"{platform_folder()}/{object_path.name}"
-
-
 def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
     """Compile ``booster`` into ``cache_dir`` (unless there already) in a child process,
     check it against the booster, and return the object's path. For training, which is

@@ -90,24 +90,31 @@ class Registry:
                 return None
             return json.loads(Path(local).read_text())
 
-    def fetch_compiled_trees(self, version: str, object_path: Path) -> bool:
-        """Download the compiled trees logged with ``version`` for this platform to
-        ``object_path`` (``runtime.compiled_trees.cache_paths``' name for its model text);
-        False when the version has none for this platform. The caller checks them
-        against the booster before pricing with them."""
+    def fetch_compiled_trees(self, version: str, cache_dir: Path) -> list[Path]:
+        """Download the compiled trees logged with ``version`` for this platform into
+        ``cache_dir`` (under the name they were logged with: their model text's digest,
+        as ``runtime.compiled_trees.cache_paths`` names them), unless they are there; the
+        paths fetched. The caller checks them against the booster before pricing with them."""
         from mlflow.exceptions import MlflowException
 
-        from runtime.compiled_trees import compiled_artifact
+        from runtime.compiled_trees import platform_folder
 
         run_id = self.client.get_model_version(self.model_name, version).run_id
-        object_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=object_path.parent) as folder:
-            try:
-                local = self.client.download_artifacts(run_id, compiled_artifact(object_path), folder)
-            except (MlflowException, OSError):
-                return False
-            Path(local).replace(object_path)  # whole or not at all: another scorer may be reading the cache
-        return True
+        try:
+            logged = [a.path for a in self.client.list_artifacts(run_id, platform_folder())]
+        except (MlflowException, OSError):
+            return []
+        fetched = []
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for path in logged:
+            target = cache_dir / Path(path).name
+            if target.exists():
+                continue
+            with tempfile.TemporaryDirectory(dir=cache_dir) as folder:
+                local = self.client.download_artifacts(run_id, path, folder)
+                Path(local).replace(target)  # whole or not at all: another scorer may be reading the cache
+            fetched.append(target)
+        return fetched
 
     def reference(self, version: str):
         """The reference statistics (``schemas.reference.ReferenceStats``) logged with

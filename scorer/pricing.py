@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.compiled_trees import CompiledTrees, cache_paths
+from runtime.compiled_trees import CompiledTrees
 from runtime.registry import Registry
 from schemas.cars import CATEGORICAL, CarFeatures
 from schemas.intervals import PriceInterval
@@ -48,9 +48,7 @@ class PriceModel:
             interval=registry.interval(version),
         )
         if compiled_cache is not None:
-            _, object_path = cache_paths(compiled_cache, model.booster.model_to_string())
-            if not object_path.exists():
-                registry.fetch_compiled_trees(model.version, object_path)
+            registry.fetch_compiled_trees(model.version, compiled_cache)
         return model
 
     def __post_init__(self) -> None:
