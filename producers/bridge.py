@@ -28,7 +28,7 @@ from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
 from runtime.model_slot import ModelSlot, follow
-from runtime.registry import Registry
+from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
 from schemas.events import PriceScored
 from schemas.predict import (
@@ -71,7 +71,7 @@ def build_app(settings: Settings) -> FastAPI:
         settings.kafka.request_fetch_max_wait_ms,
         on_late_reply=metrics.late_replies.inc,
     )
-    registry = Registry.of(settings)
+    registry = RegistryProcess.of(settings)  # MLflow stays in that child process
     alias = settings.registry.champion_alias
     champion = ModelSlot(alias, lambda: registry.version_behind(alias))  # the version alone: nothing to load
 
@@ -92,6 +92,7 @@ def build_app(settings: Settings) -> FastAPI:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            await registry.close()
             await requester.stop()
 
     app = FastAPI(

@@ -13,7 +13,12 @@ Compiling takes ~30 s of one core, so it happens once per model version and mach
   MODEL_TXT OUTPUT PARENT_PID``), while the booster prices; the compiled model is checked
   and swapped in between two batches.
 
-The object file is cached under ``model_cache_dir`` by the SHA-256 of the model text.
+The object file is cached under ``model_cache_dir`` by the SHA-256 of the model text,
+beside a ``.checked`` note (the object's own SHA-256) once it has predicted what the
+booster predicts, so a restart loads it without the booster.
+
+lleaves compiles; loading is ``load_object`` here, on llvmlite, because importing lleaves
+imports pandas (+85 MiB in a process that only prices; docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
+from schemas.features import FEATURES
 
 log = logging.getLogger("rentalstream.scorer")
 COMPILED_ARTIFACTS = "compiled-trees"  # <platform tag>/<digest>.o, in the training run of a version
@@ -44,15 +50,71 @@ class CompileFailed(RuntimeError):
     pass
 
 
+ENTRY_POINT = "forest_root"  # lleaves' name for the compiled forest: (rows, out, first, end) -> None
+_Entry = ctypes.CFUNCTYPE(
+    None, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32
+)
+
+
 @dataclass(frozen=True)
 class CompiledTrees:
     """A compiled model: ``predict`` takes the same matrix as the booster."""
 
-    model: Any  # lleaves.Model
+    engine: Any  # llvmlite's execution engine: it owns the machine code, so it lives as long as this
+    entry: Any  # the forest's entry point, a ctypes function (it releases the GIL while it runs)
     path: Path
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return self.model.predict(matrix, n_jobs=1)
+        rows = np.ascontiguousarray(matrix, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURES):
+            raise ValueError(f"expected a matrix of {len(FEATURES)} features, got shape {rows.shape}")
+        predicted = np.zeros(len(rows), dtype=np.float64)
+        as_doubles = ctypes.POINTER(ctypes.c_double)
+        self.entry(rows.ctypes.data_as(as_doubles), predicted.ctypes.data_as(as_doubles), 0, len(rows))
+        return predicted
+
+
+def load_object(object_path: Path) -> CompiledTrees:
+    """The compiled trees in ``object_path``, linked into this process as lleaves does
+    (an MCJIT engine of the host's CPU and large code model, fed the object as its cache)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    machine = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        reloc="pic",
+        codemodel="large",
+    )
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+    code = object_path.read_bytes()
+    engine.set_object_cache(getbuffer_func=lambda _module: code)
+    engine.finalize_object()
+    engine.run_static_constructors()
+    address = engine.get_function_address(ENTRY_POINT)
+    if not address:
+        raise CompileFailed(f"{object_path} has no {ENTRY_POINT} function")
+    return CompiledTrees(engine, _Entry(address), object_path)
+
+
+def checked_note(object_path: Path) -> Path:
+    """Where the SHA-256 of ``object_path`` is noted once it has been checked against its booster."""
+    return object_path.with_suffix(".checked")
+
+
+def checked_before(text_path: Path, object_path: Path) -> bool:
+    """Whether ``object_path`` was checked against the booster of ``text_path`` (named by
+    its digest, as ``cache_paths`` names both) and neither has changed since."""
+    note = checked_note(object_path)
+    if not (note.exists() and text_path.exists() and object_path.exists()):
+        return False
+    digest = text_path.stem
+    return (
+        hashlib.sha256(text_path.read_bytes()).hexdigest()[: len(digest)] == digest
+        and note.read_text().strip() == hashlib.sha256(object_path.read_bytes()).hexdigest()
+    )
 
 
 def cache_paths(cache_dir: Path, model_text: str) -> tuple[Path, Path]:
@@ -79,7 +141,7 @@ def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
     """Compile ``booster`` into ``cache_dir`` (unless there already) in a child process,
     check it against the booster, and return the object's path. For training, which is
     not asynchronous."""
-    text_path, object_path = _write_model_text(booster, cache_dir)
+    text_path, object_path = write_model_text(booster, cache_dir)
     if not object_path.exists():
         child = subprocess.run(
             [sys.executable, "-m", "runtime.compiled_trees", str(text_path), str(object_path), str(os.getpid())],
@@ -89,11 +151,12 @@ def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
         )
         if child.returncode != 0:
             raise CompileFailed(f"compiling the trees failed ({child.returncode}): {child.stderr[-2000:]}")
-    _checked(booster, _load(text_path, object_path))
+    _checked(booster, load_object(object_path))
     return object_path
 
 
-def _write_model_text(booster: Any, cache_dir: Path) -> tuple[Path, Path]:
+def write_model_text(booster: Any, cache_dir: Path) -> tuple[Path, Path]:
+    """Write ``booster``'s model text into ``cache_dir`` (unless there); its path and its compiled object's."""
     model_text = booster.model_to_string()
     text_path, object_path = cache_paths(cache_dir, model_text)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +167,19 @@ def _write_model_text(booster: Any, cache_dir: Path) -> tuple[Path, Path]:
     return text_path, object_path
 
 
+def check_compiled(booster: Any, object_path: Path) -> CompiledTrees:
+    """The compiled trees in ``object_path``, once checked against ``booster`` (and noted so)."""
+    return _checked(booster, load_object(object_path))
+
+
 def _checked(booster: Any, compiled: CompiledTrees) -> CompiledTrees:
     difference = _largest_difference(booster, compiled)
     if not difference <= MAX_DIFFERENCE:
         raise CompileFailed(f"the compiled trees differ from the booster by up to {difference} on the probe cars")
+    note = checked_note(compiled.path)
+    partial = note.with_name(f"{note.name}.{os.getpid()}.partial")
+    partial.write_text(hashlib.sha256(compiled.path.read_bytes()).hexdigest())
+    partial.replace(note)
     return compiled
 
 
@@ -116,7 +188,7 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
 
     Raises ``CompileFailed`` if lleaves is missing, the compilation fails, or the
     compiled model does not predict what the booster predicts."""
-    text_path, object_path = await asyncio.to_thread(_write_model_text, booster, cache_dir)
+    text_path, object_path = await asyncio.to_thread(write_model_text, booster, cache_dir)
     if not object_path.exists():
         log.info("compiling the model's trees into %s (once per model version)", object_path)
         child = await asyncio.create_subprocess_exec(
@@ -136,16 +208,8 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
             raise
         if child.returncode != 0:
             raise CompileFailed(f"compiling the trees failed ({child.returncode}): {stderr.decode()[-2000:]}")
-    compiled = await asyncio.to_thread(_load, text_path, object_path)
+    compiled = await asyncio.to_thread(load_object, object_path)
     return await asyncio.to_thread(_checked, booster, compiled)
-
-
-def _load(text_path: Path, object_path: Path) -> CompiledTrees:
-    import lleaves
-
-    model = lleaves.Model(model_file=str(text_path))
-    model.compile(cache=str(object_path))
-    return CompiledTrees(model, object_path)
 
 
 def _largest_difference(booster: Any, compiled: CompiledTrees) -> float:
@@ -169,7 +233,7 @@ def probe_matrix(rows: int, seed: int = 0) -> np.ndarray:
     return np.column_stack(columns).astype(np.float64)
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """Ask Linux to kill this process when ``parent`` (the scorer, or training) dies, SIGKILL included;
     exit now if it already has."""
     if sys.platform == "linux":
@@ -180,7 +244,7 @@ def _die_with(parent: int) -> None:
 
 def main(text_path: str, object_path: str, parent: str) -> None:
     """Compile ``text_path`` into ``object_path``, atomically (several scorers may race)."""
-    _die_with(int(parent))
+    die_with(int(parent))
     import lleaves
 
     partial = Path(f"{object_path}.{os.getpid()}.partial")

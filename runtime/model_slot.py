@@ -7,7 +7,9 @@ model, and every price names the version that made it.
 
 >>> import asyncio
 >>> versions = iter(["1", "1", "2"])
->>> slot = ModelSlot("champion", lambda: next(versions), load=lambda version: f"model v{version}")
+>>> async def version_of(): return next(versions)
+>>> async def load(version): return f"model v{version}"
+>>> slot = ModelSlot("champion", version_of, load)
 >>> [asyncio.run(slot.refresh()) for _ in range(3)], slot.current
 ([True, False, True], 'model v2')
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 Model = TypeVar("Model")
@@ -25,10 +27,13 @@ log = logging.getLogger("rentalstream.registry")
 
 class ModelSlot(Generic[Model]):
     """The version behind ``alias`` (``version_of``, which may raise when it must exist) and,
-    with ``load``, that version loaded. Lookups and loads run in a thread: MLflow blocks."""
+    with ``load``, that version loaded."""
 
     def __init__(
-        self, alias: str, version_of: Callable[[], str | None], load: Callable[[str], Model] | None = None
+        self,
+        alias: str,
+        version_of: Callable[[], Awaitable[str | None]],
+        load: Callable[[str], Awaitable[Model]] | None = None,
     ) -> None:
         self.alias = alias
         self.version_of = version_of
@@ -38,10 +43,10 @@ class ModelSlot(Generic[Model]):
 
     async def refresh(self) -> bool:
         """Follow the alias: True when it moved (the new version is loaded by then)."""
-        version = await asyncio.to_thread(self.version_of)
+        version = await self.version_of()
         if version == self.version:
             return False
-        loaded = None if version is None or self.load is None else await asyncio.to_thread(self.load, version)
+        loaded = None if version is None or self.load is None else await self.load(version)
         self.version, self.current = version, loaded  # one assignment for readers between two awaits
         return True
 

@@ -27,6 +27,10 @@ class UnknownVersion(ValueError):
     pass
 
 
+class IncompatibleModel(RuntimeError):
+    pass
+
+
 class Registry:
     """The registered model ``model_name`` in the registry at ``tracking_uri``."""
 
@@ -93,8 +97,8 @@ class Registry:
     def fetch_compiled_trees(self, version: str, cache_dir: Path) -> list[Path]:
         """Download the compiled trees logged with ``version`` for this platform into
         ``cache_dir`` (under the name they were logged with: their model text's digest,
-        as ``runtime.compiled_trees.cache_paths`` names them), unless they are there; the
-        paths fetched. The caller checks them against the booster before pricing with them."""
+        as ``runtime.compiled_trees.cache_paths`` names them), unless they are there; their
+        paths in the cache. The caller checks them against the booster before pricing with them."""
         from mlflow.exceptions import MlflowException
 
         from runtime.compiled_trees import platform_folder
@@ -104,17 +108,16 @@ class Registry:
             logged = [a.path for a in self.client.list_artifacts(run_id, platform_folder())]
         except (MlflowException, OSError):
             return []
-        fetched = []
+        cached = []
         cache_dir.mkdir(parents=True, exist_ok=True)
         for path in logged:
             target = cache_dir / Path(path).name
-            if target.exists():
-                continue
-            with tempfile.TemporaryDirectory(dir=cache_dir) as folder:
-                local = self.client.download_artifacts(run_id, path, folder)
-                Path(local).replace(target)  # whole or not at all: another scorer may be reading the cache
-            fetched.append(target)
-        return fetched
+            if not target.exists():
+                with tempfile.TemporaryDirectory(dir=cache_dir) as folder:
+                    local = self.client.download_artifacts(run_id, path, folder)
+                    Path(local).replace(target)  # whole or not at all: another scorer may be reading the cache
+            cached.append(target)
+        return cached
 
     def reference(self, version: str):
         """The reference statistics (``schemas.reference.ReferenceStats``) logged with

@@ -34,7 +34,7 @@ from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry import Registry
+from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
@@ -112,20 +112,12 @@ class Scorer:
         self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
         self._own_results = results is None
         self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())
-        registry = Registry.of(settings)
-        cache = self.compiled_cache
-
-        def load(version: str) -> PriceModel:
-            return PriceModel.load_version(registry, version, cache)
-
+        self.registry = RegistryProcess.of(settings)  # MLflow stays in that child process
+        champion, challenger = settings.registry.champion_alias, settings.registry.challenger_alias
         # No champion raises NoChampion: at start, a scorer without a model cannot score.
-        self.champion: ModelSlot[Pricer] = ModelSlot(
-            settings.registry.champion_alias, lambda: registry.champion(settings.registry.champion_alias), load
-        )
+        self.champion: ModelSlot[Pricer] = ModelSlot(champion, lambda: self.registry.champion(champion), self._load)
         self.challenger: ModelSlot[Pricer] = ModelSlot(
-            settings.registry.challenger_alias,
-            lambda: registry.version_behind(settings.registry.challenger_alias),
-            load,
+            challenger, lambda: self.registry.version_behind(challenger), self._load
         )
         self._background: list[asyncio.Task] = []
 
@@ -134,6 +126,10 @@ class Scorer:
         """Where compiled trees are kept, None when the scorer prices with the booster only."""
         scorer = self.settings.scorer
         return scorer.model_cache_dir.expanduser() if scorer.compile_model else None
+
+    async def _load(self, version: str) -> PriceModel:
+        prepared = await self.registry.prepare(version, compiled=self.compiled_cache is not None)
+        return await asyncio.to_thread(PriceModel.load, self.settings.registry.model_name, prepared)
 
     def subscribe(self, broker: KafkaBroker) -> list:
         """The batch subscribers of the two input topics, one consumer group each."""
@@ -164,9 +160,9 @@ class Scorer:
             previous = slot.version
             if await slot.refresh():
                 self._moved(slot, previous)
-        # What is loaded by now (MLflow, pandas, the model: ~400 MB of objects) lives as
-        # long as the process; frozen, the collector stops rescanning it, which took
-        # ~0.2 s, once every few batches, in the middle of scoring.
+        # What is loaded by now (the libraries, the model) lives as long as the process;
+        # frozen, the collector stops rescanning it, which took ~0.2 s, once every few
+        # batches, in the middle of scoring (with MLflow and pandas in the process then).
         gc.freeze()
         self._background.append(
             asyncio.create_task(
@@ -181,6 +177,7 @@ class Scorer:
         await asyncio.gather(*self._background, return_exceptions=True)
         for results in self.results.values():
             await results.stop()
+        await self.registry.close()
         await self.engine.dispose()
 
     async def score_rentals(self, records: Sequence[KafkaRecord]) -> Messages:
@@ -349,7 +346,7 @@ class Scorer:
                 slot.version,
                 f"v{previous}" if previous else "none",
             )
-            if self.compiled_cache is not None:
+            if self.compiled_cache is not None and getattr(slot.current, "compiled", None) is None:
                 self._background.append(asyncio.create_task(self._switch_to_compiled(slot, slot.current)))
         gauge = self.metrics.model if slot is self.champion else self.metrics.challenger
         gauge.clear()

@@ -1,72 +1,57 @@
-"""A registered price model version, loaded from the MLflow registry with its interval."""
+"""A registered price model version, loaded from the files ``RegistryProcess.prepare`` left
+in the model cache: its compiled trees when they are there and checked, else its booster.
+
+Neither MLflow nor pandas is imported here, and LightGBM only when the booster is needed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.compiled_trees import CompiledTrees
-from runtime.registry import Registry
-from schemas.cars import CATEGORICAL, CarFeatures
+from runtime.compiled_trees import CompiledTrees, load_object
+from runtime.registry import IncompatibleModel
+from runtime.registry_process import PreparedVersion, check_contract
+from schemas.cars import CarFeatures
+from schemas.features import feature_codes
 from schemas.intervals import PriceInterval
-from training.features import CATEGORICAL_FEATURES, FEATURES, feature_codes
 
+__all__ = ["IncompatibleModel", "PriceModel"]
 PARALLEL_FROM_ROWS = 500
-
-
-class IncompatibleModel(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
 class PriceModel:
+    """``booster`` (a ``lightgbm.Booster``) or ``compiled`` (the same trees as machine
+    code), or both; the compiled trees price when they are there."""
+
     name: str
     version: str
-    model: Any  # the native LightGBM flavour: a fitted LGBMRegressor
-    compiled: CompiledTrees | None = None  # the same trees as machine code, once compiled
+    booster: Any | None = None
+    compiled: CompiledTrees | None = None
     interval: PriceInterval | None = None  # None for versions trained before intervals existed
 
     @classmethod
-    def load(cls, registry: Registry, alias: str = "champion") -> PriceModel:
-        # Load the exact version, not the alias, so a concurrent promotion cannot
-        # make the recorded version differ from the loaded one.
-        return cls.load_version(registry, registry.champion(alias))
+    def load(cls, name: str, prepared: PreparedVersion) -> PriceModel:
+        """The version ``prepared``: its checked compiled trees, or else its booster (checked
+        against the contract here). Blocks for a second or so: call it in a thread."""
+        if prepared.compiled_object is not None:
+            return cls(
+                name, prepared.version, compiled=load_object(prepared.compiled_object), interval=prepared.interval
+            )
+        import lightgbm
 
-    @classmethod
-    def load_version(cls, registry: Registry, version: str, compiled_cache: Path | None = None) -> PriceModel:
-        """``version`` from ``registry``; with ``compiled_cache``, also the compiled trees
-        logged with it for this platform, into that cache (unless they are there), for
-        ``runtime.compiled_trees.compile_trees`` to check and load."""
-        model = cls(
-            name=registry.model_name,
-            version=str(version),
-            model=registry.load_lightgbm(version),
-            interval=registry.interval(version),
-        )
-        if compiled_cache is not None:
-            registry.fetch_compiled_trees(model.version, compiled_cache)
-        return model
+        booster = lightgbm.Booster(model_file=str(prepared.model_text))
+        return cls(name, prepared.version, booster=booster, interval=prepared.interval)
 
     def __post_init__(self) -> None:
-        # The scorer feeds the booster category codes (0.2 ms per call instead of 9 ms
-        # through pandas for one car). That means the same as the pandas categoricals only
-        # for a booster fitted on the contract's features and category lists, which is
-        # what `rentalstream train` registers; anything else is refused at load.
-        booster = self.booster
-        expected = [list(CATEGORICAL[name]) for name in CATEGORICAL_FEATURES]
-        if tuple(booster.feature_name()) != FEATURES or booster.pandas_categorical != expected:
-            raise IncompatibleModel(
-                f"{self.name} v{self.version} was not fitted on training/features.py's features and "
-                "category lists; retrain it with `rentalstream train`"
-            )
-
-    @property
-    def booster(self) -> Any:
-        return self.model.booster_
+        if self.booster is None and self.compiled is None:
+            raise ValueError(f"{self.name} v{self.version}: neither a booster nor compiled trees to price with")
+        if self.booster is not None:
+            check_contract(self.booster, self.name, self.version)
 
     def with_compiled(self, compiled: CompiledTrees) -> PriceModel:
         return replace(self, compiled=compiled)

@@ -1,4 +1,5 @@
-"""Feature preparation shared by training and the scorer, so the two cannot disagree.
+"""Feature preparation for training: the same matrix as the scorer's
+(``schemas.features.feature_codes``), as a DataFrame, so the two cannot disagree.
 
 Cleaning rules for ``get_around_pricing_project.csv`` (``clean_pricing``):
 
@@ -18,21 +19,16 @@ every batch whatever else the batch contains. An unknown brand becomes a missing
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC, CarFeatures
+from schemas.features import FEATURES
 
 TARGET = "rental_price_per_day"
-FEATURES: tuple[str, ...] = (*NUMERIC, *CATEGORICAL, *EQUIPMENT)
-CATEGORICAL_FEATURES: tuple[str, ...] = tuple(CATEGORICAL)
-CATEGORY_CODES = {
-    name: {value: float(code) for code, value in enumerate(values)} for name, values in CATEGORICAL.items()
-}
 
 
 def clean_pricing(raw: pd.DataFrame) -> pd.DataFrame:
@@ -69,28 +65,3 @@ def build_features(cars: pd.DataFrame | Iterable[CarFeatures | Mapping]) -> pd.D
     for name in EQUIPMENT:
         matrix[name] = cars[name].astype("int8")
     return matrix
-
-
-def feature_codes(cars: Sequence[CarFeatures]) -> np.ndarray:
-    """``build_features`` as a float array, without pandas: each category is its code in
-    the fixed list, an unknown one NaN. That is exactly what LightGBM makes of the pandas
-    categoricals, so a booster fitted on ``build_features`` predicts the same on this,
-    at a fraction of the cost (no DataFrame per call).
-
-    >>> car = CarFeatures(model_key="Tesla", mileage=10, engine_power=300, fuel="electro",
-    ...     paint_color="white", car_type="sedan", has_gps=True)
-    >>> feature_codes([car]).tolist()
-    [[10.0, 300.0, nan, 1.0, 9.0, 4.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-    """
-    nan = float("nan")
-    return np.array(
-        [
-            [
-                *(float(getattr(car, name)) for name in NUMERIC),
-                *(CATEGORY_CODES[name].get(getattr(car, name), nan) for name in CATEGORICAL),
-                *(float(getattr(car, name)) for name in EQUIPMENT),
-            ]
-            for car in cars
-        ],
-        dtype=np.float64,
-    ).reshape(len(cars), len(FEATURES))

@@ -29,10 +29,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from runtime.compiled_trees import CompileFailed, compile_for_registration, platform_folder
 from runtime.registry import Registry
 from schemas.cars import EQUIPMENT, NUMERIC
+from schemas.features import CATEGORICAL_FEATURES, FEATURES
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT
 from training import intervals
-from training.features import CATEGORICAL_FEATURES, FEATURES, TARGET, build_features
+from training.features import TARGET, build_features
 from training.reference import reference_stats
 
 log = logging.getLogger(__name__)

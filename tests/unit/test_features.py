@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 
 from schemas.cars import CarFeatures
+from schemas.features import FEATURES
 from tests.helpers import SAMPLE_CAR
-from training.features import FEATURES, build_features, read_pricing
+from training.features import build_features, read_pricing
 
 CAR = SAMPLE_CAR
 

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 from schemas.cars import CarFeatures
+from schemas.features import FEATURES
 from scorer.pricing import IncompatibleModel, PriceModel
 from tests.helpers import SAMPLE_CAR
-from training.features import FEATURES, build_features
+from training.features import build_features
 
 
 def fitted(matrix: pd.DataFrame) -> lightgbm.LGBMRegressor:
@@ -27,14 +28,14 @@ def test_a_model_fitted_on_other_category_lists_is_refused_at_load():
     matrix = four_cars()
     matrix["fuel"] = matrix["fuel"].cat.set_categories(["petrol", "diesel"])  # codes swapped
     with pytest.raises(IncompatibleModel, match="retrain"):
-        PriceModel("m", "1", fitted(matrix))
+        PriceModel("m", "1", booster=fitted(matrix).booster_)
 
 
 def test_a_model_fitted_on_other_features_is_refused_at_load():
     matrix = four_cars()[list(reversed(FEATURES))]
     with pytest.raises(IncompatibleModel):
-        PriceModel("m", "1", fitted(matrix))
+        PriceModel("m", "1", booster=fitted(matrix).booster_)
 
 
 def test_a_model_fitted_on_the_training_features_is_accepted():
-    assert PriceModel("m", "1", fitted(four_cars())).price_per_day([]) == []
+    assert PriceModel("m", "1", booster=fitted(four_cars()).booster_).price_per_day([]) == []

@@ -1,0 +1,214 @@
+"""The model registry, asked through a child process, so a serving process never imports
+MLflow.
+
+Importing MLflow imports pandas, polars and pyarrow: ~190 MiB of a scorer's RSS and ~1 s of
+its start, only to ask every ``poll_seconds`` which version an alias points to and, on a
+promotion, to fetch that version. The scorer and the bridge ask a ``RegistryProcess``
+instead. Its child (``python -m runtime.registry_process TRACKING_URI MODEL PARENT_PID``)
+answers one JSON line per request and dies with its parent. After a ``prepare`` it exits,
+so the booster it loaded does not stay in memory; the next request starts it again.
+
+``prepare`` leaves a version's files in the model cache for the serving process to load:
+its model text and, when asked, its compiled trees for this platform, checked against its
+booster in the child. A restart finds them checked (``compiled_trees.checked_before``) and
+does not load the booster at all. Whoever noted an object checked held a booster fitted on
+the contract (training, or a ``prepare`` or scorer that ran ``check_contract``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from runtime.compiled_trees import (
+    CompileFailed,
+    check_compiled,
+    checked_before,
+    die_with,
+    write_model_text,
+)
+from runtime.registry import IncompatibleModel, MissingReference, NoChampion, Registry, UnknownVersion
+from schemas.cars import CATEGORICAL
+from schemas.features import CATEGORICAL_FEATURES, FEATURES
+from schemas.intervals import PriceInterval
+
+log = logging.getLogger("rentalstream.registry")
+ERRORS: dict[str, type[Exception]] = {
+    error.__name__: error for error in (NoChampion, UnknownVersion, IncompatibleModel, MissingReference)
+}
+
+
+class RegistryUnavailable(RuntimeError):
+    """The child could not answer (it exited, or MLflow failed in a way of its own)."""
+
+
+class PreparedVersion(BaseModel):
+    """A version's files in the model cache, ready to load without MLflow."""
+
+    version: str
+    model_text: Path
+    compiled_object: Path | None = None  # checked against the booster; None when not asked or not available
+    interval: PriceInterval | None = None  # None for versions trained before intervals existed
+
+
+def check_contract(booster: Any, name: str, version: str) -> None:
+    """Refuse a booster not fitted on the contract's features and category lists: the
+    scorer feeds it category codes (``schemas.features.feature_codes``), which mean the
+    same as training's pandas categoricals only then."""
+    expected = [list(CATEGORICAL[feature]) for feature in CATEGORICAL_FEATURES]
+    if tuple(booster.feature_name()) != FEATURES or booster.pandas_categorical != expected:
+        raise IncompatibleModel(
+            f"{name} v{version} was not fitted on schemas/features.py's features and category lists; "
+            "retrain it with `rentalstream train`"
+        )
+
+
+def prepare(registry: Registry, version: str, cache_dir: Path, compiled: bool) -> PreparedVersion:
+    """Put ``version``'s files into ``cache_dir`` (see the module): in this process, which
+    imports MLflow (and, unless the compiled trees were checked before, LightGBM)."""
+    interval = registry.interval(version)
+    if compiled:
+        for object_path in registry.fetch_compiled_trees(version, cache_dir):
+            text_path = object_path.with_suffix(".txt")
+            if checked_before(text_path, object_path):
+                return PreparedVersion(
+                    version=version, model_text=text_path, compiled_object=object_path, interval=interval
+                )
+    booster = registry.load_lightgbm(version).booster_
+    check_contract(booster, registry.model_name, version)
+    text_path, object_path = write_model_text(booster, cache_dir)
+    checked = None
+    if compiled and object_path.exists():  # logged with the version, or compiled here before
+        try:
+            checked = check_compiled(booster, object_path).path
+        except CompileFailed as error:
+            log.warning("v%s: its compiled trees are not used: %s", version, error)
+    return PreparedVersion(version=version, model_text=text_path, compiled_object=checked, interval=interval)
+
+
+class RegistryProcess:
+    """The registered model ``model_name`` at ``tracking_uri``, asked through a child
+    process (see the module); ``cache_dir`` is where ``prepare`` leaves a version's files."""
+
+    def __init__(self, tracking_uri: str, model_name: str, cache_dir: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.cache_dir = cache_dir
+        self._child: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, settings) -> RegistryProcess:
+        """The registry and model of ``settings`` (``runtime.settings.Settings``)."""
+        return cls(
+            settings.resolved_mlflow_tracking_uri(),
+            settings.registry.model_name,
+            settings.scorer.model_cache_dir.expanduser(),
+        )
+
+    async def version_behind(self, alias: str) -> str | None:
+        """The version ``alias`` points to, or None when the model or the alias does not exist."""
+        return await self._ask({"ask": "version_behind", "alias": alias})
+
+    async def champion(self, alias: str) -> str:
+        """The version ``alias`` points to; ``NoChampion`` (saying what to run) when there is none."""
+        return await self._ask({"ask": "champion", "alias": alias})
+
+    async def prepare(self, version: str, compiled: bool) -> PreparedVersion:
+        """``version``'s files in the cache (see ``prepare``)."""
+        answer = await self._ask(
+            {"ask": "prepare", "version": version, "cache_dir": str(self.cache_dir), "compiled": compiled},
+            then_leaves=True,
+        )
+        return PreparedVersion.model_validate(answer)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._stop_child()
+
+    async def _ask(self, request: dict[str, Any], then_leaves: bool = False) -> Any:
+        """The child's answer to ``request``; with ``then_leaves``, wait for the child to exit after it."""
+        async with self._lock:
+            try:
+                if self._child is None or self._child.returncode is not None:
+                    self._child = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "runtime.registry_process",
+                        self.tracking_uri,
+                        self.model_name,
+                        str(os.getpid()),
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,  # its stderr is ours: MLflow's warnings go to our log
+                    )
+                assert self._child.stdin is not None and self._child.stdout is not None
+                self._child.stdin.write(json.dumps(request).encode() + b"\n")
+                await self._child.stdin.drain()
+                line = await self._child.stdout.readline()
+            except BaseException:
+                await self._stop_child()  # a request half-asked cannot be answered to the next one
+                raise
+            if not line:
+                code = await self._child.wait()
+                self._child = None
+                raise RegistryUnavailable(f"the registry process exited (code {code}) before answering {request}")
+            if then_leaves:
+                await self._stop_child()
+        answer = json.loads(line)
+        if "error" in answer:
+            kind, message = answer["error"]["type"], answer["error"]["message"]
+            raise ERRORS.get(kind, RegistryUnavailable)(message if kind in ERRORS else f"{kind}: {message}")
+        return answer["result"]
+
+    async def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and child.returncode is None:
+            if child.stdin is not None:
+                child.stdin.close()  # it exits at the end of its input
+            try:
+                await asyncio.wait_for(child.wait(), 5)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+def answer(registry: Registry, request: dict[str, Any]) -> Any:
+    """What the child answers to ``request``."""
+    match request["ask"]:
+        case "version_behind":
+            return registry.version_behind(request["alias"])
+        case "champion":
+            return registry.champion(request["alias"])
+        case "prepare":
+            cache_dir = Path(request["cache_dir"])
+            return prepare(registry, request["version"], cache_dir, request["compiled"]).model_dump(mode="json")
+    raise ValueError(f"unknown request {request!r}")
+
+
+def main(tracking_uri: str, model_name: str, parent: str) -> None:
+    """Answer the requests on stdin, one JSON line each, until stdin ends or after a ``prepare``."""
+    die_with(int(parent))
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever a library prints goes to the log, not into the replies
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    registry = Registry(tracking_uri, model_name)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            reply: dict[str, Any] = {"result": answer(registry, request)}
+        except Exception as error:  # noqa: BLE001  (every failure is the parent's to raise)
+            reply = {"error": {"type": type(error).__name__, "message": str(error)}}
+        replies.write(json.dumps(reply) + "\n")
+        if request["ask"] == "prepare":
+            return  # a booster was (maybe) loaded: leave, rather than keep its memory
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
