@@ -134,12 +134,22 @@ def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
     return totals
 
 
+def _rss(process: psutil.Process) -> int:
+    try:
+        return process.memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+
+
 class PeakRss:
-    """Samples the resident memory of some processes every 50 ms in a background thread."""
+    """Samples the resident memory of some processes every 50 ms in a background thread:
+    ``peak`` of each process, ``children_peak`` of its children's sum (the scorer's and
+    the bridge's registry process, a compilation)."""
 
     def __init__(self, processes: dict[str, int]) -> None:
         self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
         self.peak = {name: p.memory_info().rss for name, p in self.processes.items()}
+        self.children_peak = dict.fromkeys(self.processes, 0)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -149,6 +159,8 @@ class PeakRss:
             for name, process in self.processes.items():
                 try:
                     self.peak[name] = max(self.peak[name], process.memory_info().rss)
+                    children = sum(_rss(child) for child in process.children(recursive=True))
+                    self.children_peak[name] = max(self.children_peak[name], children)
                 except psutil.NoSuchProcess:
                     pass
 

@@ -38,8 +38,9 @@ from producers.simulator import Shift, Simulator
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
 from runtime.settings import Settings
 from schemas.events import DelayScored, PriceRequest, PriceScored, RentalEvent, utc_now
+from schemas.features import feature_codes
 from scorer.delays import is_late, knock_on
-from training.features import TARGET, build_features, feature_codes, read_pricing
+from training.features import TARGET, build_features, read_pricing
 from training.reference import reference_stats
 from training.train import cross_validate, new_lightgbm
 

@@ -32,7 +32,6 @@ from producers.publishing import publish_paced
 from producers.simulator import Simulator
 from rentalstream import services
 from runtime.registry import Registry
-from scorer.pricing import PriceModel
 
 FIGURES = r"^(conditions|published|monitored|monitor peak)"  # the lines --against sets side by side
 
@@ -45,10 +44,11 @@ def main() -> None:
         return
     with fresh_stack((services.MONITOR,), keep_home=args.keep_home) as (settings, state):
         simulator = Simulator.from_data_dir(settings.data_dir, run_id="bench")
-        model = PriceModel.load(Registry.of(settings))
+        registry = Registry.of(settings)
+        booster = registry.load_lightgbm(registry.champion(settings.registry.champion_alias)).booster_
         messages = [
             (topic, _key(message), message)
-            for _, topic, message in monitored_stream(list(islice(simulator.events(), EVENTS)), model.model.booster_)
+            for _, topic, message in monitored_stream(list(islice(simulator.events(), EVENTS)), booster)
         ]
         monitor = state["services"]["monitor"]
         peak_rss = PeakRss(monitor["pid"])

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from runtime.postgres.engines import async_engine
 from runtime.registry import Registry
+from runtime.registry_process import prepare
 from runtime.settings import Settings
 from schemas import tables
 from schemas.cars import CarFeatures
@@ -33,7 +34,10 @@ from scorer.pricing import PriceModel
 
 
 def build_app(settings: Settings) -> FastAPI:
-    model = PriceModel.load(Registry.of(settings), settings.registry.champion_alias)
+    registry = Registry.of(settings)
+    version = registry.champion(settings.registry.champion_alias)
+    cache = settings.scorer.model_cache_dir.expanduser()
+    model = PriceModel.load(registry.model_name, prepare(registry, version, cache, compiled=False))  # the booster
     engine = async_engine(settings.resolved_database_url())
 
     @asynccontextmanager

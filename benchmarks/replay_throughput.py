@@ -14,7 +14,8 @@ compiled trees, then replays the history as fast as possible and prints:
 - time from the last event published to the last row committed,
 - p50/p99 event-to-commit latency (event time set at send; commit time from
   PostgreSQL's clock_timestamp(); same machine, same clock),
-- peak RSS of every service and the CPU seconds every process used meanwhile,
+- peak RSS of every service and of its children (the registry process, a compilation),
+  and the CPU seconds every process used meanwhile,
 
 with the conditions (CPU count, partitions, batch size, dataset rows). ``--profile``
 attaches py-spy to the scorer for the replay and writes its collapsed stacks.
@@ -153,6 +154,8 @@ def main() -> None:
         print(f"last publish → last commit: {last_commit - last_published:>8.2f} s")
         print(f"event-to-commit latency:    p50 {row.p50 * 1000:,.0f} ms, p99 {row.p99 * 1000:,.0f} ms")
         print("peak RSS:                   " + ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in peaks.items()))
+        children = ", ".join(f"{n} {b / 2**20:,.0f} MiB" for n, b in peak_rss.children_peak.items())
+        print(f"peak RSS of their children: {children}")
         print(
             "CPU seconds meanwhile:      "
             + ", ".join(f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05)

@@ -5,8 +5,8 @@ Importing MLflow imports pandas, polars and pyarrow: ~190 MiB of a scorer's RSS 
 its start, only to ask every ``poll_seconds`` which version an alias points to and, on a
 promotion, to fetch that version. The scorer and the bridge ask a ``RegistryProcess``
 instead. Its child (``python -m runtime.registry_process TRACKING_URI MODEL PARENT_PID``)
-answers one JSON line per request and dies with its parent. After a ``prepare`` it exits,
-so the booster it loaded does not stay in memory; the next request starts it again.
+answers one JSON line per request and dies with its parent. After a ``prepare`` that
+loaded a booster it exits, so that memory does not stay; the next request starts it again.
 
 ``prepare`` leaves a version's files in the model cache for the serving process to load:
 its model text and, when asked, its compiled trees for this platform, checked against its
@@ -124,8 +124,7 @@ class RegistryProcess:
     async def prepare(self, version: str, compiled: bool) -> PreparedVersion:
         """``version``'s files in the cache (see ``prepare``)."""
         answer = await self._ask(
-            {"ask": "prepare", "version": version, "cache_dir": str(self.cache_dir), "compiled": compiled},
-            then_leaves=True,
+            {"ask": "prepare", "version": version, "cache_dir": str(self.cache_dir), "compiled": compiled}
         )
         return PreparedVersion.model_validate(answer)
 
@@ -133,8 +132,8 @@ class RegistryProcess:
         async with self._lock:
             await self._stop_child()
 
-    async def _ask(self, request: dict[str, Any], then_leaves: bool = False) -> Any:
-        """The child's answer to ``request``; with ``then_leaves``, wait for the child to exit after it."""
+    async def _ask(self, request: dict[str, Any]) -> Any:
+        """The child's answer to ``request`` (started first if it is not running)."""
         async with self._lock:
             try:
                 if self._child is None or self._child.returncode is not None:
@@ -159,9 +158,9 @@ class RegistryProcess:
                 code = await self._child.wait()
                 self._child = None
                 raise RegistryUnavailable(f"the registry process exited (code {code}) before answering {request}")
-            if then_leaves:
+            answer = json.loads(line)
+            if answer.get("leaving"):
                 await self._stop_child()
-        answer = json.loads(line)
         if "error" in answer:
             kind, message = answer["error"]["type"], answer["error"]["message"]
             raise ERRORS.get(kind, RegistryUnavailable)(message if kind in ERRORS else f"{kind}: {message}")
@@ -205,9 +204,10 @@ def main(tracking_uri: str, model_name: str, parent: str) -> None:
             reply: dict[str, Any] = {"result": answer(registry, request)}
         except Exception as error:  # noqa: BLE001  (every failure is the parent's to raise)
             reply = {"error": {"type": type(error).__name__, "message": str(error)}}
-        replies.write(json.dumps(reply) + "\n")
-        if request["ask"] == "prepare":
-            return  # a booster was (maybe) loaded: leave, rather than keep its memory
+        leaving = "lightgbm" in sys.modules  # a booster was loaded: leave rather than keep its memory
+        replies.write(json.dumps({**reply, "leaving": leaving}) + "\n")
+        if leaving:
+            return
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
 from runtime.registry import Registry
+from runtime.registry_process import prepare
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices
@@ -53,15 +54,19 @@ def test_champion_is_registered_with_its_cross_validation(mlflow_registry, prici
     assert by_name["lightgbm"]["cv_rmse_mean"] < by_name["ridge_baseline"]["cv_rmse_mean"]
 
 
-def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_csv):
+def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_csv, tmp_path):
     """Cars sent as strings, in any spelling, are priced as LightGBM prices the raw rows,
     on the scorer's fast path (category codes straight into the booster), for every car
     of the pricing file."""
-    uri, _ = mlflow_registry
-    served = PriceModel.load(Registry(uri, "rentalstream-price"))
+    uri, trained = mlflow_registry
+    registry = Registry(uri, "rentalstream-price")
+    version = trained.champion_version
+    served = PriceModel.load("rentalstream-price", prepare(registry, version, tmp_path, compiled=False))
+    assert served.compiled is None  # the booster prices
+    model = registry.load_lightgbm(version)
     raw = pd.read_csv(pricing_csv, index_col=0).drop(columns="rental_price_per_day")
     raw = raw[(raw.mileage >= 0) & (raw.mileage <= 1_000_000) & (raw.engine_power > 0)]
-    expected = reference_prices(served.model, raw)
+    expected = reference_prices(model, raw)
 
     respelled = raw.assign(model_key=raw.model_key.str.upper().str.replace("Ë", "E"), fuel=raw.fuel.str.title())
     cars = [CarFeatures.model_validate(r) for r in respelled.to_dict("records")]
@@ -70,7 +75,7 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
 
     unknown = raw.head(1).assign(model_key="Tesla")
     car = CarFeatures.model_validate(unknown.to_dict("records")[0])
-    assert served.price_per_day([car]) == pytest.approx(np.round(reference_prices(served.model, unknown), 2))
+    assert served.price_per_day([car]) == pytest.approx(np.round(reference_prices(model, unknown), 2))
 
 
 def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv, delay_history):
