@@ -8,6 +8,11 @@ instead. Its child (``python -m runtime.registry_process TRACKING_URI MODEL PARE
 answers one JSON line per request and dies with its parent. After a ``prepare`` that
 loaded a booster it exits, so that memory does not stay; the next request starts it again.
 
+A registry behind an MLflow tracking server (``http(s)://``, as in compose) is asked which
+version an alias points to over its REST API instead, one GET, with MLflow's own
+``MLFLOW_TRACKING_TOKEN`` / ``_USERNAME`` / ``_PASSWORD`` / ``_INSECURE_TLS`` /
+``_SERVER_CERT_PATH``: no child lives between promotions then.
+
 ``prepare`` leaves a version's files in the model cache for the serving process to load:
 its model text and, when asked, its compiled trees for this platform, checked against its
 booster in the child. A restart finds them checked (``compiled_trees.checked_before``) and
@@ -21,10 +26,12 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import BaseModel
 
 from runtime.compiled_trees import (
@@ -103,6 +110,7 @@ class RegistryProcess:
         self.cache_dir = cache_dir
         self._child: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._rest = _rest_client(tracking_uri)
 
     @classmethod
     def of(cls, settings) -> RegistryProcess:
@@ -115,22 +123,51 @@ class RegistryProcess:
 
     async def version_behind(self, alias: str) -> str | None:
         """The version ``alias`` points to, or None when the model or the alias does not exist."""
+        if self._rest is not None:
+            return await self._version_over_rest(alias)
         return await self._ask({"ask": "version_behind", "alias": alias})
 
     async def champion(self, alias: str) -> str:
         """The version ``alias`` points to; ``NoChampion`` (saying what to run) when there is none."""
+        if self._rest is not None:
+            version = await self._version_over_rest(alias)
+            if version is None:
+                raise NoChampion(
+                    f"model {self.model_name!r} has no {alias!r} alias in {self.tracking_uri}; "
+                    "run `rentalstream train` first"
+                )
+            return version
         return await self._ask({"ask": "champion", "alias": alias})
+
+    async def _version_over_rest(self, alias: str) -> str | None:
+        assert self._rest is not None
+        try:
+            response = await self._rest.get(
+                "api/2.0/mlflow/registered-models/alias", params={"name": self.model_name, "alias": alias}
+            )
+        except httpx.HTTPError as error:
+            raise RegistryUnavailable(f"{self.tracking_uri} did not answer: {error!r}") from error
+        if response.status_code in (400, 404) and _error_code(response) in NOT_FOUND:
+            return None  # no such model, or no such alias: what MlflowClient raises for both
+        if response.status_code != 200:
+            raise RegistryUnavailable(f"{self.tracking_uri} answered {response.status_code}: {response.text[:500]}")
+        return str(response.json()["model_version"]["version"])
 
     async def prepare(self, version: str, compiled: bool) -> PreparedVersion:
         """``version``'s files in the cache (see ``prepare``)."""
         answer = await self._ask(
             {"ask": "prepare", "version": version, "cache_dir": str(self.cache_dir), "compiled": compiled}
         )
+        if self._rest is not None:  # aliases are asked over REST: nothing to keep the child for
+            async with self._lock:
+                await self._stop_child()
         return PreparedVersion.model_validate(answer)
 
     async def close(self) -> None:
         async with self._lock:
             await self._stop_child()
+        if self._rest is not None:
+            await self._rest.aclose()
 
     async def _ask(self, request: dict[str, Any]) -> Any:
         """The child's answer to ``request`` (started first if it is not running)."""
@@ -176,6 +213,33 @@ class RegistryProcess:
             except TimeoutError:
                 child.kill()
                 await child.wait()
+
+
+NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}  # MLflow's error codes for a missing model or alias
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json().get("error_code")
+    except ValueError:
+        return None
+
+
+def _rest_client(tracking_uri: str) -> httpx.AsyncClient | None:
+    """A client of the tracking server at ``tracking_uri``, authenticated as MLflow's client
+    would be from the same environment; None for a database or file registry."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    token, user = os.environ.get("MLFLOW_TRACKING_TOKEN"), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    auth = httpx.BasicAuth(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    ca_file = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca_file) if ca_file else True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        verify = False
+    return httpx.AsyncClient(
+        base_url=tracking_uri.rstrip("/") + "/", headers=headers, auth=auth, verify=verify, timeout=10
+    )
 
 
 def answer(registry: Registry, request: dict[str, Any]) -> Any:

@@ -17,12 +17,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from rentalstream import embedded, processes
+from runtime.registry_process import RegistryProcess
 from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE
@@ -69,6 +71,14 @@ def probe(env: dict[str, str]) -> int:
     return subprocess.run(
         [sys.executable, "-m", "rentalstream.cli", "probe", "scorer"], env=env, capture_output=True, check=False
     ).returncode
+
+
+async def aliases(tracking_uri: str, tmp_path: Path) -> tuple[str | None, str | None]:
+    registry = RegistryProcess(tracking_uri, MODEL, tmp_path / "cache")
+    try:
+        return await registry.version_behind("champion"), await registry.version_behind("no-such-alias")
+    finally:
+        await registry.close()
 
 
 def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir, kafka_runtime):
@@ -143,6 +153,10 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
                 lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log"
             )
             served = metric_samples(f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}", "rentalstream_model_info")
+            # Its aliases are asked over the server's REST API: no registry process stays beside it.
+            children = [c.cmdline() for c in psutil.Process(scorer.pid).children(recursive=True)]
+            assert not [c for c in children if "runtime.registry_process" in c], children
+            assert asyncio.run(aliases(tracking_uri, tmp_path)) == (champion.version, None)
             # A short replay through compose's Kafka: stored, and published once in committed transactions.
             replay = subprocess.run(
                 [sys.executable, "-m", "rentalstream.cli", "replay", "--limit", str(REPLAYED)],
