@@ -50,6 +50,11 @@ class ModelSlot(Generic[Model]):
         self.version, self.current = version, loaded  # one assignment for readers between two awaits
         return True
 
+    def assume(self, version: str | None, model: Model | None) -> None:
+        """Serve ``version``, loaded as ``model``, without asking (what a restarted service
+        last served); the next ``refresh`` corrects it if the alias moved meanwhile."""
+        self.version, self.current = version, model
+
     def replace(self, old: Model, new: Model) -> bool:
         """Put ``new`` (the same version, made faster: compiled trees) in place of ``old``,
         unless the alias moved on meanwhile."""
@@ -63,12 +68,15 @@ async def follow(
     slots: list[ModelSlot],
     every: Callable[[], float],
     on_moved: Callable[[ModelSlot, str | None], None] = lambda slot, previous: None,
+    at_once: bool = False,
 ) -> None:
-    """Refresh ``slots`` for ever, ``every()`` seconds apart; ``on_moved(slot, previous
-    version)`` after each move. A registry away for a while is logged, and what is loaded
-    serves on."""
+    """Refresh ``slots`` for ever, ``every()`` seconds apart (the first time at once, with
+    ``at_once``); ``on_moved(slot, previous version)`` after each move. A registry away
+    for a while is logged, and what is loaded serves on."""
     while True:
-        await asyncio.sleep(every())
+        if not at_once:
+            await asyncio.sleep(every())
+        at_once = False
         for slot in slots:
             previous = slot.version
             try:

@@ -23,6 +23,7 @@ the contract (training, or a ``prepare`` or scorer that ran ``check_contract``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -98,6 +99,40 @@ def prepare(registry: Registry, version: str, cache_dir: Path, compiled: bool) -
         except CompileFailed as error:
             log.warning("v%s: its compiled trees are not used: %s", version, error)
     return PreparedVersion(version=version, model_text=text_path, compiled_object=checked, interval=interval)
+
+
+def remembered_path(cache_dir: Path, tracking_uri: str, model_name: str, alias: str) -> Path:
+    """Where a serving process notes the version it last prepared for ``alias`` of this registry."""
+    key = hashlib.sha256(f"{tracking_uri}\n{model_name}\n{alias}".encode()).hexdigest()[:24]
+    return cache_dir / "serving" / f"{key}.json"
+
+
+def remember(path: Path, prepared: PreparedVersion | None) -> None:
+    """Note ``prepared`` (None: the alias points nowhere) at ``path``, whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text("null" if prepared is None else prepared.model_dump_json())
+    partial.replace(path)
+
+
+def recall(path: Path) -> tuple[bool, PreparedVersion | None]:
+    """(known, the version noted at ``path``): known is False when nothing usable is noted
+    (no note, or its files changed since; compiled trees must still be the checked ones)."""
+    try:
+        noted = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False, None
+    if noted is None:
+        return True, None
+    try:
+        prepared = PreparedVersion.model_validate(noted)
+    except ValueError:
+        return False, None
+    if not prepared.model_text.exists():
+        return False, None
+    if prepared.compiled_object is not None and not checked_before(prepared.model_text, prepared.compiled_object):
+        return False, None
+    return True, prepared
 
 
 class RegistryProcess:

@@ -34,7 +34,7 @@ from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry_process import RegistryProcess
+from runtime.registry_process import PreparedVersion, RegistryProcess, recall, remember, remembered_path
 from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
@@ -89,9 +89,12 @@ class Scorer:
     one is set), works out each rental's delay facts, stores it all, and hands the
     results on for publishing.
 
-    The models: loaded from the registry at start, then the two aliases are polled every
-    ``registry_poll_seconds``; a version that moved is loaded in full beside the one
-    scoring and swapped in between two batches (each batch reads the models once).
+    The models: at start, the versions this machine's scorers served last for this
+    registry, when their files are still in the model cache (a restart scores at once),
+    else loaded from the registry; then the two aliases are checked (at once after such a
+    resumption) and polled every ``registry_poll_seconds``; a version that moved is loaded
+    in full beside the one scoring and swapped in between two batches (each batch reads
+    the models once).
 
     ``results`` (per input topic) and ``reply_topics`` are made at start from the settings
     unless given: a handler test passes its own.
@@ -120,6 +123,7 @@ class Scorer:
             challenger, lambda: self.registry.version_behind(challenger), self._load
         )
         self._background: list[asyncio.Task] = []
+        self._prepared: dict[str, PreparedVersion] = {}  # by version: what _moved remembers
 
     @property
     def compiled_cache(self) -> Path | None:
@@ -129,7 +133,38 @@ class Scorer:
 
     async def _load(self, version: str) -> PriceModel:
         prepared = await self.registry.prepare(version, compiled=self.compiled_cache is not None)
+        self._prepared[version] = prepared
         return await asyncio.to_thread(PriceModel.load, self.settings.registry.model_name, prepared)
+
+    def _remembered(self, slot: ModelSlot) -> Path:
+        registry = self.registry
+        return remembered_path(registry.cache_dir, registry.tracking_uri, registry.model_name, slot.alias)
+
+    async def _resume(self) -> bool:
+        """Serve what this machine's scorers last served for both aliases, if it is all
+        still in the cache: a restart then prices at once, before the registry (a child
+        process importing MLflow, ~2.5 s) answers, and the first check corrects it."""
+        slots = (self.champion, self.challenger)
+        recalled = [await asyncio.to_thread(recall, self._remembered(slot)) for slot in slots]
+        if not all(known for known, _ in recalled) or recalled[0][1] is None:
+            return False
+        try:
+            for slot, (_, prepared) in zip(slots, recalled, strict=True):
+                if prepared is not None and self.compiled_cache is None:
+                    prepared = prepared.model_copy(update={"compiled_object": None})
+                model = None
+                if prepared is not None:
+                    model = await asyncio.to_thread(PriceModel.load, self.settings.registry.model_name, prepared)
+                    self._prepared[prepared.version] = prepared
+                slot.assume(None if prepared is None else prepared.version, model)
+        except Exception as error:  # noqa: BLE001  (a shortcut: the registry knows)
+            log.warning("could not resume with the versions served last (%s); asking the registry", error)
+            for slot in slots:
+                slot.assume(None, None)
+            return False
+        for slot in slots:
+            self._moved(slot, None)
+        return True
 
     def subscribe(self, broker: KafkaBroker) -> list:
         """The batch subscribers of the two input topics, one consumer group each."""
@@ -156,17 +191,25 @@ class Scorer:
                 )
         for results in self.results.values():
             await results.start()
-        for slot in (self.champion, self.challenger):
-            previous = slot.version
-            if await slot.refresh():
-                self._moved(slot, previous)
+        resumed = await self._resume()
+        if not resumed:
+            for slot in (self.champion, self.challenger):
+                previous = slot.version
+                if await slot.refresh():
+                    self._moved(slot, previous)
+                self._remember(slot)  # an alias that points nowhere, too
         # What is loaded by now (the libraries, the model) lives as long as the process;
         # frozen, the collector stops rescanning it, which took ~0.2 s, once every few
         # batches, in the middle of scoring (with MLflow and pandas in the process then).
         gc.freeze()
         self._background.append(
             asyncio.create_task(
-                follow([self.champion, self.challenger], lambda: self.settings.registry.poll_seconds, self._moved),
+                follow(
+                    [self.champion, self.challenger],
+                    lambda: self.settings.registry.poll_seconds,
+                    self._moved,
+                    at_once=resumed,
+                ),
                 name="scorer-registry-watch",
             )
         )
@@ -331,9 +374,19 @@ class Scorer:
             retry_state.attempt_number,
         )
 
+    def _remember(self, slot: ModelSlot) -> None:
+        prepared = None if slot.version is None else self._prepared.get(slot.version)
+        if slot.version is not None and prepared is None:
+            return  # not loaded through _load or _resume: nothing to remember it by
+        try:
+            remember(self._remembered(slot), prepared)
+        except OSError as error:  # a shortcut for restarts, not a reason to stop
+            log.warning("could not note what @%s serves: %s", slot.alias, error)
+
     def _moved(self, slot: ModelSlot, previous: str | None) -> None:
-        """Log and count an alias that moved, and compile the new version's trees."""
+        """Log, count and remember an alias that moved, and compile the new version's trees."""
         name = self.settings.registry.model_name
+        self._remember(slot)
         if slot.current is None:
             log.info("%s alias removed; scoring with the champion only", slot.alias)
         else:

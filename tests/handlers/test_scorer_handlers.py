@@ -4,6 +4,7 @@ tests/e2e; these say, in a second, what one batch becomes."""
 
 import asyncio
 import json
+import shutil
 
 import mlflow
 import pandas as pd
@@ -144,3 +145,39 @@ def test_a_price_request_is_answered_on_its_reply_topic_and_one_naming_a_catalog
         == f"reply_to: no topic {RENTALS.name!r} to reply on (it must exist and not be a catalogue topic)"
     )
     assert list(query(clean_database, "SELECT request_id FROM price_requests").request_id) == ["r-1"]
+
+
+def test_a_restarted_scorer_prices_with_the_champion_it_served_last_while_the_registry_cannot_answer(
+    settings, clean_database, mlflow_registry, tmp_path
+):
+    """What a scorer served is noted in the model cache. Its successor prices with that
+    version at once, and keeps doing so when the registry cannot be read at all."""
+    registry_copy = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_registry[0].removeprefix("sqlite:///"), registry_copy)
+    served = settings.model_copy(
+        update={
+            "registry": settings.registry.model_copy(update={"tracking_uri": f"sqlite:///{registry_copy}"}),
+            "scorer": settings.scorer.model_copy(update={"model_cache_dir": tmp_path / "cache"}),
+        }
+    )
+
+    def publish(rental_id: int):
+        async def one_rental(broker):
+            await broker.publish(rental(rental_id), topic=RENTALS.name)
+
+        return one_rental
+
+    first = run_scorer(served, publish(1))
+    registry_copy.write_bytes(b"this is not a database")  # from now on every registry question fails
+    second = run_scorer(served, publish(2))
+
+    price = champion_price(mlflow_registry, EXAMPLE_CAR)
+    for published, rental_id in ((first, 1), (second, 2)):
+        [priced] = published[PRICES.name]
+        assert priced["price_id"] == f"rental-{rental_id}"
+        assert priced["model_version"] == mlflow_registry[1].champion_version
+        assert priced["price_per_day"] == pytest.approx(price, abs=0.01)
+    assert list(query(clean_database, "SELECT price_id FROM prices ORDER BY price_id").price_id) == [
+        "rental-1",
+        "rental-2",
+    ]
