@@ -23,8 +23,8 @@ from fastapi import FastAPI
 from sqlalchemy.dialects.postgresql import insert
 
 from runtime.postgres.engines import async_engine
+from runtime.prepared_versions import prepare
 from runtime.registry import Registry
-from runtime.registry_process import prepare
 from runtime.settings import Settings
 from schemas import tables
 from schemas.cars import CarFeatures

@@ -13,19 +13,14 @@ version an alias points to over its REST API instead, one GET, with MLflow's own
 ``MLFLOW_TRACKING_TOKEN`` / ``_USERNAME`` / ``_PASSWORD`` / ``_INSECURE_TLS`` /
 ``_SERVER_CERT_PATH``: no child lives between promotions then.
 
-``prepare`` leaves a version's files in the model cache for the serving process to load:
-its model text and, when asked, its compiled trees for this platform, checked against its
-booster in the child. A restart finds them checked (``compiled_trees.checked_before``) and
-does not load the booster at all. Whoever noted an object checked held a booster fitted on
-the contract (training, or a ``prepare`` or scorer that ran ``check_contract``).
+``prepare`` leaves a version's files in the model cache for the serving process to load
+(``runtime.prepared_versions``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import logging
 import os
 import ssl
 import sys
@@ -33,21 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
-from runtime.compiled_trees import (
-    CompileFailed,
-    check_compiled,
-    checked_before,
-    die_with,
-    write_model_text,
-)
+from runtime.compiled_trees import die_with
+from runtime.prepared_versions import PreparedVersion, prepare
 from runtime.registry import IncompatibleModel, MissingReference, NoChampion, Registry, UnknownVersion
-from schemas.cars import CATEGORICAL
-from schemas.features import CATEGORICAL_FEATURES, FEATURES
-from schemas.intervals import PriceInterval
 
-log = logging.getLogger("rentalstream.registry")
 ERRORS: dict[str, type[Exception]] = {
     error.__name__: error for error in (NoChampion, UnknownVersion, IncompatibleModel, MissingReference)
 }
@@ -55,84 +40,6 @@ ERRORS: dict[str, type[Exception]] = {
 
 class RegistryUnavailable(RuntimeError):
     """The child could not answer (it exited, or MLflow failed in a way of its own)."""
-
-
-class PreparedVersion(BaseModel):
-    """A version's files in the model cache, ready to load without MLflow."""
-
-    version: str
-    model_text: Path
-    compiled_object: Path | None = None  # checked against the booster; None when not asked or not available
-    interval: PriceInterval | None = None  # None for versions trained before intervals existed
-
-
-def check_contract(booster: Any, name: str, version: str) -> None:
-    """Refuse a booster not fitted on the contract's features and category lists: the
-    scorer feeds it category codes (``schemas.features.feature_codes``), which mean the
-    same as training's pandas categoricals only then."""
-    expected = [list(CATEGORICAL[feature]) for feature in CATEGORICAL_FEATURES]
-    if tuple(booster.feature_name()) != FEATURES or booster.pandas_categorical != expected:
-        raise IncompatibleModel(
-            f"{name} v{version} was not fitted on schemas/features.py's features and category lists; "
-            "retrain it with `rentalstream train`"
-        )
-
-
-def prepare(registry: Registry, version: str, cache_dir: Path, compiled: bool) -> PreparedVersion:
-    """Put ``version``'s files into ``cache_dir`` (see the module): in this process, which
-    imports MLflow (and, unless the compiled trees were checked before, LightGBM)."""
-    interval = registry.interval(version)
-    if compiled:
-        for object_path in registry.fetch_compiled_trees(version, cache_dir):
-            text_path = object_path.with_suffix(".txt")
-            if checked_before(text_path, object_path):
-                return PreparedVersion(
-                    version=version, model_text=text_path, compiled_object=object_path, interval=interval
-                )
-    booster = registry.load_lightgbm(version).booster_
-    check_contract(booster, registry.model_name, version)
-    text_path, object_path = write_model_text(booster, cache_dir)
-    checked = None
-    if compiled and object_path.exists():  # logged with the version, or compiled here before
-        try:
-            checked = check_compiled(booster, object_path).path
-        except CompileFailed as error:
-            log.warning("v%s: its compiled trees are not used: %s", version, error)
-    return PreparedVersion(version=version, model_text=text_path, compiled_object=checked, interval=interval)
-
-
-def remembered_path(cache_dir: Path, tracking_uri: str, model_name: str, alias: str) -> Path:
-    """Where a serving process notes the version it last prepared for ``alias`` of this registry."""
-    key = hashlib.sha256(f"{tracking_uri}\n{model_name}\n{alias}".encode()).hexdigest()[:24]
-    return cache_dir / "serving" / f"{key}.json"
-
-
-def remember(path: Path, prepared: PreparedVersion | None) -> None:
-    """Note ``prepared`` (None: the alias points nowhere) at ``path``, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text("null" if prepared is None else prepared.model_dump_json())
-    partial.replace(path)
-
-
-def recall(path: Path) -> tuple[bool, PreparedVersion | None]:
-    """(known, the version noted at ``path``): known is False when nothing usable is noted
-    (no note, or its files changed since; compiled trees must still be the checked ones)."""
-    try:
-        noted = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False, None
-    if noted is None:
-        return True, None
-    try:
-        prepared = PreparedVersion.model_validate(noted)
-    except ValueError:
-        return False, None
-    if not prepared.model_text.exists():
-        return False, None
-    if prepared.compiled_object is not None and not checked_before(prepared.model_text, prepared.compiled_object):
-        return False, None
-    return True, prepared
 
 
 class RegistryProcess:

@@ -34,7 +34,8 @@ from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry_process import PreparedVersion, RegistryProcess, recall, remember, remembered_path
+from runtime.prepared_versions import PreparedVersion, recall, remember, remembered_path
+from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
 from schemas.events import PriceRequest, RentalEvent, utc_now
@@ -162,8 +163,10 @@ class Scorer:
             for slot in slots:
                 slot.assume(None, None)
             return False
+        log.info("resuming with what was served last; asking the registry at once")
         for slot in slots:
-            self._moved(slot, None)
+            if slot.version is not None:
+                self._moved(slot, None)
         return True
 
     def subscribe(self, broker: KafkaBroker) -> list:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from runtime.compiled_trees import CompiledTrees, load_object
+from runtime.prepared_versions import PreparedVersion, check_contract
 from runtime.registry import IncompatibleModel
-from runtime.registry_process import PreparedVersion, check_contract
 from schemas.cars import CarFeatures
 from schemas.features import feature_codes
 from schemas.intervals import PriceInterval

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from runtime.compiled_trees import COMPILED_ARTIFACTS, CompileFailed, cache_paths, compile_trees, platform_folder
+from runtime.prepared_versions import PreparedVersion, prepare
 from runtime.registry import Registry
-from runtime.registry_process import PreparedVersion, RegistryProcess, prepare
+from runtime.registry_process import RegistryProcess
 from schemas.cars import CarFeatures
 from schemas.features import FEATURES, feature_codes
 from scorer.pricing import PriceModel

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
+from runtime.prepared_versions import prepare
 from runtime.registry import Registry
-from runtime.registry_process import prepare
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices
