@@ -6,9 +6,10 @@ one function: ~17 µs per car, with the same predictions (checked on load).
 
 Compiling takes ~30 s of one core, so it happens once per model version and machine:
 - at registration (``training.train``): the object is logged with the version as
-  ``compiled-trees/<platform_tag()>/<digest>.o``; a scorer on the same platform fetches
-  it into its cache with the model, then checks it against the booster and swaps it in
-  ~1 s later instead of ~30;
+  ``compiled-trees/<platform_tag()>/<digest>.o``; on the same platform the scorer's
+  registry process fetches it into the cache with the model and checks it against the
+  booster (``runtime.prepared_versions.prepare``), and the scorer prices with it from
+  its first batch;
 - otherwise in the scorer, in a child process (``python -m runtime.compiled_trees
   MODEL_TXT OUTPUT PARENT_PID``), while the booster prices; the compiled model is checked
   and swapped in between two batches.
@@ -151,7 +152,7 @@ def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
         )
         if child.returncode != 0:
             raise CompileFailed(f"compiling the trees failed ({child.returncode}): {child.stderr[-2000:]}")
-    _checked(booster, load_object(object_path))
+    check_compiled(booster, object_path)
     return object_path
 
 
@@ -208,8 +209,7 @@ async def compile_trees(booster: Any, cache_dir: Path) -> CompiledTrees:
             raise
         if child.returncode != 0:
             raise CompileFailed(f"compiling the trees failed ({child.returncode}): {stderr.decode()[-2000:]}")
-    compiled = await asyncio.to_thread(load_object, object_path)
-    return await asyncio.to_thread(_checked, booster, compiled)
+    return await asyncio.to_thread(check_compiled, booster, object_path)
 
 
 def _largest_difference(booster: Any, compiled: CompiledTrees) -> float:
