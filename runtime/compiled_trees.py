@@ -156,15 +156,20 @@ def compile_for_registration(booster: Any, cache_dir: Path) -> Path:
     return object_path
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: another process may be reading the cache."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def write_model_text(booster: Any, cache_dir: Path) -> tuple[Path, Path]:
     """Write ``booster``'s model text into ``cache_dir`` (unless there); its path and its compiled object's."""
     model_text = booster.model_to_string()
     text_path, object_path = cache_paths(cache_dir, model_text)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not text_path.exists():  # written whole, then renamed: another scorer may be reading
-        partial = text_path.with_name(f"{text_path.name}.{os.getpid()}.partial")
-        partial.write_text(model_text)
-        partial.replace(text_path)
+        write_whole(text_path, model_text)
     return text_path, object_path
 
 
@@ -178,9 +183,7 @@ def _checked(booster: Any, compiled: CompiledTrees) -> CompiledTrees:
     if not difference <= MAX_DIFFERENCE:
         raise CompileFailed(f"the compiled trees differ from the booster by up to {difference} on the probe cars")
     note = checked_note(compiled.path)
-    partial = note.with_name(f"{note.name}.{os.getpid()}.partial")
-    partial.write_text(hashlib.sha256(compiled.path.read_bytes()).hexdigest())
-    partial.replace(note)
+    write_whole(note, hashlib.sha256(compiled.path.read_bytes()).hexdigest())
     return compiled
 
 

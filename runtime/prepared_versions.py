@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from runtime.compiled_trees import CompileFailed, check_compiled, checked_before, write_model_text
+from runtime.compiled_trees import CompileFailed, check_compiled, checked_before, write_model_text, write_whole
 from runtime.registry import IncompatibleModel, Registry
 from schemas.cars import CATEGORICAL
 from schemas.features import CATEGORICAL_FEATURES, FEATURES
@@ -82,9 +81,7 @@ def remembered_path(cache_dir: Path, tracking_uri: str, model_name: str, alias: 
 def remember(path: Path, prepared: PreparedVersion | None) -> None:
     """Note ``prepared`` (None: the alias points nowhere) at ``path``, whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text("null" if prepared is None else prepared.model_dump_json())
-    partial.replace(path)
+    write_whole(path, "null" if prepared is None else prepared.model_dump_json())
 
 
 def recall(path: Path) -> tuple[bool, PreparedVersion | None]:

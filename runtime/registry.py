@@ -16,7 +16,9 @@ from typing import Any
 
 
 class NoChampion(RuntimeError):
-    pass
+    @classmethod
+    def of(cls, model_name: str, alias: str, tracking_uri: str) -> NoChampion:
+        return cls(f"model {model_name!r} has no {alias!r} alias in {tracking_uri}; run `rentalstream train` first")
 
 
 class MissingReference(RuntimeError):
@@ -63,10 +65,7 @@ class Registry:
         """The version ``alias`` points to; NoChampion (saying what to run) when there is none."""
         version = self.version_behind(alias)
         if version is None:
-            raise NoChampion(
-                f"model {self.model_name!r} has no {alias!r} alias in {self.tracking_uri}; "
-                "run `rentalstream train` first"
-            )
+            raise NoChampion.of(self.model_name, alias, self.tracking_uri)
         return version
 
     def load_lightgbm(self, version: str) -> Any:

@@ -74,10 +74,7 @@ class RegistryProcess:
         if self._rest is not None:
             version = await self._version_over_rest(alias)
             if version is None:
-                raise NoChampion(
-                    f"model {self.model_name!r} has no {alias!r} alias in {self.tracking_uri}; "
-                    "run `rentalstream train` first"
-                )
+                raise NoChampion.of(self.model_name, alias, self.tracking_uri)
             return version
         return await self._ask({"ask": "champion", "alias": alias})
 
