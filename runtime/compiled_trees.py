@@ -25,8 +25,11 @@ imports pandas (+85 MiB in a process that only prices; docs/decisions.md).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
+import functools
 import hashlib
+import itertools
 import logging
 import os
 import signal
@@ -71,8 +74,28 @@ class CompiledTrees:
             raise ValueError(f"expected a matrix of {len(FEATURES)} features, got shape {rows.shape}")
         predicted = np.zeros(len(rows), dtype=np.float64)
         as_doubles = ctypes.POINTER(ctypes.c_double)
-        self.entry(rows.ctypes.data_as(as_doubles), predicted.ctypes.data_as(as_doubles), 0, len(rows))
+        rows_in, out = rows.ctypes.data_as(as_doubles), predicted.ctypes.data_as(as_doubles)
+        chunks = _chunks(len(rows))
+        if len(chunks) == 1:
+            self.entry(rows_in, out, 0, len(rows))
+        else:  # the entry point lets go of the GIL: the chunks run on every core, as lleaves' own predict does
+            list(_pool().map(lambda chunk: self.entry(rows_in, out, *chunk), chunks))
         return predicted
+
+
+PARALLEL_FROM_ROWS = 500  # below this, handing rows to another thread costs more than it saves
+
+
+def _chunks(rows: int) -> list[tuple[int, int]]:
+    """``[first, end)`` ranges splitting ``rows`` evenly over the cores, one range for a small batch."""
+    parts = 1 if rows < PARALLEL_FROM_ROWS else min(os.cpu_count() or 1, rows // (PARALLEL_FROM_ROWS // 2))
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+@functools.cache
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="compiled-trees")
 
 
 def load_object(object_path: Path) -> CompiledTrees:

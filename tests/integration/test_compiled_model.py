@@ -40,6 +40,9 @@ def test_compiled_trees_price_every_car_as_lightgbm_does(pricing_csv, tmp_path):
     served = PriceModel(name="m", version="1", booster=model.booster_).with_compiled(compiled).price_per_day(cars)
     assert served == [round(float(p), 2) for p in expected]
     assert np.max(np.abs(compiled.predict(feature_codes(cars)) - expected)) < 1e-9
+    # A large batch is split over the cores, a small one is not: both price alike.
+    for batch in (cars[:1], cars[:499], cars[:500], cars[:2001]):
+        assert np.max(np.abs(compiled.predict(feature_codes(batch)) - expected[: len(batch)])) < 1e-9
 
 
 def test_a_model_is_compiled_once_and_a_foreign_object_is_refused(pricing_csv, tmp_path):
