@@ -1,7 +1,7 @@
 """The scorer's delivery on the real broker, with transactions: the results a batch sends
-early (before its Postgres write) travel inside the batch's transaction, so a
-``read_committed`` reader sees them only once the transaction commits with the batch's
-input offsets, and never when they are taken back (a failed write) or sent again."""
+early (before its Postgres write) travel with its input offsets inside the batch's
+transaction, so a ``read_committed`` reader sees them, and the group its offsets, only once
+the transaction commits, and never when they are taken back (a failed write) or sent again."""
 
 import asyncio
 import json
@@ -33,6 +33,17 @@ def rentals(first: int, last: int) -> list[SimpleNamespace]:
     ]
 
 
+async def sent(bootstrap: str, expected: int, timeout: float = 30) -> list:
+    """The records on ``prices`` a read_uncommitted reader sees, once there are ``expected``
+    (the early sends are on their way when ``send_early`` returns, not yet written)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        records = await read_topic(bootstrap, PRICES.name, isolation_level="read_uncommitted")
+        if len(records) >= expected or asyncio.get_running_loop().time() > deadline:
+            return records
+        await asyncio.sleep(0.2)
+
+
 def numbers(records) -> Counter:
     return Counter(json.loads(r.value)["n"] for r in records)
 
@@ -58,20 +69,19 @@ def test_results_sent_early_are_read_once_and_only_after_the_batch_commits(kafka
         seen = {}
         try:
             # Batch 1: its prices go ahead; then its database write fails and is retried.
-            await results.send_early(prices_1)
-            seen["early, committed"] = await read_topic(kafka_bootstrap, PRICES.name)
-            seen["early, uncommitted"] = await read_topic(
-                kafka_bootstrap, PRICES.name, isolation_level="read_uncommitted"
-            )
+            await results.send_early(prices_1, rentals(0, 9), GROUP)
+            seen["early, uncommitted"] = await sent(kafka_bootstrap, 300)
+            seen["early, committed"] = await read_topic(kafka_bootstrap, PRICES.name)  # with them written
+            seen["offset 0"] = await committed_offset(kafka_bootstrap)  # sent with the results, not committed
             await results.abort_early()
             await results.deliver([*prices_1, *facts], rentals(0, 9), None, GROUP)
             seen["offset 1"] = await committed_offset(kafka_bootstrap)
             # Batch 2: sent early and delivered in the same transaction.
-            await results.send_early(prices_2)
+            await results.send_early(prices_2, rentals(10, 19), GROUP)
             await results.deliver(prices_2, rentals(10, 19), None, GROUP)
             seen["offset 2"] = await committed_offset(kafka_bootstrap)
             # A batch whose delivery does not begin with what it sent early is refused.
-            await results.send_early(prices_2[:1])
+            await results.send_early(prices_2[:1], rentals(20, 29), GROUP)
             with pytest.raises(ValueError, match="begin with those it sent early"):
                 await results.deliver(facts, rentals(20, 29), None, GROUP)
             await results.abort_early()
@@ -86,6 +96,8 @@ def test_results_sent_early_are_read_once_and_only_after_the_batch_commits(kafka
     seen = asyncio.run(go())
     assert seen["early, committed"] == []  # in flight, not yet a result anyone reads
     assert numbers(seen["early, uncommitted"]) == Counter(range(300))
+    # The group's offsets move with the commits only: not while early, not when taken back.
+    assert seen["offset 0"] is None
     assert seen["offset 1"] == 10 and seen["offset 2"] == 20 and seen["offset 3"] == 20
     # Each price and fact once for a read_committed reader: the taken-back copies never count.
     assert numbers(seen["prices"]) == Counter(range(500))
