@@ -3,13 +3,13 @@
 Delivery: a batch's offsets are committed only after its Postgres transaction has
 committed, and on Apache Kafka together with its published results in one Kafka
 transaction (``runtime.kafka.delivery``). That transaction begins before the Postgres
-write: the results that do not depend on it (prices, replies, dead letters) and the
-batch's offsets are sent while Postgres works. It is aborted if the write fails, and
-those results go again with the rest after the write. If the write still fails after the
-retries, or the Kafka transaction fails, the handler nacks (seeks every partition back
-to the batch's first offset) and the batch is consumed again. Every row is an upsert
-keyed by the message id, so redelivery changes nothing in Postgres, and an aborted
-transaction nothing for ``read_committed`` readers of the result topics.
+write, with the results that do not depend on it (prices, replies, dead letters) sent
+while Postgres works; it is aborted if the write fails, and those results go again with
+the rest after the write. If the write still fails after the retries, or
+the Kafka transaction fails, the handler nacks (seeks every partition back to the
+batch's first offset) and the batch is consumed again. Every row is an upsert keyed by
+the message id, so redelivery changes nothing in Postgres, and an aborted transaction
+nothing for ``read_committed`` readers of the result topics.
 """
 
 from __future__ import annotations
@@ -253,7 +253,6 @@ class Scorer:
         early: Messages = [*((PRICES.name, p.price_id, p) for p in price_rows), *dead_letter_messages(dead)]
         facts = await self._store(
             RENTALS,
-            records,
             early,
             lambda: store.write_rental_batch(
                 self.engine,
@@ -302,7 +301,6 @@ class Scorer:
         ]
         await self._store(
             PRICE_REQUESTS,
-            records,
             messages,
             lambda: store.write_price_requests(
                 self.engine,
@@ -325,7 +323,7 @@ class Scorer:
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
         results on (and commit its offsets) once Postgres holds them."""
         settings = self.settings
-        group = self._group(topic)
+        group = f"{settings.scorer.group_id}.{topic.name}"
         rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker,
@@ -359,10 +357,6 @@ class Scorer:
 
         return subscriber
 
-    def _group(self, topic: Topic) -> str:
-        """The consumer group of ``topic``'s subscriber: one per input topic."""
-        return f"{self.settings.scorer.group_id}.{topic.name}"
-
     def _models(self) -> tuple[Pricer, Pricer | None]:
         """The champion and the challenger, read once per batch (see the class)."""
         champion = self.champion.current
@@ -376,15 +370,12 @@ class Scorer:
         self.metrics.challenger_failures.inc(sum(p is None for p in prices))
         return prices
 
-    async def _store(
-        self, topic: Topic, records: Sequence[KafkaRecord], early: Messages, write: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _store(self, topic: Topic, early: Messages, write: Callable[[], Awaitable[T]]) -> T:
         """Hand ``early`` on (the results that do not depend on the write: in the batch's
-        Kafka transaction, with the batch's offsets, while Postgres works), then write,
-        retrying on database errors. A failed attempt takes the early results back first:
-        ``deliver`` sends them again."""
+        Kafka transaction, while Postgres works), then write, retrying on database errors.
+        A failed attempt takes the early results back first: ``deliver`` sends them again."""
         results = self.results[topic.name]
-        await results.send_early(early, records, self._group(topic))
+        await results.send_early(early)
 
         async def retrying(retry_state) -> None:
             await results.abort_early()

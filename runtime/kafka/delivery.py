@@ -59,9 +59,9 @@ class Results(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send_early(self, messages: Messages, records: Sequence[KafkaRecord], group_id: str) -> None:
-        """Results of the batch ``records`` known before its Postgres write, handed on before
-        it as far as the guarantee allows; ``deliver``'s messages must begin with them."""
+    async def send_early(self, messages: Messages) -> None:
+        """Results of the batch known before its Postgres write, handed on before it as far
+        as the guarantee allows; ``deliver``'s messages must begin with them."""
 
     async def abort_early(self) -> None:
         """Take back what ``send_early`` sent (the write is retried, or the batch failed);
@@ -86,7 +86,7 @@ class AtLeastOnceResults:
     async def stop(self) -> None:
         await self.publisher.stop()
 
-    async def send_early(self, messages: Messages, records: Sequence[KafkaRecord], group_id: str) -> None:
+    async def send_early(self, messages: Messages) -> None:
         pass  # without a transaction, a result sent is a result read: nothing before Postgres commits
 
     async def abort_early(self) -> None:
@@ -116,7 +116,7 @@ class TransactionalResults:
         self.publisher: BatchPublisher | None = None
         self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
         self._early: list = []  # the batch's results send_early was given
-        self._early_acks: list[asyncio.Future] | None = None  # their sends and the offsets', while it is open
+        self._early_acks: list[asyncio.Future] | None = None  # their sends, while their transaction is open
 
     async def start(self) -> None:
         publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
@@ -137,26 +137,19 @@ class TransactionalResults:
             await self.publisher.stop()
             self.publisher = None
 
-    async def send_early(self, messages: Messages, records: Sequence[KafkaRecord], group_id: str) -> None:
-        """Begin the batch's transaction and send ``messages`` and the batch's offsets in it
-        now, while Postgres writes: after the Postgres commit only the transaction's commit
-        is left. ``read_committed`` readers see the messages, and the group its offsets,
-        only once ``deliver`` commits. A failure here costs only the head start:
-        ``deliver`` sends them again."""
+    async def send_early(self, messages: Messages) -> None:
+        """Begin the batch's transaction and send ``messages`` in it now, while Postgres
+        writes. ``read_committed`` readers see them only once ``deliver`` commits, after
+        Postgres. A failure here costs only the head start: ``deliver`` sends them again."""
         await self.abort_early()  # one left open by a batch that failed before its delivery
         if self.publisher is None:
             await self.start()
         assert self.publisher is not None
         self._early = list(messages)
-        producer = self.publisher.producer
         try:
             async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
-                await producer.begin_transaction()
-                # Open from here on: whatever fails next, abort_early ends it.
-                self._early_acks = [
-                    asyncio.ensure_future(producer.send_offsets_to_transaction(batch_offsets(records), group_id))
-                ]
-                self._early_acks += await self.publisher.send(self._early)
+                await self.publisher.producer.begin_transaction()
+                self._early_acks = await self.publisher.send(self._early)
         except (KafkaError, OSError, TimeoutError) as error:
             log.warning("results not sent ahead of the database (%r); they follow its commit", error)
             await self.abort_early()
@@ -194,11 +187,9 @@ class TransactionalResults:
                 if begun is None:
                     await producer.begin_transaction()
                 async with _Ending(producer):  # commits, or aborts on an error
-                    if begun is None:
-                        await asyncio.gather(*await self.publisher.send(messages))
-                        await producer.send_offsets_to_transaction(offsets, group_id)
-                    else:  # the offsets went with the early results
-                        await asyncio.gather(*begun, *await self.publisher.send(messages[len(early) :]))
+                    rest = messages[len(early) :] if begun is not None else messages
+                    await asyncio.gather(*(begun or []), *await self.publisher.send(rest))
+                    await producer.send_offsets_to_transaction(offsets, group_id)
             self.committed.update(offsets)
         except (KafkaError, OSError, TimeoutError) as error:
             log.warning(

@@ -24,7 +24,7 @@ class ThroughTheTestBroker:
         for topic, key, model in messages:
             await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
 
-    async def send_early(self, messages, records, group_id) -> None:
+    async def send_early(self, messages) -> None:
         pass  # everything is published by deliver
 
     async def abort_early(self) -> None:
