@@ -83,7 +83,9 @@ class CompiledTrees:
         return predicted
 
 
-PARALLEL_FROM_ROWS = 500  # below this, handing rows to another thread costs more than it saves
+# Below this many rows, one thread prices (compiled trees here, LightGBM's booster in
+# scorer.pricing): handing rows to other threads costs more than it saves.
+PARALLEL_FROM_ROWS = 500
 
 
 def _chunks(rows: int) -> list[tuple[int, int]]:

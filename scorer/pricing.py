@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.compiled_trees import CompiledTrees, load_object
+from runtime.compiled_trees import PARALLEL_FROM_ROWS, CompiledTrees, load_object
 from runtime.prepared_versions import PreparedVersion, check_contract
 from runtime.registry import IncompatibleModel
 from schemas.cars import CarFeatures
@@ -20,7 +20,6 @@ from schemas.features import feature_codes
 from schemas.intervals import PriceInterval
 
 __all__ = ["IncompatibleModel", "PriceModel"]
-PARALLEL_FROM_ROWS = 500
 
 
 @dataclass(frozen=True)

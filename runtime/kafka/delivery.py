@@ -141,7 +141,6 @@ class TransactionalResults:
         """Begin the batch's transaction and send ``messages`` in it now, while Postgres
         writes. ``read_committed`` readers see them only once ``deliver`` commits, after
         Postgres. A failure here costs only the head start: ``deliver`` sends them again."""
-        await self.abort_early()  # one left open by a batch that failed before its delivery
         if self.publisher is None:
             await self.start()
         assert self.publisher is not None
