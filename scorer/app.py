@@ -2,10 +2,7 @@
 
 Delivery: a batch's offsets are committed only after its Postgres transaction has
 committed, and on Apache Kafka together with its published results in one Kafka
-transaction (``runtime.kafka.delivery``). That transaction begins before the Postgres
-write, with the results that do not depend on it (prices, replies, dead letters) sent
-while Postgres works; it is aborted if the write fails, and those results go again with
-the rest after the write. If the write still fails after the retries, or
+transaction (``runtime.kafka.delivery``). If the write still fails after the retries, or
 the Kafka transaction fails, the handler nacks (seeks every partition back to the
 batch's first offset) and the batch is consumed again. Every row is an upsert keyed by
 the message id, so redelivery changes nothing in Postgres, and an aborted transaction
@@ -250,22 +247,23 @@ class Scorer:
             )
             for (_, e, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
-        early: Messages = [*((PRICES.name, p.price_id, p) for p in price_rows), *dead_letter_messages(dead)]
-        facts = await self._store(
-            RENTALS,
-            early,
+        facts = await self._retrying(
             lambda: store.write_rental_batch(
                 self.engine,
                 [(e, r.partition, r.offset) for r, e, _ in priced],
                 price_rows,
                 dead,
                 scored_at,
-            ),
+            )
         )
         self.metrics.scored.labels(RENTALS.name).inc(len(priced))
         self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
         self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
-        return [*early, *((DELAYS.name, str(f.car_id), f) for f in facts)]
+        return [
+            *((PRICES.name, p.price_id, p) for p in price_rows),
+            *((DELAYS.name, str(f.car_id), f) for f in facts),
+            *dead_letter_messages(dead),
+        ]
 
     async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Messages:
         """Price a batch of requests and store them; the prices, the replies (to the topic
@@ -294,24 +292,21 @@ class Scorer:
             )
             for (_, request, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
-        messages: Messages = [
-            *((PRICES.name, s.price_id, s) for _, s in answered),
-            *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
-            *dead_letter_messages(dead),
-        ]
-        await self._store(
-            PRICE_REQUESTS,
-            messages,
+        await self._retrying(
             lambda: store.write_price_requests(
                 self.engine,
                 [(r, rec.partition, rec.offset) for rec, r, _ in priced],
                 [s for _, s in answered],
                 dead,
-            ),
+            )
         )
         self.metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         self.metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
-        return messages
+        return [
+            *((PRICES.name, s.price_id, s) for _, s in answered),
+            *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
+            *dead_letter_messages(dead),
+        ]
 
     def _subscriber(
         self,
@@ -341,16 +336,11 @@ class Scorer:
 
         @subscriber
         async def consume(records: Any, message: KafkaMessage) -> None:
-            results = self.results[topic.name]
             try:
                 async with rebalance.in_flight:
-                    try:
-                        with self.metrics.batch_seconds.labels(topic.name).time():
-                            messages = await score(records)
-                            await results.deliver(messages, records, message, group)
-                    except BaseException:
-                        await results.abort_early()  # the batch's transaction ends with it
-                        raise
+                    with self.metrics.batch_seconds.labels(topic.name).time():
+                        messages = await score(records)
+                        await self.results[topic.name].deliver(messages, records, message, group)
             except BaseException:
                 await message.nack()  # consumed again from the batch's first offsets
                 raise
@@ -370,18 +360,8 @@ class Scorer:
         self.metrics.challenger_failures.inc(sum(p is None for p in prices))
         return prices
 
-    async def _store(self, topic: Topic, early: Messages, write: Callable[[], Awaitable[T]]) -> T:
-        """Hand ``early`` on (the results that do not depend on the write: in the batch's
-        Kafka transaction, while Postgres works), then write, retrying on database errors.
-        A failed attempt takes the early results back first: ``deliver`` sends them again."""
-        results = self.results[topic.name]
-        await results.send_early(early)
-
-        async def retrying(retry_state) -> None:
-            await results.abort_early()
-            self._note_retry(retry_state)
-
-        return await with_retries(write, self.settings.scorer.db_retries, retrying)
+    def _retrying(self, write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return with_retries(write, self.settings.scorer.db_retries, self._note_retry)
 
     def _note_retry(self, retry_state) -> None:
         # The failed attempt's objects (the batch's rows, held by the exception's

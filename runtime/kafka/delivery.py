@@ -5,12 +5,9 @@ and commit the batch's input offsets.
   transactional producer with ``send_offsets_to_transaction``). A ``read_committed``
   reader of the result topics then sees each result once, even when a crash makes Kafka
   deliver a batch again: the crashed attempt's transaction never commits, and a
-  restarted replica (same transactional id) aborts it at once. The results known before
-  the Postgres write (``send_early``) travel while Postgres works, inside the
-  transaction, which commits only after Postgres has.
+  restarted replica (same transactional id) aborts it at once.
 - ``AtLeastOnceResults``: publish, then commit the offsets. A crash between the two
-  publishes a batch's results twice; Postgres still holds each once (upserts). Nothing
-  is sent before Postgres commits: without a transaction, whatever is sent is read.
+  publishes a batch's results twice; Postgres still holds each once (upserts).
 
 Which one a service uses is ``RENTALSTREAM_KAFKA_TRANSACTIONS`` (``choose_results``):
 ``auto`` asks the broker whether it offers transactions.
@@ -25,7 +22,6 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.producer.producer import TransactionContext
 from aiokafka.protocol.admin import ApiVersionRequest
 from pydantic import BaseModel
 
@@ -59,14 +55,6 @@ class Results(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send_early(self, messages: Messages) -> None:
-        """Results of the batch known before its Postgres write, handed on before it as far
-        as the guarantee allows; ``deliver``'s messages must begin with them."""
-
-    async def abort_early(self) -> None:
-        """Take back what ``send_early`` sent (the write is retried, or the batch failed);
-        ``deliver`` sends it again."""
-
     async def deliver(
         self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
     ) -> None: ...
@@ -85,12 +73,6 @@ class AtLeastOnceResults:
 
     async def stop(self) -> None:
         await self.publisher.stop()
-
-    async def send_early(self, messages: Messages) -> None:
-        pass  # without a transaction, a result sent is a result read: nothing before Postgres commits
-
-    async def abort_early(self) -> None:
-        pass
 
     async def deliver(
         self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
@@ -115,8 +97,6 @@ class TransactionalResults:
         self.transactional_id = transactional_id
         self.publisher: BatchPublisher | None = None
         self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
-        self._early: list = []  # the batch's results send_early was given
-        self._early_acks: list[asyncio.Future] | None = None  # their sends, while their transaction is open
 
     async def start(self) -> None:
         publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
@@ -137,45 +117,9 @@ class TransactionalResults:
             await self.publisher.stop()
             self.publisher = None
 
-    async def send_early(self, messages: Messages) -> None:
-        """Begin the batch's transaction and send ``messages`` in it now, while Postgres
-        writes. ``read_committed`` readers see them only once ``deliver`` commits, after
-        Postgres. A failure here costs only the head start: ``deliver`` sends them again."""
-        if self.publisher is None:
-            await self.start()
-        assert self.publisher is not None
-        self._early = list(messages)
-        try:
-            async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
-                await self.publisher.producer.begin_transaction()
-                self._early_acks = await self.publisher.send(self._early)
-        except (KafkaError, OSError, TimeoutError) as error:
-            log.warning("results not sent ahead of the database (%r); they follow its commit", error)
-            await self.abort_early()
-
-    async def abort_early(self) -> None:
-        """Abort the transaction ``send_early`` began, if it is open: a transaction must not
-        stay open through the database's retries (the broker would abort it after its
-        timeout, and readers of those partitions would wait for it meanwhile)."""
-        if self._early_acks is None:
-            return
-        acks, self._early_acks = self._early_acks, None
-        assert self.publisher is not None
-        try:
-            async with asyncio.timeout(5):
-                await asyncio.gather(*acks, return_exceptions=True)
-                await self.publisher.producer.abort_transaction()
-        except (KafkaError, OSError, TimeoutError) as error:
-            log.info("aborting the transaction of the results sent early: %r", error)
-            await self._replace_producer()
-
     async def deliver(
         self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
     ) -> None:
-        early, self._early = self._early, []
-        if any(sent is not result for sent, result in zip(early, messages)) or len(early) > len(messages):
-            raise ValueError("the batch's results must begin with those it sent early")
-        begun, self._early_acks = self._early_acks, None
         if self.publisher is None:
             await self.start()
         assert self.publisher is not None
@@ -183,11 +127,8 @@ class TransactionalResults:
         offsets = batch_offsets(records)
         try:
             async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
-                if begun is None:
-                    await producer.begin_transaction()
-                async with _Ending(producer):  # commits, or aborts on an error
-                    rest = messages[len(early) :] if begun is not None else messages
-                    await asyncio.gather(*(begun or []), *await self.publisher.send(rest))
+                async with producer.transaction():
+                    await asyncio.gather(*await self.publisher.send(messages))
                     await producer.send_offsets_to_transaction(offsets, group_id)
             self.committed.update(offsets)
         except (KafkaError, OSError, TimeoutError) as error:
@@ -206,14 +147,6 @@ class TransactionalResults:
             except (KafkaError, OSError, TimeoutError) as error:
                 log.info("closing the failed transactional producer: %r", error)
         # The next batch starts a new producer; its InitProducerId fences this one.
-
-
-class _Ending(TransactionContext):
-    """aiokafka's transaction context for a transaction begun earlier (``send_early``):
-    commits it on leaving, or aborts it on an error."""
-
-    async def __aenter__(self):
-        return self
 
 
 class ResumeAfterOwnCommits(ConsumerRebalanceListener):

@@ -12,9 +12,7 @@ T = TypeVar("T")
 
 
 async def with_retries(
-    write: Callable[[], Awaitable[T]],
-    retries: int,
-    on_retry: Callable[[RetryCallState], Awaitable[None] | None],
+    write: Callable[[], Awaitable[T]], retries: int, on_retry: Callable[[RetryCallState], None]
 ) -> T:
     """Retry a batch write on database errors with exponential backoff; past the last try
     the error propagates, so the batch is nacked and Kafka delivers it again."""

@@ -24,12 +24,6 @@ class ThroughTheTestBroker:
         for topic, key, model in messages:
             await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
 
-    async def send_early(self, messages) -> None:
-        pass  # everything is published by deliver
-
-    async def abort_early(self) -> None:
-        pass
-
     async def deliver(self, messages, records, message, group_id) -> None:
         await self.publish(messages)
         await message.ack()
