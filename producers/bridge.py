@@ -9,7 +9,8 @@ Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_BRIDGE_API_KEY`
 413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
 503 when the broker does not take the request or ``RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT``
 price requests (one per car) are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
-scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``.
+scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``, 502 when
+``explain=true`` and the scorer priced the cars but could not explain them.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the body type built at runtime.
@@ -19,7 +20,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Body, FastAPI, Header, HTTPException, Request, Response, Security
+from fastapi import Body, FastAPI, Header, HTTPException, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -56,6 +57,11 @@ published on `price-requests` and the scorer's reply is returned.
 * **a list of cars** → a list of such answers, in order;
 * **the positional form** of the original Getaround API, `{{"input": [[...], ...]}}`,
   each inner list holding one car's values {IN_POSITIONAL_ORDER} → `{{"prediction": [...]}}`.
+
+`?explain=true` also says why each price: the model's base value (its average price) plus
+one contribution per feature, in euros, largest first, summing to the price to the cent
+(`explanation`, or `explanations` beside `prediction`). The trees' exact contributions
+cost the scorer ~10 ms per car, so they come only when asked.
 
 Every response carries an `X-Request-Id` header; a 504 names it in its body too.
 """
@@ -118,8 +124,10 @@ def build_app(settings: Settings) -> FastAPI:
                 "description": "The broker did not take the request, the bridge is not ready, "
                 "or RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT price requests are already waiting (with Retry-After)",
             },
+            502: {"model": ErrorReply, "description": "explain=true, and the scorer could not explain the prices"},
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
+        response_model_exclude_unset=True,
         dependencies=auth,
         max_body_size=settings.bridge.max_body_bytes,
     )
@@ -128,6 +136,13 @@ def build_app(settings: Settings) -> FastAPI:
         response: Response,
         body: Annotated[PredictBody, Body(openapi_examples=OPENAPI_EXAMPLES)],
         x_client_id: Annotated[str | None, Header(max_length=128, description="Who asks (for the request log)")] = None,
+        explain: Annotated[
+            bool,
+            Query(
+                description="Also say why each price: the model's base value plus one contribution per feature, "
+                "in euros, summing to the price. Costs the scorer ~10 ms per car."
+            ),
+        ] = False,
     ):
         """Price one car, a list of cars, or positional rows (see the description above)."""
         request_id = requester.new_request_id()
@@ -145,7 +160,9 @@ def build_app(settings: Settings) -> FastAPI:
             return refused
         client = x_client_id or (request.client.host if request.client else None)
         try:
-            replies = await requester.ask(cars_of(body), request_id, client, settings.bridge.timeout_seconds)
+            replies = await requester.ask(
+                cars_of(body), request_id, client, settings.bridge.timeout_seconds, explain=explain
+            )
         except BrokerUnavailable as failure:
             log.warning("request %s: %s", request_id, failure)
             return error(503, "the message broker is unreachable", request_id)
@@ -153,9 +170,14 @@ def build_app(settings: Settings) -> FastAPI:
             log.warning("request %s: %s", request_id, failure)
             return error(504, str(failure), request_id)
         metrics.cars_priced.inc(len(replies))
+        if explain and any(r.explanation is None for r in replies):
+            return error(502, "the scorer priced the cars but could not explain the prices (see its log)", request_id)
         response.headers["X-Request-Id"] = request_id
         if isinstance(body, PositionalRequest):
-            return PositionalPrediction(prediction=[r.price_per_day for r in replies])
+            prediction = PositionalPrediction(prediction=[r.price_per_day for r in replies])
+            if explain:  # only then: the original API's answer is {"prediction": [...]} alone
+                prediction.explanations = [r.explanation for r in replies]
+            return prediction
         answers = [priced_car(r) for r in replies]
         return answers if isinstance(body, list) else answers[0]
 
@@ -204,6 +226,8 @@ def priced_car(reply: PriceScored) -> PricedCar:
         model_name=reply.model_name,
         model_version=reply.model_version,
         unknown_fields=reply.unknown_fields,
+        # only when asked: an answer without one has no explanation key (response_model_exclude_unset)
+        **({"explanation": reply.explanation} if reply.explanation is not None else {}),
     )
 
 

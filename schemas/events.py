@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.cars import CarFeatures
+from schemas.explanations import Explanation
 
 MAX_ABS_DELAY_MINUTES = 525_600  # one year: anything beyond is a broken record
 MAX_PLANNED_GAP_MINUTES = 720  # the history only links rentals planned < 12 h apart
@@ -80,6 +81,9 @@ class PriceRequest(BaseModel):
         description="The price the car is really listed at, when known (the simulator's "
         "listings): the monitor tracks the model's error against it.",
     )
+    explain: bool = Field(
+        False, description="Also explain the price (its feature contributions): ~10 ms more of the scorer's time."
+    )
     event_time: datetime = Field(default_factory=utc_now)
 
 
@@ -104,6 +108,9 @@ class PriceScored(BaseModel):
     )
     challenger_price_per_day: float | None = Field(
         None, description="The challenger's price (None without a challenger, or where it failed)."
+    )
+    explanation: Explanation | None = Field(
+        None, description="Why this price, when the request asked (explain) and the scorer could work it out."
     )
     event_time: datetime
     scored_at: datetime

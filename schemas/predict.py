@@ -34,6 +34,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, WithJsonSchema, create_model
 
 from schemas.cars import CarFeatures
+from schemas.explanations import Explanation
 
 POSITIONAL_ORDER: tuple[str, ...] = tuple(CarFeatures.model_fields)
 IN_POSITIONAL_ORDER = "in this order: " + ", ".join(POSITIONAL_ORDER)
@@ -71,6 +72,9 @@ class PositionalRequest(BaseModel):
 
 class PositionalPrediction(BaseModel):
     prediction: list[float] = Field(description="Price per day in euros, one per input row, in order.")
+    explanations: list[Explanation] | None = Field(
+        None, description="With explain=true: why each price, one per input row, in order."
+    )
 
 
 class PricedCar(BaseModel):
@@ -87,6 +91,9 @@ class PricedCar(BaseModel):
     model_version: str
     unknown_fields: list[str] = Field(
         description="Fields whose value the model has never seen (priced as missing), e.g. a new brand."
+    )
+    explanation: Explanation | None = Field(
+        None, description="With explain=true: the base value and each feature's contribution, largest first."
     )
 
 

@@ -38,7 +38,7 @@ from runtime.prepared_versions import PreparedVersion, recall, remember, remembe
 from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
 from schemas.contracts import asyncapi as contract_document
-from schemas.events import PriceRequest, RentalEvent, utc_now
+from schemas.events import PriceRequest, PriceScored, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.metrics import ScorerMetrics
@@ -292,6 +292,7 @@ class Scorer:
             )
             for (_, request, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
+        answered = await self._explained(model, answered)
         await self._retrying(
             lambda: store.write_price_requests(
                 self.engine,
@@ -359,6 +360,29 @@ class Scorer:
         prices = challenger_prices(challenger, [e.car for _, e, _ in priced])
         self.metrics.challenger_failures.inc(sum(p is None for p in prices))
         return prices
+
+    async def _explained(
+        self, model: Pricer, answered: list[tuple[PriceRequest, PriceScored]]
+    ) -> list[tuple[PriceRequest, PriceScored]]:
+        """``answered``, with the explanation of every price whose request asked for one.
+        Worked out in a thread (~10 ms a car), so the rentals go on meanwhile; a failure
+        is logged and the price goes without it (the bridge then answers 502)."""
+        asked = [i for i, (request, _) in enumerate(answered) if request.explain]
+        if not asked:
+            return answered
+        try:
+            explanations = await asyncio.to_thread(
+                model.explain, [answered[i][0].car for i in asked], [answered[i][1].price_per_day for i in asked]
+            )
+        except Exception:
+            log.exception("%s v%s could not explain %d prices", model.name, model.version, len(asked))
+            return answered
+        self.metrics.explained.inc(len(asked))
+        explained = list(answered)
+        for i, explanation in zip(asked, explanations, strict=True):
+            request, scored = answered[i]
+            explained[i] = (request, scored.model_copy(update={"explanation": explanation}))
+        return explained
 
     def _retrying(self, write: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return with_retries(write, self.settings.scorer.db_retries, self._note_retry)

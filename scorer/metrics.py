@@ -54,3 +54,8 @@ class ScorerMetrics(ConsumerMetrics):
             "1 once the scorer prices with the compiled trees (see runtime/compiled_trees.py).",
             registry=self.registry,
         )
+        self.explained = Counter(
+            "rentalstream_prices_explained_total",
+            "Prices explained because their request asked (explain=true).",
+            registry=self.registry,
+        )

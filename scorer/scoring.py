@@ -15,6 +15,7 @@ from runtime.kafka.dead_letters import Event, dead_letter, parse_records
 from runtime.kafka.subscriber import KafkaRecord
 from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, PriceRequest, PriceScored
+from schemas.explanations import Explanation
 from schemas.intervals import PriceInterval
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class Pricer(Protocol):
     interval: PriceInterval | None
 
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]: ...
+
+    def explain(self, cars: Sequence[CarFeatures], prices: Sequence[float]) -> list[Explanation]: ...
 
 
 def score_batch(

@@ -130,10 +130,15 @@ class PriceRequester:
         return True
 
     async def ask(
-        self, cars: Sequence[CarFeatures], request_id: str, client: str | None, timeout: float
+        self,
+        cars: Sequence[CarFeatures],
+        request_id: str,
+        client: str | None,
+        timeout: float,
+        explain: bool = False,
     ) -> list[PriceScored]:
-        """Publish one PriceRequest per car (id ``<request_id>/<position>``) and return the
-        replies in the same order.
+        """Publish one PriceRequest per car (id ``<request_id>/<position>``, each asking for
+        its explanation when ``explain``) and return the replies in the same order.
 
         Raises BrokerUnavailable when the broker does not take the requests, and
         ReplyTimeout when the replies do not all come back within ``timeout`` seconds.
@@ -142,7 +147,9 @@ class PriceRequester:
         assert self._producer is not None, "start() first"
         loop = asyncio.get_running_loop()
         requests = [
-            PriceRequest(request_id=f"{request_id}/{i}", car=car, reply_to=self.reply_topic, client=client)
+            PriceRequest(
+                request_id=f"{request_id}/{i}", car=car, reply_to=self.reply_topic, client=client, explain=explain
+            )
             for i, car in enumerate(cars)
         ]
         waiting = {r.request_id: loop.create_future() for r in requests}

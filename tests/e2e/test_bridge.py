@@ -1,6 +1,7 @@
 """The HTTP bridge against the real broker, Postgres and scorer processes."""
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -8,17 +9,21 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from runtime.settings import normalised_database_url
+from schemas.cars import EQUIPMENT
 from schemas.predict import POSITIONAL_ORDER
 from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import (
     SAMPLE_CAR,
     champion,
+    cli,
     expected_prices,
     interval_ratios,
     metric_samples,
+    run_cli,
     service_process,
     wait_for,
 )
+from training.features import build_features
 
 pytestmark = pytest.mark.e2e
 
@@ -167,6 +172,48 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     )
     ready = httpx.get(f"{bridge_url}/ready").json()
     assert ready["ready"] and ready["champion_version"] == version
+
+
+def test_explain_true_says_why_each_price_to_the_cent_and_a_stored_price_is_explained_alike(
+    scorer_process, bridge_url, bridge_env, mlflow_registry
+):
+    version, model = champion(mlflow_registry)
+    warm_up(bridge_url)
+    tesla = {**SAMPLE_CAR, "model_key": "Tesla", "fuel": "electro"}
+    asked = [{**CAR, **TRAINING_SPELLING}, tesla]
+    frame = build_features([{**dict.fromkeys(EQUIPMENT, False), **car} for car in asked])
+    exact = model.booster_.predict(frame, pred_contrib=True)  # LightGBM's own, through pandas
+
+    # The scorer's first explanation reads its booster (~0.25 s): well inside the 2-s timeout.
+    explained = httpx.post(f"{bridge_url}/predict?explain=true", json=[CAR, tesla], headers=KEY)
+    assert explained.status_code == 200, explained.text
+    answers = explained.json()
+    for answer, row in zip(answers, exact, strict=True):
+        explanation = answer["explanation"]
+        contributions = {c["feature"]: c["euros"] for c in explanation["contributions"]}
+        cents = round(explanation["base_value"] * 100) + sum(round(e * 100) for e in contributions.values())
+        assert cents == round(answer["price_per_day"] * 100)
+        assert (explanation["price_per_day"], explanation["model_version"]) == (answer["price_per_day"], version)
+        assert explanation["base_value"] == pytest.approx(row[-1], abs=0.01)
+        assert [contributions[name] for name in frame.columns] == pytest.approx(list(row[:-1]), abs=0.01)
+    values = {c["feature"]: c["value"] for c in answers[0]["explanation"]["contributions"]}
+    assert values["model_key"] == "Citroën" and values["mileage"] == CAR["mileage"]
+
+    positional = httpx.post(
+        f"{bridge_url}/predict?explain=true", json={"input": [[CAR[n] for n in POSITIONAL_ORDER]]}, headers=KEY
+    )
+    assert positional.status_code == 200, positional.text
+    assert positional.json()["explanations"] == [answers[0]["explanation"]]
+    assert positional.json()["prediction"] == [answers[0]["price_per_day"]]
+
+    # The stored price, explained afterwards by `rentalstream explain`, says the same.
+    printed = cli(bridge_env, "explain", answers[1]["request_id"])
+    assert f"costs {answers[1]['price_per_day']:.2f} € a day (v{version})" in printed
+    for contribution in answers[1]["explanation"]["contributions"]:
+        euros = re.escape(format(contribution["euros"], "+.2f"))
+        assert re.search(rf"{contribution['feature']}\s+.*\s{euros}\b", printed), printed
+    refused = run_cli(bridge_env, "explain", "rental-999999")
+    assert refused.returncode == 2 and "no price 'rental-999999'" in refused.stdout
 
 
 def test_no_reply_is_a_504_a_late_reply_reaches_nobody_and_no_broker_is_a_503(

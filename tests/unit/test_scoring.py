@@ -148,6 +148,7 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
         "model_version": "7",
         "challenger_model_version": "8",
         "challenger_price_per_day": 97.5,
+        "explanation": None,
         "event_time": t0,
         "scored_at": t1,
     }
