@@ -412,11 +412,54 @@ def drift_report(
 
 
 @app.command()
-def compare(ctx: typer.Context) -> None:
-    """How the challenger's prices differ from the champion's on live traffic and, where
-    the true price is known, which one is closer; and how often the served interval held it."""
-    from answers.model_comparison import comparison_table, coverage_table, read_comparison
+def explain(
+    ctx: typer.Context,
+    price_id: str = typer.Argument(help="A stored price: 'rental-<rental_id>', or a price request's id."),
+) -> None:
+    """Why a stored price: the base value of the version that served it plus each
+    feature's contribution, in euros, summing to the price (worked out now, ~10 ms)."""
+    from answers.explanations import CannotExplain, explain_price, explanation_table
+    from runtime.registry import Registry
 
+    settings: Settings = ctx.obj
+    try:
+        explanation = explain_price(settings.resolved_database_url(), Registry.of(settings), price_id)
+    except CannotExplain as error:
+        console.print(str(error), style="red")
+        raise typer.Exit(2) from None
+    console.print(explanation_table(price_id, explanation))
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            help="A registered version whose global importance to show; twice to compare two "
+            "(default: the champion, and the challenger if there is one).",
+        ),
+    ] = None,
+) -> None:
+    """How the challenger's prices differ from the champion's on live traffic and, where
+    the true price is known, which one is closer; how often the served interval held it;
+    and what drives each version's prices (mean absolute contribution per feature)."""
+    from answers.explanations import importance, importance_table
+    from answers.model_comparison import comparison_table, coverage_table, read_comparison
+    from runtime.registry import Registry, UnknownVersion
+
+    settings: Settings = ctx.obj
+    registry = Registry.of(settings)
+    if not versions:
+        aliases = (settings.registry.champion_alias, settings.registry.challenger_alias)
+        versions = [v for v in map(registry.version_behind, aliases) if v is not None]
+    if versions:
+        try:
+            console.print(importance_table({f"v{v}": importance(registry, v) for v in versions}))
+        except UnknownVersion as error:
+            console.print(str(error), style="red")
+            raise typer.Exit(2) from None
     pairs, coverage = read_comparison(ctx.obj.resolved_database_url())
     if pairs:
         console.print(comparison_table(pairs))

@@ -82,10 +82,14 @@ class Registry:
             return mlflow.lightgbm.load_model(local)
 
     def artifact(self, version: str, name: str) -> dict | None:
-        """A JSON artifact logged in the training run of ``version``, None if it has none."""
+        """A JSON artifact logged in the training run of ``version``, None if it has none.
+        Raises ``UnknownVersion`` for a version that is not registered."""
         from mlflow.exceptions import MlflowException
 
-        run_id = self.client.get_model_version(self.model_name, version).run_id
+        try:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+        except MlflowException:
+            raise UnknownVersion(f"{self.model_name} has no version {version!r}") from None
         with tempfile.TemporaryDirectory() as folder:
             try:
                 local = self.client.download_artifacts(run_id, name, folder)
