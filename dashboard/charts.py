@@ -4,7 +4,7 @@ redrawn by replacing the sources' data (``update_*``), never rebuilt."""
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Span
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
 from answers.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, Curve
@@ -174,3 +174,40 @@ class PriceByCarTypeChart:
         rows = [row for row in rows if row["car_type"]]
         self.figure.y_range.factors = [row["car_type"] for row in reversed(rows)]
         self.source.data = {key: [row[key] for row in rows] for key in ("car_type", "median", "p10", "p90", "prices")}
+
+
+class ExplanationChart:
+    """Why a price: one bar per feature, its contribution in euros (green raises the
+    price, red lowers it), largest at the top; the base value and the price in the title."""
+
+    def __init__(self) -> None:
+        self.source = ColumnDataSource({"feature": [], "euros": [], "color": [], "value": []})
+        self.figure = figure(
+            title="Why this price: ask the bridge for one",
+            height=320,
+            sizing_mode="stretch_width",
+            y_range=FactorRange(),
+            x_axis_label="contribution to the price per day (€)",
+            tools="save",
+            toolbar_location=None,
+        )
+        self.figure.hbar(y="feature", right="euros", height=0.7, color="color", source=self.source)
+        self.figure.add_tools(
+            HoverTool(tooltips=[("feature", "@feature"), ("value", "@value"), ("€", "@euros{+0.00}")])
+        )
+        self.figure.add_layout(Span(location=0, dimension="height", line_color="#555"))
+
+    def update(self, explanation: dict) -> None:
+        """Show ``explanation`` (an ``Explanation`` as JSON)."""
+        contributions = explanation["contributions"][::-1]  # Bokeh draws the first factor at the bottom
+        self.figure.y_range.factors = [c["feature"] for c in contributions]
+        self.source.data = {
+            "feature": [c["feature"] for c in contributions],
+            "euros": [c["euros"] for c in contributions],
+            "color": ["#1a7f37" if c["euros"] >= 0 else "#b42318" for c in contributions],
+            "value": [str(c["value"]) for c in contributions],
+        }
+        self.figure.title.text = (
+            f"Why {explanation['price_per_day']:.2f} € a day: the model's base value "
+            f"{explanation['base_value']:.2f} € plus these contributions (v{explanation['model_version']})"
+        )

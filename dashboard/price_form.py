@@ -1,5 +1,6 @@
 """A small form that prices one car through the HTTP bridge's ``POST /predict``, exactly
-as a product service would (with the API key when one is set)."""
+as a product service would (with the API key when one is set), and shows why that price
+(``?explain=true``): a chart and a table of the features' contributions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from html import escape
 import httpx
 import panel as pn
 
+from dashboard.charts import ExplanationChart
 from schemas.cars import CAR_TYPES, EQUIPMENT, FUELS, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, PAINT_COLORS
 from schemas.predict import EXAMPLE_CAR
 
@@ -34,6 +36,8 @@ class PriceForm:
         )
         self.button = pn.widgets.Button(label="Price this car", color="primary")
         self.answer = pn.pane.HTML("", css_classes=["price-answer"], sizing_mode="stretch_width")
+        self.why = ExplanationChart()
+        self.why_table = pn.pane.HTML("", css_classes=["why-this-price"], sizing_mode="stretch_width")
         self.button.on_click(self._price)
 
     def car(self) -> dict:
@@ -56,6 +60,9 @@ class PriceForm:
             self.equipment,
             self.button,
             self.answer,
+            pn.pane.Bokeh(self.why.figure, sizing_mode="stretch_width"),
+            self.why_table,
+            css_classes=["price-form"],
         )
 
     async def _price(self, _event) -> None:
@@ -69,7 +76,9 @@ class PriceForm:
         headers = {"X-API-Key": self.api_key} if self.api_key else {}
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(f"{self.bridge_url}/predict", json=self.car(), headers=headers)
+                response = await client.post(
+                    f"{self.bridge_url}/predict", params={"explain": "true"}, json=self.car(), headers=headers
+                )
         except httpx.HTTPError as error:
             return _error(
                 f"the bridge at {self.bridge_url} did not answer ({type(error).__name__}); "
@@ -78,12 +87,28 @@ class PriceForm:
         if response.status_code != 200:
             return _error(f"the bridge answered {response.status_code}: {_detail(response)}")
         priced = response.json()
+        if priced.get("explanation"):  # a bridge older than explanations prices without one
+            self.why.update(priced["explanation"])
+            self.why_table.object = _contribution_table(priced["explanation"])
         unknown = f" (priced without: {', '.join(priced['unknown_fields'])})" if priced["unknown_fields"] else ""
         return (
             f'<div class="price-ok" style="color:#1a7f37;font-size:1.1em"><span id="bridge-price">'
             f"{priced['price_per_day']:.2f}</span> € per day, by "
             f"{escape(priced['model_name'])} v{escape(priced['model_version'])}{escape(unknown)}</div>"
         )
+
+
+def _contribution_table(explanation: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(c['feature'])}</td><td>{escape(str(c['value']))}</td>"
+        f'<td class="euros" style="text-align:right">{c["euros"]:+.2f}</td></tr>'
+        for c in explanation["contributions"]
+    )
+    return (
+        '<table style="font-size:0.9em"><tr><th>feature</th><th>value</th><th>€</th></tr>'
+        f'<tr><td>base value</td><td></td><td class="euros" style="text-align:right">'
+        f"{explanation['base_value']:.2f}</td></tr>{rows}</table>"
+    )
 
 
 def _detail(response: httpx.Response) -> str:

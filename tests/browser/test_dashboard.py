@@ -27,6 +27,7 @@ from runtime.settings import normalised_database_url
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import champion, expected_prices, read_topic, service_process
+from training.features import build_features
 
 pytestmark = pytest.mark.browser
 
@@ -199,6 +200,7 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
             check_drift_and_dead_letters(page, expected)
             check_conflicts_table(page, expected)
             check_price_form(page, mlflow_registry)
+            page.locator(".price-form").screenshot(path=str(ARTIFACTS / "why-this-price.png"))
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()
@@ -317,3 +319,17 @@ def check_price_form(page: Page, mlflow_registry) -> None:
     want = expected_prices(model, [EXAMPLE_CAR])[0]
     page.get_by_role("button", name="Price this car").click()
     expect(figure(page, "bridge-price")).to_have_text(f"{want:.2f}")
+
+    # Why this price: the base value and each feature's contribution, as LightGBM's own
+    # contributions give them (within a cent: they are rounded to sum to the price).
+    frame = build_features([EXAMPLE_CAR])
+    exact = dict(zip([*frame.columns, "base value"], model.booster_.predict(frame, pred_contrib=True)[0], strict=True))
+    rows = page.locator(".why-this-price tr")
+    expect(rows).to_have_count(1 + len(exact))  # the header, the base value, one row per feature
+    shown = {}
+    for row in rows.all()[1:]:
+        feature, _, euros = (cell.inner_text() for cell in row.locator("td").all())
+        shown[feature] = float(euros)
+    assert shown.keys() == exact.keys()
+    assert all(abs(shown[name] - exact[name]) <= 0.01 for name in exact), (shown, exact)
+    assert round(sum(shown.values()), 2) == want
