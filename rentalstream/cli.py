@@ -472,6 +472,58 @@ def compare(
         console.print(coverage_table(coverage))
 
 
+@app.command()
+def export(
+    ctx: typer.Context,
+    table: str = typer.Argument(
+        help="A result table: cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals."
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        help="Only rows at or after TIME (ISO 8601, e.g. 2026-11-30T08:00; UTC unless it names an offset), "
+        "by the table's time column (prices: scored_at, rentals: event_time, ...).",
+    ),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    output: str | None = typer.Option(None, "--output", help="Default ./TABLE.FORMAT; '-' writes CSV to stdout."),
+) -> None:
+    """Write a result table to CSV or Parquet, streamed (a million rows never load at once),
+    with a progress bar on stderr."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from answers.exports import TIME_COLUMNS, CannotExport, count_rows, export_table
+
+    settings: Settings = ctx.obj
+    if fmt not in ("csv", "parquet"):
+        console.print(f"--format: csv or parquet, not {fmt!r}", style="red")
+        raise typer.Exit(2)
+    try:
+        start = None if since is None else datetime.fromisoformat(since)
+    except ValueError:
+        console.print(f"--since: not an ISO 8601 time: {since!r}", style="red")
+        raise typer.Exit(2) from None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    path = None if output == "-" else Path(output or f"{table}.{fmt}")
+    url = settings.resolved_database_url()
+    errors = Console(stderr=True)
+    try:
+        total = count_rows(url, table, start)
+        columns = (TextColumn(f"{table}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=errors, transient=path is None) as progress:
+            task = progress.add_task("rows", total=total)
+            written = export_table(url, table, path, fmt, start, on_batch=lambda rows: progress.advance(task, rows))
+    except CannotExport as error:
+        errors.print(str(error), style="red")
+        raise typer.Exit(2) from None
+    where = "stdout" if path is None else str(path)
+    when = f" with {TIME_COLUMNS[table]} >= {start.isoformat()}" if start else ""
+    errors.print(f"{written:,} rows of {table}{when} written to {where} ({fmt})")
+
+
 @app.command("consumer-groups")
 def consumer_groups(
     ctx: typer.Context,
