@@ -9,6 +9,7 @@ baseline (benchmarks/plain_model_api.py: FastAPI calling the same model in-proce
 Then, for each of
 
 - the bridge: HTTP → price-requests → scorer (model + Postgres commit) → price-replies → HTTP,
+- the same with ``?explain=true`` (the scorer adds each price's exact contributions),
 - the plain API, model only,
 - the plain API with one INSERT per prediction (the same durability as the bridge's log),
 
@@ -69,7 +70,7 @@ class Run:
 
 
 # The lines that carry the figures, for --against's side-by-side summary.
-FIGURES = r"^(bridge \(via Kafka\)|plain API|sequential|\d+ concurrent|target|conditions)"
+FIGURES = r"^(bridge \(via Kafka\)|bridge, explain|plain API|sequential|\d+ concurrent|target|conditions)"
 
 
 def main() -> None:
@@ -90,6 +91,7 @@ def main() -> None:
         bridge_url = state["services"]["bridge"]["url"]
         targets = {
             "bridge (via Kafka)": f"{bridge_url}/predict",
+            "bridge, explain=true": f"{bridge_url}/predict?explain=true",
             "plain API, model only": f"{baseline_url}/predict",
             "plain API + INSERT": f"{baseline_url}/predict-and-store",
         }
@@ -192,13 +194,15 @@ def report(settings: Settings, args, sequential: dict[str, Run], concurrent: dic
         print(
             f"{name:<24}{run.rate:>9,.0f}{run.quantile(0.5):>9.1f}{run.quantile(0.99):>9.1f}  {dict(run.statuses)}; {cpu}"
         )
-    bridge, plain, stored = (sequential[n] for n in sequential)
+    bridge, plain, stored = (
+        sequential[n] for n in ("bridge (via Kafka)", "plain API, model only", "plain API + INSERT")
+    )
     print("\nthe cost of the Kafka round trip, as ratios (bridge / plain API)")
     print(
         f"sequential p50 latency: {bridge.quantile(0.5) / plain.quantile(0.5):.1f}x the model-only API, "
         f"{bridge.quantile(0.5) / stored.quantile(0.5):.1f}x the API with an INSERT"
     )
-    cb, cp, cs = (concurrent[n] for n in concurrent)
+    cb, cp, cs = (concurrent[n] for n in ("bridge (via Kafka)", "plain API, model only", "plain API + INSERT"))
     print(
         f"throughput at {args.clients} clients: {cb.rate / cp.rate:.2f}x the model-only API, "
         f"{cb.rate / cs.rate:.2f}x the API with an INSERT"
