@@ -8,6 +8,7 @@ from LightGBM through plain pandas (``tests.helpers.reference_prices``).
 
 import asyncio
 import json
+import re
 import threading
 import time
 
@@ -28,6 +29,7 @@ from tests.helpers import (
     reference_prices,
     register_small_model,
     registry_copy,
+    run_cli,
     service_process,
     wait_for,
 )
@@ -150,6 +152,19 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     true = every.price_id.map(true_of).to_numpy()
     inside = ((true >= every.price_lower.to_numpy()) & (true <= every.price_upper.to_numpy())).mean()
     assert f"{inside:.1%}" in printed.split("price interval on true prices")[1]
+
+    # What drives each version's prices: the champion's importance as logged at its training,
+    # the small challenger registered without one, and a version that does not exist.
+    mlflow.set_tracking_uri(uri)
+    run_id = mlflow.MlflowClient().get_model_version("rentalstream-price", champion_version).run_id
+    logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/importance.json")
+    for feature, euros in logged.items():
+        assert re.search(rf"^\s*{feature}\s+{euros:.2f}\s*$", printed, re.MULTILINE), (feature, printed)
+    both = cli(lifecycle_env, "compare", "--version", champion_version, "--version", challenger_version)
+    top = next(iter(logged))
+    assert re.search(rf"^\s*{top}\s+{logged[top]:.2f}\s+not logged\s*$", both, re.MULTILINE), both
+    unknown = run_cli(lifecycle_env, "compare", "--version", "999")
+    assert unknown.returncode == 2 and "rentalstream-price has no version '999'" in unknown.stdout
 
 
 def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_nothing(
