@@ -16,7 +16,7 @@ from runtime.prepared_versions import prepare
 from runtime.registry import Registry
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
-from tests.helpers import reference_prices
+from tests.helpers import reference_prices, registry_copy
 from training.features import build_features, read_pricing
 from training.train import LIGHTGBM_PARAMS, PROTOCOL, V1_LIGHTGBM_PARAMS, train_and_register
 
@@ -78,8 +78,11 @@ def test_string_categories_in_give_the_training_price(mlflow_registry, pricing_c
     assert served.price_per_day([car]) == pytest.approx(np.round(reference_prices(model, unknown), 2))
 
 
-def test_retraining_on_the_same_protocol_does_not_move_the_champion(mlflow_registry, pricing_csv, delay_history):
-    uri, first = mlflow_registry
+def test_retraining_on_the_same_protocol_does_not_move_the_champion(
+    mlflow_registry, pricing_csv, delay_history, tmp_path
+):
+    _, first = mlflow_registry
+    uri = registry_copy(mlflow_registry, tmp_path)  # the session's registry keeps its one version for other tests
     second = train_and_register(
         read_pricing(pricing_csv),
         delay_history,
