@@ -1,10 +1,11 @@
 """Explanations of prices from a LightGBM booster's exact tree contributions, and the
 global importance of a version (mean absolute contribution per feature).
 
-TreeSHAP is slow on this model: ~9.5 ms of a core per car with the champion's 1,787
-trees, ~70x its prediction through LightGBM and far more than through the compiled
-trees. So prices are explained when someone asks (``/predict?explain=true``,
-``rentalstream explain``), never for every stored price (docs/decisions.md).
+TreeSHAP is slow on this model: ~10 ms of a core per car with the champion's 1,787
+trees, ~70x its prediction through LightGBM and ~740x through the compiled trees
+(``benchmarks/explanation_cost.py``). So prices are explained when someone asks
+(``/predict?explain=true``, ``rentalstream explain``), never for every stored price
+(docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def exact_contributions(booster: Any, cars: Sequence[CarFeatures], threads: int 
     return np.asarray(booster.predict(feature_codes(cars), pred_contrib=True, num_threads=threads), dtype=np.float64)
 
 
-def mean_absolute_contributions(booster: Any, matrix: np.ndarray, threads: int = 0) -> dict[str, float]:
+def mean_absolute_contributions(booster: Any, matrix: Any, threads: int = 0) -> dict[str, float]:
     """Global importance: each feature's mean absolute contribution in euros over the rows
-    of ``matrix`` (``feature_codes`` of some cars), largest first."""
+    of ``matrix`` (anything the booster predicts on: ``feature_codes`` of some cars, or the
+    training DataFrame), largest first."""
     contributions = np.asarray(booster.predict(matrix, pred_contrib=True, num_threads=threads), dtype=np.float64)
     means = np.abs(contributions[:, : len(FEATURES)]).mean(axis=0)
     return dict(sorted(zip(FEATURES, means.round(4).tolist(), strict=True), key=lambda item: -item[1]))

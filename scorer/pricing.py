@@ -98,14 +98,14 @@ LIGHTGBM_EXTRAS = ("pandas", "sklearn", "dask", "pyarrow", "matplotlib", "graphv
 def lean_lightgbm() -> Any:
     """The ``lightgbm`` module, imported without its optional integrations unless they are
     loaded already: LightGBM imports pandas and scikit-learn when it finds them, which
-    took 1.3 s and +181 MiB of RSS in a scorer here, against 0.19 s and +43 MiB without
-    (docs/decisions.md). Each missing one reads as not installed to LightGBM, and only
+    took 1.10 s and +158 MiB of RSS here, against 0.22 s and +21 MiB without
+    (benchmarks/explanation_cost.py, docs/decisions.md). Each missing one reads as not installed to LightGBM, and only
     during this import: the process may import them later."""
     if "lightgbm" in sys.modules:
         return sys.modules["lightgbm"]
     blocked = [name for name in LIGHTGBM_EXTRAS if name not in sys.modules]
     for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]  (import raises ModuleNotFoundError)
+        sys.modules[name] = None  # importing it now raises ModuleNotFoundError
     try:
         import lightgbm
     finally:

@@ -19,6 +19,7 @@ from scorer.metrics import ScorerMetrics
 from scorer.reply_topics import ReplyTopics
 from tests.handlers.in_memory import ThroughTheTestBroker, collect
 from tests.helpers import query, reference_prices
+from training.features import build_features
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
@@ -145,6 +146,37 @@ def test_a_price_request_is_answered_on_its_reply_topic_and_one_naming_a_catalog
         == f"reply_to: no topic {RENTALS.name!r} to reply on (it must exist and not be a catalogue topic)"
     )
     assert list(query(clean_database, "SELECT request_id FROM price_requests").request_id) == ["r-1"]
+
+
+def test_a_request_asking_why_gets_its_prices_explanation_and_the_others_none(
+    settings, clean_database, mlflow_registry
+):
+    def request(request_id: str, **fields) -> bytes:
+        return json.dumps({"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": "my-replies", **fields}).encode()
+
+    async def publish(broker):
+        await broker.publish_batch(request("plain"), request("why", explain=True), topic=PRICE_REQUESTS.name)
+
+    published = run_scorer(settings, publish, reply_topics=KnownReplyTopics("my-replies"))
+
+    replies = {r["request_id"]: r for r in published["my-replies"]}
+    assert replies["plain"]["explanation"] is None
+    explanation = replies["why"]["explanation"]
+    mlflow.set_tracking_uri(mlflow_registry[0])
+    booster = mlflow.lightgbm.load_model(f"models:/{MODEL}/{mlflow_registry[1].champion_version}").booster_
+    exact = booster.predict(build_features([EXAMPLE_CAR]), pred_contrib=True)[0]  # LightGBM's own, through pandas
+    assert explanation["base_value"] == pytest.approx(exact[-1], abs=0.01)
+    by_feature = {c["feature"]: c["euros"] for c in explanation["contributions"]}
+    assert [by_feature[f] for f in build_features([EXAMPLE_CAR]).columns] == pytest.approx(list(exact[:-1]), abs=0.01)
+    cents = round(explanation["base_value"] * 100) + sum(round(e * 100) for e in by_feature.values())
+    assert cents == round(replies["why"]["price_per_day"] * 100)
+    # The prices topic carries the same answers; the stored prices are the same for both.
+    assert {p["price_id"]: p["explanation"] is not None for p in published[PRICES.name]} == {
+        "plain": False,
+        "why": True,
+    }
+    stored = query(clean_database, "SELECT price_id, price_per_day FROM prices ORDER BY price_id")
+    assert list(stored.price_per_day) == [replies["plain"]["price_per_day"], replies["why"]["price_per_day"]]
 
 
 def test_a_restarted_scorer_prices_with_the_champion_it_served_last_while_the_registry_cannot_answer(

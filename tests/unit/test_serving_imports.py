@@ -15,3 +15,13 @@ def test_the_scorer_and_the_bridge_import_neither_mlflow_nor_pandas_nor_lightgbm
     )
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert imported.split() == []
+
+
+def test_a_scorer_explaining_imports_lightgbm_without_pandas_or_scikit_learn_and_can_import_them_later():
+    probe = (
+        "import sys, scorer.pricing; lightgbm = scorer.pricing.lean_lightgbm(); "
+        "print(' '.join(m for m in ('lightgbm', 'pandas', 'sklearn') if m in sys.modules)); "
+        "import pandas; print(pandas.__name__, lightgbm.compat.PANDAS_INSTALLED)"
+    )
+    printed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert printed.splitlines() == ["lightgbm", "pandas False"]
