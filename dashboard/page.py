@@ -3,6 +3,7 @@ snapshot on a periodic callback (never once per message)."""
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from dashboard.price_form import PriceForm
 from runtime.settings import Settings
 
 DEFAULT_THRESHOLD_MINUTES = 60
+PLAIN_COLUMNS = {"partition", "offset", "model_version", "champion_version", "challenger_version"}
 
 
 def build_page(feed: LiveFeed, settings: Settings, metrics: DashboardMetrics) -> pn.viewable.Viewable:
@@ -120,45 +122,85 @@ class DashboardPage:
             "dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"]
         )
 
+        self.no_challenger = pn.pane.Markdown(
+            "No challenger is being scored: `rentalstream train --challenger` or "
+            "`rentalstream promote VERSION --challenger` starts one.",
+            css_classes=["no-challenger"],
+        )
+
+        # The live figures above the tabs, so every tab shows them.
+        self.tabs = pn.Tabs(
+            (
+                "Live",
+                pn.Row(
+                    _titled("Latest prices", self.prices),
+                    _titled("Latest rentals whose driver waited for the previous car", self.conflicts),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Minimum gap",
+                pn.Column(
+                    pn.pane.Markdown("### Minimum gap between rentals: what would it block, what would it solve?"),
+                    pn.Row(self.threshold, self.scope),
+                    self.min_gap_figures,
+                    self.min_gap_scopes,
+                    pn.Row(
+                        pn.pane.Bokeh(self.min_gap_charts.blocked, sizing_mode="stretch_width"),
+                        pn.pane.Bokeh(self.min_gap_charts.solved, sizing_mode="stretch_width"),
+                        sizing_mode="stretch_width",
+                    ),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Delays",
+                pn.Column(
+                    self.delay_figures,
+                    pn.pane.Bokeh(self.delay_chart.figure, sizing_mode="stretch_width"),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Pricing",
+                pn.Column(
+                    pn.Row(
+                        pn.pane.Bokeh(self.price_chart.figure, sizing_mode="stretch_width"),
+                        self.price_form.panel(),
+                        sizing_mode="stretch_width",
+                    ),
+                    pn.pane.Markdown(
+                        "#### Champion vs challenger on live traffic (prices in €; closer = nearer the "
+                        "listed price, where the request carried one)"
+                    ),
+                    self.no_challenger,
+                    _with_download("challenge", self.challenge),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Drift",
+                pn.Column(
+                    self.drift_figures,
+                    pn.Row(
+                        _titled("Signals", self.signals),
+                        _titled("Latest alerts", self.alerts),
+                        sizing_mode="stretch_width",
+                    ),
+                    sizing_mode="stretch_width",
+                ),
+            ),
+            (
+                "Dead letters",
+                pn.Column(self.dead_letter_figures, _with_download("dead-letters", self.dead_letters)),
+            ),
+            sizing_mode="stretch_width",
+            css_classes=["dashboard-tabs"],
+        )
         self.layout = pn.Column(
             pn.pane.Markdown("# rentalstream — live operations"),
             self.live,
-            pn.pane.Markdown("## Minimum gap between rentals: what would it block, what would it solve?"),
-            pn.Row(self.threshold, self.scope),
-            self.min_gap_figures,
-            self.min_gap_scopes,
-            pn.Row(
-                pn.pane.Bokeh(self.min_gap_charts.blocked, sizing_mode="stretch_width"),
-                pn.pane.Bokeh(self.min_gap_charts.solved, sizing_mode="stretch_width"),
-                sizing_mode="stretch_width",
-            ),
-            pn.pane.Markdown("## Delays at checkout"),
-            self.delay_figures,
-            pn.pane.Bokeh(self.delay_chart.figure, sizing_mode="stretch_width"),
-            pn.pane.Markdown("#### Latest rentals whose driver waited for the previous car"),
-            self.conflicts,
-            pn.pane.Markdown("## Pricing"),
-            pn.Row(
-                pn.Column(pn.pane.Markdown("#### Latest prices"), self.prices, sizing_mode="stretch_width"),
-                self.price_form.panel(),
-                sizing_mode="stretch_width",
-            ),
-            pn.pane.Bokeh(self.price_chart.figure, sizing_mode="stretch_width"),
-            pn.pane.Markdown(
-                "#### Champion vs challenger on live traffic (prices in €; closer = nearer the "
-                "listed price, where the request carried one)"
-            ),
-            self.challenge,
-            pn.pane.Markdown("## Drift"),
-            self.drift_figures,
-            pn.Row(
-                pn.Column(pn.pane.Markdown("#### Signals"), self.signals, sizing_mode="stretch_width"),
-                pn.Column(pn.pane.Markdown("#### Latest alerts"), self.alerts, sizing_mode="stretch_width"),
-                sizing_mode="stretch_width",
-            ),
-            pn.pane.Markdown("## Dead letters"),
-            self.dead_letter_figures,
-            self.dead_letters,
+            self.tabs,
             sizing_mode="stretch_width",
         )
         self.redraw()
@@ -198,6 +240,8 @@ class DashboardPage:
         self.challenge.value = _frame(
             [{**r, "verdict": verdict(r)} for r in aggregates.model_comparison], self.challenge
         )
+        self.no_challenger.visible = not aggregates.model_comparison  # one line, not an empty table
+        self.challenge.visible = bool(aggregates.model_comparison)
         self.signals.value = _frame(aggregates.drift_signals, self.signals)
         self.drift_figures.object = drift_html(aggregates.drift_signals)
         self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)
@@ -224,13 +268,47 @@ def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
         height=260,
         sizing_mode="stretch_width",
         pagination=None,
+        # Columns share the page's width, a long cell cut short (its whole text on hover):
+        # sized to their data, one long dead-letter reason would widen every tab.
+        layout="fit_columns",
+        configuration={"columnDefaults": {"tooltip": True}},
         css_classes=[f"{name}-table"],
+        # Ids, offsets and versions as written, not as quantities ("305525", not "305,525").
+        formatters={c: {"type": "plaintext"} for c in columns if _is_id(c)},
     )
+
+
+def _with_download(name: str, table: pn.widgets.Tabulator) -> pn.Column:
+    """``table`` with a button that downloads the rows it shows as CSV."""
+    button = pn.widgets.FileDownload(
+        callback=lambda: io.StringIO(table.value.to_csv(index=False)),
+        filename=f"{name}.csv",
+        label="Download CSV",
+        button_type="light",
+        css_classes=[f"{name}-download"],
+    )
+    return pn.Column(table, button, sizing_mode="stretch_width")
+
+
+def _titled(title: str, table: pn.widgets.Tabulator) -> pn.Column:
+    name = table.css_classes[0].removesuffix("-table")
+    return pn.Column(pn.pane.Markdown(f"#### {title}"), _with_download(name, table), sizing_mode="stretch_width")
 
 
 def _frame(rows: list[dict], table: pn.widgets.Tabulator) -> pd.DataFrame:
     columns = list(table.value.columns)
-    return pd.DataFrame([{c: _cell(row.get(c)) for c in columns} for row in rows], columns=columns)
+    return pd.DataFrame(
+        [{c: _id(row.get(c)) if _is_id(c) else _cell(row.get(c)) for c in columns} for row in rows], columns=columns
+    )
+
+
+def _is_id(column: str) -> bool:
+    return column in PLAIN_COLUMNS or column.endswith("_id")
+
+
+def _id(value) -> str:
+    """An id as text, an absent one blank: not "NaN", which a column of numbers makes of it."""
+    return "" if value is None else str(value)
 
 
 def _cell(value):

@@ -87,9 +87,11 @@ class PriceForm:
         if response.status_code != 200:
             return _error(f"the bridge answered {response.status_code}: {_detail(response)}")
         priced = response.json()
-        if priced.get("explanation"):  # a bridge older than explanations prices without one
-            self.why.update(priced["explanation"])
-            self.why_table.object = _contribution_table(priced["explanation"])
+        explanation = priced.get("explanation")  # a bridge older than explanations prices without one
+        if explanation:
+            # A Bokeh model changes under the document's lock: on the next tick, not in this callback.
+            pn.state.execute(lambda: self.why.update(explanation), schedule=True)
+            self.why_table.object = _contribution_table(explanation)
         unknown = f" (priced without: {', '.join(priced['unknown_fields'])})" if priced["unknown_fields"] else ""
         return (
             f'<div class="price-ok" style="color:#1a7f37;font-size:1.1em"><span id="bridge-price">'

@@ -156,6 +156,40 @@ def figure(page: Page, element_id: str):
     return page.locator(f"#{element_id}")
 
 
+TABS = {  # each tab, and something only it shows
+    "Live": ".prices-table",
+    "Minimum gap": "#mg-blocked",
+    "Delays": "#delay-late-share-mobile",
+    "Pricing": ".price-form",
+    "Drift": "#drift-signals",
+    "Dead letters": "#dead-letters-total",
+}
+
+
+# The elements that stick out of the window while their parent does not (shadow roots included).
+OVERFLOWING = """() => {
+  const out = [];
+  const walk = (root, parentFits) => {
+    for (const el of root.children) {
+      const box = el.getBoundingClientRect();
+      const fits = box.right <= window.innerWidth + 1;
+      if (!fits && parentFits) out.push(`${el.tagName}.${el.className} ${Math.round(box.left)}-${Math.round(box.right)}`);
+      walk(el, fits);
+      if (el.shadowRoot) walk(el.shadowRoot, fits);
+    }
+  };
+  walk(document.documentElement, true);
+  return out.slice(0, 10);
+}"""
+
+
+def open_tab(page: Page, name: str) -> None:
+    """Click a tab; the live figures stay in view on every one."""
+    page.locator(".dashboard-tabs .bk-tab", has_text=re.compile(f"^{name}$")).click()
+    expect(page.locator(TABS[name]).first).to_be_visible()
+    expect(figure(page, "live-rentals")).to_be_visible()
+
+
 def number(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -171,6 +205,7 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
     delays_xlsx,
     pricing_csv,
     mlflow_registry,
+    tmp_path,
 ):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -198,10 +233,12 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
             check_live_and_delays(page, expected)
             check_min_gap(page, expected)
             check_drift_and_dead_letters(page, expected)
-            check_conflicts_table(page, expected)
+            check_conflicts_table(page, expected, tmp_path)
             check_price_form(page, mlflow_registry)
             page.locator(".price-form").screenshot(path=str(ARTIFACTS / "why-this-price.png"))
+            open_tab(page, "Minimum gap")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            check_tabs_on_a_laptop_and_a_large_screen(browser, dashboard_url, expected)
         finally:
             browser.close()
 
@@ -239,6 +276,7 @@ def check_live_and_delays(page: Page, expected: dict) -> None:
     expect(figure(page, "live-late-share")).to_have_text(f"{expected['late_share']:.1%}")
     expect(figure(page, "live-conflicts")).to_have_text(number(expected["conflicts"]))
     expect(figure(page, "live-model")).to_have_text("rentalstream-price v1")
+    open_tab(page, "Delays")
     for kind in ("mobile", "connect"):
         expect(figure(page, f"delay-late-share-{kind}")).to_have_text(f"{expected[f'late_share_{kind}']:.1%}")
 
@@ -260,6 +298,7 @@ def check_min_gap(page: Page, expected: dict) -> None:
         expect(figure(page, "mg-solved")).to_have_text(number(want["solved"]))
         expect(figure(page, "mg-solved-share")).to_have_text(f"{want['solved'] / want['conflicts']:.1%}")
 
+    open_tab(page, "Minimum gap")
     scopes_show(60)  # the default threshold
     headline_shows(60, "all")
     threshold_input = page.locator(".min-gap-threshold input").first
@@ -289,12 +328,14 @@ def check_min_gap(page: Page, expected: dict) -> None:
 
 
 def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
+    open_tab(page, "Drift")
     expect(figure(page, "drift-signals")).to_have_text(str(expected["signals"]))
     expect(figure(page, "drift-drifting")).to_have_text(str(expected["drifting"]))
     # Both consumers of `rentals` dead-letter each malformed rental, as it was sent.
     assert sorted((consumer, raw) for consumer, raw, _ in expected["dead_letters"]) == sorted(
         (consumer, raw) for consumer in ("monitor", "scorer") for raw in BAD_RENTALS
     )
+    open_tab(page, "Dead letters")
     expect(figure(page, "dead-letters-total")).to_have_text(str(len(expected["dead_letters"])))
     table = page.locator(".dead-letters-table")
     expect(table.locator(".tabulator-row")).to_have_count(len(expected["dead_letters"]))
@@ -302,21 +343,56 @@ def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
         expect(table).to_contain_text(reason)
 
 
-def check_conflicts_table(page: Page, expected: dict) -> None:
+def check_conflicts_table(page: Page, expected: dict, tmp_path: Path) -> None:
+    open_tab(page, "Live")
     rows = page.locator(".conflicts-table .tabulator-row")
     expect(rows.first).to_be_visible()
 
     def cell(field: str) -> int:
-        return int(rows.first.locator(f'[tabulator-field="{field}"]').inner_text().replace(",", ""))
+        return int(rows.first.locator(f'[tabulator-field="{field}"]').inner_text())  # an id, not "305,525"
 
     rental_id, waiting = cell("rental_id"), cell("waiting_minutes")
     assert rental_id in expected["conflict_waits"]
     assert waiting == expected["conflict_waits"][rental_id]
+    assert "," not in rows.first.locator('[tabulator-field="car_id"]').inner_text()
+
+    # The table downloads as CSV: its rows (all, not only those scrolled into view), ids as ids.
+    with page.expect_download() as download:
+        page.locator(".conflicts-download").get_by_text("Download CSV").click()
+    saved = tmp_path / "conflicts.csv"
+    download.value.save_as(saved)
+    table = pd.read_csv(saved)
+    assert list(table.columns)[:3] == ["rental_id", "car_id", "checkin_type"]
+    assert table.rental_id.iloc[0] == rental_id
+    assert all(table.waiting_minutes[i] == expected["conflict_waits"][r] for i, r in enumerate(table.rental_id))
+
+
+def check_tabs_on_a_laptop_and_a_large_screen(browser, dashboard_url: str, expected: dict) -> None:
+    """Every tab of a page opened at 1280x800 and at 1920x1080: it shows its content and
+    the live figures, with no sideways scrolling; a screenshot of each. (A page opened
+    at one size and then shrunk keeps its first layout: Bokeh does not narrow it again.)"""
+    for width, height in ((1280, 800), (1920, 1080)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            page.goto(dashboard_url)
+            expect(figure(page, "live-rentals")).to_have_text(number(expected["rentals"]))
+            for name in TABS:
+                open_tab(page, name)
+                if not page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
+                    pytest.fail(f"the {name} tab scrolls sideways at {width}x{height}: {page.evaluate(OVERFLOWING)}")
+                file = f"dashboard-{width}x{height}-{name.lower().replace(' ', '-')}.png"
+                page.screenshot(path=str(ARTIFACTS / file))
+        finally:
+            page.close()
 
 
 def check_price_form(page: Page, mlflow_registry) -> None:
     _, model = champion(mlflow_registry)
     want = expected_prices(model, [EXAMPLE_CAR])[0]
+    open_tab(page, "Pricing")
+    # No challenger: one line says so, no empty comparison table.
+    expect(page.locator(".no-challenger")).to_contain_text("No challenger is being scored")
+    expect(page.locator(".challenge-table")).to_be_hidden()
     page.get_by_role("button", name="Price this car").click()
     expect(figure(page, "bridge-price")).to_have_text(f"{want:.2f}")
 
