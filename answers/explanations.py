@@ -1,6 +1,5 @@
 """Why a stored price, worked out on demand, and how versions differ in what drives their
-prices (global importance). Read by ``rentalstream explain``, ``rentalstream compare``
-and the dashboard.
+prices (global importance). Read by ``rentalstream explain`` and ``rentalstream compare``.
 
 A stored price is explained with the booster of the version that served it and the car
 it priced: a price request's own car, or, for a rental, the features stored for its car.
@@ -95,6 +94,8 @@ def importance_table(versions: dict[str, dict[str, float] | None]):
         table.add_column(f"{label} €", justify="right")
     if compared:
         table.add_column("change €", justify="right")
+    if not known:
+        table.caption = "none logged: these versions were trained before global importance was"
     features = list(next(iter(known.values()), {}))
     for feature in features:
         cells = [f"{known[label][feature]:.2f}" if label in known else "not logged" for label in labels]
