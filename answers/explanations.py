@@ -1,5 +1,6 @@
 """Why a stored price, worked out on demand, and how versions differ in what drives their
-prices (global importance). Read by ``rentalstream explain`` and ``rentalstream compare``.
+prices (global importance). Read by ``rentalstream explain``, ``rentalstream compare``
+and the dashboard (the car of a price row picked there).
 
 A stored price is explained with the booster of the version that served it and the car
 it priced: a price request's own car, or, for a rental, the features stored for its car.
@@ -9,6 +10,7 @@ no longer what they give, and ``explain_price`` says so rather than explain anot
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -31,9 +33,18 @@ class CannotExplain(LookupError):
     """The price is unknown, or its car is no longer what was priced."""
 
 
-def explain_price(database_url: str, registry: Any, price_id: str) -> Explanation:
-    """The explanation of the stored price ``price_id``, with the booster of the version
-    that served it (``registry``: a ``runtime.registry.Registry``). Raises ``CannotExplain``."""
+@dataclass(frozen=True)
+class StoredPrice:
+    price_id: str
+    price_per_day: float
+    model_version: str
+    car_id: int | None
+    car: CarFeatures
+
+
+def stored_price(database_url: str, price_id: str) -> StoredPrice:
+    """The stored price ``price_id`` and the car it priced (a request's own car, or the
+    rental's car as stored now). Raises ``CannotExplain``."""
     from runtime.postgres.engines import read_rows
 
     [rows] = read_rows(database_url, PRICE_SQL.bindparams(price_id=price_id))
@@ -44,13 +55,20 @@ def explain_price(database_url: str, registry: Any, price_id: str) -> Explanatio
     if features is None:
         raise CannotExplain(f"{price_id}: the car it priced is not stored")
     car = CarFeatures.model_validate({name: features.get(name) for name in CarFeatures.model_fields})
-    booster = registry.load_lightgbm(row["model_version"]).booster_
+    return StoredPrice(price_id, row["price_per_day"], row["model_version"], row["car_id"], car)
+
+
+def explain_price(database_url: str, registry: Any, price_id: str) -> Explanation:
+    """The explanation of the stored price ``price_id``, with the booster of the version
+    that served it (``registry``: a ``runtime.registry.Registry``). Raises ``CannotExplain``."""
+    price = stored_price(database_url, price_id)
+    booster = registry.load_lightgbm(price.model_version).booster_
     try:
-        [explanation] = explain(booster, row["model_version"], [car], [row["price_per_day"]])
+        [explanation] = explain(booster, price.model_version, [price.car], [price.price_per_day])
     except CentsDoNotAddUp as error:
         raise CannotExplain(
-            f"{price_id}: car {row['car_id']}'s features have changed since v{row['model_version']} priced it "
-            f"({row['price_per_day']:.2f} €), so they no longer explain that price ({error})"
+            f"{price_id}: car {price.car_id}'s features have changed since v{price.model_version} priced it "
+            f"({price.price_per_day:.2f} €), so they no longer explain that price ({error})"
         ) from error
     return explanation
 

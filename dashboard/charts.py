@@ -180,10 +180,10 @@ class ExplanationChart:
     """Why a price: one bar per feature, its contribution in euros (green raises the
     price, red lowers it), largest at the top; the base value and the price in the title."""
 
-    def __init__(self) -> None:
+    def __init__(self, title: str = "Why this price: ask the bridge for one") -> None:
         self.source = ColumnDataSource({"feature": [], "euros": [], "color": [], "value": []})
         self.figure = figure(
-            title="Why this price: ask the bridge for one",
+            title=title,
             height=320,
             sizing_mode="stretch_width",
             y_range=FactorRange(),

@@ -24,6 +24,7 @@ from dashboard.figures import (
     scopes_html,
 )
 from dashboard.metrics import DashboardMetrics
+from dashboard.picked_price import PickedPrice
 from dashboard.price_form import PriceForm
 from runtime.settings import Settings
 
@@ -89,6 +90,7 @@ class DashboardPage:
         self.prices = _table(
             "prices",
             ["price_id", "car_id", "price_per_day", "listed_price_per_day", "model_version", "latency_ms", "scored_at"],
+            selectable=1,
         )
         self.price_chart = PriceByCarTypeChart()
         self.challenge = _table(
@@ -109,6 +111,8 @@ class DashboardPage:
         )
         api_key = settings.bridge.api_key.get_secret_value() if settings.bridge.api_key else None
         self.price_form = PriceForm(settings.bridge.resolved_url(), api_key)
+        self.picked_price = PickedPrice(settings.bridge.resolved_url(), api_key, settings.resolved_database_url())
+        self.prices.param.watch(self._explain_picked_price, "selection")
 
         self.drift_figures = _html()
         self.signals = _table(
@@ -132,9 +136,13 @@ class DashboardPage:
         self.tabs = pn.Tabs(
             (
                 "Live",
-                pn.Row(
-                    _titled("Latest prices", self.prices),
-                    _titled("Latest rentals whose driver waited for the previous car", self.conflicts),
+                pn.Column(
+                    pn.Row(
+                        _titled("Latest prices (pick one to see why)", self.prices),
+                        _titled("Latest rentals whose driver waited for the previous car", self.conflicts),
+                        sizing_mode="stretch_width",
+                    ),
+                    self.picked_price.panel(),
                     sizing_mode="stretch_width",
                 ),
             ),
@@ -222,6 +230,10 @@ class DashboardPage:
         ):
             self._show_rows(table, rows)
 
+    async def _explain_picked_price(self, event) -> None:
+        if event.new:
+            await self.picked_price.show(str(self.prices.value.iloc[event.new[0]]["price_id"]))
+
     def _show_rows(self, table: pn.widgets.Tabulator, rows: list[dict]) -> None:
         """Replace a table's rows only when its list changed (a replaced table loses its scroll)."""
         newest = (len(rows), tuple(map(str, rows[0].values())) if rows else None)
@@ -260,7 +272,7 @@ def _html() -> pn.pane.HTML:
     return pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
 
 
-def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
+def _table(name: str, columns: list[str], selectable: bool | int = False) -> pn.widgets.Tabulator:
     return pn.widgets.Tabulator(
         pd.DataFrame(columns=columns),
         show_index=False,
@@ -273,6 +285,7 @@ def _table(name: str, columns: list[str]) -> pn.widgets.Tabulator:
         layout="fit_columns",
         configuration={"columnDefaults": {"tooltip": True}},
         css_classes=[f"{name}-table"],
+        selectable=selectable,
         # Ids, offsets and versions as written, not as quantities ("305525", not "305,525").
         formatters={c: {"type": "plaintext"} for c in columns if _is_id(c)},
     )

@@ -73,31 +73,40 @@ class PriceForm:
             self.button.disabled = False
 
     async def ask(self) -> str:
-        headers = {"X-API-Key": self.api_key} if self.api_key else {}
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(
-                    f"{self.bridge_url}/predict", params={"explain": "true"}, json=self.car(), headers=headers
-                )
-        except httpx.HTTPError as error:
-            return _error(
-                f"the bridge at {self.bridge_url} did not answer ({type(error).__name__}); "
-                "is it running? (`rentalstream bridge` or `rentalstream up`)"
-            )
-        if response.status_code != 200:
-            return _error(f"the bridge answered {response.status_code}: {_detail(response)}")
-        priced = response.json()
+        priced, failure = await ask_bridge(self.bridge_url, self.api_key, self.car(), self.timeout)
+        if priced is None:
+            return failure
         explanation = priced.get("explanation")  # a bridge older than explanations prices without one
         if explanation:
-            # A Bokeh model changes under the document's lock: on the next tick, not in this callback.
-            pn.state.execute(lambda: self.why.update(explanation), schedule=True)
-            self.why_table.object = _contribution_table(explanation)
+            show_explanation(self.why, self.why_table, explanation)
         unknown = f" (priced without: {', '.join(priced['unknown_fields'])})" if priced["unknown_fields"] else ""
         return (
             f'<div class="price-ok" style="color:#1a7f37;font-size:1.1em"><span id="bridge-price">'
             f"{priced['price_per_day']:.2f}</span> € per day, by "
             f"{escape(priced['model_name'])} v{escape(priced['model_version'])}{escape(unknown)}</div>"
         )
+
+
+async def ask_bridge(bridge_url: str, api_key: str | None, car: dict, timeout: float) -> tuple[dict | None, str]:
+    """``POST /predict?explain=true`` for one car: (the answer, "") or (None, an error as HTML)."""
+    headers = {"X-API-Key": api_key} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(f"{bridge_url}/predict", params={"explain": "true"}, json=car, headers=headers)
+    except httpx.HTTPError as error:
+        return None, _error(
+            f"the bridge at {bridge_url} did not answer ({type(error).__name__}); "
+            "is it running? (`rentalstream bridge` or `rentalstream up`)"
+        )
+    if response.status_code != 200:
+        return None, _error(f"the bridge answered {response.status_code}: {_detail(response)}")
+    return response.json(), ""
+
+
+def show_explanation(chart: ExplanationChart, table: pn.pane.HTML, explanation: dict) -> None:
+    # A Bokeh model changes under the document's lock: on the next tick, not in this callback.
+    pn.state.execute(lambda: chart.update(explanation), schedule=True)
+    table.object = _contribution_table(explanation)
 
 
 def _contribution_table(explanation: dict) -> str:

@@ -24,6 +24,7 @@ from producers.replay import publish_events, rental_events
 from rentalstream import services
 from rentalstream.processes import free_port
 from runtime.settings import normalised_database_url
+from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
 from tests.helpers import champion, expected_prices, read_topic, service_process
@@ -236,6 +237,7 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
             check_conflicts_table(page, expected, tmp_path)
             check_price_form(page, mlflow_registry)
             page.locator(".price-form").screenshot(path=str(ARTIFACTS / "why-this-price.png"))
+            check_picked_price(page, mlflow_registry, clean_database)
             open_tab(page, "Minimum gap")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             check_tabs_on_a_laptop_and_a_large_screen(browser, dashboard_url, expected)
@@ -365,6 +367,39 @@ def check_conflicts_table(page: Page, expected: dict, tmp_path: Path) -> None:
     assert list(table.columns)[:3] == ["rental_id", "car_id", "checkin_type"]
     assert table.rental_id.iloc[0] == rental_id
     assert all(table.waiting_minutes[i] == expected["conflict_waits"][r] for i, r in enumerate(table.rental_id))
+
+
+def check_picked_price(page: Page, mlflow_registry, database_url: str) -> None:
+    """A rental's price picked in the latest prices is explained: its stored car, priced
+    and explained by the champion, as LightGBM's own contributions say."""
+    open_tab(page, "Live")
+    row = page.locator(".prices-table .tabulator-row", has_text="rental-").first
+    price_id = row.locator('[tabulator-field="price_id"]').inner_text()
+    row.locator('[tabulator-field="price_id"]').click()
+    expect(page.locator(".picked-price-note")).to_contain_text(f"{price_id}: ")
+    expect(page.locator(".picked-price-note")).to_contain_text("a day, by v1")
+
+    engine = create_engine(normalised_database_url(database_url))
+    with engine.connect() as conn:
+        car = (
+            conn.execute(
+                text("SELECT c.* FROM prices p JOIN cars c USING (car_id) WHERE p.price_id = :id"), {"id": price_id}
+            )
+            .mappings()
+            .one()
+        )
+    engine.dispose()
+    _, model = champion(mlflow_registry)
+    frame = build_features([{name: car[name] for name in CarFeatures.model_fields if name != "unknown_fields"}])
+    exact = dict(zip([*frame.columns, "base value"], model.booster_.predict(frame, pred_contrib=True)[0], strict=True))
+    rows = page.locator(".why-picked-price tr")
+    expect(rows).to_have_count(1 + len(exact))
+    shown = {}
+    for table_row in rows.all()[1:]:
+        feature, _, euros = (cell.inner_text() for cell in table_row.locator("td").all())
+        shown[feature] = float(euros)
+    assert shown.keys() == exact.keys()
+    assert all(abs(shown[name] - exact[name]) <= 0.01 for name in exact), (shown, exact)
 
 
 def check_tabs_on_a_laptop_and_a_large_screen(browser, dashboard_url: str, expected: dict) -> None:
