@@ -132,6 +132,8 @@ class DashboardPage:
             css_classes=["no-challenger"],
         )
 
+        self.challenge_block = _with_download("challenge", self.challenge)  # hidden, with its button, when empty
+
         # The live figures above the tabs, so every tab shows them.
         self.tabs = pn.Tabs(
             (
@@ -182,7 +184,7 @@ class DashboardPage:
                         "listed price, where the request carried one)"
                     ),
                     self.no_challenger,
-                    _with_download("challenge", self.challenge),
+                    self.challenge_block,
                     sizing_mode="stretch_width",
                 ),
             ),
@@ -253,7 +255,7 @@ class DashboardPage:
             [{**r, "verdict": verdict(r)} for r in aggregates.model_comparison], self.challenge
         )
         self.no_challenger.visible = not aggregates.model_comparison  # one line, not an empty table
-        self.challenge.visible = bool(aggregates.model_comparison)
+        self.challenge_block.visible = bool(aggregates.model_comparison)
         self.signals.value = _frame(aggregates.drift_signals, self.signals)
         self.drift_figures.object = drift_html(aggregates.drift_signals)
         self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)

@@ -428,6 +428,7 @@ def check_price_form(page: Page, mlflow_registry) -> None:
     # No challenger: one line says so, no empty comparison table.
     expect(page.locator(".no-challenger")).to_contain_text("No challenger is being scored")
     expect(page.locator(".challenge-table")).to_be_hidden()
+    expect(page.locator(".challenge-download")).to_be_hidden()
     page.get_by_role("button", name="Price this car").click()
     expect(figure(page, "bridge-price")).to_have_text(f"{want:.2f}")
 
