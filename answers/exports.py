@@ -69,9 +69,8 @@ def export_table(
     table = _table(table_name)
     if output is None and fmt != "csv":
         raise CannotExport("Parquet is binary: give --output PATH")
-    query = select(*(_as_written(c, fmt) for c in table.columns)).order_by(*table.primary_key.columns)
-    if since is not None:
-        query = query.where(table.c[TIME_COLUMNS[table_name]] >= since)
+    query = _since(select(*(_as_written(c, fmt) for c in table.columns)), table, since)
+    query = query.order_by(*table.primary_key.columns)
     schema = {c.name: _polars_type(c, fmt) for c in table.columns}
     engine = create_engine(normalised_database_url(database_url))
     written = 0
@@ -94,9 +93,7 @@ def count_rows(database_url: str, table_name: str, since: datetime | None = None
     from runtime.postgres.engines import read_rows
 
     table = _table(table_name)
-    query = select(func.count().label("rows")).select_from(table)
-    if since is not None:
-        query = query.where(table.c[TIME_COLUMNS[table_name]] >= since)
+    query = _since(select(func.count().label("rows")).select_from(table), table, since)
     [[row]] = read_rows(database_url, query)
     return row["rows"]
 
@@ -105,6 +102,11 @@ def _table(name: str):
     if name not in TIME_COLUMNS:
         raise CannotExport(f"no table {name!r}; the result tables: {', '.join(TIME_COLUMNS)}")
     return tables.metadata.tables[name]
+
+
+def _since(query, table, since: datetime | None):
+    """``query`` kept to the rows of ``table`` at or after ``since`` by its time column."""
+    return query if since is None else query.where(table.c[TIME_COLUMNS[table.name]] >= since)
 
 
 def _as_written(column, fmt: Format):

@@ -288,8 +288,6 @@ def _table(name: str, columns: list[str], selectable: bool | int = False) -> pn.
         configuration={"columnDefaults": {"tooltip": True}},
         css_classes=[f"{name}-table"],
         selectable=selectable,
-        # Ids, offsets and versions as written, not as quantities ("305525", not "305,525").
-        formatters={c: {"type": "plaintext"} for c in columns if _is_id(c)},
     )
 
 
@@ -322,7 +320,8 @@ def _is_id(column: str) -> bool:
 
 
 def _id(value) -> str:
-    """An id as text, an absent one blank: not "NaN", which a column of numbers makes of it."""
+    """An id as text, so Tabulator prints it as written ("305525", not "305,525"), and an
+    absent one blank: not "NaN", which a column of numbers makes of it."""
     return "" if value is None else str(value)
 
 

@@ -28,20 +28,21 @@ def explain(
     does not give that car."""
     if not cars:
         return []
-    contributions = exact_contributions(booster, cars, threads)
+    contributions = exact_contributions(booster, feature_codes(cars), threads)
     return [_explanation(car, row, price, version) for car, row, price in zip(cars, contributions, prices, strict=True)]
 
 
-def exact_contributions(booster: Any, cars: Sequence[CarFeatures], threads: int = 1) -> np.ndarray:
-    """One row per car: the contribution of each feature of ``FEATURES``, then the base value."""
-    return np.asarray(booster.predict(feature_codes(cars), pred_contrib=True, num_threads=threads), dtype=np.float64)
+def exact_contributions(booster: Any, matrix: Any, threads: int = 1) -> np.ndarray:
+    """One row per row of ``matrix`` (anything the booster predicts on: ``feature_codes``
+    of some cars, or the training DataFrame): the contribution of each feature of
+    ``FEATURES``, then the base value."""
+    return np.asarray(booster.predict(matrix, pred_contrib=True, num_threads=threads), dtype=np.float64)
 
 
 def mean_absolute_contributions(booster: Any, matrix: Any, threads: int = 0) -> dict[str, float]:
     """Global importance: each feature's mean absolute contribution in euros over the rows
-    of ``matrix`` (anything the booster predicts on: ``feature_codes`` of some cars, or the
-    training DataFrame), largest first."""
-    contributions = np.asarray(booster.predict(matrix, pred_contrib=True, num_threads=threads), dtype=np.float64)
+    of ``matrix`` (as ``exact_contributions`` takes it), largest first."""
+    contributions = exact_contributions(booster, matrix, threads)
     means = np.abs(contributions[:, : len(FEATURES)]).mean(axis=0)
     return dict(sorted(zip(FEATURES, means.round(4).tolist(), strict=True), key=lambda item: -item[1]))
 

@@ -390,16 +390,8 @@ def check_picked_price(page: Page, mlflow_registry, database_url: str) -> None:
         )
     engine.dispose()
     _, model = champion(mlflow_registry)
-    frame = build_features([{name: car[name] for name in CarFeatures.model_fields if name != "unknown_fields"}])
-    exact = dict(zip([*frame.columns, "base value"], model.booster_.predict(frame, pred_contrib=True)[0], strict=True))
-    rows = page.locator(".why-picked-price tr")
-    expect(rows).to_have_count(1 + len(exact))
-    shown = {}
-    for table_row in rows.all()[1:]:
-        feature, _, euros = (cell.inner_text() for cell in table_row.locator("td").all())
-        shown[feature] = float(euros)
-    assert shown.keys() == exact.keys()
-    assert all(abs(shown[name] - exact[name]) <= 0.01 for name in exact), (shown, exact)
+    stored = {name: car[name] for name in CarFeatures.model_fields if name != "unknown_fields"}
+    check_explanation_table(page, ".why-picked-price", model, stored)
 
 
 def check_tabs_on_a_laptop_and_a_large_screen(browser, dashboard_url: str, expected: dict) -> None:
@@ -432,11 +424,17 @@ def check_price_form(page: Page, mlflow_registry) -> None:
     page.get_by_role("button", name="Price this car").click()
     expect(figure(page, "bridge-price")).to_have_text(f"{want:.2f}")
 
-    # Why this price: the base value and each feature's contribution, as LightGBM's own
-    # contributions give them (within a cent: they are rounded to sum to the price).
-    frame = build_features([EXAMPLE_CAR])
+    shown = check_explanation_table(page, ".why-this-price", model, EXAMPLE_CAR)
+    assert round(sum(shown.values()), 2) == want
+
+
+def check_explanation_table(page: Page, selector: str, model, car: dict) -> dict[str, float]:
+    """The table under ``selector`` shows the base value and each feature's contribution
+    as LightGBM's own contributions for ``car`` give them, through pandas (within a cent:
+    they are rounded to sum to the price); what it shows, by feature."""
+    frame = build_features([car])
     exact = dict(zip([*frame.columns, "base value"], model.booster_.predict(frame, pred_contrib=True)[0], strict=True))
-    rows = page.locator(".why-this-price tr")
+    rows = page.locator(f"{selector} tr")
     expect(rows).to_have_count(1 + len(exact))  # the header, the base value, one row per feature
     shown = {}
     for row in rows.all()[1:]:
@@ -444,4 +442,4 @@ def check_price_form(page: Page, mlflow_registry) -> None:
         shown[feature] = float(euros)
     assert shown.keys() == exact.keys()
     assert all(abs(shown[name] - exact[name]) <= 0.01 for name in exact), (shown, exact)
-    assert round(sum(shown.values()), 2) == want
+    return shown

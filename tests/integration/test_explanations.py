@@ -98,7 +98,15 @@ def test_a_stored_rental_price_is_explained_until_its_cars_features_change(mlflo
 
     asyncio.run(write())
     explanation = explain_price(clean_database, registry, "rental-42")
-    assert explanation == served.explain([car], [price])[0]
+    # LightGBM's own contributions for that car, through pandas.
+    _, lightgbm_model = champion(mlflow_registry)
+    frame = build_features([car])
+    exact = dict(
+        zip([*frame.columns, "base"], lightgbm_model.booster_.predict(frame, pred_contrib=True)[0], strict=True)
+    )
+    assert explanation.model_version == version and explanation.price_per_day == price
+    assert abs(explanation.base_value - exact["base"]) <= 0.01
+    assert all(abs(c.euros - exact[c.feature]) <= 0.01 for c in explanation.contributions)
     assert in_cents(explanation.base_value) + sum(in_cents(c.euros) for c in explanation.contributions) == in_cents(
         price
     )
