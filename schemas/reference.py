@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 REFERENCE_ARTIFACT = "reference.json"
 
 
+class Histogram(BaseModel):
+    """Shares of the values, clipped to [low, high], in equal bins between ``edges``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    edges: list[float] = Field(min_length=2)
+    shares: list[float]
+
+
 class Distribution(BaseModel):
     """A numeric signal in the reference data. The monitor clips live values to
     [low, high] (the 1st and 99th percentiles) and measures them in reference standard
@@ -27,6 +36,9 @@ class Distribution(BaseModel):
     std: float = Field(gt=0)
     low: float
     high: float
+    histogram: Histogram | None = Field(
+        None, description="Logged since issue 22 (the drift report draws it); None for older versions"
+    )
 
 
 class ReferenceStats(BaseModel):

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
-from schemas.reference import Distribution, ReferenceStats
+from schemas.reference import Distribution, Histogram, ReferenceStats
 
 CLIP_PERCENTILES = (1.0, 99.0)
+HISTOGRAM_BINS = 20
 
 
 def reference_stats(
@@ -50,18 +51,32 @@ def reference_stats(
 
 
 def distribution(values: Iterable[float]) -> Distribution:
-    """n, and mean and standard deviation of the values clipped to [1st, 99th] percentile.
+    """n, and mean, standard deviation and histogram of the values clipped to [1st, 99th]
+    percentile.
 
     >>> d = distribution(range(101))
     >>> (d.n, d.low, d.high, d.mean)
     (101, 1.0, 99.0, 50.0)
+    >>> d.histogram.edges[:3], round(d.histogram.shares[0] * 101), round(sum(d.histogram.shares), 9)
+    ([1.0, 5.9, 10.8], 6, 1.0)
     """
     array = np.asarray(list(values), dtype=np.float64)
     low, high = np.percentile(array, CLIP_PERCENTILES)
     clipped = np.clip(array, low, high)
     return Distribution(
-        n=len(array), mean=float(clipped.mean()), std=float(max(clipped.std(), 1e-9)), low=float(low), high=float(high)
+        n=len(array),
+        mean=float(clipped.mean()),
+        std=float(max(clipped.std(), 1e-9)),
+        low=float(low),
+        high=float(high),
+        histogram=histogram(clipped, float(low), float(high)) if high > low else None,
     )
+
+
+def histogram(clipped: np.ndarray, low: float, high: float) -> Histogram:
+    """Shares of ``clipped`` in ``HISTOGRAM_BINS`` equal bins from ``low`` to ``high``."""
+    counts, edges = np.histogram(clipped, bins=HISTOGRAM_BINS, range=(low, high))
+    return Histogram(edges=[round(float(e), 6) for e in edges], shares=(counts / len(clipped)).tolist())
 
 
 def category_shares(values: pd.Series, categories: Sequence[str]) -> dict[str, float]:
