@@ -395,10 +395,20 @@ def dashboard(ctx: typer.Context) -> None:
 def drift_report(
     ctx: typer.Context,
     drifting_only: bool = typer.Option(False, "--drifting-only", help="Show only the signals drifting now."),
+    html: str | None = typer.Option(
+        None,
+        "--html",
+        help="Write the whole report to this HTML file instead: every signal's reference against its recent "
+        "window, the alerts in order, the model's error, the versions that served. One file, viewable offline.",
+    ),
+    window: int = typer.Option(2000, min=10, help="With --html: the recent window, in values of each signal."),
 ) -> None:
     """The current state of every monitored signal, as the monitor last wrote it."""
     from answers.drift_states import report_table, signal_states
 
+    if html is not None:
+        _write_drift_report(ctx.obj, html, window)
+        return
     rows = signal_states(ctx.obj.resolved_database_url(), drifting_only=drifting_only)
     if not rows and not drifting_only:
         console.print("no signal states yet: is the monitor running? (`rentalstream monitor`, or `rentalstream up`)")
@@ -409,6 +419,43 @@ def drift_report(
             f"model v{rows[0]['model_version']}; 'mean now' is the mean since the last change the detector found; "
             f"states written {rows[0]['updated_at']:%Y-%m-%d %H:%M:%S %Z}; the alerts: table drift_events"
         )
+
+
+def _write_drift_report(settings: Settings, html: str, window: int) -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from answers.drift_report import drift_report, serving_version
+    from answers.drift_report_html import render
+    from runtime.registry import MissingReference, NoChampion, Registry, UnknownVersion
+
+    database_url = settings.resolved_database_url()
+    registry = Registry.of(settings)
+    try:
+        version = serving_version(database_url) or registry.champion(settings.registry.champion_alias)
+        reference = registry.reference(version)
+    except (NoChampion, MissingReference, UnknownVersion) as error:
+        console.print(f"[red]cannot write the drift report:[/red] {error}")
+        raise typer.Exit(2) from None
+    report = drift_report(
+        database_url,
+        reference,
+        version,
+        window=window,
+        mae_window=settings.monitor.mae_window,
+        mae_margin=settings.monitor.mae_margin,
+        now=datetime.now(UTC),
+    )
+    path = Path(html)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(render(report), encoding="utf-8")
+    partial.replace(path)  # a reader never sees half a report
+    drifting = [s.signal for s in report.drifting]
+    console.print(
+        f"drift report written to {path} ({path.stat().st_size / 1e6:.1f} MB): "
+        + (f"{len(drifting)} signal(s) drifting: {', '.join(drifting)}" if drifting else "no signal drifting")
+        + f"; {len(report.alerts)} alert(s); reference of v{version}"
+    )
 
 
 @app.command()

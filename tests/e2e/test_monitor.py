@@ -4,7 +4,10 @@ the simulated events themselves, never from the monitor."""
 
 import asyncio
 import json
+import os
+import shutil
 from itertools import islice
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,7 +20,8 @@ from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
 from runtime.settings import normalised_database_url
 from schemas.events import DriftAlert, PriceRequest, RentalEvent
-from tests.helpers import metric_samples, read_topic, wait_for
+from tests.drift_report_reading import Reading, external_loads, read_report
+from tests.helpers import cli, metric_samples, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +37,8 @@ SHIFTS = {
     "delay.connect=+120": "rentals/delay.connect",
     "price=x1.3": "prices/absolute_error",
 }
+REPORT_WINDOW = 2_000  # rentals in the drift report's recent window
+ARTIFACTS = Path(os.environ.get("RENTALSTREAM_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 DELAY_ALLOWED = {"rentals/mileage": 300, "rentals/delay.connect": 600, "prices/absolute_error": 500}
 # What the three shifts may rightly set off besides their own signals: prices follow
 # mileage, and later connect returns make more drivers wait.
@@ -145,6 +151,11 @@ def test_clean_history_raises_no_more_than_the_stated_false_alarms_and_bad_messa
     assert all(len(r["reason"]) > 10 for r in letters)
     assert monitor_process.poll() is None
 
+    report = drift_report(monitor_env, tmp_path / "clean.html")
+    report_matches_the_tables(report, clean_database, published)
+    if not alerts:
+        assert report.summary == "No drift: every one of the 65 monitored signals is stable.", report.summary
+
 
 def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table_and_topic(
     scorer_process, monitor_process, monitor_env, clean_database, mlflow_registry, delays_xlsx, pricing_csv, tmp_path
@@ -184,6 +195,50 @@ def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table
     on_topic = asyncio.run(read_alerts(monitor_env["RENTALSTREAM_KAFKA_BOOTSTRAP"]))
     assert {a.alert_id for a in on_topic} == table
     assert all(a.model_version == mlflow_registry[1].champion_version for a in on_topic)
+
+    # The shift, in the document people keep.
+    report = drift_report(monitor_env, tmp_path / "shifted.html")
+    report_matches_the_tables(report, clean_database, published)
+    assert report.signals["rentals/mileage"]["state"] == "drifting"
+    assert "rentals/mileage" in report.summary
+    assert "rentals/mileage" in {a["signal"] for a in report.alerts}
+    # Every rental in the window came after the shift: twice the mileage, clipped at the reference's 99th percentile.
+    mileage = report.signals["rentals/mileage"]
+    assert mileage["recent"] > 1.5 * mileage["reference"], mileage
+    error = report.signals["prices/absolute_error"]
+    assert error["state"] == "drifting" and error["recent"] > 1.25 * error["reference"], error
+    assert report.versions == [mlflow_registry[1].champion_version]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "shifted.html", ARTIFACTS / "drift-report-shifted.html")  # for a person to look at
+
+
+def drift_report(env, path) -> Reading:
+    """`rentalstream drift-report --html`, read back; it must load nothing from elsewhere."""
+    cli(env, "drift-report", "--html", str(path), "--window", str(REPORT_WINDOW))
+    html = path.read_text(encoding="utf-8")
+    assert external_loads(html) == []
+    return read_report(html)
+
+
+def report_matches_the_tables(report: Reading, url, published) -> None:
+    """The report says what the monitor wrote (every signal's state, the alerts in order),
+    and its recent window holds the cars the simulator sent."""
+    states = {r["signal"]: r["state"] for r in rows(url, "SELECT signal, state FROM drift_signals")}
+    assert {s: r["state"] for s, r in report.signals.items()} == states
+    alerts = rows(url, "SELECT alert_id FROM drift_events ORDER BY detected_at, alert_id")
+    assert [a["alert_id"] for a in report.alerts] == [a["alert_id"] for a in alerts]
+
+    window = rows(
+        url, "SELECT rental_id FROM rentals ORDER BY stored_at DESC, rental_id DESC LIMIT :n", n=REPORT_WINDOW
+    )
+    sent = {e.rental_id: e.car for e in published if isinstance(e, RentalEvent)}
+    cars = [sent[r["rental_id"]] for r in window]
+    for category in ("diesel", "petrol"):
+        expected = sum(car.fuel == category for car in cars) / len(cars)
+        assert report.signals[f"rentals/fuel={category}"]["recent"] == pytest.approx(expected, abs=1e-12)
+    expected = sum(car.has_gps for car in cars) / len(cars)
+    assert report.signals["rentals/has_gps=true"]["recent"] == pytest.approx(expected, abs=1e-12)
+    assert report.signals["rentals/mileage"]["recent_n"] == len(cars) == REPORT_WINDOW
 
 
 async def read_alerts(bootstrap: str) -> list[DriftAlert]:
