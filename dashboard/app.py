@@ -3,7 +3,8 @@
 One process serves every page: a ``LiveFeed`` follows the result topics and Postgres
 (``dashboard.feed``); each page (``dashboard.page``) redraws from the feed's snapshot
 every ``dashboard_refresh_seconds``. Besides the page at ``/`` it serves ``/health``,
-``/ready`` (seeded from Postgres and holding partitions) and ``/metrics``.
+``/ready`` (seeded from Postgres and holding partitions), ``/metrics`` and
+``/drift-report.html`` (``dashboard.drift_report_download``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import RequestHandler
 
+from dashboard.champion_importance import ChampionImportance
+from dashboard.drift_report_download import DriftReportDownload
 from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.page import build_page
 from runtime.postgres.engines import async_engine
+from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
 
 log = logging.getLogger("rentalstream.dashboard")
@@ -41,9 +45,10 @@ def serve(settings: Settings) -> None:
         aggregate_seconds=settings.dashboard.aggregate_seconds,
         metrics=metrics,
     )
+    importance = ChampionImportance(RegistryProcess.of(settings), settings.registry.champion_alias)
     address = f"{settings.dashboard.host}:{settings.dashboard.port}"
     server = pn.serve(
-        {"/": lambda: build_page(feed, settings, metrics)},
+        {"/": lambda: build_page(feed, settings, metrics, importance)},
         address=settings.dashboard.host,
         port=settings.dashboard.port,
         show=False,
@@ -55,6 +60,7 @@ def serve(settings: Settings) -> None:
             ("/health", _Answer, {"check": lambda: True}),
             ("/ready", _Answer, {"check": lambda: feed.ready}),
             ("/metrics", _Metrics, {"metrics": metrics}),
+            ("/drift-report.html", DriftReportDownload, {"settings": settings}),
         ],
     )
     # Tornado logs every 5xx at ERROR, and /ready answers 503 until the feed holds its partitions.
@@ -68,6 +74,7 @@ def serve(settings: Settings) -> None:
         await asyncio.gather(following, return_exceptions=True)
         server.stop()
         await engine.dispose()
+        await importance.registry.close()
         server.io_loop.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

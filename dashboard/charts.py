@@ -211,3 +211,33 @@ class ExplanationChart:
             f"Why {explanation['price_per_day']:.2f} € a day: the model's base value "
             f"{explanation['base_value']:.2f} € plus these contributions (v{explanation['model_version']})"
         )
+
+
+class ImportanceChart:
+    """What drives the champion's prices: each feature's mean absolute contribution (€),
+    largest at the top."""
+
+    def __init__(self) -> None:
+        self.source = ColumnDataSource({"feature": [], "euros": []})
+        self.figure = figure(
+            title="What drives the champion's prices: no champion yet",
+            height=320,
+            sizing_mode="stretch_width",
+            y_range=FactorRange(),
+            x_axis_label="mean |contribution| to the price per day over training cars (€)",
+            tools="save",
+            toolbar_location=None,
+        )
+        self.figure.hbar(y="feature", right="euros", height=0.7, color="#1f77b4", source=self.source)
+        self.figure.add_tools(HoverTool(tooltips=[("feature", "@feature"), ("mean |€|", "@euros{0.00}")]))
+
+    def update(self, version: str | None, importance: dict[str, float] | None) -> None:
+        ranked = sorted((importance or {}).items(), key=lambda item: item[1])  # Bokeh draws the first at the bottom
+        self.figure.y_range.factors = [feature for feature, _ in ranked]
+        self.source.data = {"feature": [f for f, _ in ranked], "euros": [e for _, e in ranked]}
+        if version is None:
+            self.figure.title.text = "What drives the champion's prices: no champion yet"
+        elif importance is None:
+            self.figure.title.text = f"v{version}, the champion, was trained before global importance was logged"
+        else:
+            self.figure.title.text = f"What drives the champion's prices (v{version}): mean |contribution| per feature"

@@ -118,3 +118,16 @@ def dead_letter_html(counts: list[dict]) -> str:
 
 def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f} ms"
+
+
+def importance_html(version: str | None, importance: dict[str, float] | None) -> str:
+    """The champion's global importance as a table, largest first (the chart's numbers)."""
+    if version is None or importance is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(feature)}</td><td class='euros' style='text-align:right'>{euros:.2f}</td></tr>"
+        for feature, euros in sorted(importance.items(), key=lambda item: -item[1])
+    )
+    return (
+        f'<table style="font-size:0.9em"><tr><th>feature (v{escape(version)})</th><th>mean |€|</th></tr>{rows}</table>'
+    )

@@ -12,13 +12,15 @@ import panel as pn
 
 from answers.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
 from answers.model_comparison import verdict
-from dashboard.charts import DelayChart, MinGapCharts, PriceByCarTypeChart
+from dashboard.champion_importance import ChampionImportance
+from dashboard.charts import DelayChart, ImportanceChart, MinGapCharts, PriceByCarTypeChart
 from dashboard.feed import LiveFeed, Snapshot
 from dashboard.figures import (
     CSS,
     dead_letter_html,
     delay_html,
     drift_html,
+    importance_html,
     live_html,
     min_gap_html,
     scopes_html,
@@ -32,19 +34,26 @@ DEFAULT_THRESHOLD_MINUTES = 60
 PLAIN_COLUMNS = {"partition", "offset", "model_version", "champion_version", "challenger_version"}
 
 
-def build_page(feed: LiveFeed, settings: Settings, metrics: DashboardMetrics) -> pn.viewable.Viewable:
-    page = DashboardPage(feed, settings)
+def build_page(
+    feed: LiveFeed, settings: Settings, metrics: DashboardMetrics, importance: ChampionImportance
+) -> pn.viewable.Viewable:
+    page = DashboardPage(feed, settings, importance)
     metrics.sessions.inc()
     pn.state.curdoc.on_session_destroyed(lambda _context: metrics.sessions.dec())
     pn.state.add_periodic_callback(page.redraw, period=int(settings.dashboard.refresh_seconds * 1000))
+    pn.state.onload(page.show_importance)
+    pn.state.add_periodic_callback(page.show_importance, period=int(importance.refresh_seconds * 1000))
     return page.layout
 
 
 class DashboardPage:
     """One open page: its widgets, figures and tables, redrawn from the feed."""
 
-    def __init__(self, feed: LiveFeed, settings: Settings) -> None:
+    def __init__(self, feed: LiveFeed, settings: Settings, importance: ChampionImportance) -> None:
         self.feed = feed
+        self.importance = importance
+        self.importance_chart = ImportanceChart()
+        self.importance_table = pn.pane.HTML("", css_classes=["champion-importance"], sizing_mode="stretch_width")
         self.shown_version = -1
         self.shown_aggregates = None
         self.curves: dict = {}
@@ -185,6 +194,11 @@ class DashboardPage:
                     ),
                     self.no_challenger,
                     self.challenge_block,
+                    pn.Row(
+                        pn.pane.Bokeh(self.importance_chart.figure, sizing_mode="stretch_width"),
+                        self.importance_table,
+                        sizing_mode="stretch_width",
+                    ),
                     sizing_mode="stretch_width",
                 ),
             ),
@@ -192,6 +206,13 @@ class DashboardPage:
                 "Drift",
                 pn.Column(
                     self.drift_figures,
+                    pn.pane.HTML(
+                        '<a class="drift-report-download" href="./drift-report.html" download="drift-report.html">'
+                        "Download the drift report</a> (one HTML file, viewable offline: every signal against "
+                        "its reference, the alerts in order, the model's error; written when you click, in a "
+                        "few seconds)",
+                        stylesheets=[CSS],
+                    ),
                     pn.Row(
                         _titled("Signals", self.signals),
                         _titled("Latest alerts", self.alerts),
@@ -231,6 +252,12 @@ class DashboardPage:
             (self.dead_letters, snapshot.dead_letters),
         ):
             self._show_rows(table, rows)
+
+    async def show_importance(self) -> None:
+        version, importance = await self.importance.current()
+        # A Bokeh model changes under the document's lock: on the next tick, not in this callback.
+        pn.state.execute(lambda: self.importance_chart.update(version, importance), schedule=True)
+        self.importance_table.object = importance_html(version, importance)
 
     async def _explain_picked_price(self, event) -> None:
         if event.new:

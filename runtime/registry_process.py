@@ -102,6 +102,16 @@ class RegistryProcess:
                 await self._stop_child()
         return PreparedVersion.model_validate(answer)
 
+    async def artifact(self, version: str, name: str) -> dict | None:
+        """A JSON artifact of ``version``'s training run (``Registry.artifact``), None if it has none."""
+        return await self._ask({"ask": "artifact", "version": version, "name": name})
+
+    async def idle(self) -> None:
+        """Stop the child until the next request: a process that asks rarely (the dashboard)
+        need not keep MLflow's memory in between."""
+        async with self._lock:
+            await self._stop_child()
+
     async def close(self) -> None:
         async with self._lock:
             await self._stop_child()
@@ -188,6 +198,8 @@ def answer(registry: Registry, request: dict[str, Any]) -> Any:
             return registry.version_behind(request["alias"])
         case "champion":
             return registry.champion(request["alias"])
+        case "artifact":
+            return registry.artifact(request["version"], request["name"])
         case "prepare":
             cache_dir = Path(request["cache_dir"])
             return prepare(registry, request["version"], cache_dir, request["compiled"]).model_dump(mode="json")

@@ -7,13 +7,16 @@ the scorer's stored price of each rental for the euros.
 """
 
 import asyncio
+import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -27,6 +30,7 @@ from runtime.settings import normalised_database_url
 from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
+from tests.drift_report_reading import external_loads, read_report
 from tests.helpers import champion, expected_prices, read_topic, service_process
 from training.features import build_features
 
@@ -234,6 +238,7 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
             check_live_and_delays(page, expected)
             check_min_gap(page, expected)
             check_drift_and_dead_letters(page, expected)
+            check_drift_report_download(browser, page, clean_database, tmp_path)
             check_conflicts_table(page, expected, tmp_path)
             check_price_form(page, mlflow_registry)
             page.locator(".price-form").screenshot(path=str(ARTIFACTS / "why-this-price.png"))
@@ -345,6 +350,37 @@ def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
         expect(table).to_contain_text(reason)
 
 
+def check_drift_report_download(browser, page: Page, database_url: str, tmp_path: Path) -> None:
+    """The Drift tab's report downloads as one HTML file that says what the monitor wrote,
+    and shows its charts in a browser that may fetch nothing."""
+    open_tab(page, "Drift")
+    with page.expect_download(timeout=120_000) as download:
+        page.locator(".drift-report-download").click()
+    saved = tmp_path / "drift-report.html"
+    download.value.save_as(saved)
+    html = saved.read_text(encoding="utf-8")
+    assert external_loads(html) == []
+    report = read_report(html)
+    engine = create_engine(normalised_database_url(database_url))
+    with engine.connect() as conn:
+        states = dict(conn.execute(text("SELECT signal, state FROM drift_signals")).all())
+    engine.dispose()
+    assert len(report.signals) == MONITORED_SIGNALS
+    assert {s: r["state"] for s, r in report.signals.items()} == states
+
+    offline = browser.new_page()
+    fetched = []
+    offline.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    offline.on("request", lambda request: fetched.append(request.url))
+    try:
+        offline.goto(saved.as_uri())
+        # 6 numeric signals and 5 share charts; no error curve, as a replay carries no real price.
+        expect(offline.locator("svg")).to_have_count(11)
+        assert [url for url in fetched if not url.startswith("file:")] == []
+    finally:
+        offline.close()
+
+
 def check_conflicts_table(page: Page, expected: dict, tmp_path: Path) -> None:
     open_tab(page, "Live")
     rows = page.locator(".conflicts-table .tabulator-row")
@@ -426,6 +462,20 @@ def check_price_form(page: Page, mlflow_registry) -> None:
 
     shown = check_explanation_table(page, ".why-this-price", model, EXAMPLE_CAR)
     assert round(sum(shown.values()), 2) == want
+
+    # What drives the champion's prices: the importance logged with it, as MLflow holds it.
+    tracking_uri, trained = mlflow_registry
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    run_id = client.get_model_version("rentalstream-price", trained.champion_version).run_id
+    with tempfile.TemporaryDirectory() as folder:
+        logged = json.loads(Path(client.download_artifacts(run_id, "importance.json", folder)).read_text())
+    rows = page.locator(".champion-importance tr")
+    expect(rows).to_have_count(1 + len(logged))
+    shown = {
+        feature: float(euros) for feature, euros in (row.locator("td").all_inner_texts() for row in rows.all()[1:])
+    }
+    assert shown == {feature: round(euros, 2) for feature, euros in logged.items()}
+    assert list(shown) == sorted(logged, key=lambda feature: -logged[feature])  # largest first
 
 
 def check_explanation_table(page: Page, selector: str, model, car: dict) -> dict[str, float]:
