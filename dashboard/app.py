@@ -20,10 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import RequestHandler
 
-from dashboard.champion_importance import ChampionImportance
 from dashboard.drift_report_download import DriftReportDownload
 from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
+from dashboard.model_importance import ModelImportance
 from dashboard.page import build_page
 from runtime.postgres.engines import async_engine
 from runtime.registry_process import RegistryProcess
@@ -45,7 +45,7 @@ def serve(settings: Settings) -> None:
         aggregate_seconds=settings.dashboard.aggregate_seconds,
         metrics=metrics,
     )
-    importance = ChampionImportance(RegistryProcess.of(settings), settings.registry.champion_alias)
+    importance = ModelImportance(RegistryProcess.of(settings), settings.registry.champion_alias)
     address = f"{settings.dashboard.host}:{settings.dashboard.port}"
     server = pn.serve(
         {"/": lambda: build_page(feed, settings, metrics, importance)},

@@ -214,13 +214,13 @@ class ExplanationChart:
 
 
 class ImportanceChart:
-    """What drives the champion's prices: each feature's mean absolute contribution (€),
-    largest at the top."""
+    """What drives the prices being served: each feature's mean absolute contribution (€)
+    for the version of the latest price, largest at the top."""
 
     def __init__(self) -> None:
         self.source = ColumnDataSource({"feature": [], "euros": []})
         self.figure = figure(
-            title="What drives the champion's prices: no champion yet",
+            title="What drives the prices: no champion yet",
             height=320,
             sizing_mode="stretch_width",
             y_range=FactorRange(),
@@ -236,8 +236,8 @@ class ImportanceChart:
         self.figure.y_range.factors = [feature for feature, _ in ranked]
         self.source.data = {"feature": [f for f, _ in ranked], "euros": [e for _, e in ranked]}
         if version is None:
-            self.figure.title.text = "What drives the champion's prices: no champion yet"
+            self.figure.title.text = "What drives the prices: no champion yet"
         elif importance is None:
-            self.figure.title.text = f"v{version}, the champion, was trained before global importance was logged"
+            self.figure.title.text = f"What drives the prices: v{version} was trained before importance was logged"
         else:
-            self.figure.title.text = f"What drives the champion's prices (v{version}): mean |contribution| per feature"
+            self.figure.title.text = f"What drives the prices of v{version}: mean |contribution| per feature"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import math
 from datetime import UTC, datetime
+from functools import partial
 
 import pandas as pd
 import panel as pn
 
 from answers.min_gap import MAX_THRESHOLD_MINUTES, SCOPE_LABELS, SCOPES, curve, outcome
 from answers.model_comparison import verdict
-from dashboard.champion_importance import ChampionImportance
 from dashboard.charts import DelayChart, ImportanceChart, MinGapCharts, PriceByCarTypeChart
 from dashboard.feed import LiveFeed, Snapshot
 from dashboard.figures import (
@@ -26,6 +26,7 @@ from dashboard.figures import (
     scopes_html,
 )
 from dashboard.metrics import DashboardMetrics
+from dashboard.model_importance import ModelImportance
 from dashboard.picked_price import PickedPrice
 from dashboard.price_form import PriceForm
 from runtime.settings import Settings
@@ -35,25 +36,25 @@ PLAIN_COLUMNS = {"partition", "offset", "model_version", "champion_version", "ch
 
 
 def build_page(
-    feed: LiveFeed, settings: Settings, metrics: DashboardMetrics, importance: ChampionImportance
+    feed: LiveFeed, settings: Settings, metrics: DashboardMetrics, importance: ModelImportance
 ) -> pn.viewable.Viewable:
     page = DashboardPage(feed, settings, importance)
     metrics.sessions.inc()
     pn.state.curdoc.on_session_destroyed(lambda _context: metrics.sessions.dec())
     pn.state.add_periodic_callback(page.redraw, period=int(settings.dashboard.refresh_seconds * 1000))
     pn.state.onload(page.show_importance)
-    pn.state.add_periodic_callback(page.show_importance, period=int(importance.refresh_seconds * 1000))
     return page.layout
 
 
 class DashboardPage:
     """One open page: its widgets, figures and tables, redrawn from the feed."""
 
-    def __init__(self, feed: LiveFeed, settings: Settings, importance: ChampionImportance) -> None:
+    def __init__(self, feed: LiveFeed, settings: Settings, importance: ModelImportance) -> None:
         self.feed = feed
         self.importance = importance
+        self.importance_for: str | None = None  # the version of the latest price when it was last shown
         self.importance_chart = ImportanceChart()
-        self.importance_table = pn.pane.HTML("", css_classes=["champion-importance"], sizing_mode="stretch_width")
+        self.importance_table = pn.pane.HTML("", css_classes=["model-importance"], sizing_mode="stretch_width")
         self.shown_version = -1
         self.shown_aggregates = None
         self.curves: dict = {}
@@ -245,6 +246,10 @@ class DashboardPage:
         if snapshot.aggregates is not None and snapshot.aggregates is not self.shown_aggregates:
             self.shown_aggregates = snapshot.aggregates
             self._show_aggregates(snapshot)
+        serving = _serving_version(snapshot)
+        if serving is not None and serving != self.importance_for:
+            self.importance_for = serving  # a promotion, a rollback: what drives the prices now
+            pn.state.execute(partial(self.show_importance, serving))
         for table, rows in (
             (self.conflicts, snapshot.conflicts),
             (self.prices, snapshot.prices),
@@ -253,8 +258,12 @@ class DashboardPage:
         ):
             self._show_rows(table, rows)
 
-    async def show_importance(self) -> None:
-        version, importance = await self.importance.current()
+    async def show_importance(self, version: str | None = None) -> None:
+        """The importance of ``version``; by default of the latest price's version, or of the
+        champion's before anything is priced."""
+        if version is None:
+            version = self.importance_for = _serving_version(self.feed.snapshot())
+        version, importance = await self.importance.of(version)
         # A Bokeh model changes under the document's lock: on the next tick, not in this callback.
         pn.state.execute(lambda: self.importance_chart.update(version, importance), schedule=True)
         self.importance_table.object = importance_html(version, importance)
@@ -295,6 +304,10 @@ class DashboardPage:
         self.min_gap_figures.object = min_gap_html(outcome(groups, threshold, self.scope.value))
         self.min_gap_scopes.object = scopes_html([outcome(groups, threshold, scope) for scope in SCOPES])
         self.min_gap_charts.mark(threshold, self.curves)
+
+
+def _serving_version(snapshot: Snapshot) -> str | None:
+    return snapshot.prices[0]["model_version"] if snapshot.prices else None
 
 
 def _html() -> pn.pane.HTML:

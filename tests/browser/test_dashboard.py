@@ -463,13 +463,14 @@ def check_price_form(page: Page, mlflow_registry) -> None:
     shown = check_explanation_table(page, ".why-this-price", model, EXAMPLE_CAR)
     assert round(sum(shown.values()), 2) == want
 
-    # What drives the champion's prices: the importance logged with it, as MLflow holds it.
+    # What drives the prices: the importance logged with the version of the latest price (the
+    # champion), as MLflow holds it.
     tracking_uri, trained = mlflow_registry
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run_id = client.get_model_version("rentalstream-price", trained.champion_version).run_id
     with tempfile.TemporaryDirectory() as folder:
         logged = json.loads(Path(client.download_artifacts(run_id, "importance.json", folder)).read_text())
-    rows = page.locator(".champion-importance tr")
+    rows = page.locator(".model-importance tr")
     expect(rows).to_have_count(1 + len(logged))
     shown = {
         feature: float(euros) for feature, euros in (row.locator("td").all_inner_texts() for row in rows.all()[1:])
