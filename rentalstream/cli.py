@@ -403,7 +403,8 @@ def drift_report(
     ),
     window: int = typer.Option(2000, min=10, help="With --html: the recent window, in values of each signal."),
 ) -> None:
-    """The current state of every monitored signal, as the monitor last wrote it."""
+    """The current state of every monitored signal, as the monitor last wrote it; with
+    --html PATH, the whole drift report as one HTML file that opens offline."""
     from answers.drift_states import report_table, signal_states
 
     if html is not None:
@@ -451,10 +452,15 @@ def _write_drift_report(settings: Settings, html: str, window: int) -> None:
     partial.write_text(render(report), encoding="utf-8")
     partial.replace(path)  # a reader never sees half a report
     drifting = [s.signal for s in report.drifting]
+    if not report.monitor_states:
+        states = "the monitor has written no state yet"
+    elif drifting:
+        states = f"{len(drifting)} signal(s) drifting: {', '.join(drifting)}"
+    else:
+        states = "no signal drifting"
     console.print(
-        f"drift report written to {path} ({path.stat().st_size / 1e6:.1f} MB): "
-        + (f"{len(drifting)} signal(s) drifting: {', '.join(drifting)}" if drifting else "no signal drifting")
-        + f"; {len(report.alerts)} alert(s); reference of v{version}"
+        f"drift report written to {path} ({path.stat().st_size / 1e6:.1f} MB): {states}; "
+        f"{len(report.alerts)} alert(s); reference of v{version}"
     )
 
 
