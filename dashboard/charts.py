@@ -182,15 +182,7 @@ class ExplanationChart:
 
     def __init__(self, title: str = "Why this price: ask the bridge for one") -> None:
         self.source = ColumnDataSource({"feature": [], "euros": [], "color": [], "value": []})
-        self.figure = figure(
-            title=title,
-            height=320,
-            sizing_mode="stretch_width",
-            y_range=FactorRange(),
-            x_axis_label="contribution to the price per day (€)",
-            tools="save",
-            toolbar_location=None,
-        )
+        self.figure = _feature_bars(title, "contribution to the price per day (€)")
         self.figure.hbar(y="feature", right="euros", height=0.7, color="color", source=self.source)
         self.figure.add_tools(
             HoverTool(tooltips=[("feature", "@feature"), ("value", "@value"), ("€", "@euros{+0.00}")])
@@ -219,14 +211,8 @@ class ImportanceChart:
 
     def __init__(self) -> None:
         self.source = ColumnDataSource({"feature": [], "euros": []})
-        self.figure = figure(
-            title="What drives the prices: no champion yet",
-            height=320,
-            sizing_mode="stretch_width",
-            y_range=FactorRange(),
-            x_axis_label="mean |contribution| to the price per day over training cars (€)",
-            tools="save",
-            toolbar_location=None,
+        self.figure = _feature_bars(
+            "What drives the prices: no champion yet", "mean |contribution| to the price per day over training cars (€)"
         )
         self.figure.hbar(y="feature", right="euros", height=0.7, color="#1f77b4", source=self.source)
         self.figure.add_tools(HoverTool(tooltips=[("feature", "@feature"), ("mean |€|", "@euros{0.00}")]))
@@ -241,3 +227,16 @@ class ImportanceChart:
             self.figure.title.text = f"What drives the prices: v{version} was trained before importance was logged"
         else:
             self.figure.title.text = f"What drives the prices of v{version}: mean |contribution| per feature"
+
+
+def _feature_bars(title: str, x_axis_label: str):
+    """An empty figure for one horizontal bar per feature, the features set by ``update``."""
+    return figure(
+        title=title,
+        height=320,
+        sizing_mode="stretch_width",
+        y_range=FactorRange(),
+        x_axis_label=x_axis_label,
+        tools="save",
+        toolbar_location=None,
+    )
