@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import RequestHandler
 
-from dashboard.drift_report_download import DriftReportDownload
+from dashboard.drift_report_download import DriftReportDownload, command_environment
 from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.model_importance import ModelImportance
@@ -60,7 +60,7 @@ def serve(settings: Settings) -> None:
             ("/health", _Answer, {"check": lambda: True}),
             ("/ready", _Answer, {"check": lambda: feed.ready}),
             ("/metrics", _Metrics, {"metrics": metrics}),
-            ("/drift-report.html", DriftReportDownload, {"settings": settings}),
+            ("/drift-report.html", DriftReportDownload, {"environment": command_environment(settings)}),
         ],
     )
     # Tornado logs every 5xx at ERROR, and /ready answers 503 until the feed holds its partitions.

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tornado.web import RequestHandler
@@ -23,17 +24,28 @@ log = logging.getLogger("rentalstream.dashboard")
 TIMEOUT_SECONDS = 180.0
 
 
+def command_environment(settings: Settings) -> Callable[[], dict[str, str]]:
+    """What the handler is given: a function, not the settings, since Bokeh's server logs
+    a handler's arguments at DEBUG and the settings' repr holds the database password."""
+    return lambda: {
+        **os.environ,
+        "RENTALSTREAM_DATABASE_URL": settings.resolved_database_url(),
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": settings.resolved_mlflow_tracking_uri(),
+        "COLUMNS": "200",
+    }
+
+
 class DriftReportDownload(RequestHandler):
     one_at_a_time = asyncio.Lock()
 
-    def initialize(self, settings: Settings) -> None:
-        self.rentalstream_settings = settings
+    def initialize(self, environment: Callable[[], dict[str, str]]) -> None:
+        self.environment = environment
 
     async def get(self) -> None:
         async with self.one_at_a_time:
             with tempfile.TemporaryDirectory(prefix="rentalstream-drift-report-") as folder:
                 path = Path(folder) / "drift-report.html"
-                error = await _write_report(self.rentalstream_settings, path)
+                error = await _write_report(self.environment(), path)
                 if error is not None:
                     log.warning("drift report failed error=%s", error)
                     self.set_status(503)
@@ -45,14 +57,8 @@ class DriftReportDownload(RequestHandler):
                 self.write(path.read_bytes())
 
 
-async def _write_report(settings: Settings, path: Path) -> str | None:
-    """Run the command into ``path``; None when it did, else what went wrong, in a line."""
-    env = {
-        **os.environ,
-        "RENTALSTREAM_DATABASE_URL": settings.resolved_database_url(),
-        "RENTALSTREAM_REGISTRY_TRACKING_URI": settings.resolved_mlflow_tracking_uri(),
-        "COLUMNS": "200",
-    }
+async def _write_report(env: dict[str, str], path: Path) -> str | None:
+    """Run the command into ``path`` with ``env``; None when it did, else what went wrong, in a line."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
