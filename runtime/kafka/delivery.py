@@ -179,9 +179,15 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
         consumer = self.consumer()
         if consumer is None:
             return
-        for tp in assigned:
-            if tp in own and own[tp] > (await consumer.committed(tp) or 0):
+        resumed = []
+        for tp in sorted(assigned):
+            group = await consumer.committed(tp)
+            if tp in own and own[tp] > (group or 0):
                 consumer.seek(tp, own[tp])
+                resumed.append(f"{tp.topic}/{tp.partition}@{own[tp]} (own; group {group})")
+            else:
+                resumed.append(f"{tp.topic}/{tp.partition}@{group} (group)")
+        log.info("partitions assigned; resuming at %s", ", ".join(resumed) or "none")
 
 
 def batch_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, int]:

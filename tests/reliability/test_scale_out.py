@@ -93,7 +93,7 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
                 victim_scored = scored(victim)
         replay_running = replay.is_alive()
         victim.signal(signal.SIGKILL)
-        killed_at = time.monotonic()
+        killed_at, killed_clock = time.monotonic(), time.strftime("%H:%M:%S")
         wait_for(
             lambda: held(survivor, RENTALS.name) == 3,
             60,
@@ -141,6 +141,8 @@ def test_two_replicas_split_the_partitions_and_the_survivor_takes_over_a_killed_
     assert redelivered > 0
     assert done == len(events)
     # The rebalance did not hand a batch on twice: each price once for a read_committed reader.
+    twice = [key for key, n in Counter(published).items() if n > 1]
+    assert not twice, diagnosis(bootstrap, twice, tmp_path, killed_clock)
     assert sorted(published) == sorted(f"rental-{e.rental_id}" for e in events)
     assert_same_results(shared, clean, len(events))
 
@@ -149,3 +151,26 @@ def committed_prices(bootstrap: str, expected: int) -> list[str] | None:
     """The keys on `prices` a read_committed reader sees, once there are ``expected`` of them."""
     keys = [r.key.decode() for r in asyncio.run(read_topic(bootstrap, "prices"))]
     return keys if len(keys) >= expected else None
+
+
+def diagnosis(bootstrap: str, twice: list[str], tmp_path, killed_clock: str) -> str:
+    """What a reader needs to tell where prices published twice came from: where each
+    copy sits on `prices`, and what each replica said when partitions were assigned."""
+    wanted = {key.encode() for key in twice[:20]}
+    copies = [
+        f"{r.key.decode()} at prices/{r.partition}@{r.offset} (timestamp {r.timestamp})"
+        for r in asyncio.run(read_topic(bootstrap, "prices"))
+        if r.key in wanted
+    ]
+    said = [
+        f"{log.stem}: {line.strip()}"
+        for log in sorted(tmp_path.glob("scorer-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if "partitions assigned" in line or "still in hand" in line
+    ]
+    return (
+        f"{len(twice)} prices read twice by a read_committed reader; the victim was killed at {killed_clock}\n"
+        + "\n".join(copies)
+        + "\n"
+        + "\n".join(said)
+    )
