@@ -31,7 +31,7 @@ def command_environment(settings: Settings) -> Callable[[], dict[str, str]]:
         **os.environ,
         "RENTALSTREAM_DATABASE_URL": settings.resolved_database_url(),
         "RENTALSTREAM_REGISTRY_TRACKING_URI": settings.resolved_mlflow_tracking_uri(),
-        "COLUMNS": "200",
+        "COLUMNS": "1000",  # its error on one line: the line the page is told
     }
 
 
