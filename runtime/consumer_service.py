@@ -39,7 +39,8 @@ class ConsumerMetrics:
         )
         self.batch_seconds = Histogram(
             "rentalstream_batch_seconds",
-            "Time to handle, store and publish one batch.",
+            "Time to handle and store one batch and hand its results on (on Apache Kafka its "
+            "transaction then commits while the next batch is handled).",
             ["topic"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

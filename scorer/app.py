@@ -16,7 +16,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
@@ -51,6 +51,14 @@ CONSUMER = "scorer"
 T = TypeVar("T")
 Messages = list[tuple[str, str | None, Any]]  # (topic, key, model) to publish
 CLIENT_ID = "rentalstream-scorer"
+
+
+class Handover(NamedTuple):
+    """What a batch hands on once Postgres holds it: its results (in the batch's Kafka
+    transaction) and the replies to price requests (sent at once, outside it)."""
+
+    results: Messages
+    replies: Sequence[tuple[str, str | None, Any]] = ()
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -191,6 +199,7 @@ class Scorer:
                     self.settings.resolved_kafka_bootstrap(),
                     CLIENT_ID,
                     transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
+                    replies=topic is PRICE_REQUESTS,
                 )
         for results in self.results.values():
             await results.start()
@@ -226,7 +235,7 @@ class Scorer:
         await self.registry.close()
         await self.engine.dispose()
 
-    async def score_rentals(self, records: Sequence[KafkaRecord]) -> Messages:
+    async def score_rentals(self, records: Sequence[KafkaRecord]) -> Handover:
         """Price a batch of rentals and store them with their delay facts; the prices, the
         delay facts that changed and the dead letters to publish."""
         model, challenger = self._models()
@@ -259,13 +268,15 @@ class Scorer:
         self.metrics.scored.labels(RENTALS.name).inc(len(priced))
         self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
         self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
-        return [
-            *((PRICES.name, p.price_id, p) for p in price_rows),
-            *((DELAYS.name, str(f.car_id), f) for f in facts),
-            *dead_letter_messages(dead),
-        ]
+        return Handover(
+            [
+                *((PRICES.name, p.price_id, p) for p in price_rows),
+                *((DELAYS.name, str(f.car_id), f) for f in facts),
+                *dead_letter_messages(dead),
+            ]
+        )
 
-    async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Messages:
+    async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Handover:
         """Price a batch of requests and store them; the prices, the replies (to the topic
         each request names, if it may) and the dead letters to publish."""
         model, challenger = self._models()
@@ -303,17 +314,16 @@ class Scorer:
         )
         self.metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
         self.metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
-        return [
-            *((PRICES.name, s.price_id, s) for _, s in answered),
-            *((r.reply_to, r.request_id, s) for r, s in answered if r.reply_to),
-            *dead_letter_messages(dead),
-        ]
+        return Handover(
+            [*((PRICES.name, s.price_id, s) for _, s in answered), *dead_letter_messages(dead)],
+            [(r.reply_to, r.request_id, s) for r, s in answered if r.reply_to],
+        )
 
     def _subscriber(
         self,
         broker: KafkaBroker,
         topic: Topic,
-        score: Callable[[Sequence[KafkaRecord]], Awaitable[Messages]],
+        score: Callable[[Sequence[KafkaRecord]], Awaitable[Handover]],
         fetch_max_wait_ms: int = 500,
     ):
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
@@ -337,14 +347,15 @@ class Scorer:
 
         @subscriber
         async def consume(records: Any, message: KafkaMessage) -> None:
-            try:
-                async with rebalance.in_flight:
+            results = self.results[topic.name]
+            async with rebalance.in_flight:
+                try:
                     with self.metrics.batch_seconds.labels(topic.name).time():
-                        messages = await score(records)
-                        await self.results[topic.name].deliver(messages, records, message, group)
-            except BaseException:
-                await message.nack()  # consumed again from the batch's first offsets
-                raise
+                        handover = await score(records)
+                        await results.deliver(handover.results, records, message, group, handover.replies)
+                except BaseException:
+                    await results.rewind(records, message)  # consumed again, nothing before it skipped
+                    raise
 
         return subscriber
 

@@ -44,6 +44,10 @@ class BatchPublisher:
         self._partitioner = DefaultPartitioner()
 
     @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    @property
     def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise RuntimeError("the publisher is not started")

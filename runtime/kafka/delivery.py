@@ -5,7 +5,9 @@ and commit the batch's input offsets.
   transactional producer with ``send_offsets_to_transaction``). A ``read_committed``
   reader of the result topics then sees each result once, even when a crash makes Kafka
   deliver a batch again: the crashed attempt's transaction never commits, and a
-  restarted replica (same transactional id) aborts it at once.
+  restarted replica (same transactional id) aborts it at once. The transaction commits
+  while the next batch is scored (one batch ahead at most); replies leave at once,
+  outside it.
 - ``AtLeastOnceResults``: publish, then commit the offsets. A crash between the two
   publishes a batch's results twice; Postgres still holds each once (upserts).
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -34,6 +37,7 @@ Messages = Sequence[tuple[str, str | None, BaseModel]]
 # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
 TRANSACTION_APIS = {22, 24, 25, 26, 28}
 TRANSACTION_TIMEOUT_SECONDS = 8  # a transaction takes milliseconds; past this the broker is in trouble
+MAX_QUEUED_BATCHES = 4  # handed over, waiting for a transaction: then the consumer waits
 REVOKE_WAIT_SECONDS = 30  # the database retries of a batch included
 START_TIMEOUT_SECONDS = 60  # the first transaction of a new cluster creates its transaction log: seconds
 
@@ -42,10 +46,19 @@ class TransactionsUnavailable(RuntimeError):
     """Transactions are asked for (`on`, or `auto` on a broker that offers them) and cannot be had."""
 
 
+class BatchDropped(RuntimeError):
+    """A batch fetched before the rewind that followed a failed transaction: consumed again."""
+
+
 class Acknowledgeable(Protocol):
-    """FastStream's message: ``ack`` commits the consumer's offsets."""
+    """FastStream's message: ``ack`` commits the consumer's offsets, ``nack`` seeks each of
+    the batch's partitions back to its earliest record, ``consumer`` is the one it came from."""
+
+    consumer: Any
 
     async def ack(self) -> None: ...
+
+    async def nack(self) -> None: ...
 
 
 class Results(Protocol):
@@ -56,8 +69,21 @@ class Results(Protocol):
     async def stop(self) -> None: ...
 
     async def deliver(
-        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
-    ) -> None: ...
+        self,
+        messages: Messages,
+        records: Sequence[KafkaRecord],
+        message: Acknowledgeable,
+        group_id: str,
+        replies: Messages = (),
+    ) -> None:
+        """Publish ``messages`` and ``replies`` and commit the batch's offsets (maybe after
+        returning: see ``settle``)."""
+
+    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
+        """The batch failed: have it consumed again, with nothing before it skipped."""
+
+    async def settle(self) -> None:
+        """Wait until no batch is left committing (before partitions are handed back)."""
 
 
 class AtLeastOnceResults:
@@ -75,78 +101,222 @@ class AtLeastOnceResults:
         await self.publisher.stop()
 
     async def deliver(
-        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
+        self,
+        messages: Messages,
+        records: Sequence[KafkaRecord],
+        message: Acknowledgeable,
+        group_id: str,
+        replies: Messages = (),
     ) -> None:
-        await self.publisher.publish(messages)
+        await self.publisher.publish([*replies, *messages])
         await message.ack()
+
+    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
+        await message.nack()
+
+    async def settle(self) -> None:
+        pass
+
+
+@dataclass
+class HandedOver:
+    """A batch whose results wait for their transaction."""
+
+    messages: Messages
+    replied: list[asyncio.Future]  # its replies' acks
+    records: Sequence[KafkaRecord]
+    message: Acknowledgeable
 
 
 class TransactionalResults:
-    """The results and the input offsets in one Kafka transaction.
+    """The results and the input offsets in Kafka transactions, committed while the next
+    batches are scored.
 
-    A transaction that fails (a broker lost, a timeout) is aborted and the error raised,
-    so the batch is consumed again. A producer left unusable (a fatal error, an abort that
-    could not reach the coordinator) is replaced by a new one under the same
-    transactional id, which fences the old one and aborts whatever it left open."""
+    ``deliver`` sends the batch's replies at once, on a producer of their own outside the
+    transactions (the caller waiting for one has it as soon as Postgres holds its price),
+    queues the batch's results and returns: the consumer fetches and scores the next batch
+    meanwhile. One transaction at a time commits everything queued: the results of those
+    batches and their offsets (each partition's last). A slow transaction thus carries
+    more batches instead of holding up the consumer, which waits only once
+    ``MAX_QUEUED_BATCHES`` are queued. Offsets stay in input order.
+
+    A transaction that fails (a broker lost, a timeout) is aborted. Its batches and the
+    ones queued after them are sought back to their first offsets, to be consumed again,
+    and a batch fetched before that rewind is dropped (``BatchDropped``) and consumed again
+    too, rather than committed past them. A producer left unusable (a fatal error, an
+    abort that could not reach the coordinator) is replaced by a new one under the same
+    transactional id, which fences the old one and aborts whatever it left open. A reply's
+    send failing fails the transaction, so replies are at least once: a batch consumed
+    again replies again.
+
+    Two transactional producers take turns (ids ``transactional_id`` and
+    ``transactional_id.2``). A transaction begun on the producer that has just committed
+    is answered CONCURRENT_TRANSACTIONS until the coordinator has written the commit's
+    markers, and aiokafka then waits 20 ms before it asks again: back to back, as the
+    queue begins them, that wait was paid on every transaction."""
 
     guarantee = "exactly-once (read_committed)"
 
-    def __init__(self, bootstrap: str, client_id: str, transactional_id: str) -> None:
+    def __init__(self, bootstrap: str, client_id: str, transactional_id: str, replies: bool = False) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
-        self.transactional_id = transactional_id
-        self.publisher: BatchPublisher | None = None
+        self.transactional_ids = (transactional_id, f"{transactional_id}.2")
+        self.publishers: list[BatchPublisher | None] = [None, None]  # taking turns, one per transaction
+        self._turn = 0
+        self.replier = BatchPublisher(bootstrap, f"{client_id}-replies") if replies else None
         self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
+        self.rewound: dict[TopicPartition, int] = {}  # where failed transactions sought their partitions back to
+        self.group_id = ""
+        self._queue: list[HandedOver] = []
+        self._room = asyncio.Condition()
+        self._committer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=self.transactional_id)
+        for turn in (0, 1):
+            if self.publishers[turn] is None:
+                await self._start_publisher(turn)
+        if self.replier is not None and not self.replier.started:
+            await self.replier.start()
+
+    async def _start_publisher(self, turn: int) -> BatchPublisher:
+        transactional_id = self.transactional_ids[turn]
+        publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=transactional_id)
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):
                 await publisher.start()  # InitProducerId: retried for ever while no coordinator answers
         except TimeoutError:
             await publisher.stop()
             raise TransactionsUnavailable(
-                f"no transaction coordinator answered {self.transactional_id!r} within {START_TIMEOUT_SECONDS} s: "
+                f"no transaction coordinator answered {transactional_id!r} within {START_TIMEOUT_SECONDS} s: "
                 "can the broker create its transaction log (transaction.state.log.replication.factor and .min.isr "
                 "at most the number of brokers)? RENTALSTREAM_KAFKA_TRANSACTIONS=off runs without transactions"
             ) from None
-        self.publisher = publisher
+        self.publishers[turn] = publisher
+        return publisher
 
     async def stop(self) -> None:
-        if self.publisher is not None:
-            await self.publisher.stop()
-            self.publisher = None
+        await self.settle()
+        for turn, publisher in enumerate(self.publishers):
+            if publisher is not None:
+                await publisher.stop()
+                self.publishers[turn] = None
+        if self.replier is not None:
+            await self.replier.stop()
 
     async def deliver(
-        self, messages: Messages, records: Sequence[KafkaRecord], message: Acknowledgeable, group_id: str
+        self,
+        messages: Messages,
+        records: Sequence[KafkaRecord],
+        message: Acknowledgeable,
+        group_id: str,
+        replies: Messages = (),
     ) -> None:
-        if self.publisher is None:
-            await self.start()
-        assert self.publisher is not None
-        producer = self.publisher.producer
-        offsets = batch_offsets(records)
+        replied = await self._send_replies(replies)
+        async with self._room:
+            await self._room.wait_for(lambda: len(self._queue) < MAX_QUEUED_BATCHES)
+        earliest = earliest_offsets(records)
+        if fetched_before_rewind(earliest, self.rewound):
+            raise BatchDropped(f"a batch of {len(records)} fetched before a failed transaction's rewind")
+        for tp, offset in earliest.items():  # consumed again from where it was sought back to
+            if offset <= self.rewound.get(tp, -1):
+                del self.rewound[tp]
+        self.group_id = group_id
+        self._queue.append(HandedOver(messages, replied, records, message))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name=f"{self.transactional_ids[0]}-commits")
+
+    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
+        await self.settle()  # a failing transaction before this batch rewinds further back
+        for tp, offset in earliest_offsets(records).items():
+            message.consumer.seek(tp, min(offset, self.rewound.get(tp, offset)))
+
+    async def settle(self) -> None:
+        while self._committer is not None and not self._committer.done():
+            await asyncio.shield(self._committer)  # it never raises (see _commit)
+
+    def forget_rewinds(self) -> None:
+        """After a rebalance every partition resumes from committed offsets."""
+        self.rewound.clear()
+
+    async def _send_replies(self, replies: Messages) -> list[asyncio.Future]:
+        if not replies:
+            return []
+        if self.replier is None:
+            raise ValueError("replies given to results made without a reply producer (replies=True)")
+        if not self.replier.started:
+            await self.replier.start()
+        return await self.replier.send(replies)
+
+    async def _commit_queued(self) -> None:
+        while self._queue:
+            batches, self._queue = self._queue, []
+            if not await self._commit(batches):
+                batches += self._queue  # queued after a failed one: they must not commit past it
+                self._queue = []
+                self._rewind_after_failure(batches)
+            async with self._room:
+                self._room.notify_all()
+
+    async def _commit(self, batches: list[HandedOver]) -> bool:
+        turn, self._turn = self._turn, 1 - self._turn
+        messages = [m for batch in batches for m in batch.messages]
+        offsets = batch_offsets([r for batch in batches for r in batch.records])
         try:
+            publisher = self.publishers[turn] or await self._start_publisher(turn)  # None after a failure
+            producer = publisher.producer
             async with asyncio.timeout(TRANSACTION_TIMEOUT_SECONDS):
                 async with producer.transaction():
-                    await asyncio.gather(*await self.publisher.send(messages))
-                    await producer.send_offsets_to_transaction(offsets, group_id)
-            self.committed.update(offsets)
-        except (KafkaError, OSError, TimeoutError) as error:
-            log.warning(
-                "transaction of %d results not committed (%r); the batch will be consumed again", len(messages), error
+                    replied = [ack for batch in batches for ack in batch.replied]
+                    await asyncio.gather(*replied, *await publisher.send(messages))
+                    await producer.send_offsets_to_transaction(offsets, self.group_id)
+        except Exception as error:  # whatever it was, the batches must be consumed again
+            expected = isinstance(error, KafkaError | OSError | TimeoutError | TransactionsUnavailable)
+            log.log(
+                logging.WARNING if expected else logging.ERROR,
+                "transaction of %d results not committed (%r); the batch will be consumed again",
+                len(messages),
+                error,
+                exc_info=not expected,
             )
-            await self._replace_producer()
-            raise
+            await self._replace_producer(turn)
+            return False
+        self.committed.update(offsets)
+        return True
 
-    async def _replace_producer(self) -> None:
-        old, self.publisher = self.publisher, None
+    def _rewind_after_failure(self, batches: list[HandedOver]) -> None:
+        earliest = earliest_offsets([r for batch in batches for r in batch.records])
+        self.rewound.update({tp: min(o, self.rewound.get(tp, o)) for tp, o in earliest.items()})
+        try:
+            for tp in earliest:
+                batches[0].message.consumer.seek(tp, self.rewound[tp])
+        except Exception as error:  # noqa: BLE001  (stopping: the group's offsets decide)
+            log.info("could not seek back after the failed transaction: %r", error)
+
+    async def _replace_producer(self, turn: int) -> None:
+        old, self.publishers[turn] = self.publishers[turn], None
         if old is not None:
             try:
                 async with asyncio.timeout(5):
                     await old.stop()
             except (KafkaError, OSError, TimeoutError) as error:
                 log.info("closing the failed transactional producer: %r", error)
-        # The next batch starts a new producer; its InitProducerId fences this one.
+        # The next transaction starts a new producer; its InitProducerId fences this one.
+
+
+def earliest_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, int]:
+    """Each partition's first offset in ``records``: where to consume them again from."""
+    earliest: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
+    return earliest
+
+
+def fetched_before_rewind(earliest: dict[TopicPartition, int], rewound: dict[TopicPartition, int]) -> bool:
+    """Whether a batch starting at ``earliest`` lies past where a failed transaction sought
+    one of its partitions back to: it was fetched before that seek, and committing it would
+    skip the failed batch's records."""
+    return any(offset > rewound[tp] for tp, offset in earliest.items() if tp in rewound)
 
 
 class ResumeAfterOwnCommits(ConsumerRebalanceListener):
@@ -154,9 +324,10 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
 
     A rebalance (a replica joining or leaving) can start while a batch is between its
     Postgres commit and its Kafka one. Revoked, this replica first lets that batch finish
-    (``in_flight``, held by the handler), so its offsets are committed before anyone reads
-    them. Assigned, it resumes from the later of the group's committed offset and the one
-    its own last transaction committed: the group coordinator learns of a transaction's
+    (``in_flight``, held by the handler, then the results' ``settle``: the transaction
+    still committing), so its offsets are committed before anyone reads them. Assigned,
+    it resumes from the later of the group's committed offset and the one its own last
+    transaction committed: the group coordinator learns of a transaction's
     offsets only once the commit markers are written, a moment after the commit returns,
     and aiokafka's offset fetch cannot ask it to wait for them (KIP-447's require_stable)."""
 
@@ -166,16 +337,23 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
         self.in_flight = asyncio.Lock()
 
     async def on_partitions_revoked(self, revoked) -> None:
+        results = self.results()
         try:
-            async with asyncio.timeout(REVOKE_WAIT_SECONDS), self.in_flight:
-                pass
+            async with asyncio.timeout(REVOKE_WAIT_SECONDS):
+                async with self.in_flight:
+                    pass
+                if results is not None:  # and the transaction of the batch before it
+                    await results.settle()
         except TimeoutError:
             log.warning(
                 "a batch was still in hand after %d s of rebalance; it may be consumed twice", REVOKE_WAIT_SECONDS
             )
 
     async def on_partitions_assigned(self, assigned) -> None:
-        own = getattr(self.results(), "committed", {})  # at-least-once results keep none
+        results = self.results()
+        if isinstance(results, TransactionalResults):  # every partition resumes from committed offsets now
+            results.forget_rewinds()
+        own = getattr(results, "committed", {})  # at-least-once results keep none
         consumer = self.consumer()
         if consumer is None:
             return
@@ -212,9 +390,12 @@ async def broker_offers_transactions(bootstrap: str, timeout: float = 30) -> boo
         await client.close()
 
 
-async def choose_results(mode: str, bootstrap: str, client_id: str, transactional_id: str) -> Results:
+async def choose_results(
+    mode: str, bootstrap: str, client_id: str, transactional_id: str, replies: bool = False
+) -> Results:
     """The results of ``RENTALSTREAM_KAFKA_TRANSACTIONS``: ``on``, ``off``, or ``auto``
-    (transactions where the broker offers them). Says at start which guarantee holds."""
+    (transactions where the broker offers them), with a producer for replies when
+    ``replies``. Says at start which guarantee holds."""
     offered = mode != "off" and await broker_offers_transactions(bootstrap)
     if mode == "on" and not offered:
         raise TransactionsUnavailable(
@@ -222,7 +403,7 @@ async def choose_results(mode: str, bootstrap: str, client_id: str, transactiona
             f"{bootstrap} offers no transactions; use Apache Kafka, or set it to auto or off"
         )
     if offered:
-        results: Results = TransactionalResults(bootstrap, client_id, transactional_id)
+        results: Results = TransactionalResults(bootstrap, client_id, transactional_id, replies=replies)
     else:
         results = AtLeastOnceResults(bootstrap, client_id)
         why = "RENTALSTREAM_KAFKA_TRANSACTIONS=off" if mode == "off" else "the broker offers no transactions"

@@ -24,9 +24,15 @@ class ThroughTheTestBroker:
         for topic, key, model in messages:
             await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
 
-    async def deliver(self, messages, records, message, group_id) -> None:
-        await self.publish(messages)
+    async def deliver(self, messages, records, message, group_id, replies=()) -> None:
+        await self.publish([*replies, *messages])
         await message.ack()
+
+    async def rewind(self, records, message) -> None:
+        await message.nack()
+
+    async def settle(self) -> None:
+        pass
 
 
 def collect(broker: KafkaBroker, *topics: str) -> dict[str, list[dict]]:

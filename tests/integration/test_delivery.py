@@ -1,0 +1,138 @@
+"""The scorer's transactional delivery on a real Apache Kafka broker: replies leave before
+the transaction, batches are handed over while earlier ones commit, and a failed
+transaction has its batches, those queued after them and those fetched before the rewind
+consumed again, with nothing skipped and nothing committed twice."""
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel
+
+from runtime.kafka.delivery import BatchDropped, TransactionalResults
+from tests.helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+INPUT = "price-requests"
+GROUP = "delivery-test"
+
+
+class Note(BaseModel):
+    n: int
+    text: str = ""
+
+
+@dataclass
+class Handed:
+    """What FastStream hands a batch handler beside the records: the consumer they came from."""
+
+    consumer: AIOKafkaConsumer
+
+    async def ack(self) -> None:
+        raise AssertionError("a transactional delivery commits offsets in its transaction, never by ack")
+
+    async def nack(self) -> None:
+        raise AssertionError("a transactional delivery seeks back itself")
+
+
+async def fill_partition_zero(bootstrap: str, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(count):
+            await producer.send_and_wait(INPUT, Note(n=n).model_dump_json().encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+async def fetch(consumer: AIOKafkaConsumer, count: int) -> list:
+    records: list = []
+    while len(records) < count:
+        for batch in (await consumer.getmany(timeout_ms=5000, max_records=count - len(records))).values():
+            records.extend(batch)
+    return records
+
+
+def prices_of(records) -> list[tuple[str, str | None, BaseModel]]:
+    return [("prices", f"p{Note.model_validate_json(r.value).n}", Note.model_validate_json(r.value)) for r in records]
+
+
+def replies_of(records) -> list[tuple[str, str | None, BaseModel]]:
+    return [
+        ("price-replies", f"r{Note.model_validate_json(r.value).n}", Note.model_validate_json(r.value)) for r in records
+    ]
+
+
+def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each_result_committed_once(
+    kafka_bootstrap,
+):
+    async def scenario():
+        await fill_partition_zero(kafka_bootstrap, 6)
+        tp = TopicPartition(INPUT, 0)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.tx", replies=True)
+        await results.start()
+        try:
+            consumer.assign([tp])
+            handed = Handed(consumer)
+            first, second, third = await fetch(consumer, 2), await fetch(consumer, 2), await fetch(consumer, 2)
+            assert [r.offset for r in first + second + third] == [0, 1, 2, 3, 4, 5]
+
+            # The first batch's transaction fails: the broker refuses a 2-MiB record. The
+            # second is queued behind it; every reply is already out.
+            too_large = [("prices", "big", Note(n=-1, text="x" * (2 << 20)))]
+            await results.deliver(too_large, first, handed, GROUP, replies_of(first))
+            await results.deliver(prices_of(second), second, handed, GROUP, replies_of(second))
+            await results.settle()
+            assert await consumer.position(tp) == 0  # both sought back to the failed batch's first offset
+            # The third was fetched before that rewind: dropped, and consumed again with the others.
+            with pytest.raises(BatchDropped):
+                await results.deliver(prices_of(third), third, handed, GROUP, replies_of(third))
+            await results.rewind(third, handed)
+            assert await consumer.position(tp) == 0
+
+            # Consumed again: every record from offset 0, two batches back to back (the
+            # first still committing while the second is handed over).
+            again, rest = await fetch(consumer, 4), await fetch(consumer, 2)
+            assert [r.offset for r in again + rest] == [0, 1, 2, 3, 4, 5]
+            await results.deliver(prices_of(again), again, handed, GROUP, replies_of(again))
+            await results.deliver(prices_of(rest), rest, handed, GROUP, replies_of(rest))
+            await results.settle()
+            # The group learns a transaction's offsets once its markers are written, a moment after the commit.
+            for _ in range(100):
+                if (committed := await consumer.committed(tp)) == 6:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await results.stop()
+            await consumer.stop()
+
+        prices = [r.key.decode() for r in await read_topic(kafka_bootstrap, "prices")]
+        replies = [r.key.decode() for r in await read_topic(kafka_bootstrap, "price-replies")]
+        return committed, prices, replies
+
+    committed, prices, replies = asyncio.run(scenario())
+    assert committed == 6
+    # Exactly once for a read_committed reader: the aborted and the dropped attempts left nothing.
+    assert sorted(prices) == [f"p{n}" for n in range(6)]
+    # Replies are at least once: every batch's went out before its transaction, and went
+    # out again with the batches consumed again.
+    assert sorted(replies) == sorted([f"r{n}" for n in range(6)] * 2)
+
+
+def test_replies_need_a_reply_producer(kafka_bootstrap):
+    async def scenario():
+        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.no-replies")
+        with pytest.raises(ValueError, match="replies=True"):
+            await results.deliver([], [], Handed(None), GROUP, [("price-replies", "r", Note(n=0))])
+
+    asyncio.run(scenario())
