@@ -1,10 +1,11 @@
 """The scorer: a FastStream app pricing rentals and price requests, storing the results.
 
 Delivery: a batch's offsets are committed only after its Postgres transaction has
-committed, and on Apache Kafka together with its published results in one Kafka
-transaction (``runtime.kafka.delivery``). If the write still fails after the retries, or
-the Kafka transaction fails, the handler nacks (seeks every partition back to the
-batch's first offset) and the batch is consumed again. Every row is an upsert keyed by
+committed, and on Apache Kafka together with its published results in a Kafka
+transaction that commits while the next batch is scored (``runtime.kafka.delivery``;
+replies to price requests leave before it). If the write still fails after the retries,
+or the Kafka transaction fails, the batch's partitions are sought back to its first
+offsets (``Results.rewind``) and it is consumed again. Every row is an upsert keyed by
 the message id, so redelivery changes nothing in Postgres, and an aborted transaction
 nothing for ``read_committed`` readers of the result topics.
 """
