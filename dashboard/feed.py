@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from answers.queries import Aggregates, read_aggregates, read_latest
 from dashboard.metrics import DashboardMetrics
-from runtime.kafka.subscriber import IDLE_FETCH_WAIT_MS
 from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored
 from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES
 
@@ -112,7 +111,6 @@ class LiveFeed:
             client_id="rentalstream-dashboard",
             enable_auto_commit=True,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
             isolation_level="read_committed",  # the scorer publishes in transactions: only committed ones
         )
         await self.consumer.start()

@@ -56,9 +56,9 @@ class KafkaSettings(BaseModel):
         "transactions (Apache Kafka does), `on` to refuse to start without them, `off` for at-least-once results.",
     )
     request_fetch_max_wait_ms: int = Field(
-        2000,
+        500,
         ge=1,
-        le=5000,
+        le=500,
         description="Broker-side wait of the two request/reply consumers (the scorer's price-requests consumer "
         "and the bridge's reply consumer) when there is nothing to read. Apache Kafka answers a waiting fetch as "
         "soon as a record arrives, so this costs no latency there; lower it only for a broker that holds a "

@@ -31,7 +31,7 @@ from runtime.compiled_trees import compile_trees
 from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
-from runtime.kafka.subscriber import IDLE_FETCH_WAIT_MS, KafkaRecord, batch_subscriber
+from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
@@ -325,7 +325,7 @@ class Scorer:
         broker: KafkaBroker,
         topic: Topic,
         score: Callable[[Sequence[KafkaRecord]], Awaitable[Handover]],
-        fetch_max_wait_ms: int = IDLE_FETCH_WAIT_MS,
+        fetch_max_wait_ms: int = 500,
     ):
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
         results on (and commit its offsets) once Postgres holds them."""

@@ -19,15 +19,6 @@ class KafkaRecord(Protocol):
     value: bytes | None
 
 
-# How long the broker holds a consumer's fetch when there is nothing to read. Apache Kafka
-# answers a held fetch as soon as a record arrives, so this costs no latency; it is how
-# often an idle consumer asks. At aiokafka's 500 ms the consumers of an idle stack kept
-# the broker at ~5% of a core (benchmarks/idle_cost.py). The price a longer wait pays:
-# a consumer sought back (a batch handed back) while no record arrives re-reads only
-# when its held fetch ends.
-IDLE_FETCH_WAIT_MS = 2000
-
-
 def batch_subscriber(
     broker: KafkaBroker,
     topic: str,
@@ -35,7 +26,7 @@ def batch_subscriber(
     *,
     max_records: int,
     batch_timeout_ms: int,
-    fetch_max_wait_ms: int = IDLE_FETCH_WAIT_MS,
+    fetch_max_wait_ms: int = 500,
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 3_000,
     ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
@@ -52,8 +43,7 @@ def batch_subscriber(
     from its last committed offsets.
 
     ``AckPolicy.MANUAL`` leaves the commit to the handler (``delivery``: in a Kafka
-    transaction with the results); it must then have a failed batch consumed again
-    (``Results.rewind``).
+    transaction with the results); it must then ``nack()`` the message when it fails.
     ``read_committed``: a result another service published in a transaction that did not
     commit is never seen. ``group_instance_id`` makes the member static: restarted under
     the same id, it takes its partitions back at once, without waiting for its old
