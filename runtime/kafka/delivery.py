@@ -273,8 +273,9 @@ class TransactionalResults:
             expected = isinstance(error, KafkaError | OSError | TimeoutError | TransactionsUnavailable)
             log.log(
                 logging.WARNING if expected else logging.ERROR,
-                "transaction of %d results not committed (%r); the batch will be consumed again",
+                "transaction of %d results (%d batches) not committed (%r); they will be consumed again",
                 len(messages),
+                len(batches),
                 error,
                 exc_info=not expected,
             )
