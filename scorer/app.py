@@ -200,6 +200,7 @@ class Scorer:
                     self.settings.resolved_kafka_bootstrap(),
                     CLIENT_ID,
                     transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
+                    group_id=self._group(topic),
                     replies=topic is PRICE_REQUESTS,
                 )
         for results in self.results.values():
@@ -320,6 +321,10 @@ class Scorer:
             [(r.reply_to, r.request_id, s) for r, s in answered if r.reply_to],
         )
 
+    def _group(self, topic: Topic) -> str:
+        """The consumer group reading ``topic``: one per input topic."""
+        return f"{self.settings.scorer.group_id}.{topic.name}"
+
     def _subscriber(
         self,
         broker: KafkaBroker,
@@ -330,7 +335,7 @@ class Scorer:
         """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
         results on (and commit its offsets) once Postgres holds them."""
         settings = self.settings
-        group = f"{settings.scorer.group_id}.{topic.name}"
+        group = self._group(topic)
         rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
         subscriber = batch_subscriber(
             broker,
@@ -353,7 +358,7 @@ class Scorer:
                 try:
                     with self.metrics.batch_seconds.labels(topic.name).time():
                         handover = await score(records)
-                        await results.deliver(handover.results, records, message, group, handover.replies)
+                        await results.deliver(handover.results, records, message, handover.replies)
                 except BaseException:
                     await results.rewind(records, message)  # consumed again, nothing before it skipped
                     raise

@@ -63,6 +63,7 @@ class Acknowledgeable(Protocol):
 
 class Results(Protocol):
     guarantee: str
+    committed: dict[TopicPartition, int]  # the offsets this process committed itself (see ResumeAfterOwnCommits)
 
     async def start(self) -> None: ...
 
@@ -73,7 +74,6 @@ class Results(Protocol):
         messages: Messages,
         records: Sequence[KafkaRecord],
         message: Acknowledgeable,
-        group_id: str,
         replies: Messages = (),
     ) -> None:
         """Publish ``messages`` and ``replies`` and commit the batch's offsets (maybe after
@@ -85,6 +85,9 @@ class Results(Protocol):
     async def settle(self) -> None:
         """Wait until no batch is left committing (before partitions are handed back)."""
 
+    def forget_rewinds(self) -> None:
+        """Partitions were assigned: every one resumes from committed offsets now."""
+
 
 class AtLeastOnceResults:
     """Publish the results and wait for their acks, then commit the input offsets."""
@@ -93,6 +96,7 @@ class AtLeastOnceResults:
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
         self.publisher = BatchPublisher(bootstrap, client_id)
+        self.committed: dict[TopicPartition, int] = {}  # acked through the consumer group, never kept here
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -105,7 +109,6 @@ class AtLeastOnceResults:
         messages: Messages,
         records: Sequence[KafkaRecord],
         message: Acknowledgeable,
-        group_id: str,
         replies: Messages = (),
     ) -> None:
         await self.publisher.publish([*replies, *messages])
@@ -115,6 +118,9 @@ class AtLeastOnceResults:
         await message.nack()
 
     async def settle(self) -> None:
+        pass
+
+    def forget_rewinds(self) -> None:
         pass
 
 
@@ -157,7 +163,9 @@ class TransactionalResults:
 
     guarantee = "exactly-once (read_committed)"
 
-    def __init__(self, bootstrap: str, client_id: str, transactional_id: str, replies: bool = False) -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str, transactional_id: str, group_id: str, replies: bool = False
+    ) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.transactional_ids = (transactional_id, f"{transactional_id}.2")
@@ -166,7 +174,7 @@ class TransactionalResults:
         self.replier = BatchPublisher(bootstrap, f"{client_id}-replies") if replies else None
         self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
         self.rewound: dict[TopicPartition, int] = {}  # where failed transactions sought their partitions back to
-        self.group_id = ""
+        self.group_id = group_id  # the consumer group whose offsets the transactions commit
         self._queue: list[HandedOver] = []
         self._room = asyncio.Condition()
         self._committer: asyncio.Task[None] | None = None
@@ -208,19 +216,18 @@ class TransactionalResults:
         messages: Messages,
         records: Sequence[KafkaRecord],
         message: Acknowledgeable,
-        group_id: str,
         replies: Messages = (),
     ) -> None:
         replied = await self._send_replies(replies)
         async with self._room:
             await self._room.wait_for(lambda: len(self._queue) < MAX_QUEUED_BATCHES)
-        earliest = earliest_offsets(records)
-        if fetched_before_rewind(earliest, self.rewound):
-            raise BatchDropped(f"a batch of {len(records)} fetched before a failed transaction's rewind")
-        for tp, offset in earliest.items():  # consumed again from where it was sought back to
-            if offset <= self.rewound.get(tp, -1):
-                del self.rewound[tp]
-        self.group_id = group_id
+        if self.rewound:  # only after a failed transaction
+            earliest = earliest_offsets(records)
+            if fetched_before_rewind(earliest, self.rewound):
+                raise BatchDropped(f"a batch of {len(records)} fetched before a failed transaction's rewind")
+            for tp, offset in earliest.items():  # consumed again from where it was sought back to
+                if offset <= self.rewound.get(tp, -1):
+                    del self.rewound[tp]
         self._queue.append(HandedOver(messages, replied, records, message))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued(), name=f"{self.transactional_ids[0]}-commits")
@@ -243,8 +250,6 @@ class TransactionalResults:
             return []
         if self.replier is None:
             raise ValueError("replies given to results made without a reply producer (replies=True)")
-        if not self.replier.started:
-            await self.replier.start()
         return await self.replier.send(replies)
 
     async def _commit_queued(self) -> None:
@@ -352,9 +357,9 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         results = self.results()
-        if isinstance(results, TransactionalResults):  # every partition resumes from committed offsets now
+        if results is not None:
             results.forget_rewinds()
-        own = getattr(results, "committed", {})  # at-least-once results keep none
+        own = results.committed if results is not None else {}
         consumer = self.consumer()
         if consumer is None:
             return
@@ -392,11 +397,12 @@ async def broker_offers_transactions(bootstrap: str, timeout: float = 30) -> boo
 
 
 async def choose_results(
-    mode: str, bootstrap: str, client_id: str, transactional_id: str, replies: bool = False
+    mode: str, bootstrap: str, client_id: str, transactional_id: str, group_id: str, replies: bool = False
 ) -> Results:
     """The results of ``RENTALSTREAM_KAFKA_TRANSACTIONS``: ``on``, ``off``, or ``auto``
-    (transactions where the broker offers them), with a producer for replies when
-    ``replies``. Says at start which guarantee holds."""
+    (transactions where the broker offers them), committing the offsets of consumer group
+    ``group_id``, with a producer for replies when ``replies``. Says at start which
+    guarantee holds."""
     offered = mode != "off" and await broker_offers_transactions(bootstrap)
     if mode == "on" and not offered:
         raise TransactionsUnavailable(
@@ -404,7 +410,7 @@ async def choose_results(
             f"{bootstrap} offers no transactions; use Apache Kafka, or set it to auto or off"
         )
     if offered:
-        results: Results = TransactionalResults(bootstrap, client_id, transactional_id, replies=replies)
+        results: Results = TransactionalResults(bootstrap, client_id, transactional_id, group_id, replies=replies)
     else:
         results = AtLeastOnceResults(bootstrap, client_id)
         why = "RENTALSTREAM_KAFKA_TRANSACTIONS=off" if mode == "off" else "the broker offers no transactions"

@@ -13,6 +13,7 @@ class ThroughTheTestBroker:
 
     def __init__(self, broker: KafkaBroker) -> None:
         self.broker = broker
+        self.committed: dict = {}
 
     async def start(self) -> None:
         pass
@@ -24,7 +25,7 @@ class ThroughTheTestBroker:
         for topic, key, model in messages:
             await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
 
-    async def deliver(self, messages, records, message, group_id, replies=()) -> None:
+    async def deliver(self, messages, records, message, replies=()) -> None:
         await self.publish([*replies, *messages])
         await message.ack()
 
@@ -32,6 +33,9 @@ class ThroughTheTestBroker:
         await message.nack()
 
     async def settle(self) -> None:
+        pass
+
+    def forget_rewinds(self) -> None:
         pass
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
-from runtime.kafka.delivery import BatchDropped, TransactionalResults
+from runtime.kafka.delivery import BatchDropped, ResumeAfterOwnCommits, TransactionalResults
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
             isolation_level="read_committed",
         )
         await consumer.start()
-        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.tx", replies=True)
+        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.tx", GROUP, replies=True)
         await results.start()
         try:
             consumer.assign([tp])
@@ -90,13 +90,13 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
             # The first batch's transaction fails: the broker refuses a 2-MiB record. The
             # second is queued behind it; every reply is already out.
             too_large = [("prices", "big", Note(n=-1, text="x" * (2 << 20)))]
-            await results.deliver(too_large, first, handed, GROUP, replies_of(first))
-            await results.deliver(prices_of(second), second, handed, GROUP, replies_of(second))
+            await results.deliver(too_large, first, handed, replies_of(first))
+            await results.deliver(prices_of(second), second, handed, replies_of(second))
             await results.settle()
             assert await consumer.position(tp) == 0  # both sought back to the failed batch's first offset
             # The third was fetched before that rewind: dropped, and consumed again with the others.
             with pytest.raises(BatchDropped):
-                await results.deliver(prices_of(third), third, handed, GROUP, replies_of(third))
+                await results.deliver(prices_of(third), third, handed, replies_of(third))
             await results.rewind(third, handed)
             assert await consumer.position(tp) == 0
 
@@ -104,8 +104,8 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
             # first still committing while the second is handed over).
             again, rest = await fetch(consumer, 4), await fetch(consumer, 2)
             assert [r.offset for r in again + rest] == [0, 1, 2, 3, 4, 5]
-            await results.deliver(prices_of(again), again, handed, GROUP, replies_of(again))
-            await results.deliver(prices_of(rest), rest, handed, GROUP, replies_of(rest))
+            await results.deliver(prices_of(again), again, handed, replies_of(again))
+            await results.deliver(prices_of(rest), rest, handed, replies_of(rest))
             await results.settle()
             # The group learns a transaction's offsets once its markers are written, a moment after the commit.
             for _ in range(100):
@@ -129,10 +129,56 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
     assert sorted(replies) == sorted([f"r{n}" for n in range(6)] * 2)
 
 
-def test_replies_need_a_reply_producer(kafka_bootstrap):
+def test_a_rebalance_waits_for_the_queued_transactions_and_resumes_after_them(kafka_bootstrap):
     async def scenario():
-        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.no-replies")
+        await fill_partition_zero(kafka_bootstrap, 6)
+        tp = TopicPartition(INPUT, 0)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.rebalance", GROUP)
+        await results.start()
+        rebalance = ResumeAfterOwnCommits(lambda: results, lambda: consumer)
+        try:
+            consumer.assign([tp])
+            handed = Handed(consumer)
+            batches = [await fetch(consumer, 2) for _ in range(3)]
+            for batch in batches:  # handed over back to back: queued, none committed yet
+                await results.deliver(prices_of(batch), batch, handed)
+            queued = len(results._queue)
+            await rebalance.on_partitions_revoked({tp})
+            # Handed back only once every queued batch is committed.
+            committed_by_revoke = dict(results.committed)
+            consumer.seek(tp, 0)  # as a consumer given the partition afresh would start: not from its own position
+            await rebalance.on_partitions_assigned({tp})
+            resumed_at = await consumer.position(tp)
+            for _ in range(100):  # the markers written, the group and read_committed readers see it too
+                if (committed := await consumer.committed(tp)) == 6:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await results.stop()
+            await consumer.stop()
+        prices = [r.key.decode() for r in await read_topic(kafka_bootstrap, "prices")]
+        return queued, committed_by_revoke, resumed_at, committed, prices
+
+    queued, committed_by_revoke, resumed_at, committed, prices = asyncio.run(scenario())
+    assert queued == 3  # the revoke really found batches waiting
+    assert committed_by_revoke == {TopicPartition(INPUT, 0): 6}
+    assert resumed_at == 6  # the later of the group's offset and its own transactions' one
+    assert committed == 6
+    assert sorted(prices) == [f"p{n}" for n in range(6)]
+
+
+def test_replies_need_a_reply_producer():
+    async def scenario():
+        results = TransactionalResults("127.0.0.1:9", "delivery-test", "delivery-test.no-replies", GROUP)
         with pytest.raises(ValueError, match="replies=True"):
-            await results.deliver([], [], Handed(None), GROUP, [("price-replies", "r", Note(n=0))])
+            await results.deliver([], [], Handed(None), [("price-replies", "r", Note(n=0))])
 
     asyncio.run(scenario())
