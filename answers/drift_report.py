@@ -23,11 +23,18 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import text
 
-from monitor.watch import MAE_SIGNAL
+from monitor.watch import (
+    CONFLICT_SIGNAL,
+    MAE_SIGNAL,
+    PRICE_SOURCES,
+    category_signal,
+    delay_signal,
+    numeric_signal,
+    price_signal,
+)
 from runtime.postgres.engines import read_rows
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from schemas.reference import Distribution, ReferenceStats
-from schemas.topics import DELAYS, PRICES, RENTALS
 
 ERROR_ROWS = 100_000  # the most recent prices with a real price that the error curve covers
 
@@ -144,10 +151,15 @@ class DriftReport:
         return [s for s in self.signals if s.state == "drifting"]
 
 
-def serving_version(database_url: str) -> str | None:
+def served_versions(database_url: str) -> list[dict]:
+    """Each version that priced something: how many prices, first and last, oldest first."""
+    [rows] = read_rows(database_url, VERSIONS_SQL)
+    return rows
+
+
+def serving_version(versions: list[dict]) -> str | None:
     """The version of the latest price, None when nothing has been priced yet."""
-    [rows] = read_rows(database_url, text("SELECT model_version FROM prices ORDER BY scored_at DESC LIMIT 1"))
-    return rows[0]["model_version"] if rows else None
+    return max(versions, key=lambda v: v["last_scored_at"])["model_version"] if versions else None
 
 
 def drift_report(
@@ -155,17 +167,17 @@ def drift_report(
     reference: ReferenceStats,
     reference_version: str,
     *,
+    versions: list[dict],
     window: int,
     mae_window: int,
     mae_margin: float,
     now: datetime,
 ) -> DriftReport:
-    """Everything the document shows, read in one go."""
-    signals, alerts, versions, cars, delays, prices, conflicts, errors = read_rows(
+    """Everything the document shows, read in one go (``versions`` from ``served_versions``)."""
+    signals, alerts, cars, delays, prices, conflicts, errors = read_rows(
         database_url,
         SIGNALS_SQL,
         ALERTS_SQL,
-        VERSIONS_SQL,
         RECENT_CARS_SQL.bindparams(window=window),
         RECENT_DELAYS_SQL.bindparams(window=window),
         RECENT_PRICES_SQL.bindparams(window=window),
@@ -195,7 +207,7 @@ def drift_report(
         numeric(
             name.replace("_", " "),
             UNITS[name],
-            f"{RENTALS.name}/{name}",
+            numeric_signal(name),
             reference.numeric[name],
             [c[name] for c in cars],
         )
@@ -205,7 +217,7 @@ def drift_report(
         numeric(
             f"delay at checkout, {checkin_type}",
             "minutes",
-            f"{RENTALS.name}/delay.{checkin_type}",
+            delay_signal(checkin_type),
             distribution,
             [d["value"] for d in delays if d["checkin_type"] == checkin_type],
         )
@@ -215,17 +227,17 @@ def drift_report(
         numeric(
             f"price per day, {source}",
             "€",
-            f"{PRICES.name}/price_per_day.{source}",
+            price_signal(source),
             reference.predicted_price,
             [p["value"] for p in prices if p["source"] == source],
         )
-        for source in ("rentals", "requests")
+        for source in PRICE_SOURCES
     ]
     share_sections = [
         ShareSection(
             name.replace("_", " "),
             [
-                view(f"{RENTALS.name}/{name}={category}", share, [float(c[name] == category) for c in cars])
+                view(category_signal(name, category), share, [float(c[name] == category) for c in cars])
                 for category, share in reference.category_shares[name].items()
             ],
             list(reference.category_shares[name]),
@@ -237,7 +249,7 @@ def drift_report(
             "equipment",
             [
                 view(
-                    f"{RENTALS.name}/{name}=true",
+                    category_signal(name, "true"),
                     reference.category_shares[name]["true"],
                     [float(c[name]) for c in cars],
                 )
@@ -264,7 +276,7 @@ def drift_report(
         detectors=sorted({row["detector"] for row in signals}),
         numeric=numeric_sections,
         shares=share_sections,
-        conflicts=view(f"{DELAYS.name}/is_conflict", reference.conflict_share, [c["value"] for c in conflicts]),
+        conflicts=view(CONFLICT_SIGNAL, reference.conflict_share, [c["value"] for c in conflicts]),
         error=error,
         alerts=alerts,
         versions=versions,

@@ -28,6 +28,25 @@ from schemas.reference import ReferenceStats
 from schemas.topics import DELAYS, PRICES, RENTALS
 
 MAE_SIGNAL = f"{PRICES.name}/absolute_error"
+CONFLICT_SIGNAL = f"{DELAYS.name}/is_conflict"
+PRICE_SOURCES = ("rentals", "requests")  # the cars rented and the cars asked about
+
+
+def numeric_signal(name: str) -> str:
+    return f"{RENTALS.name}/{name}"
+
+
+def category_signal(name: str, category: str) -> str:
+    """The share of ``category`` among a categorical field's values (``true`` for an equipment)."""
+    return f"{RENTALS.name}/{name}={category}"
+
+
+def delay_signal(checkin_type: str) -> str:
+    return f"{RENTALS.name}/delay.{checkin_type}"
+
+
+def price_signal(source: str) -> str:
+    return f"{PRICES.name}/price_per_day.{source}"
 
 
 @dataclass(frozen=True)
@@ -57,29 +76,26 @@ class DriftWatch:
     ) -> None:
         self.reference = reference
         self.spec = spec
-        self.numeric = {
-            name: SignalMonitor(f"{RENTALS.name}/{name}", spec, reference.numeric[name]) for name in NUMERIC
-        }
+        self.numeric = {name: SignalMonitor(numeric_signal(name), spec, reference.numeric[name]) for name in NUMERIC}
         self.categories = {
-            (name, category): SignalMonitor(f"{RENTALS.name}/{name}={category}", spec, share=share)
+            (name, category): SignalMonitor(category_signal(name, category), spec, share=share)
             for name in CATEGORICAL
             for category, share in reference.category_shares[name].items()
         }
         self.equipment = {
-            name: SignalMonitor(f"{RENTALS.name}/{name}=true", spec, share=reference.category_shares[name]["true"])
+            name: SignalMonitor(category_signal(name, "true"), spec, share=reference.category_shares[name]["true"])
             for name in EQUIPMENT
         }
         self.delays = {
-            checkin_type: SignalMonitor(f"{RENTALS.name}/delay.{checkin_type}", spec, distribution)
+            checkin_type: SignalMonitor(delay_signal(checkin_type), spec, distribution)
             for checkin_type, distribution in reference.delays.items()
         }
-        self.conflicts = SignalMonitor(f"{DELAYS.name}/is_conflict", spec, share=reference.conflict_share)
+        self.conflicts = SignalMonitor(CONFLICT_SIGNAL, spec, share=reference.conflict_share)
         # Two populations, two signals: the cars rented and the cars asked about. The scorer
         # publishes their prices in batches of one kind, so one signal would see the mix
         # change every batch.
         self.prices = {
-            source: SignalMonitor(f"{PRICES.name}/price_per_day.{source}", spec, reference.predicted_price)
-            for source in ("rentals", "requests")
+            source: SignalMonitor(price_signal(source), spec, reference.predicted_price) for source in PRICE_SOURCES
         }
         self.error = ErrorMonitor(MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin)
 

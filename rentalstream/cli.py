@@ -426,14 +426,15 @@ def _write_drift_report(settings: Settings, html: str, window: int) -> None:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from answers.drift_report import drift_report, serving_version
+    from answers.drift_report import drift_report, served_versions, serving_version
     from answers.drift_report_html import render
     from runtime.registry import MissingReference, NoChampion, Registry, UnknownVersion
 
     database_url = settings.resolved_database_url()
     registry = Registry.of(settings)
+    versions = served_versions(database_url)
     try:
-        version = serving_version(database_url) or registry.champion(settings.registry.champion_alias)
+        version = serving_version(versions) or registry.champion(settings.registry.champion_alias)
         reference = registry.reference(version)
     except (NoChampion, MissingReference, UnknownVersion) as error:
         console.print(f"[red]cannot write the drift report:[/red] {error}")
@@ -442,6 +443,7 @@ def _write_drift_report(settings: Settings, html: str, window: int) -> None:
         database_url,
         reference,
         version,
+        versions=versions,
         window=window,
         mae_window=settings.monitor.mae_window,
         mae_margin=settings.monitor.mae_margin,

@@ -9,7 +9,7 @@ the delay and conflict figures come from the delay history the product was built
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 REFERENCE_ARTIFACT = "reference.json"
 
@@ -21,6 +21,14 @@ class Histogram(BaseModel):
 
     edges: list[float] = Field(min_length=2)
     shares: list[float]
+
+    @model_validator(mode="after")
+    def _a_share_per_bin(self) -> Histogram:
+        if len(self.shares) != len(self.edges) - 1:
+            raise ValueError(f"{len(self.edges)} edges make {len(self.edges) - 1} bins, but {len(self.shares)} shares")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("the edges must not decrease")
+        return self
 
 
 class Distribution(BaseModel):

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, insert
 
-from answers.drift_report import drift_report
+from answers.drift_report import drift_report, served_versions
 from answers.drift_report_html import render
+from monitor.detectors import DetectorSpec
+from monitor.watch import DriftWatch
 from producers.replay import rental_events
 from runtime.postgres.engines import async_engine
 from runtime.settings import normalised_database_url
@@ -144,7 +146,10 @@ def stored(url: str, sql: str) -> pd.DataFrame:
 
 
 def report_of(url: str, reference):
-    report = drift_report(url, reference, "7", window=WINDOW, mae_window=MAE_WINDOW, mae_margin=0.25, now=START)
+    versions = served_versions(url)
+    report = drift_report(
+        url, reference, "7", versions=versions, window=WINDOW, mae_window=MAE_WINDOW, mae_margin=0.25, now=START
+    )
     html = render(report)
     assert external_loads(html) == []
     return read_report(html), html
@@ -157,7 +162,8 @@ def test_the_report_sets_the_recent_window_and_rolling_error_beside_the_referenc
     before, _ = report_of(clean_database, reference)
     assert before.summary.startswith("The monitor has written no state yet")
     assert before.alerts == [] and all(s["state"] is None for s in before.signals.values())
-    assert len(before.signals) == 65  # every monitored signal, from the reference
+    watched = {m.signal for m in DriftWatch(reference, DetectorSpec("adwin", 0.002)).monitors()}
+    assert set(before.signals) == watched and len(watched) == 65  # every signal the monitor watches, no other
 
     monitor_wrote(clean_database)
     reading, html = report_of(clean_database, reference)
