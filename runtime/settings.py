@@ -134,7 +134,11 @@ class ScorerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface of /health, /ready, /metrics.")
     port: int = Field(8091, ge=0, le=65535, description="Port of /health, /ready, /metrics.")
     max_records: int = Field(2000, ge=1, description="Largest batch the scorer takes from one poll.")
-    batch_timeout_ms: int = Field(100, ge=1, description="How long a poll of the scorer waits to fill a batch.")
+    batch_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        description="How long an idle poll of the scorer waits before it polls again; records are scored as soon as they arrive.",
+    )
     compile_model: bool = Field(
         True,
         description="Score with the model's trees compiled to machine code (lleaves), once checked against the "
@@ -161,7 +165,11 @@ class MonitorSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface of the monitor's /health, /ready, /metrics.")
     port: int = Field(8092, ge=0, le=65535, description="Port of the monitor's /health, /ready, /metrics.")
     max_records: int = Field(2000, ge=1, description="Largest batch the monitor takes from one poll.")
-    batch_timeout_ms: int = Field(100, ge=1, description="How long a poll of the monitor waits to fill a batch.")
+    batch_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        description="How long an idle poll of the monitor waits before it polls again; records are read as soon as they arrive.",
+    )
     db_retries: int = Field(
         5, ge=0, description="Retries of a failed write of the monitor before the batch is handed back to Kafka."
     )

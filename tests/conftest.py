@@ -242,7 +242,6 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
         "RENTALSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "RENTALSTREAM_DATABASE_URL": clean_database,
         "RENTALSTREAM_REGISTRY_TRACKING_URI": mlflow_registry[0],
-        "RENTALSTREAM_SCORER_BATCH_TIMEOUT_MS": "50",
         "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
     }
 
@@ -286,7 +285,6 @@ def monitor_env(scorer_env) -> dict[str, str]:
         **scorer_env,
         "RENTALSTREAM_MONITOR_PORT": str(processes.free_port()),
         "RENTALSTREAM_MONITOR_STATE_SECONDS": "0.5",
-        "RENTALSTREAM_MONITOR_BATCH_TIMEOUT_MS": "50",
     }
 
 

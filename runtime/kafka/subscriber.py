@@ -4,11 +4,13 @@ its results."""
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Literal, Protocol
 
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 
 class KafkaRecord(Protocol):
@@ -47,8 +49,11 @@ def batch_subscriber(
     ``read_committed``: a result another service published in a transaction that did not
     commit is never seen. ``group_instance_id`` makes the member static: restarted under
     the same id, it takes its partitions back at once, without waiting for its old
-    session to expire and without moving anyone else's."""
-    return broker.subscriber(
+    session to expire and without moving anyone else's.
+
+    ``batch_timeout_ms`` is how long a poll waits when there is nothing to read: records
+    are handed over as soon as they arrive (see ``AttentiveBatchSubscriber``)."""
+    subscriber = broker.subscriber(
         topic,
         group_id=group_id,
         batch=True,
@@ -65,6 +70,25 @@ def batch_subscriber(
         decoder=raw_records,
         include_in_schema=False,  # the typed contracts are schemas.contracts' document
     )
+    if type(subscriber) is not BatchSubscriber:
+        raise TypeError(f"FastStream made a {type(subscriber).__name__}, not the BatchSubscriber this module refines")
+    subscriber.__class__ = AttentiveBatchSubscriber
+    return subscriber
+
+
+class AttentiveBatchSubscriber(BatchSubscriber):
+    """FastStream's batch subscriber without its nap. FastStream's own, after a poll that
+    found nothing for ``batch_timeout_ms``, sleeps as long again before it polls anew, and a
+    record arriving meanwhile waits out the sleep: measured on /predict, a caller pausing
+    150-450 ms between requests waited 29-34 ms on average (p90 82-99 ms) against 13-15 ms
+    back to back. This one polls again at once; the poll itself returns as soon as a
+    record arrives (docs/decisions.md, "An idle consumer hears the next record at once")."""
+
+    __slots__ = ()
+
+    async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple:
+        batches = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
+        return tuple(chain(*batches.values()))
 
 
 async def raw_records(message) -> tuple:
