@@ -121,7 +121,8 @@ class Scorer:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.engine = engine or async_engine(settings.resolved_database_url())
+        # No ping before each batch's transaction (~0.4 ms of a /predict): every write is retried.
+        self.engine = engine or async_engine(settings.resolved_database_url(), ping_on_checkout=False)
         self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
         self._own_results = results is None
         self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())

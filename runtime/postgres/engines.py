@@ -19,12 +19,20 @@ class CannotMigrate(RuntimeError):
     pass
 
 
-def async_engine(database_url: str, pool_size: int = 4, driver: str = "psycopg") -> AsyncEngine:
-    """An async engine on ``driver`` (``psycopg`` or ``asyncpg``) for ``database_url``."""
+def async_engine(
+    database_url: str, pool_size: int = 4, driver: str = "psycopg", ping_on_checkout: bool = True
+) -> AsyncEngine:
+    """An async engine on ``driver`` (``psycopg`` or ``asyncpg``) for ``database_url``.
+
+    ``ping_on_checkout`` asks the server before every use of a pooled connection whether
+    it is still there: one round trip per transaction. A writer that retries each failed
+    transaction (``retries.with_retries``) can go without: a connection the server has
+    dropped fails its first statement, SQLAlchemy then discards the whole pool, and the
+    retry opens a fresh one."""
     url = normalised_database_url(database_url)
     if driver != "psycopg":
         url = url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
-    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=pool_size, pool_pre_ping=ping_on_checkout)
 
 
 async def answers(engine: AsyncEngine, timeout: float = 2.0) -> bool:

@@ -217,3 +217,33 @@ def test_a_large_batch_of_price_requests_keeps_each_car_as_json(clean_database, 
     for (car, unknown), sent in zip(stored, cars, strict=True):
         assert car == {**dict.fromkeys(EQUIPMENT, False), **sent}  # the contract's defaults filled in
         assert unknown == ([] if sent["model_key"] == "Renault" else ["model_key"])
+
+
+def test_a_connection_the_server_dropped_costs_one_retry_without_a_ping(clean_database):
+    """The scorer's engine does not ping a pooled connection before each transaction: the
+    first write on one the server has dropped fails, the pool is discarded, and the retry
+    (the scorer's with_retries) stores the batch on a fresh connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    from runtime.postgres.retries import with_retries
+
+    failures: list[BaseException] = []
+
+    async def go():
+        engine = async_engine(clean_database, ping_on_checkout=False)
+        try:
+            await store.write_rental_batch(engine, [(PREVIOUS, 0, 0)], [], [], utc_now())
+            async with engine.connect() as conn:  # the one pooled connection: the server drops it
+                pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            assert query(clean_database, f"SELECT pg_terminate_backend({pid})") == [(True,)]
+            await with_retries(
+                lambda: store.write_rental_batch(engine, [(NEXT, 0, 1)], [], [], utc_now()),
+                retries=2,
+                on_retry=lambda state: failures.append(state.outcome.exception()),
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    assert len(failures) == 1 and isinstance(failures[0], DBAPIError)  # the dropped connection, once
+    assert [row[0] for row in delays_table(clean_database)] == [100, 101]
