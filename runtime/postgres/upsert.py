@@ -103,6 +103,29 @@ def _upsert(table: Table, key: str, columns: tuple[str, ...], from_staging: bool
     return statement.on_conflict_do_update(index_elements=[key], set_=updates)
 
 
+def upserts_in_one_statement(*writes: tuple[Table, str, list[dict]]):
+    """One ``INSERT … ON CONFLICT (key) DO UPDATE`` per (table, key, rows), all in a single
+    statement (every one but the last a data-modifying ``WITH``, which PostgreSQL runs
+    whether or not the rest reads it): atomic without a transaction around it, and one
+    round trip. For a few rows each (a multi-row ``VALUES``); ``upsert`` for many."""
+    statements = [_upsert_values(table, key, rows) for table, key, rows in writes]
+    *first, last = statements
+    for number, statement in enumerate(first):
+        last = last.add_cte(statement.cte(f"upsert_{number}"))
+    return last
+
+
+def _upsert_values(table: Table, key: str, rows: list[dict]):
+    columns = [c.name for c in table.columns if c.name in rows[0]]
+    by_key = {row[key]: {c: row[c] for c in columns} for row in rows}  # a statement cannot update one row twice
+    statement = insert(table).values(list(by_key.values()))
+    updates = {c: statement.excluded[c] for c in columns if c != key}
+    for stamp in ("stored_at", "updated_at"):
+        if stamp in table.c:
+            updates[stamp] = func.clock_timestamp()
+    return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+
+
 async def insert_dead_letters(conn: AsyncConnection, dead_letters: Sequence[DeadLetter]) -> None:
     """Store dead letters in the caller's transaction; a redelivered one is already there."""
     if not dead_letters:

@@ -219,6 +219,47 @@ def test_a_large_batch_of_price_requests_keeps_each_car_as_json(clean_database, 
         assert unknown == ([] if sent["model_key"] == "Renault" else ["model_key"])
 
 
+def test_a_request_and_its_answer_are_stored_together_or_not_at_all(clean_database):
+    """A /predict's request and price go in one statement without a transaction around it:
+    an answer the table refuses (a model version longer than its column) leaves no request
+    logged either; with a dead letter beside them they go in a transaction, just as whole."""
+    from sqlalchemy.exc import DBAPIError
+
+    from schemas.events import DeadLetter, PriceRequest, PriceScored
+
+    now = utc_now()
+    request = PriceRequest(request_id="r-9", car=CAR, reply_to="replies", event_time=now)
+
+    def answer(version: str) -> PriceScored:
+        return PriceScored(
+            price_id="r-9", request_id="r-9", price_per_day=80.0, unknown_fields=[], model_name="m",
+            model_version=version, event_time=now, scored_at=now,
+        )  # fmt: skip
+
+    letter = DeadLetter(
+        dead_letter_id="price-requests/0/8", topic="price-requests", partition=0, offset=8, key=None,
+        raw_value=b"{", reason="not JSON", consumer="scorer", received_at=now,
+    )  # fmt: skip
+
+    async def go():
+        engine = async_engine(clean_database)
+        try:
+            for dead in ([], [letter]):
+                with pytest.raises(DBAPIError, match="too long"):
+                    await store.write_price_requests(engine, [(request, 0, 9)], [answer("x" * 40)], dead)
+                assert query(clean_database, "SELECT count(*) FROM price_requests") == [(0,)]
+            await store.write_price_requests(engine, [(request, 0, 9)], [answer("4")], [])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    assert query(clean_database, "SELECT request_id, reply_to, kafka_offset FROM price_requests") == [
+        ("r-9", "replies", 9)
+    ]
+    assert query(clean_database, "SELECT price_id, model_version FROM prices") == [("r-9", "4")]
+    assert query(clean_database, "SELECT count(*) FROM dead_letters") == [(0,)]
+
+
 def test_a_connection_the_server_dropped_costs_one_retry_without_a_ping(clean_database):
     """The scorer's engine does not ping a pooled connection before each transaction: the
     first write on one the server has dropped fails, the pool is discarded, and the retry
