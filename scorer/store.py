@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, all_, any_, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runtime.postgres.upsert import COPY_FROM_ROWS, insert_dead_letters, upsert, upserts_in_one_statement
+from runtime.postgres.upsert import COPY_FROM_ROWS, insert_dead_letters, upsert, upsert_in_one_statement
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, PriceRequest, PriceScored, RentalEvent
 from scorer.delays import is_late, knock_on
@@ -72,10 +72,8 @@ async def write_price_requests(
     if request_rows and price_rows and not dead_letters and len(request_rows) < COPY_FROM_ROWS:
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(
-                upserts_in_one_statement(
-                    (tables.price_requests, "request_id", request_rows), (tables.prices, "price_id", price_rows)
-                )
+            await upsert_in_one_statement(
+                conn, (tables.price_requests, "request_id", request_rows), (tables.prices, "price_id", price_rows)
             )
         return
     async with engine.begin() as conn:
