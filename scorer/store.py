@@ -1,4 +1,5 @@
-"""Idempotent Postgres writes: one transaction per batch, every row an upsert by id.
+"""Idempotent Postgres writes: one transaction per batch (for a few price requests, one
+statement), every row an upsert by id.
 
 The knock-on join is computed whichever side arrives second: when a rental arrives,
 its previous rental is looked up (in the batch, then in the table); and rentals
