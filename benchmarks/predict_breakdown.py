@@ -60,8 +60,9 @@ def main() -> None:
         asyncio.run(requests(url, 100))  # warm-up: consumer groups joined, the model compiled and loaded
         answered = asyncio.run(requests(url, args.requests))
         bootstrap = settings.resolved_kafka_bootstrap()
-        sent = asyncio.run(create_times(bootstrap, "price-requests"))
-        replied = asyncio.run(create_times(bootstrap, "price-replies"))
+        partitions = settings.kafka.topic_partitions  # as the stack created them
+        sent = asyncio.run(create_times(bootstrap, "price-requests", partitions))
+        replied = asyncio.run(create_times(bootstrap, "price-replies", partitions))
         engine = create_engine(normalised_database_url(settings.resolved_database_url()))
         try:
             with engine.connect() as conn:
@@ -94,17 +95,18 @@ def main() -> None:
             f"{len(steps)} of {len(answered)} requests found in both topics and the tables"
         )
         print(f"{'step':<32}{'p50 ms':>9}{'mean ms':>9}")
+        if not steps:
+            raise SystemExit("no request was found in both topics and the tables")
         for name, values in zip(STEPS, zip(*steps, strict=True), strict=True):
             print(f"{name:<32}{statistics.median(values) * 1000:>9.1f}{statistics.fmean(values) * 1000:>9.1f}")
 
 
-async def create_times(bootstrap: str, topic: str) -> dict[str, float]:
+async def create_times(bootstrap: str, topic: str, partition_count: int) -> dict[str, float]:
     """Each key on ``topic`` with its first record's CreateTime, in seconds."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, partitions included
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         times: dict[str, float] = {}
