@@ -47,12 +47,36 @@ async def fill_partition_zero(bootstrap: str, count: int) -> None:
         await producer.stop()
 
 
+async def started_reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer in the group whose offsets the transactions commit, as the scorer's reads."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=GROUP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    return consumer
+
+
 async def fetch(consumer: AIOKafkaConsumer, count: int) -> list:
     records: list = []
     while len(records) < count:
         for batch in (await consumer.getmany(timeout_ms=5000, max_records=count - len(records))).values():
             records.extend(batch)
     return records
+
+
+async def group_offset_once_written(consumer: AIOKafkaConsumer, tp: TopicPartition, expected: int) -> int | None:
+    """The group's committed offset of ``tp``, once it is ``expected`` or after 10 s: the
+    group (and a read_committed reader) learns a transaction's offsets once its markers
+    are written, a moment after the commit returns."""
+    for _ in range(100):
+        if (committed := await consumer.committed(tp)) == expected:
+            break
+        await asyncio.sleep(0.1)
+    return committed
 
 
 def prices_of(records) -> list[tuple[str, str | None, BaseModel]]:
@@ -71,14 +95,7 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
     async def scenario():
         await fill_partition_zero(kafka_bootstrap, 6)
         tp = TopicPartition(INPUT, 0)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=GROUP,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
+        consumer = await started_reader(kafka_bootstrap)
         results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.tx", GROUP, replies=True)
         await results.start()
         try:
@@ -107,11 +124,7 @@ def test_a_failed_transaction_is_consumed_again_with_the_batch_after_it_and_each
             await results.deliver(prices_of(again), again, handed, replies_of(again))
             await results.deliver(prices_of(rest), rest, handed, replies_of(rest))
             await results.settle()
-            # The group learns a transaction's offsets once its markers are written, a moment after the commit.
-            for _ in range(100):
-                if (committed := await consumer.committed(tp)) == 6:
-                    break
-                await asyncio.sleep(0.1)
+            committed = await group_offset_once_written(consumer, tp, 6)
         finally:
             await results.stop()
             await consumer.stop()
@@ -133,14 +146,7 @@ def test_a_rebalance_waits_for_the_queued_transactions_and_resumes_after_them(ka
     async def scenario():
         await fill_partition_zero(kafka_bootstrap, 6)
         tp = TopicPartition(INPUT, 0)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=GROUP,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
+        consumer = await started_reader(kafka_bootstrap)
         results = TransactionalResults(kafka_bootstrap, "delivery-test", "delivery-test.rebalance", GROUP)
         await results.start()
         rebalance = ResumeAfterOwnCommits(lambda: results, lambda: consumer)
@@ -157,10 +163,7 @@ def test_a_rebalance_waits_for_the_queued_transactions_and_resumes_after_them(ka
             consumer.seek(tp, 0)  # as a consumer given the partition afresh would start: not from its own position
             await rebalance.on_partitions_assigned({tp})
             resumed_at = await consumer.position(tp)
-            for _ in range(100):  # the markers written, the group and read_committed readers see it too
-                if (committed := await consumer.committed(tp)) == 6:
-                    break
-                await asyncio.sleep(0.1)
+            committed = await group_offset_once_written(consumer, tp, 6)
         finally:
             await results.stop()
             await consumer.stop()
