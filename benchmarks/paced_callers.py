@@ -27,7 +27,7 @@ import time
 import aiohttp
 from against import parse_or_compare
 from bench_stack import fresh_stack
-from bridge_latency import CAR, Run, timed_post
+from bridge_latency import CAR, Run, sequential_run, timed_post
 
 from rentalstream import services
 from rentalstream.kafka_jars import kafka_version
@@ -45,11 +45,11 @@ def main() -> None:
         return
     with fresh_stack((services.SCORER, services.BRIDGE)) as (settings, state):
         url = f"{state['services']['bridge']['url']}/predict"
-        asyncio.run(calls(url, 100, None))  # warm-up: consumer groups joined, the model compiled and loaded
+        asyncio.run(sequential_run(url, 100))  # warm-up: consumer groups joined, the model compiled and loaded
         runs: dict[str, list[Run]] = {"back to back": [], "paced": []}
         for _ in range(args.runs):
-            runs["back to back"].append(asyncio.run(calls(url, args.requests, None)))
-            runs["paced"].append(asyncio.run(calls(url, args.requests, tuple(args.pause_ms))))
+            runs["back to back"].append(asyncio.run(sequential_run(url, args.requests)))
+            runs["paced"].append(asyncio.run(paced_run(url, args.requests, tuple(args.pause_ms))))
         print(
             f"\nconditions: {os.cpu_count()} CPU cores shared by broker, PostgreSQL, scorer, bridge and the load "
             f"generator; Apache Kafka {kafka_version()}; transactions {settings.kafka.transactions}; scorer idle "
@@ -65,15 +65,15 @@ def main() -> None:
                 )
 
 
-async def calls(url: str, requests: int, pause_ms: tuple[float, float] | None) -> Run:
-    """``requests`` on one connection, each after a pause drawn from ``pause_ms`` (none if None)."""
+async def paced_run(url: str, requests: int, pause_ms: tuple[float, float]) -> Run:
+    """``requests`` on one connection, each after a pause drawn from ``pause_ms``
+    (``bridge_latency.sequential_run``, with the pauses)."""
     pauses = random.Random(42)
     run = Run()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
         started = time.perf_counter()
         for i in range(requests):
-            if pause_ms is not None:
-                await asyncio.sleep(pauses.uniform(*pause_ms) / 1000)
+            await asyncio.sleep(pauses.uniform(*pause_ms) / 1000)
             await timed_post(session, url, {**CAR, "mileage": 50_000 + i}, run)
         run.seconds = time.perf_counter() - started
     return run

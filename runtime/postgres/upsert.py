@@ -17,6 +17,7 @@ from sqlalchemy.schema import CreateTable
 from schemas import tables
 from schemas.events import DeadLetter
 
+STAMPS = ("stored_at", "updated_at")  # a rewritten row records when it was last written
 COPY_FROM_ROWS = 100  # fewer rows go as one multi-row upsert: COPY costs two more round trips
 
 
@@ -98,7 +99,7 @@ def _upsert(table: Table, key: str, columns: tuple[str, ...], from_staging: bool
         staging = _staging_table(table)
         statement = statement.from_select(list(columns), select(*(staging.c[c] for c in columns)))
     updates = {c: statement.excluded[c] for c in columns if c != key}
-    for stamp in ("stored_at", "updated_at"):  # a rewritten row records when it was last written
+    for stamp in STAMPS:
         if stamp in table.c:
             updates[stamp] = func.clock_timestamp()
     return statement.on_conflict_do_update(index_elements=[key], set_=updates)
@@ -120,7 +121,7 @@ async def upsert_in_one_statement(conn: AsyncConnection, *writes: tuple[Table, s
         columns = tuple(c.name for c in table.columns if c.name in rows[0])
         by_key = {row[key]: row for row in rows}  # a statement cannot update one row twice
         shapes.append((table, key, columns, len(by_key)))
-        json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        json_columns = _json_columns(table)
         values += [Jsonb(row[c]) if c in json_columns else row[c] for row in by_key.values() for c in columns]
     # Through SQLAlchemy all the same: its errors, and a dropped connection discarding the pool.
     await conn.exec_driver_sql(_upserts_sql(tuple(shapes)), tuple(values))
@@ -137,12 +138,15 @@ def _upserts_sql(shapes: tuple[tuple[Table, str, tuple[str, ...], int], ...]) ->
     return last.as_string(None)
 
 
+@cache
+def _json_columns(table: Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+
+
 def _upsert_sql(table: Table, key: str, columns: tuple[str, ...], rows: int) -> sql.Composed:
     row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
     updates = [sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in columns if c != key]
-    updates += [
-        sql.SQL("{} = clock_timestamp()").format(sql.Identifier(s)) for s in ("stored_at", "updated_at") if s in table.c
-    ]
+    updates += [sql.SQL("{} = clock_timestamp()").format(sql.Identifier(s)) for s in STAMPS if s in table.c]
     return sql.SQL("INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}").format(
         sql.Identifier(table.name),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
