@@ -4,6 +4,7 @@ table from ``COPY_FROM_ROWS`` rows on), and dead letters, each in the caller's t
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from functools import cache
 
@@ -69,10 +70,12 @@ async def _copy_psycopg(driver, staging_name: str, columns: tuple[str, ...], row
             await cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(staging_name)))
             types = _copy_types[staging_name, columns] = [column.type_code for column in cursor.description]
         copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(staging_name), names)
+        # A row's values picked in C, not listed in Python (1 µs a row, ~4 rows a rental).
+        values = operator.itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
         async with cursor.copy(copy_statement) as copy:
             copy.set_types(types)
             for row in rows:
-                await copy.write_row([row[c] for c in columns])
+                await copy.write_row(values(row))
 
 
 _copy_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
