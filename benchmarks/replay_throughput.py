@@ -15,7 +15,7 @@ compiled trees, then replays the history as fast as possible and prints:
 - p50/p99 event-to-commit latency (event time set at send; commit time from
   PostgreSQL's clock_timestamp(); same machine, same clock),
 - peak RSS of every service and of its children (the registry process, a compilation),
-  and the CPU seconds every process used meanwhile,
+  the CPU seconds every process used meanwhile, and the scorers' CPU time per rental,
 
 with the conditions (CPU count, partitions, batch size, dataset rows). ``--profile``
 attaches py-spy to the scorer for the replay and writes its collapsed stacks.
@@ -62,7 +62,7 @@ LATENCY_SQL = text("""
     FROM rentals WHERE event_time >= :since
 """)
 # The lines that carry the figures, for --against's side-by-side summary.
-FIGURES = r"^(published|scored|last publish|event-to-commit|peak RSS|conditions)"
+FIGURES = r"^(published|scored|last publish|event-to-commit|peak RSS|conditions|CPU|scorer CPU)"
 SERVICES = (services.SCORER, services.MONITOR, services.BRIDGE, services.DASHBOARD)
 
 
@@ -158,8 +158,11 @@ def main() -> None:
         print(f"peak RSS of their children: {children}")
         print(
             "CPU seconds meanwhile:      "
-            + ", ".join(f"{n} {s:.1f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.05)
+            + ", ".join(f"{n} {s:.2f}" for n, s in sorted(cpu_used.items(), key=lambda i: -i[1]) if s >= 0.005)
         )
+        scorers_cpu = sum(s for n, s in cpu_used.items() if n.startswith("scorer"))
+        # Steadier than the rate, which the machine's other load moves by ±20%.
+        print(f"scorer CPU per rental:      {scorers_cpu / len(events) * 1e6:>8.1f} µs")
 
 
 @contextmanager

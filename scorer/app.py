@@ -1,11 +1,13 @@
 """The scorer: a FastStream app pricing rentals and price requests, storing the results.
 
-Delivery: a batch's offsets are committed only after its Postgres transaction has
-committed, and on Apache Kafka together with its published results in a Kafka
-transaction that commits while the next batch is scored (``runtime.kafka.delivery``;
-replies to price requests leave before it). If the write still fails after the retries,
-or the Kafka transaction fails, the batch's partitions are sought back to its first
-offsets (``Results.rewind``) and it is consumed again. Every row is an upsert keyed by
+Delivery: a batch is stored in Postgres while the next batch is scored, one store at a
+time in input order (``runtime.kafka.write_behind``). Its offsets are committed only after
+its Postgres transaction has committed, and on Apache Kafka together with its published
+results in a Kafka transaction that commits while later batches are scored
+(``runtime.kafka.delivery``; replies to price requests leave before it). If the write
+still fails after the retries, or the Kafka transaction fails, the batch's partitions are
+sought back to its first offsets (``Results.rewind``) and it is consumed again, with the
+batch scored behind it. Every row is an upsert keyed by
 the message id, so redelivery changes nothing in Postgres, and an aborted transaction
 nothing for ``read_committed`` readers of the result topics.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -32,6 +35,7 @@ from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.kafka.write_behind import WriteBehind
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
@@ -60,6 +64,9 @@ class Handover(NamedTuple):
 
     results: Messages
     replies: Sequence[tuple[str, str | None, Any]] = ()
+
+
+Store = Callable[[], Awaitable[Handover]]  # a scored batch's second half: store it, say what to hand on
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
@@ -134,6 +141,7 @@ class Scorer:
             challenger, lambda: self.registry.version_behind(challenger), self._load
         )
         self._background: list[asyncio.Task] = []
+        self.writes: dict[str, WriteBehind] = {}  # per input topic: each batch stored behind the next one's scoring
         self._prepared: dict[str, PreparedVersion] = {}  # by version: what _moved remembers
 
     @property
@@ -233,14 +241,16 @@ class Scorer:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        for writes in self.writes.values():  # the last batches scored: stored and handed on
+            await writes.settle()
         for results in self.results.values():
             await results.stop()
         await self.registry.close()
         await self.engine.dispose()
 
-    async def score_rentals(self, records: Sequence[KafkaRecord]) -> Handover:
-        """Price a batch of rentals and store them with their delay facts; the prices, the
-        delay facts that changed and the dead letters to publish."""
+    async def score_rentals(self, records: Sequence[KafkaRecord]) -> Store:
+        """Price a batch of rentals; then (``Store``) store them with their delay facts, and
+        hand on the prices, the delay facts that changed and the dead letters to publish."""
         model, challenger = self._models()
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
@@ -259,29 +269,33 @@ class Scorer:
             )
             for (_, e, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
-        facts = await self._retrying(
-            lambda: store.write_rental_batch(
-                self.engine,
-                [(e, r.partition, r.offset) for r, e, _ in priced],
-                price_rows,
-                dead,
-                scored_at,
-            )
-        )
-        self.metrics.scored.labels(RENTALS.name).inc(len(priced))
-        self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
-        self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
-        return Handover(
-            [
-                *((PRICES.name, p.price_id, p) for p in price_rows),
-                *((DELAYS.name, str(f.car_id), f) for f in facts),
-                *dead_letter_messages(dead),
-            ]
-        )
 
-    async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Handover:
-        """Price a batch of requests and store them; the prices, the replies (to the topic
-        each request names, if it may) and the dead letters to publish."""
+        async def stored() -> Handover:
+            facts = await self._retrying(
+                lambda: store.write_rental_batch(
+                    self.engine,
+                    [(e, r.partition, r.offset) for r, e, _ in priced],
+                    price_rows,
+                    dead,
+                    scored_at,
+                )
+            )
+            self.metrics.scored.labels(RENTALS.name).inc(len(priced))
+            self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
+            self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
+            return Handover(
+                [
+                    *((PRICES.name, p.price_id, p) for p in price_rows),
+                    *((DELAYS.name, str(f.car_id), f) for f in facts),
+                    *dead_letter_messages(dead),
+                ]
+            )
+
+        return stored
+
+    async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Store:
+        """Price a batch of requests; then (``Store``) store them, and hand on the prices, the
+        replies (to the topic each request names, if it may) and the dead letters to publish."""
         model, challenger = self._models()
         priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
         allowed = await self.reply_topics.allowed({request.reply_to for _, request, _ in priced if request.reply_to})
@@ -307,20 +321,24 @@ class Scorer:
             for (_, request, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
         answered = await self._explained(model, answered)
-        await self._retrying(
-            lambda: store.write_price_requests(
-                self.engine,
-                [(r, rec.partition, rec.offset) for rec, r, _ in priced],
-                [s for _, s in answered],
-                dead,
+
+        async def stored() -> Handover:
+            await self._retrying(
+                lambda: store.write_price_requests(
+                    self.engine,
+                    [(r, rec.partition, rec.offset) for rec, r, _ in priced],
+                    [s for _, s in answered],
+                    dead,
+                )
             )
-        )
-        self.metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
-        self.metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
-        return Handover(
-            [*((PRICES.name, s.price_id, s) for _, s in answered), *dead_letter_messages(dead)],
-            [(r.reply_to, r.request_id, s) for r, s in answered if r.reply_to],
-        )
+            self.metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
+            self.metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
+            return Handover(
+                [*((PRICES.name, s.price_id, s) for _, s in answered), *dead_letter_messages(dead)],
+                [(r.reply_to, r.request_id, s) for r, s in answered if r.reply_to],
+            )
+
+        return stored
 
     def _group(self, topic: Topic) -> str:
         """The consumer group reading ``topic``: one per input topic."""
@@ -330,14 +348,22 @@ class Scorer:
         self,
         broker: KafkaBroker,
         topic: Topic,
-        score: Callable[[Sequence[KafkaRecord]], Awaitable[Handover]],
+        score: Callable[[Sequence[KafkaRecord]], Awaitable[Store]],
         fetch_max_wait_ms: int = 500,
     ):
-        """Consume ``topic`` in batches, in a consumer group of its own; hand each batch's
-        results on (and commit its offsets) once Postgres holds them."""
+        """Consume ``topic`` in batches, in a consumer group of its own: score each batch,
+        then store it while the next is scored (``WriteBehind``), and hand its results on
+        (and commit its offsets) once Postgres holds them."""
         settings = self.settings
         group = self._group(topic)
-        rebalance = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer)
+        writes = self.writes[topic.name] = WriteBehind(
+            f"scorer {topic.name}",
+            lambda records, message: self.results[topic.name].rewind(records, message),
+            self.metrics.batch_seconds.labels(topic.name).observe,
+        )
+        rebalance = ResumeAfterOwnCommits(
+            lambda: self.results.get(topic.name), lambda: subscriber.consumer, writes=writes
+        )
         subscriber = batch_subscriber(
             broker,
             topic.name,
@@ -355,13 +381,18 @@ class Scorer:
         @subscriber
         async def consume(records: Any, message: KafkaMessage) -> None:
             results = self.results[topic.name]
+            started = time.perf_counter()
             async with rebalance.in_flight:
                 try:
-                    with self.metrics.batch_seconds.labels(topic.name).time():
-                        handover = await score(records)
+                    stored = await score(records)
+
+                    async def store_and_deliver() -> None:
+                        handover = await stored()
                         await results.deliver(handover.results, records, message, handover.replies)
+
+                    await writes.hand_on(records, message, store_and_deliver, started)
                 except BaseException:
-                    await results.rewind(records, message)  # consumed again, nothing before it skipped
+                    await writes.rewind(records, message)  # consumed again, nothing before it skipped
                     raise
 
         return subscriber

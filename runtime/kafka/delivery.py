@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -30,6 +30,9 @@ from pydantic import BaseModel
 
 from runtime.kafka.batch_publisher import BatchPublisher
 from runtime.kafka.subscriber import KafkaRecord
+
+if TYPE_CHECKING:
+    from runtime.kafka.write_behind import WriteBehind
 
 log = logging.getLogger("runtime.kafka.delivery")
 
@@ -330,16 +333,23 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
 
     A rebalance (a replica joining or leaving) can start while a batch is between its
     Postgres commit and its Kafka one. Revoked, this replica first lets that batch finish
-    (``in_flight``, held by the handler, then the results' ``settle``: the transaction
-    still committing), so its offsets are committed before anyone reads them. Assigned,
+    (``in_flight``, held by the handler, then ``writes``: the batch still being stored,
+    then the results' ``settle``: the transactions still committing), so its offsets are
+    committed before anyone reads them. Assigned,
     it resumes from the later of the group's committed offset and the one its own last
     transaction committed: the group coordinator learns of a transaction's
     offsets only once the commit markers are written, a moment after the commit returns,
     and aiokafka's offset fetch cannot ask it to wait for them (KIP-447's require_stable)."""
 
-    def __init__(self, results: Callable[[], Results | None], consumer: Callable[[], AIOKafkaConsumer | None]) -> None:
+    def __init__(
+        self,
+        results: Callable[[], Results | None],
+        consumer: Callable[[], AIOKafkaConsumer | None],
+        writes: WriteBehind | None = None,
+    ) -> None:
         self.results = results  # both made after the subscriber: asked for when a rebalance comes
         self.consumer = consumer
+        self.writes = writes  # the batches still being stored behind the handler, if any
         self.in_flight = asyncio.Lock()
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -348,7 +358,9 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
             async with asyncio.timeout(REVOKE_WAIT_SECONDS):
                 async with self.in_flight:
                     pass
-                if results is not None:  # and the transaction of the batch before it
+                if self.writes is not None:  # the batch still being stored
+                    await self.writes.settle()
+                if results is not None:  # and the transactions of the batches before it
                     await results.settle()
         except TimeoutError:
             log.warning(
@@ -359,6 +371,8 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
         results = self.results()
         if results is not None:
             results.forget_rewinds()
+        if self.writes is not None:
+            self.writes.forget_rewinds()
         own = results.committed if results is not None else {}
         consumer = self.consumer()
         if consumer is None:
