@@ -7,9 +7,9 @@ results in a Kafka transaction that commits while later batches are scored
 (``runtime.kafka.delivery``; replies to price requests leave before it). If the write
 still fails after the retries, or the Kafka transaction fails, the batch's partitions are
 sought back to its first offsets (``Results.rewind``) and it is consumed again, with the
-batch scored behind it. Every row is an upsert keyed by
-the message id, so redelivery changes nothing in Postgres, and an aborted transaction
-nothing for ``read_committed`` readers of the result topics.
+batch scored behind it. Every row is an upsert keyed by the message id, so redelivery
+changes nothing in Postgres, and an aborted transaction nothing for ``read_committed``
+readers of the result topics.
 """
 
 from __future__ import annotations
@@ -392,6 +392,7 @@ class Scorer:
 
                     await writes.hand_on(records, message, store_and_deliver, started)
                 except BaseException:
+                    await writes.settle()  # the batch before it first: if it fails too, it rewinds further back
                     await writes.rewind(records, message)  # consumed again, nothing before it skipped
                     raise
 
