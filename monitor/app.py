@@ -17,6 +17,7 @@ version's reference and restarts its detectors on it, before it observes the bat
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -127,6 +128,9 @@ class Monitor:
         await self.load_reference()
         await self._load_last_alerts()
         await self.write_states()  # every signal is listed from the start
+        # What is loaded by now (the libraries, the reference, the detectors) lives as long as
+        # the process: frozen, the collector stops rescanning it in every full collection.
+        gc.freeze()
         self._writer = asyncio.create_task(self._write_states_periodically(), name="monitor-states")
 
     async def stop(self) -> None:
