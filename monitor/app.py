@@ -17,7 +17,6 @@ version's reference and restarts its detectors on it, before it observes the bat
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -39,6 +38,7 @@ from runtime.consumer_service import consumer_app
 from runtime.kafka.batch_publisher import BatchPublisher
 from runtime.kafka.dead_letters import dead_letter_messages, parse_records
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.long_lived import freeze_what_is_loaded
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
 from runtime.registry import MissingReference, Registry
@@ -128,9 +128,7 @@ class Monitor:
         await self.load_reference()
         await self._load_last_alerts()
         await self.write_states()  # every signal is listed from the start
-        # What is loaded by now (the libraries, the reference, the detectors) lives as long as
-        # the process: frozen, the collector stops rescanning it in every full collection.
-        gc.freeze()
+        freeze_what_is_loaded()  # the libraries, the reference, the detectors: out of every later collection
         self._writer = asyncio.create_task(self._write_states_periodically(), name="monitor-states")
 
     async def stop(self) -> None:

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
+from runtime.long_lived import freeze_what_is_loaded
 from runtime.model_slot import ModelSlot, follow
 from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
@@ -92,6 +93,7 @@ def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await requester.start()
+        freeze_what_is_loaded()  # the libraries and the app: out of every later collection
         watcher = asyncio.create_task(watch_champion(), name="bridge-champion")
         try:
             yield

@@ -36,6 +36,7 @@ from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.kafka.write_behind import WriteBehind
+from runtime.long_lived import freeze_what_is_loaded
 from runtime.model_slot import ModelSlot, follow
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
@@ -221,10 +222,7 @@ class Scorer:
                 if await slot.refresh():
                     self._moved(slot, previous)
                 self._remember(slot)  # an alias that points nowhere, too
-        # What is loaded by now (the libraries, the model) lives as long as the process;
-        # frozen, the collector stops rescanning it, which took ~0.2 s, once every few
-        # batches, in the middle of scoring (with MLflow and pandas in the process then).
-        gc.freeze()
+        freeze_what_is_loaded()  # the libraries and the models: out of every later collection
         self._background.append(
             asyncio.create_task(
                 follow(
