@@ -335,11 +335,11 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
     Postgres commit and its Kafka one. Revoked, this replica first lets that batch finish
     (``in_flight``, held by the handler, then ``writes``: the batch still being stored,
     then the results' ``settle``: the transactions still committing), so its offsets are
-    committed before anyone reads them. Assigned,
-    it resumes from the later of the group's committed offset and the one its own last
-    transaction committed: the group coordinator learns of a transaction's
-    offsets only once the commit markers are written, a moment after the commit returns,
-    and aiokafka's offset fetch cannot ask it to wait for them (KIP-447's require_stable)."""
+    committed before anyone reads them. Assigned, it resumes from the later of the
+    group's committed offset and the one its own last transaction committed: the group
+    coordinator learns of a transaction's offsets only once the commit markers are
+    written, a moment after the commit returns, and aiokafka's offset fetch cannot ask it
+    to wait for them (KIP-447's require_stable)."""
 
     def __init__(
         self,
