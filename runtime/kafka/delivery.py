@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -30,9 +30,6 @@ from pydantic import BaseModel
 
 from runtime.kafka.batch_publisher import BatchPublisher
 from runtime.kafka.subscriber import KafkaRecord
-
-if TYPE_CHECKING:
-    from runtime.kafka.write_behind import WriteBehind
 
 log = logging.getLogger("runtime.kafka.delivery")
 
@@ -62,6 +59,15 @@ class Acknowledgeable(Protocol):
     async def ack(self) -> None: ...
 
     async def nack(self) -> None: ...
+
+
+class StoresBehind(Protocol):
+    """The batches a handler stored behind itself (``runtime.kafka.write_behind``): settled
+    before a transaction takes their offsets, their rewinds forgotten after a rebalance."""
+
+    async def settle(self) -> None: ...
+
+    def forget_rewinds(self) -> None: ...
 
 
 class Results(Protocol):
@@ -345,7 +351,7 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
         self,
         results: Callable[[], Results | None],
         consumer: Callable[[], AIOKafkaConsumer | None],
-        writes: WriteBehind | None = None,
+        writes: StoresBehind | None = None,
     ) -> None:
         self.results = results  # both made after the subscriber: asked for when a rebalance comes
         self.consumer = consumer
