@@ -41,7 +41,7 @@ from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.long_lived import freeze_what_is_loaded
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
-from runtime.registry import MissingReference, Registry
+from runtime.registry import MissingReference, Registry, UnknownVersion
 from runtime.settings import Settings
 from schemas import tables
 from schemas.events import DelayScored, DriftAlert, PriceScored, RentalEvent, utc_now
@@ -241,7 +241,7 @@ class Monitor:
             return
         try:
             await self.load_reference(version)
-        except MissingReference as missing:
+        except (MissingReference, UnknownVersion) as missing:  # a price naming a version never registered, too
             self.without_reference.add(version)
             log.warning("%s; its prices are watched against the reference of v%s", missing, self.reference_version)
 

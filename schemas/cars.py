@@ -22,6 +22,8 @@ import unicodedata
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.text import NO_CONTROL_CHARACTERS, no_control_characters
+
 BRANDS = (
     "Alfa Romeo",
     "Audi",
@@ -131,6 +133,7 @@ class CarFeatures(BaseModel):
     model_key: str = Field(
         min_length=1,
         max_length=64,
+        json_schema_extra={"pattern": NO_CONTROL_CHARACTERS},
         description="Brand; an unknown one is priced as missing and reported in unknown_fields",
     )
     mileage: int = Field(ge=0, le=MAX_MILEAGE_KM, description="Kilometres")
@@ -149,7 +152,7 @@ class CarFeatures(BaseModel):
     @field_validator("model_key")
     @classmethod
     def _known_brand_spelling(cls, value: str) -> str:
-        return canonical_category("model_key", value) or value.strip()
+        return canonical_category("model_key", value) or no_control_characters(value).strip()
 
     @field_validator("fuel", "paint_color", "car_type")
     @classmethod

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.cars import CarFeatures
 from schemas.explanations import Explanation
+from schemas.text import MAX_ID, Label
 
 MAX_ABS_DELAY_MINUTES = 525_600  # one year: anything beyond is a broken record
 MAX_PLANNED_GAP_MINUTES = 720  # the history only links rentals planned < 12 h apart
@@ -30,10 +31,10 @@ def utc_now() -> datetime:
 class RentalEvent(BaseModel):
     """One rental, as in a row of the delay history, with the profile of its car."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    rental_id: int = Field(gt=0)
-    car_id: int = Field(gt=0)
+    rental_id: int = Field(gt=0, le=MAX_ID)
+    car_id: int = Field(gt=0, le=MAX_ID)
     checkin_type: CheckinType
     state: RentalState
     delay_at_checkout_minutes: int | None = Field(
@@ -42,7 +43,7 @@ class RentalEvent(BaseModel):
         le=MAX_ABS_DELAY_MINUTES,
         description="Checkout time minus planned end; negative = returned early.",
     )
-    previous_ended_rental_id: int | None = Field(None, gt=0)
+    previous_ended_rental_id: int | None = Field(None, gt=0, le=MAX_ID)
     planned_gap_minutes: int | None = Field(
         None,
         ge=0,
@@ -68,12 +69,12 @@ class PriceRequest(BaseModel):
     the answer took; ``client`` says who asked (the bridge records the caller there).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    request_id: str = Field(min_length=1, max_length=128)
+    request_id: Label = Field(min_length=1, max_length=128)
     car: CarFeatures
-    reply_to: str | None = Field(None, min_length=1, max_length=249)
-    client: str | None = Field(None, max_length=128)
+    reply_to: Label | None = Field(None, min_length=1, max_length=249)
+    client: Label | None = Field(None, max_length=128)
     listed_price_per_day: float | None = Field(
         None,
         gt=0,
@@ -88,10 +89,14 @@ class PriceRequest(BaseModel):
 
 
 class PriceScored(BaseModel):
-    price_id: str = Field(description="'rental-<rental_id>' or the request id")
-    rental_id: int | None = None
-    request_id: str | None = None
-    car_id: int | None = None
+    # Read back by the monitor and the dashboard: no NaN or infinity, and text and ids that
+    # fit the tables' columns.
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    price_id: Label = Field(max_length=160, description="'rental-<rental_id>' or the request id")
+    rental_id: int | None = Field(None, gt=0, le=MAX_ID)
+    request_id: Label | None = Field(None, max_length=128)
+    car_id: int | None = Field(None, gt=0, le=MAX_ID)
     price_per_day: float
     price_lower: float | None = Field(
         None,
@@ -101,10 +106,10 @@ class PriceScored(BaseModel):
     price_upper: float | None = Field(None, description="High end of the same interval.")
     listed_price_per_day: float | None = Field(None, description="The real price, when the request carried it.")
     unknown_fields: list[str] = Field(default_factory=list)
-    model_name: str
-    model_version: str
-    challenger_model_version: str | None = Field(
-        None, description="The challenger that also priced this car, when a challenger alias exists."
+    model_name: Label = Field(max_length=128)
+    model_version: Label = Field(max_length=32)
+    challenger_model_version: Label | None = Field(
+        None, max_length=32, description="The challenger that also priced this car, when a challenger alias exists."
     )
     challenger_price_per_day: float | None = Field(
         None, description="The challenger's price (None without a challenger, or where it failed)."
@@ -117,20 +122,29 @@ class PriceScored(BaseModel):
 
 
 class DelayScored(BaseModel):
-    """The delay facts of one rental and, when known, its knock-on on the next driver."""
+    """The delay facts of one rental and, when known, its knock-on on the next driver.
 
-    rental_id: int
-    car_id: int
+    Bounded as the rentals they come from, so a message read back (by the monitor) cannot
+    carry an id PostgreSQL cannot store or a number its statistics cannot take."""
+
+    rental_id: int = Field(gt=0, le=MAX_ID)
+    car_id: int = Field(gt=0, le=MAX_ID)
     checkin_type: CheckinType
     state: RentalState
-    delay_at_checkout_minutes: int | None
+    delay_at_checkout_minutes: int | None = Field(ge=-MAX_ABS_DELAY_MINUTES, le=MAX_ABS_DELAY_MINUTES)
     is_late: bool | None = Field(description="Returned after the planned end (delay > 0).")
-    previous_ended_rental_id: int | None
-    planned_gap_minutes: int | None
+    previous_ended_rental_id: int | None = Field(gt=0, le=MAX_ID)
+    planned_gap_minutes: int | None = Field(ge=0, le=MAX_PLANNED_GAP_MINUTES)
     previous_delay_minutes: int | None = Field(
-        description="Delay of the previous rental of the car, once both are known."
+        ge=-MAX_ABS_DELAY_MINUTES,
+        le=MAX_ABS_DELAY_MINUTES,
+        description="Delay of the previous rental of the car, once both are known.",
     )
-    waiting_minutes: int | None = Field(description="previous delay - planned gap: how long this driver waited if > 0.")
+    waiting_minutes: int | None = Field(
+        ge=-MAX_ABS_DELAY_MINUTES - MAX_PLANNED_GAP_MINUTES,
+        le=MAX_ABS_DELAY_MINUTES,
+        description="previous delay - planned gap: how long this driver waited if > 0.",
+    )
     is_conflict: bool | None = Field(description="The previous rental made this driver wait.")
     event_time: datetime
     scored_at: datetime

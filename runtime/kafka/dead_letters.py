@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime.kafka.subscriber import KafkaRecord
 from schemas.events import MAX_MESSAGE_BYTES, DeadLetter, utc_now
+from schemas.text import sanitised
 from schemas.topics import DEAD_LETTERS
 
 Event = TypeVar("Event", bound=BaseModel)
@@ -48,10 +49,12 @@ def dead_letter(record: KafkaRecord, reason: str, consumer: str) -> DeadLetter:
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        # Text from outside, stored as text: PostgreSQL refuses a NUL in it (a field name in
+        # the reason comes from the message), and one refused letter would fail its batch.
+        key=sanitised(record.key.decode("utf-8", "replace")) if record.key is not None else None,
         raw_value=record.value or b"",
         raw_size=len(record.value or b""),
-        reason=reason,
+        reason=sanitised(reason),
         consumer=consumer,
         received_at=utc_now(),
     )
