@@ -5,8 +5,10 @@ It does no scoring: each car of a request becomes a ``PriceRequest`` on
 ``runtime/kafka/request_reply.py``). The scorer stores every request and its answer,
 so the request log is plain SQL (``price_requests`` joined to ``prices``).
 
-Errors: 401 without the right ``X-API-Key`` (when ``RENTALSTREAM_BRIDGE_API_KEY`` is set),
-413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 422 with the field and the reason,
+Errors: 401 without the right ``X-API-Key`` (when keys are set: ``producers/bridge_clients.py``),
+429 with Retry-After past the client's request rate limit,
+413 past ``RENTALSTREAM_BRIDGE_MAX_BODY_BYTES``, 415 for a body not sent as JSON, 422 with
+the field and the reason (or why the body is not JSON: ``producers/bridge_body.py``),
 503 when the broker does not take the request or ``RENTALSTREAM_BRIDGE_MAX_IN_FLIGHT``
 price requests (one per car) are already waiting for the scorer (refused at once, with Retry-After), 504 with the request id when the
 scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``, 502 when
@@ -15,16 +17,17 @@ scorer does not answer within ``RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS``, 502 when
 
 # No `from __future__ import annotations`: FastAPI must see the body type built at runtime.
 import asyncio
-import hmac
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Body, FastAPI, Header, HTTPException, Query, Request, Response, Security
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from producers.bridge_body import StrictJsonRoute
+from producers.bridge_clients import ANONYMOUS, Client, Clients
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
@@ -43,6 +46,7 @@ from schemas.predict import (
     cars_of,
     predict_body,
 )
+from schemas.text import NO_CONTROL_CHARACTERS
 from schemas.topics import PRICE_REPLIES, PRICE_REQUESTS
 
 log = logging.getLogger("rentalstream.bridge")
@@ -109,10 +113,15 @@ def build_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.router.route_class = StrictJsonRoute  # the routes below read strict JSON bodies only
     app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge.max_body_bytes)
     app.add_middleware(TimeResponses, metrics=metrics)
 
-    auth = [Security(api_key_checker(settings))] if settings.bridge.api_key else []
+    bridge = settings.bridge
+    clients = Clients(
+        bridge.api_keys_file, bridge.api_key.get_secret_value() if bridge.api_key else None, bridge.rate_limit
+    )
+    admit = admission(clients)
     PredictBody = predict_body(settings.bridge.max_cars)
 
     @app.post(
@@ -120,7 +129,9 @@ def build_app(settings: Settings) -> FastAPI:
         response_model=PricedCar | list[PricedCar] | PositionalPrediction,
         responses={
             401: {"model": ErrorReply, "description": "Missing or wrong X-API-Key"},
+            429: {"description": "Over the client's request rate limit; Retry-After says when to ask again"},
             413: {"description": "Body larger than the configured limit"},
+            415: {"description": "The body is not sent as JSON (Content-Type: application/json)"},
             503: {
                 "model": ErrorReply,
                 "description": "The broker did not take the request, the bridge is not ready, "
@@ -130,14 +141,17 @@ def build_app(settings: Settings) -> FastAPI:
             504: {"model": ErrorReply, "description": "No reply from the scorer in time; names the request id"},
         },
         response_model_exclude_unset=True,
-        dependencies=auth,
         max_body_size=settings.bridge.max_body_bytes,
     )
     async def predict(
         request: Request,
         response: Response,
         body: Annotated[PredictBody, Body(openapi_examples=OPENAPI_EXAMPLES)],
-        x_client_id: Annotated[str | None, Header(max_length=128, description="Who asks (for the request log)")] = None,
+        caller: Annotated[Client, Depends(admit)],
+        x_client_id: Annotated[
+            str | None,
+            Header(max_length=128, pattern=NO_CONTROL_CHARACTERS, description="Who asks (for the request log)"),
+        ] = None,
         explain: Annotated[
             bool,
             Query(
@@ -160,7 +174,8 @@ def build_app(settings: Settings) -> FastAPI:
             )
             refused.headers["Retry-After"] = "1"
             return refused
-        client = x_client_id or (request.client.host if request.client else None)
+        # Who asks, in the request log: the key's client, else what the caller says, else its address.
+        client = caller.name if clients.need_key else x_client_id or (request.client.host if request.client else None)
         try:
             replies = await requester.ask(
                 cars_of(body), request_id, client, settings.bridge.timeout_seconds, explain=explain
@@ -207,16 +222,31 @@ def build_app(settings: Settings) -> FastAPI:
     return app
 
 
-def api_key_checker(settings: Settings):
-    expected = settings.bridge.api_key.get_secret_value().encode() if settings.bridge.api_key else b""
-    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the bridge has an API key")
+def admission(clients: Clients):
+    """The dependency that lets a /predict in: its key's client (401 without one, when keys
+    are set), within the client's rate limit (429 with Retry-After past it)."""
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when the bridge has API keys")
 
-    async def check_api_key(key: Annotated[str | None, Security(header)]) -> None:
-        # compare_digest: the time taken does not tell how much of a wrong key was right.
-        if key is None or not hmac.compare_digest(key.encode(), expected):
-            raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+    async def admit(request: Request, key: Annotated[str | None, Security(header)]) -> Client:
+        if clients.need_key:
+            client = clients.client_of(key)
+            if client is None:
+                raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
+            caller = client.name
+        else:
+            client = Client(ANONYMOUS, None)
+            caller = request.client.host if request.client else ANONYMOUS
+        request.state.client = client.name  # for the per-client metrics
+        wait = clients.retry_after(client, caller)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                f"over the request rate limit of {client.name}; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        return client
 
-    return check_api_key
+    return admit
 
 
 def priced_car(reply: PriceScored) -> PricedCar:

@@ -30,6 +30,13 @@ class BridgeMetrics:
             "Replies to this bridge that nobody waited for any more (timed out, or redelivered); dropped.",
             registry=self.registry,
         )
+        self.client_responses = Counter(
+            "rentalstream_bridge_client_responses",
+            "Responses by client (the API key's, or 'anonymous' when no key is required; 'unknown' before a key "
+            "is checked or when it is nobody's) and status.",
+            ["client", "status"],
+            registry=self.registry,
+        )
         self.pending = Gauge(
             "rentalstream_bridge_pending_replies",
             "Price requests waiting for their reply now.",
@@ -63,9 +70,11 @@ class TimeResponses:
                 # so a scan of random URLs cannot grow the label set.
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
-                self.metrics.response_seconds.labels(path, str(message["status"])).observe(
-                    time.perf_counter() - started
-                )
+                status = str(message["status"])
+                self.metrics.response_seconds.labels(path, status).observe(time.perf_counter() - started)
+                if path != "unmatched" and scope["method"] == "POST":  # the API's calls, not the probes
+                    client = scope.get("state", {}).get("client", "unknown")  # set by the key check
+                    self.metrics.client_responses.labels(client, status).inc()
             await send(message)
 
         await self.app(scope, receive, timed_send)

@@ -9,6 +9,8 @@ from itertools import islice
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -20,6 +22,8 @@ from runtime.settings import Settings, StackNotRunning
 app = typer.Typer(help="Streaming price and delay scoring for a car-rental marketplace.", no_args_is_help=True)
 db_app = typer.Typer(help="Database tables.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+key_app = typer.Typer(help="API keys of the HTTP bridge's clients.", no_args_is_help=True)
+app.add_typer(key_app, name="api-key")
 console = Console()
 
 
@@ -62,6 +66,31 @@ def down(ctx: typer.Context) -> None:
 
     stopped = stack.down(ctx.obj)
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@key_app.command("add")
+def api_key_add(
+    ctx: typer.Context,
+    client: Annotated[str, typer.Argument(help="The client's name, one word: in the request log and the metrics.")],
+    limit: Annotated[
+        str | None, typer.Option(help="This client's request rate limit, e.g. 50/second (else the bridge's).")
+    ] = None,
+) -> None:
+    """Make a new API key for CLIENT: its SHA-256 goes into RENTALSTREAM_BRIDGE_API_KEYS_FILE, which
+    running bridges read again within a second, and the key is printed once, here."""
+    from producers.bridge_clients import KeysFileError, add_key
+
+    keys_file = ctx.obj.bridge.api_keys_file
+    if keys_file is None:
+        console.print("set RENTALSTREAM_BRIDGE_API_KEYS_FILE to the keys file first", style="red")
+        raise SystemExit(2)
+    try:
+        key = add_key(keys_file, client, limit)
+    except (KeysFileError, ValueError) as error:
+        console.print(str(error), style="red", markup=False, highlight=False)
+        raise SystemExit(2) from None
+    console.print(f"new key of {client} (shown only now; {keys_file} keeps its SHA-256):", highlight=False)
+    print(key)
 
 
 @db_app.command("upgrade")
@@ -618,7 +647,12 @@ def demo(
 def run() -> None:
     try:
         app()
-    except (StackNotRunning, ServiceFailed) as error:
+    except ValidationError as error:  # a setting is wrong: named, without its value (it may be a secret)
+        for problem in error.errors(include_input=False, include_url=False):
+            variable = "RENTALSTREAM_" + "_".join(str(part) for part in problem["loc"]).upper()
+            console.print(f"{variable}: {problem['msg']}", style="red", markup=False, highlight=False)
+        raise SystemExit(2) from None
+    except (StackNotRunning, ServiceFailed, SettingsError) as error:
         console.print(str(error), style="red", markup=False, highlight=False)  # a log tail is not markup
         raise SystemExit(2) from None
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from runtime.stack_state import StackState
 
@@ -100,6 +100,11 @@ def normalised_database_url(url: str) -> str:
 
 class DatabaseSettings(BaseModel):
     url: str | None = Field(None, description="postgresql://user:pass@host:port/db (kept as postgresql+psycopg://…).")
+    password: SecretStr | None = Field(
+        None,
+        description="When set, the password of the database URL (which may then leave it out): "
+        "for RENTALSTREAM_DATABASE_PASSWORD_FILE, a secret file beside a URL that is not secret.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -209,8 +214,28 @@ class BridgeSettings(BaseModel):
     )
     max_body_bytes: int = Field(65_536, ge=1024, description="Largest /predict body accepted; larger ones get 413.")
     api_key: SecretStr | None = Field(
-        None, description="When set, /predict requires this value in the X-API-Key header (else 401)."
+        None, description="When set, /predict requires this value in the X-API-Key header (else 401): client `default`."
     )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A file of API keys, one `<client> <SHA-256 of the key> [<rate limit>]` a line, read again "
+        "within a second of a change; `rentalstream api-key add CLIENT` adds one. When set, /predict requires "
+        "one of them in X-API-Key (else 401).",
+    )
+    rate_limit: str | None = Field(
+        None,
+        description="Requests each client may make, e.g. `50/second` or `1000/minute` (a moving window); past it "
+        "429 with Retry-After. A key's own limit wins. Without keys, callers are told apart by their address.",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _readable_limit(cls, rate_limit: str | None) -> str | None:
+        if rate_limit is not None:
+            import limits
+
+            limits.parse(rate_limit)  # ValueError: couldn't parse rate limit string '…'
+        return rate_limit
 
     def resolved_url(self) -> str:
         return self.url or f"http://{self.host}:{self.port}"
@@ -294,6 +319,40 @@ class FormerNames(PydanticBaseSettingsSource):
         return groups
 
 
+class SecretFiles(PydanticBaseSettingsSource):
+    """``RENTALSTREAM_<NAME>_FILE``: the setting ``RENTALSTREAM_<NAME>`` read from that file,
+    the way container platforms hand secrets over (its text, less a final line break).
+    Any setting can be read so; setting both variables of one is an error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *readers: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.variables: dict[str, str | None] = {}
+        for reader in reversed(readers):
+            self.variables.update({name.upper(): value for name, value in getattr(reader, "env_vars", {}).items()})
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is answered by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        read: dict[str, Any] = {}
+        for variable, setting in setting_variables().items():
+            path = self.variables.get(f"{variable}_FILE")
+            if path is None:
+                continue
+            if self.variables.get(variable) is not None:
+                raise SettingsError(f"{variable} and {variable}_FILE are both set; set only one of them")
+            try:
+                value = Path(path).read_text().removesuffix("\n").removesuffix("\r")
+            except OSError as error:
+                raise SettingsError(f"{variable}_FILE: cannot read {path}: {error.strerror}") from None
+            group, _, field = setting.partition(".")
+            if field:
+                read.setdefault(group, {})[field] = value
+            else:
+                read[group] = value
+        return read
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RENTALSTREAM_",
@@ -333,7 +392,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         former = FormerNames(settings_cls, env_settings, dotenv_settings)
-        return init_settings, env_settings, dotenv_settings, former, file_secret_settings
+        files = SecretFiles(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, files, former, file_secret_settings
 
     # -- the embedded stack -----------------------------------------------------
 
@@ -362,7 +422,13 @@ class Settings(BaseSettings):
         return self._resolve("RENTALSTREAM_KAFKA_BOOTSTRAP", self.kafka.bootstrap, "kafka_bootstrap")
 
     def resolved_database_url(self) -> str:
-        return normalised_database_url(self._resolve("RENTALSTREAM_DATABASE_URL", self.database.url, "database_url"))
+        url = normalised_database_url(self._resolve("RENTALSTREAM_DATABASE_URL", self.database.url, "database_url"))
+        if self.database.password is None:
+            return url
+        from sqlalchemy.engine import make_url
+
+        with_password = make_url(url).set(password=self.database.password.get_secret_value())
+        return with_password.render_as_string(hide_password=False)
 
     def resolved_mlflow_tracking_uri(self) -> str:
         return self._resolve("RENTALSTREAM_REGISTRY_TRACKING_URI", self.registry.tracking_uri, "mlflow_tracking_uri")

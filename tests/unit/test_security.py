@@ -1,14 +1,17 @@
-"""Security properties that hold by construction: the API key is compared in constant
-time, every service binds to loopback unless told otherwise, and SQL is never built
+"""Security properties that hold by construction: API keys are kept only as their
+SHA-256, every service binds to loopback unless told otherwise, and SQL is never built
 from strings."""
 
 import ast
+import hashlib
+import stat
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from producers import bridge
+from producers.bridge_clients import add_key
 from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,24 +19,23 @@ PRODUCT = ["rentalstream", "schemas", "producers", "scorer", "monitor", "dashboa
 SQL_CALLS = {"text", "exec_driver_sql", "execute", "executemany"}
 
 
-def test_the_api_key_is_compared_with_hmac_compare_digest(monkeypatch):
-    compared = []
-    real = bridge.hmac.compare_digest
-
-    def spy(given, expected):
-        compared.append((given, expected))
-        return real(given, expected)
-
-    monkeypatch.setattr(bridge.hmac, "compare_digest", spy)
+def test_keys_are_kept_as_their_sha256_and_a_wrong_one_is_refused_without_an_echo(tmp_path):
+    keys = tmp_path / "secrets" / "api-keys"
+    key = add_key(keys, "pricing-svc")
+    assert len(key) >= 43  # 32 random bytes, URL-safe
+    assert key not in keys.read_text() and hashlib.sha256(key.encode()).hexdigest() in keys.read_text()
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # readable by the bridge's user alone
     settings = Settings(
-        bridge={"api_key": "the-key"},
+        bridge={"api_keys_file": keys},
         kafka={"bootstrap": "127.0.0.1:9"},
         registry={"tracking_uri": "sqlite:///unused.db"},
     )
     client = TestClient(bridge.build_app(settings))  # no lifespan, no broker: the key is checked first
-    answer = client.post("/predict", json={}, headers={"X-API-Key": "the-kez"})
-    assert answer.status_code == 401 and "the-key" not in answer.text and "the-kez" not in answer.text
-    assert compared == [(b"the-kez", b"the-key")]
+    wrong = key[:-1] + ("x" if key[-1] != "x" else "y")
+    for headers in ({"X-API-Key": wrong}, {}):
+        answer = client.post("/predict", json={}, headers=headers)
+        assert answer.status_code == 401 and key[:-1] not in answer.text, answer.text
+        assert answer.headers["WWW-Authenticate"] == "APIKey"
 
 
 @pytest.mark.parametrize("service", ["scorer", "bridge", "monitor", "dashboard"])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from runtime.settings import FORMER_NAMES, Settings, StackNotRunning, redact_url, setting_variables
 
@@ -124,3 +125,44 @@ def test_the_operations_guide_lists_every_setting_and_no_other():
             names = re.findall(r"`(RENTALSTREAM)?(_[A-Z_]+)`", row.split(" | ")[0])
             documented |= {f"RENTALSTREAM{name}" for _, name in names}
     assert documented == set(setting_variables())
+
+
+def test_any_setting_can_be_read_from_a_file_named_by_its_variable(tmp_path, monkeypatch):
+    (tmp_path / "key").write_text("key-from-a-file\n")  # as `echo key > file` writes it
+    (tmp_path / "password").write_text("pass word:/@\n")
+    (tmp_path / "records").write_text("17")
+    monkeypatch.setenv("RENTALSTREAM_BRIDGE_API_KEY_FILE", str(tmp_path / "key"))
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", "postgresql://reader@db:5432/x")
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("RENTALSTREAM_SCORER_MAX_RECORDS_FILE", str(tmp_path / "records"))
+    settings = Settings(_env_file=None)
+    assert settings.bridge.api_key.get_secret_value() == "key-from-a-file"
+    assert settings.scorer.max_records == 17
+    # The password goes into the URL, escaped as a URL needs.
+    url = make_url(settings.resolved_database_url())
+    assert (url.username, url.password, url.host, url.database) == ("reader", "pass word:/@", "db", "x")
+    assert "pass word" not in repr(settings) and "pass word" not in str(settings.model_dump())
+
+
+def test_a_setting_given_both_ways_or_from_a_missing_file_is_refused_by_name(tmp_path, monkeypatch):
+    from pydantic_settings import SettingsError
+
+    monkeypatch.setenv("RENTALSTREAM_BRIDGE_API_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="RENTALSTREAM_BRIDGE_API_KEY_FILE: cannot read .*missing"):
+        Settings(_env_file=None)
+    (tmp_path / "missing").write_text("k")
+    monkeypatch.setenv("RENTALSTREAM_BRIDGE_API_KEY", "k")
+    with pytest.raises(SettingsError, match="RENTALSTREAM_BRIDGE_API_KEY and RENTALSTREAM_BRIDGE_API_KEY_FILE"):
+        Settings(_env_file=None)
+
+
+def test_a_wrong_setting_stops_the_command_with_its_name_and_not_its_value(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "RENTALSTREAM_HOME": str(tmp_path)}
+    env["RENTALSTREAM_DATABASE_URL"] = "mysql://u:pw-8d1c-secret@db/x"
+    cli = [sys.executable, "-c", "from rentalstream.cli import run; run()", "down"]
+    refused = subprocess.run(cli, env=env, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert refused.returncode == 2
+    assert "RENTALSTREAM_DATABASE_URL" in refused.stdout and "pw-8d1c-secret" not in refused.stdout + refused.stderr
