@@ -7,13 +7,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/rentalstream
 ENV PATH=/opt/rentalstream/bin:$PATH
 WORKDIR /src
-# The dependencies alone first, read from pyproject.toml: this layer (most of the image)
-# is rebuilt only when they change, not on every change of the code.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install --requirement requirements.txt
-COPY README.md ./
+# The dependencies alone first, at the versions and hashes of requirements.lock (the
+# same lock `make` installs, less the test tools): this layer (most of the image) is
+# rebuilt only when they change, not on every change of the code.
+COPY requirements.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
+COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY runtime ./runtime
 COPY producers ./producers

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard mutation compose-up compose-down clean
+.PHONY: demo test lock audit system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard mutation compose-up compose-down clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -69,11 +69,31 @@ compose-up:
 compose-down:
 	docker compose down
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the versions (and the files, by their hashes) of requirements-dev.lock,
+# then the project itself. The locks are written from pyproject.toml by `make lock`.
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet --require-hashes --requirement requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# After a change of the dependencies in pyproject.toml: the locks keep every pin they can.
+# `make lock UPGRADE=--upgrade` moves every pin to the newest release pyproject.toml allows.
+# requirements.lock is what the services need (the container image installs it);
+# requirements-dev.lock adds the test and benchmark tools, at the same versions.
+UV_PIN := uv==0.13.9
+LOCK_OPTIONS := --python-version 3.11 --python-platform linux --generate-hashes --quiet $(UPGRADE)
+lock: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet "$(UV_PIN)"
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_OPTIONS) --output-file requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench $(LOCK_OPTIONS) \
+		--constraint requirements.lock --output-file requirements-dev.lock
+
+# Known vulnerabilities with a fix, in the locked versions (pip-audit asks PyPI's JSON API).
+audit: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet "pip-audit>=2.7"
+	$(BIN)/pip-audit --requirement requirements-dev.lock --disable-pip --strict --progress-spinner off
 
 clean:
 	-$(BIN)/rentalstream down

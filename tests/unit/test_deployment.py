@@ -154,7 +154,8 @@ def test_dockerfile_lints_clean_runs_as_a_numeric_non_root_user_and_holds_every_
     # Layer cache: the dependencies are installed before any code is copied in.
     install = next(i for i, (op, args) in enumerate(instructions) if op == "RUN" and "--requirement" in args)
     first_code = min(i for i, (op, args) in enumerate(instructions) if op == "COPY" and args.split()[0] in packages)
-    assert [args for op, args in instructions[:install] if op == "COPY"] == ["pyproject.toml ./"]
+    assert [args for op, args in instructions[:install] if op == "COPY"] == ["requirements.lock ./"]
+    assert "--require-hashes --requirement requirements.lock" in instructions[install][1]  # make's lock, less the tools
     assert install < first_code
 
 
