@@ -27,7 +27,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.bridge_body import StrictJsonRoute
-from producers.bridge_clients import ANONYMOUS, Client, Clients
+from producers.bridge_clients import ANONYMOUS, SHARED, Client, Clients
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
@@ -174,8 +174,12 @@ def build_app(settings: Settings) -> FastAPI:
             )
             refused.headers["Retry-After"] = "1"
             return refused
-        # Who asks, in the request log: the key's client, else what the caller says, else its address.
-        client = caller.name if clients.need_key else x_client_id or (request.client.host if request.client else None)
+        # Who asks, in the request log: the key's client (a key of the keys file names one), else
+        # what the caller says, else its address.
+        if clients.need_key and caller.name != SHARED:
+            client = caller.name
+        else:
+            client = x_client_id or (request.client.host if request.client else None)
         try:
             replies = await requester.ask(
                 cars_of(body), request_id, client, settings.bridge.timeout_seconds, explain=explain

@@ -34,6 +34,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 log = logging.getLogger("rentalstream.bridge.clients")
 ANONYMOUS = "anonymous"  # the metrics' client when no key is required
+SHARED = "default"  # the client of RENTALSTREAM_BRIDGE_API_KEY, one key for every caller
 RELOAD_SECONDS = 1.0  # how often the keys file's modification time is looked at
 
 
@@ -105,7 +106,7 @@ class Clients:
     ) -> None:
         self.keys_file = keys_file
         self.reload_seconds = reload_seconds
-        self.single = {key_digest(single_key): Client("default", None)} if single_key else {}
+        self.single = {key_digest(single_key): Client(SHARED, None)} if single_key else {}
         self.default_limit = parse_limit(default_limit)
         self.keys: dict[str, Client] = {}
         self._read_at = -math.inf
