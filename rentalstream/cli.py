@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from itertools import islice
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -100,6 +101,35 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     created = engines.upgrade(ctx.obj.resolved_database_url())
     console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
+
+
+@db_app.command("roles")
+def db_roles(
+    ctx: typer.Context,
+    passwords_dir: Annotated[
+        Path | None,
+        typer.Option(help="A folder with a file per role, named after it, holding its password (else none is set)."),
+    ] = None,
+) -> None:
+    """Create the roles of least privilege (migrator, scorer, monitor, reader), hand the
+    tables to the migrator and grant each role its tables. Run as the server's admin."""
+    from runtime.postgres import roles
+
+    passwords = {}
+    if passwords_dir is not None:
+        for role in roles.ROLES:
+            path = passwords_dir / role
+            if path.exists():
+                passwords[role] = path.read_text().removesuffix("\n")
+    created = roles.create_roles(ctx.obj.resolved_database_url(), passwords)
+    table = Table("role", "writes", "reads", box=None)
+    for role in roles.ROLES:
+        written = [t.name for t in roles.WRITES.get(role, ())]
+        reads = "every table" if role in (roles.READER, roles.MIGRATOR) else "what it writes"
+        writes = "creates and alters every table" if role == roles.MIGRATOR else ", ".join(written) or "nothing"
+        table.add_row(role + (" (new)" if role in created else ""), writes, reads)
+    console.print(table)
+    console.print(f"passwords set: {', '.join(sorted(passwords)) or 'none'}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from rentalstream import processes
+from runtime.postgres import roles
 from runtime.settings import Settings
 from runtime.stack_state import BackgroundService, StackState
 
@@ -105,6 +106,11 @@ def spawn(
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{instance or service.name}.log"
     env = os.environ.copy()
+    if service.name in roles.OF_SERVICE and embedded_database(settings):
+        # The embedded stack's services run as roles of least privilege (runtime/postgres/roles.py).
+        env["RENTALSTREAM_DATABASE_URL"] = roles.role_url(
+            settings.resolved_database_url(), roles.OF_SERVICE[service.name]
+        )
     if port is not None:
         env[service.port_variable] = str(port)
         group = getattr(settings, service.name).model_copy(update={"port": port})
@@ -119,6 +125,12 @@ def spawn(
             env=env,
         )
     return BackgroundService(pid=process.pid, url=service.url(settings), log=str(log_path))
+
+
+def embedded_database(settings: Settings) -> bool:
+    """Whether the database is the embedded stack's (which trusts 127.0.0.1, so its roles
+    need no password), not one configured by RENTALSTREAM_DATABASE_URL."""
+    return not settings.database.url and settings.stack is not None and settings.stack.postgres is not None
 
 
 def wait_ready(name: str, url: str, pid: int, deadline: float, log: str | None = None) -> None:

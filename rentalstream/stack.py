@@ -17,7 +17,7 @@ from pathlib import Path
 from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_server import KafkaCluster
 from runtime.kafka.topics import ensure_topics
-from runtime.postgres import engines
+from runtime.postgres import engines, roles
 from runtime.settings import Settings
 from runtime.stack_state import EmbeddedKafka, EmbeddedPostgres, StackState
 
@@ -52,7 +52,10 @@ def prepare(settings: Settings) -> dict:
             settings.kafka.topic_replication_factor,
         )
     )
-    return {"topics": partitions, "tables_created": engines.upgrade(settings.resolved_database_url())}
+    created = engines.upgrade(settings.resolved_database_url())
+    if services.embedded_database(settings):
+        roles.create_roles(settings.resolved_database_url())  # each service runs as its role (services.spawn)
+    return {"topics": partitions, "tables_created": created}
 
 
 def _start(settings: Settings, home: Path) -> StackState:

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_jars import kafka_version
 from rentalstream.kafka_server import KafkaRuntime
 from runtime.kafka.topics import ensure_topics
-from runtime.postgres import engines
+from runtime.postgres import engines, roles
 from runtime.settings import Settings, normalised_database_url
 from tests.helpers import once, service_process
 
@@ -133,14 +134,26 @@ def database_url(tmp_path_factory) -> Iterator[str]:
 
         with postgres_container(postgres_spec(processes.free_port())) as url:
             engines.upgrade(url)
+            roles.create_roles(url, ROLE_PASSWORDS)
             yield url
         return
     server = embedded.start_postgres(tmp_path_factory.mktemp("postgres") / "pgdata")
     try:
         engines.upgrade(server.url)
+        roles.create_roles(server.url, ROLE_PASSWORDS)
         yield server.url
     finally:
         embedded.stop_postgres(server.pgdata, server.system_user, mode="immediate")
+
+
+ROLE_PASSWORDS = {role: f"{role}-in-tests" for role in roles.ROLES}
+
+
+def as_role(database_url: str, role: str) -> str:
+    """``database_url`` as ``role`` of least privilege (``runtime/postgres/roles.py``): the
+    services started by the fixtures below run so, so a right they lack fails their tests."""
+    url = make_url(database_url).set(username=role, password=ROLE_PASSWORDS[role])
+    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -249,7 +262,8 @@ def scorer_env(tmp_path, kafka_bootstrap, clean_database, mlflow_registry, data_
 @pytest.fixture
 def scorer_process(scorer_env, tmp_path) -> Iterator[subprocess.Popen]:
     """The real scorer (`rentalstream scorer`) as a child process; stopped with SIGTERM."""
-    with service_process("scorer", scorer_env, tmp_path / "scorer.log") as process:
+    env = {**scorer_env, "RENTALSTREAM_DATABASE_URL": as_role(scorer_env["RENTALSTREAM_DATABASE_URL"], roles.SCORER)}
+    with service_process("scorer", env, tmp_path / "scorer.log") as process:
         yield process
 
 
@@ -293,6 +307,7 @@ def monitor_process(monitor_env, tmp_path) -> Iterator[subprocess.Popen]:
     """The real drift monitor (`rentalstream monitor`), ready (reference loaded, partitions held)."""
     url = f"http://127.0.0.1:{monitor_env['RENTALSTREAM_MONITOR_PORT']}"
     log = tmp_path / "monitor.log"
-    with service_process("monitor", monitor_env, log) as process:
+    env = {**monitor_env, "RENTALSTREAM_DATABASE_URL": as_role(monitor_env["RENTALSTREAM_DATABASE_URL"], roles.MONITOR)}
+    with service_process("monitor", env, log) as process:
         services.wait_ready("monitor", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
         yield process

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from runtime.postgres import roles
 from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 
@@ -82,6 +83,8 @@ def upgrade(database_url: str) -> list[str]:
                     migrations.add_column(table.name, column._copy())
                     added.append(f"{table.name}.{column.name}")
             metadata.create_all(conn)
+            if len(roles.existing_roles(conn)) == len(roles.ROLES):
+                roles.grant_privileges(conn)  # the rights of `db roles`, on the tables created now too
         return sorted(set(metadata.tables) - before) + added
     finally:
         engine.dispose()

@@ -26,10 +26,12 @@ from sqlalchemy import create_engine, text
 from producers.replay import publish_events, rental_events
 from rentalstream import services
 from rentalstream.processes import free_port
+from runtime.postgres import roles
 from runtime.settings import normalised_database_url
 from schemas.cars import CarFeatures
 from schemas.events import DeadLetter, DriftAlert
 from schemas.predict import EXAMPLE_CAR
+from tests.conftest import as_role
 from tests.drift_report_reading import external_loads, read_report
 from tests.helpers import champion, expected_prices, read_topic, service_process
 from training.features import build_features
@@ -82,6 +84,7 @@ def dashboard_url(bridge_env, monitor_env, tmp_path):
         "RENTALSTREAM_MONITOR_PORT": monitor_env["RENTALSTREAM_MONITOR_PORT"],
         "RENTALSTREAM_DASHBOARD_PORT": str(free_port()),
         "RENTALSTREAM_DASHBOARD_AGGREGATE_SECONDS": "0.5",
+        "RENTALSTREAM_DATABASE_URL": as_role(bridge_env["RENTALSTREAM_DATABASE_URL"], roles.READER),
     }
     url = f"http://127.0.0.1:{env['RENTALSTREAM_DASHBOARD_PORT']}"
     log = tmp_path / "dashboard.log"
