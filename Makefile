@@ -21,17 +21,22 @@ test: $(VENV)/.installed
 
 # What the tests need from Debian besides Python: Chromium for the browser tests (driven
 # through Playwright, whose own browser download needs hosts this kind of machine cannot
-# reach) and kcat, a Kafka client nobody here wrote. Needs root or sudo.
+# reach), kcat, a Kafka client nobody here wrote, and Debian's PostgreSQL server, built
+# with OpenSSL where the embedded one is not (tests/integration/test_postgres_tls.py).
+# Needs root or sudo.
 SYSTEM_PACKAGES := chromium kcat
+POSTGRES_WITH_TLS := /usr/lib/postgresql/*/bin/postgres
 
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || echo $$p; done); \
+	ls $(POSTGRES_WITH_TLS) >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing \
 		|| { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; }; \
 	fi
 	@for p in $(SYSTEM_PACKAGES); do echo "$$p: $$(command -v $$p)"; done
+	@echo "postgres with TLS: $$(ls $(POSTGRES_WITH_TLS))"
 
 chromium: system-packages
 

@@ -1,6 +1,8 @@
-"""No secret leaks: with a database password and an API key set, every service runs at
-DEBUG through good requests, refused ones and a database outage, and neither secret
-shows up in any log line or any HTTP answer. Every service listens on 127.0.0.1 only."""
+"""No secret leaks: with a database password and API keys set (read from files, the
+`RENTALSTREAM_<NAME>_FILE` way, and one from a keys file of hashes), every service runs
+at DEBUG through good requests, refused ones and a database outage, and no secret shows
+up in any log line, any HTTP answer (error bodies and /metrics included) or what
+`rentalstream up` prints. Every service listens on 127.0.0.1 only."""
 
 import asyncio
 import time
@@ -9,27 +11,34 @@ from contextlib import ExitStack
 import httpx
 import psutil
 import pytest
-from sqlalchemy.engine import make_url
 
+from producers.bridge_clients import key_digest
 from producers.replay import publish_events, rental_events
 from rentalstream import embedded, services
 from rentalstream.processes import free_port
 from schemas.predict import EXAMPLE_CAR
-from tests.helpers import service_process, wait_for
+from tests.helpers import run_cli, service_process, wait_for
 from tests.reliability.scorer_runs import stored_rentals
 
 pytestmark = pytest.mark.reliability
 DB_PASSWORD = "db-pw-7f3a9c-secret"
 API_KEY = "api-key-51be02-secret"
+CLIENT_KEY = "client-key-0c4d19-secret"  # in the keys file as its SHA-256 only
 SERVICES = ("scorer", "bridge", "monitor", "dashboard")
 
 
 def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pricing_csv, tmp_path):
-    url = make_url(own_postgres.url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "database-password").write_text(DB_PASSWORD + "\n")
+    (secrets / "api-key").write_text(API_KEY)
+    (secrets / "api-keys").write_text(f"pricing-svc {key_digest(CLIENT_KEY)}\n")
     env = {
         **scorer_env,
-        "RENTALSTREAM_DATABASE_URL": url,
-        "RENTALSTREAM_BRIDGE_API_KEY": API_KEY,
+        "RENTALSTREAM_DATABASE_URL": own_postgres.url,  # the password comes from its file
+        "RENTALSTREAM_DATABASE_PASSWORD_FILE": str(secrets / "database-password"),
+        "RENTALSTREAM_BRIDGE_API_KEY_FILE": str(secrets / "api-key"),
+        "RENTALSTREAM_BRIDGE_API_KEYS_FILE": str(secrets / "api-keys"),
         "RENTALSTREAM_LOG_LEVEL": "DEBUG",
     }
     for name in SERVICES:
@@ -40,6 +49,12 @@ def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pri
     def keep(response: httpx.Response) -> httpx.Response:
         answers.append(f"{response.status_code} {dict(response.headers)} {response.text}")
         return response
+
+    # What `rentalstream up` prints on these endpoints (it starts nothing of its own here).
+    done = run_cli(env, "up", "--no-services")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "postgres" in done.stdout
+    answers.append(done.stdout + done.stderr)
 
     with ExitStack() as running:
         for name in SERVICES:
@@ -61,6 +76,8 @@ def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pri
             == 401
         )
         assert keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR)).status_code == 401
+        client_key = {"X-API-Key": CLIENT_KEY}
+        assert keep(httpx.post(f"{bridge}/predict", json=EXAMPLE_CAR, headers=client_key)).status_code == 200
         assert (
             keep(httpx.post(f"{bridge}/predict", json={"fuel": 1}, headers={"X-API-Key": API_KEY})).status_code == 422
         )
@@ -88,6 +105,6 @@ def test_no_secret_in_logs_or_answers(own_postgres, scorer_env, delays_xlsx, pri
     print(f"{lines:,} log lines ({failures} database write failures logged), {len(answers)} HTTP answers checked")
     assert failures > 0  # the outage was seen, and logged
     assert any(a.startswith("503") for a in answers)  # and reported
-    for secret in (DB_PASSWORD, API_KEY):
+    for secret in (DB_PASSWORD, API_KEY, CLIENT_KEY):
         assert not [name for name, text in logs.items() if secret in text]
         assert not [a for a in answers if secret in a]
