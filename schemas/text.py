@@ -23,8 +23,9 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints: a larger one could never be stored
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"  # the same rule, as a pattern (of an HTTP header)
+_CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
+_CONTROL = re.compile(f"[{_CONTROL_CHARACTERS}]")
+NO_CONTROL_CHARACTERS = f"^[^{_CONTROL_CHARACTERS}]*$"  # the same rule, as a pattern (of an HTTP header)
 
 
 def no_control_characters(value: str) -> str:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_jars import kafka_version
@@ -152,8 +151,7 @@ ROLE_PASSWORDS = {role: f"{role}-in-tests" for role in roles.ROLES}
 def as_role(database_url: str, role: str) -> str:
     """``database_url`` as ``role`` of least privilege (``runtime/postgres/roles.py``): the
     services started by the fixtures below run so, so a right they lack fails their tests."""
-    url = make_url(database_url).set(username=role, password=ROLE_PASSWORDS[role])
-    return url.render_as_string(hide_password=False)
+    return roles.role_url(database_url, role, ROLE_PASSWORDS[role])
 
 
 @pytest.fixture

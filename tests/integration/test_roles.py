@@ -17,7 +17,7 @@ import pytest
 from psycopg import errors
 from sqlalchemy.engine import make_url
 
-from runtime.postgres import engines
+from runtime.postgres import engines, roles
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,9 @@ TRICKY_PASSWORD = "a:b%c'd\"e@:name"  # quotes, a colon-name and a percent sign,
 
 
 def connect(url: str, role: str) -> psycopg.Connection:
-    as_role = make_url(url).set(username=role, password="unused-under-trust")
-    return psycopg.connect(as_role.render_as_string(hide_password=False), autocommit=True)
+    # The embedded server trusts 127.0.0.1: the role is who connects, whatever the password.
+    as_role = roles.role_url(url, role).replace("postgresql+psycopg://", "postgresql://", 1)
+    return psycopg.connect(as_role, autocommit=True)
 
 
 def allowed(conn: psycopg.Connection, statement: str) -> bool:
@@ -116,7 +117,7 @@ def test_each_service_role_reads_and_writes_only_its_tables_and_changes_no_schem
 
 
 def test_the_migrator_owns_the_schema_and_its_upgrade_grants_on_the_tables_it_creates(with_roles):
-    migrator = make_url(with_roles).set(username="rentalstream_migrator").render_as_string(hide_password=False)
+    migrator = roles.role_url(with_roles, roles.MIGRATOR)
     with connect(with_roles, "rentalstream_migrator") as conn:
         assert all(rights(conn, table)[right] for table in TABLES for right in ("select", "insert", "update"))
         assert schema_changes(conn) == {"create": True, "alter": True}
