@@ -1,9 +1,13 @@
 """The dashboard's live feed: one per dashboard process, shared by every open page.
 
 It reads ``prices``, ``delays``, ``drift`` and ``dead-letters`` in the dashboard's own
-consumer group, from the end of each partition (Postgres already holds what came
-before), into bounded buffers: the newest rows of each live list, and the arrival time
-and event-to-scored latency of recent prices. While messages arrive it re-reads the
+consumer group into bounded buffers: the newest rows of each live list, and the arrival
+time and event-to-scored latency of recent prices. A partition the feed has not followed
+yet starts at its end, and the feed then (re)reads the tables from Postgres, which
+already hold everything before that end: the scorer and the monitor store a batch
+before they publish it. A row both read from Postgres and then consumed is shown once.
+A partition taken away by a rebalance and given back resumes where the feed left it,
+so a rebalance skips nothing. While messages arrive it re-reads the
 aggregates from Postgres every ``dashboard_aggregate_seconds``. Pages never see a
 message: each one redraws from ``snapshot()`` on its own periodic callback, so a replay
 at full speed costs a page one redraw a second, not one per message.
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import takewhile
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,6 +45,14 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     DELAYS.name: DelayScored,
     DRIFT.name: DriftAlert,
     DEAD_LETTERS.name: DeadLetter,
+}
+# The columns that name a row of each live list, to show a row once (a rental's delay is
+# scored again when its rental changes: one row per scoring).
+ROW_IDS = {
+    "prices": ("price_id",),
+    "conflicts": ("rental_id", "scored_at"),
+    "alerts": ("alert_id",),
+    "dead_letters": ("dead_letter_id",),
 }
 RATE_WINDOW_SECONDS = 5.0
 IDLE_REFRESH_SECONDS = 15.0  # re-read the aggregates this often even when no message comes
@@ -91,7 +103,10 @@ class LiveFeed:
         self.consumer: AIOKafkaConsumer | None = None
         self.version = 0
         self._stale = True  # messages arrived since the aggregates were read
-        self.positioned = False  # every assigned partition's end offset is resolved
+        self.positioned = False  # every assigned partition's position is resolved
+        self.followed: dict[TopicPartition, int] = {}  # where a revoked partition was left
+        self.seeded_ids: dict[str, set[tuple]] = {}  # the ids of the rows read from Postgres, per list
+        self.seed_error: Exception | None = None  # a seed that failed in the rebalance listener
 
     @property
     def ready(self) -> bool:
@@ -103,8 +118,10 @@ class LiveFeed:
         )
 
     async def run(self) -> None:
-        """Seed from Postgres, then follow the topics until cancelled."""
-        await self._seed()
+        """Follow the topics until cancelled, seeded from Postgres whenever the feed
+        takes a partition it has not followed (``_Positions``)."""
+        self.followed.clear()
+        self.seed_error = None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -114,11 +131,13 @@ class LiveFeed:
             isolation_level="read_committed",  # the scorer publishes in transactions: only committed ones
         )
         await self.consumer.start()
-        self.consumer.subscribe(list(CONTRACTS), listener=_FromTheEnd(self))
+        self.consumer.subscribe(list(CONTRACTS), listener=_Positions(self))
         refresher = asyncio.create_task(self._refresh_aggregates())
         try:
             while True:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+                if self.seed_error is not None:  # aiokafka only logs a listener's errors
+                    raise self.seed_error
                 for records in batches.values():
                     self._take(records)
         finally:
@@ -166,16 +185,22 @@ class LiveFeed:
                 continue
             self.metrics.messages.labels(record.topic).inc()
             if isinstance(message, PriceScored):
-                latencies.append(self._price(message))
+                if self._new("prices", (message.price_id,)):
+                    latencies.append(self._price(message))
             elif isinstance(message, DelayScored):
-                if message.is_conflict:
+                if message.is_conflict and self._new("conflicts", (message.rental_id, message.scored_at)):
                     self.conflicts.appendleft(message.model_dump())
             elif isinstance(message, DriftAlert):
-                self.alerts.appendleft(_alert_row(message))
-            else:
+                if self._new("alerts", (message.alert_id,)):
+                    self.alerts.appendleft(_alert_row(message))
+            elif self._new("dead_letters", (message.dead_letter_id,)):
                 self.dead_letters.appendleft(_dead_letter_row(message))
             self._stale = True
         self.version += 1
+
+    def _new(self, rows: str, row_id: tuple) -> bool:
+        """Whether a consumed row is not one the feed read from Postgres already."""
+        return row_id not in self.seeded_ids.get(rows, ())
 
     def _price(self, price: PriceScored) -> float:
         latency_ms = (price.scored_at - price.event_time).total_seconds() * 1000
@@ -196,6 +221,10 @@ class LiveFeed:
         self.conflicts.extend(latest.conflicts)
         self.alerts.extend(latest.alerts)
         self.dead_letters.extend(latest.dead_letters)
+        self.seeded_ids = {
+            rows: {tuple(row[column] for column in columns) for row in getattr(latest, rows)}
+            for rows, columns in ROW_IDS.items()
+        }
         if latest.prices:
             self.model = f"{latest.prices[0]['model_name']} v{latest.prices[0]['model_version']}"
         self._stale = False
@@ -222,22 +251,36 @@ class LiveFeed:
             self.version += 1
 
 
-class _FromTheEnd(ConsumerRebalanceListener):
-    """Start every partition the feed is given at its end: Postgres has the past."""
+class _Positions(ConsumerRebalanceListener):
+    """Where the feed reads each partition it is given: where it left it, if a rebalance
+    took it away; else at its end, and then the tables are read again from Postgres,
+    which hold everything before that end."""
 
     def __init__(self, feed: LiveFeed) -> None:
         self.feed = feed
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.feed.positioned = False
+        for partition in revoked:
+            self.feed.followed[partition] = await self.feed.consumer.position(partition)
 
     async def on_partitions_assigned(self, assigned) -> None:
-        if assigned:
-            await self.feed.consumer.seek_to_end(*assigned)
-            # seek_to_end is lazy (resolved at the next fetch): resolve it now, so that
-            # nothing published once the dashboard says it is ready can be skipped
-            for partition in assigned:
-                await self.feed.consumer.position(partition)
+        consumer, followed = self.feed.consumer, self.feed.followed
+        for partition in assigned:
+            if partition in followed:
+                consumer.seek(partition, followed[partition])
+        new = [partition for partition in assigned if partition not in followed]
+        if new:
+            await consumer.seek_to_end(*new)
+            # seek_to_end is lazy (resolved at the next fetch): resolve it before reading
+            # Postgres, so that nothing published since can be skipped
+            for partition in new:
+                followed[partition] = await consumer.position(partition)
+            try:
+                await self.feed._seed()
+            except (SQLAlchemyError, OSError) as error:
+                self.feed.seed_error = error
+                return
         self.feed.positioned = True
 
 

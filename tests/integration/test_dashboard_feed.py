@@ -7,12 +7,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import insert
 
-from dashboard.feed import RATE_WINDOW_SECONDS, LiveFeed
+from dashboard.feed import CONTRACTS, RATE_WINDOW_SECONDS, LiveFeed
 from dashboard.metrics import DashboardMetrics
 from runtime.postgres.engines import async_engine
+from runtime.postgres.upsert import insert_dead_letters
 from schemas import tables
 from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored, WindowStats
 
@@ -176,5 +177,71 @@ async def _scenario(database_url, bootstrap):
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
+        await producer.stop()
+        await engine.dispose()
+
+
+def letter(n: int) -> DeadLetter:
+    return DeadLetter(
+        dead_letter_id=f"rentals/0/{n}/scorer",
+        topic="rentals",
+        partition=0,
+        offset=n,
+        key=str(n),
+        raw_value=b"{not json",
+        reason="invalid JSON",
+        consumer="scorer",
+        received_at=T0 + timedelta(seconds=n),
+    )
+
+
+async def send_letters(producer: AIOKafkaProducer, numbers) -> None:
+    for n in numbers:  # keyed by number: spread over every partition of dead-letters
+        await producer.send("dead-letters", letter(n).model_dump_json().encode(), key=str(n).encode())
+    await producer.flush()
+
+
+def test_a_rebalance_costs_the_feed_no_row_and_a_stored_row_shows_once(clean_database, kafka_bootstrap):
+    """A second dashboard replica joining and leaving the group (a rolling deploy) takes
+    partitions from the feed and gives them back: what was published to them meanwhile
+    still shows. A dead letter stored before the feed started, then consumed as well,
+    shows once."""
+    asyncio.run(_rebalance_scenario(clean_database, kafka_bootstrap))
+
+
+async def _rebalance_scenario(database_url, bootstrap):
+    engine = async_engine(database_url, pool_size=2)
+    async with engine.begin() as conn:
+        await insert_dead_letters(conn, [letter(0)])
+    group = "dashboard-rebalance"
+    feed = LiveFeed(
+        bootstrap, engine, group_id=group, buffer_rows=100, aggregate_seconds=0.2, metrics=DashboardMetrics()
+    )
+    following = asyncio.create_task(feed.run())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    replica = AIOKafkaConsumer(*CONTRACTS, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    shown = lambda: [row["dead_letter_id"] for row in feed.snapshot().dead_letters]
+    try:
+        await wait_until(lambda: feed.ready, "the feed to hold its partitions")
+        every_partition = set(feed.consumer.assignment())
+        assert shown() == [letter(0).dead_letter_id]
+        await send_letters(producer, range(6))  # letter 0 again: published after it was stored
+        await wait_until(lambda: len(shown()) >= 6, "the first letters")
+
+        await replica.start()
+        while not replica.assignment():
+            await replica.getmany(timeout_ms=200)
+        await wait_until(lambda: feed.positioned and set(feed.consumer.assignment()) < every_partition, "a rebalance")
+        await send_letters(producer, range(6, 30))  # some to the partitions the replica holds
+        await replica.stop()  # it leaves the group: the feed takes its partitions back
+        await wait_until(lambda: set(feed.consumer.assignment()) == every_partition, "the partitions back")
+
+        await wait_until(lambda: len(shown()) >= 30, "every letter", timeout=20)
+        assert sorted(shown()) == sorted(letter(n).dead_letter_id for n in range(30))
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await replica.stop()
         await producer.stop()
         await engine.dispose()
