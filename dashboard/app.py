@@ -25,6 +25,7 @@ from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.model_importance import ModelImportance
 from dashboard.page import build_page
+from runtime.kafka.security import client_options
 from runtime.postgres.engines import async_engine
 from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
@@ -44,6 +45,7 @@ def serve(settings: Settings) -> None:
         buffer_rows=settings.dashboard.buffer_rows,
         aggregate_seconds=settings.dashboard.aggregate_seconds,
         metrics=metrics,
+        security=client_options(settings.kafka),
     )
     importance = ModelImportance(RegistryProcess.of(settings), settings.registry.champion_alias)
     address = f"{settings.dashboard.host}:{settings.dashboard.port}"

@@ -85,12 +85,14 @@ class LiveFeed:
         buffer_rows: int,
         aggregate_seconds: float,
         metrics: DashboardMetrics,
+        security: dict | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.engine = engine
         self.group_id = group_id
         self.aggregate_seconds = aggregate_seconds
         self.metrics = metrics
+        self.security = security or {}
         self.prices: deque[dict] = deque(maxlen=buffer_rows)
         self.conflicts: deque[dict] = deque(maxlen=buffer_rows)
         self.alerts: deque[dict] = deque(maxlen=buffer_rows)
@@ -129,6 +131,7 @@ class LiveFeed:
             enable_auto_commit=True,
             auto_offset_reset="latest",
             isolation_level="read_committed",  # the scorer publishes in transactions: only committed ones
+            **self.security,
         )
         await self.consumer.start()
         self.consumer.subscribe(list(CONTRACTS), listener=_Positions(self))

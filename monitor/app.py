@@ -37,6 +37,7 @@ from runtime import consumer_service
 from runtime.consumer_service import consumer_app
 from runtime.kafka.batch_publisher import BatchPublisher
 from runtime.kafka.dead_letters import dead_letter_messages, parse_records
+from runtime.kafka.security import broker_security, client_options
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.long_lived import freeze_what_is_loaded
 from runtime.postgres.engines import async_engine
@@ -62,6 +63,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
         client_id=CLIENT_ID,
         log_level=logging.DEBUG,
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="monitor")],
+        security=broker_security(settings.kafka),
     )
     monitor = Monitor(settings, metrics)
     return consumer_app(
@@ -101,7 +103,9 @@ class Monitor:
         self.settings = settings
         self.metrics = metrics
         self.engine = engine or async_engine(settings.resolved_database_url(), pool_size=2)
-        self.publisher = publisher or BatchPublisher(settings.resolved_kafka_bootstrap(), client_id=CLIENT_ID)
+        self.publisher = publisher or BatchPublisher(
+            settings.resolved_kafka_bootstrap(), client_id=CLIENT_ID, security=client_options(settings.kafka)
+        )
         self.registry = Registry.of(settings)
         self.spec = DetectorSpec(settings.monitor.detector, settings.monitor.detector_setting)
         self.watch: DriftWatch | None = None  # built on the reference, at start

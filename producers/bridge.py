@@ -31,6 +31,7 @@ from producers.bridge_clients import ANONYMOUS, SHARED, Client, Clients
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
+from runtime.kafka.security import client_options
 from runtime.long_lived import freeze_what_is_loaded
 from runtime.model_slot import ModelSlot, follow
 from runtime.registry_process import RegistryProcess
@@ -81,6 +82,7 @@ def build_app(settings: Settings) -> FastAPI:
         PRICE_REPLIES.name,
         settings.kafka.request_fetch_max_wait_ms,
         on_late_reply=metrics.late_replies.inc,
+        security=client_options(settings.kafka),
     )
     registry = RegistryProcess.of(settings)  # MLflow stays in that child process
     alias = settings.registry.champion_alias

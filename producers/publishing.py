@@ -50,12 +50,13 @@ async def publish_paced(
     seconds: float | None = None,
     on_progress: Callable[[int], None] = lambda n: None,
     client_id: str = "rentalstream-producer",
+    security: dict | None = None,
 ) -> PublishStats:
     """Publish (topic, key, event) messages, paced at ``rate`` events/s or as fast as
     possible, until ``messages`` ends or ``seconds`` have passed.
 
     A cancellation (Ctrl-C) stops the stream after waiting for what is in flight."""
-    publisher = BatchPublisher(bootstrap, client_id=client_id, request_timeout_ms=OUTAGE_WAIT_MS)
+    publisher = BatchPublisher(bootstrap, client_id=client_id, request_timeout_ms=OUTAGE_WAIT_MS, security=security)
     await publisher.start()
     started = time.perf_counter()
     sent = published = 0

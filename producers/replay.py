@@ -32,6 +32,7 @@ async def publish_events(
     rate: float | None = None,
     batch_size: int = 5000,
     on_progress: Callable[[int], None] = lambda n: None,
+    security: dict | None = None,
 ) -> PublishStats:
     """Publish ``events`` to ``rentals``, paced at ``rate`` events/s or as fast as possible."""
     return await publish_paced(
@@ -41,4 +42,5 @@ async def publish_events(
         batch_size=batch_size,
         on_progress=on_progress,
         client_id="rentalstream-replay",
+        security=security,
     )

@@ -367,6 +367,7 @@ def simulate(
     from the two datasets, optionally shifted from event N on."""
     from producers.publishing import publish_paced
     from producers.simulator import BadShift, Shift, Simulator
+    from runtime.kafka.security import client_options
 
     settings: Settings = ctx.obj
     try:
@@ -399,6 +400,7 @@ def simulate(
                     batch_size=settings.replay.batch_size,
                     on_progress=bar.update,
                     client_id="rentalstream-simulator",
+                    security=client_options(settings.kafka),
                 )
             )
         except KeyboardInterrupt:

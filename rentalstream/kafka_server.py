@@ -104,6 +104,74 @@ def kafka_runtime(
     return KafkaRuntime(java, ensure_jars(cache_dir, repository, on_progress), heap)
 
 
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A cluster that speaks only TLS and knows who is asking.
+
+    Clients reach the ``SECURE`` listener over SASL_SSL with SCRAM-SHA-512 logins; the
+    nodes speak to each other there as ``admin``, and to the controllers over mutual TLS,
+    each presenting ``keystore``. The logins are made when the log is formatted (they live
+    in the cluster's metadata); ACLs are enforced (``StandardAuthorizer``): a principal
+    other than a super user may do only what an ACL allows it.
+
+    ``keystore`` is a PEM file of the node's PKCS#8 key and certificate (for 127.0.0.1,
+    usable by a server and a client), ``truststore`` the PEM of the CA that signed it, and
+    ``node_principal`` that certificate's subject as Kafka names it (``CN=…``)."""
+
+    keystore: Path
+    truststore: Path
+    node_principal: str
+    admin_password: str
+    users: dict[str, str] = field(default_factory=dict)  # name -> password, besides admin
+    admin: str = "admin"
+
+    def properties(self) -> dict[str, str]:
+        login = f'username="{self.admin}" password="{self.admin_password}";'
+        return {
+            "listener.security.protocol.map": "SECURE:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SECURE",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            "listener.name.secure.scram-sha-512.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.scram.ScramLoginModule required {login}"
+            ),
+            "listener.name.controller.ssl.client.auth": "required",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore),
+            "authorizer.class.name": AUTHORIZER,
+            "super.users": f"User:{self.admin};User:{self.node_principal}",
+        }
+
+    def format_arguments(self) -> list[str]:
+        """``--add-scram`` for admin and every user: the logins the formatted log starts with."""
+        logins = {self.admin: self.admin_password, **self.users}
+        return [
+            argument
+            for name, password in logins.items()
+            for argument in ("--add-scram", f"{SCRAM}=[name={name},password={password}]")
+        ]
+
+    def client_properties(self, folder: Path) -> Path:
+        """A client configuration for Kafka's own tools, logged in as admin (mode 0600)."""
+        path = folder / "admin-client.properties"
+        path.write_text(
+            "security.protocol=SASL_SSL\n"
+            f"sasl.mechanism={SCRAM}\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{self.admin}" password="{self.admin_password}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={self.truststore}\n"
+        )
+        path.chmod(0o600)
+        return path
+
+
 @dataclass
 class KafkaNode:
     node_id: int
@@ -137,6 +205,7 @@ class KafkaCluster:
     nodes: list[KafkaNode]
     runtime: KafkaRuntime
     properties: dict[str, str] = field(default_factory=dict)
+    security: BrokerSecurity | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -184,6 +253,21 @@ class KafkaCluster:
         with ThreadPoolExecutor(max_workers=len(running) or 1) as pool:
             list(pool.map(lambda node: self.stop_node(node, timeout), running))
 
+    @property
+    def client_options(self) -> dict:
+        """aiokafka's keyword arguments of an admin client of this cluster."""
+        if self.security is None:
+            return {}
+        from aiokafka.helpers import create_ssl_context
+
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": SCRAM,
+            "sasl_plain_username": self.security.admin,
+            "sasl_plain_password": self.security.admin_password,
+            "ssl_context": create_ssl_context(cafile=str(self.security.truststore)),
+        }
+
     def wait_ready(self, timeout: float = 90) -> None:
         """Until every running node listens and the cluster's metadata lists it as a broker."""
         deadline = time.monotonic() + timeout
@@ -192,7 +276,7 @@ class KafkaCluster:
             _wait_for_port(node, deadline)
         wanted = {node.node_id for node in running}
         while True:
-            listed = asyncio.run(_broker_ids(",".join(node.bootstrap for node in running)))
+            listed = asyncio.run(_broker_ids(",".join(node.bootstrap for node in running), self.client_options))
             if wanted <= listed:
                 return
             for node in running:
@@ -217,15 +301,17 @@ class KafkaCluster:
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
         replicas = self.replication_factor
         in_sync = min(2, replicas)
+        listener = "SECURE" if self.security else "PLAINTEXT"
         properties = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+            "listeners": f"{listener}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"{listener}://{HOST}:{node.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
+            **(self.security.properties() if self.security else {}),
             "log.dirs": str(node.folder / "data"),
             # Topics are created by `rentalstream up`/`init` with their partitions: a typo fails.
             "auto.create.topics.enable": "false",
@@ -255,6 +341,7 @@ class KafkaCluster:
                     self.cluster_id,
                     "-c",
                     str(node.properties_file),
+                    *(self.security.format_arguments() if self.security else ()),
                 ),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -280,7 +367,11 @@ class KafkaCluster:
 
 
 def open_cluster(
-    folder: Path, runtime: KafkaRuntime, nodes: int = 1, properties: dict[str, str] | None = None
+    folder: Path,
+    runtime: KafkaRuntime,
+    nodes: int = 1,
+    properties: dict[str, str] | None = None,
+    security: BrokerSecurity | None = None,
 ) -> KafkaCluster:
     """The cluster kept in ``folder`` (its id, and its ports where still free), or a new
     one of ``nodes`` nodes on free ports; nothing is started."""
@@ -296,14 +387,19 @@ def open_cluster(
         controller_port = _keep_or_free(entry.get("controller_port"), avoid=taken | {port})
         taken |= {port, controller_port}
         members.append(KafkaNode(entry["node_id"], port, controller_port, folder / f"node-{entry['node_id']}"))
-    return KafkaCluster(folder, layout["cluster_id"], members, runtime, dict(properties or {}))
+    return KafkaCluster(folder, layout["cluster_id"], members, runtime, dict(properties or {}), security)
 
 
 def start_cluster(
-    folder: Path, runtime: KafkaRuntime, nodes: int = 1, properties: dict[str, str] | None = None, timeout: float = 90
+    folder: Path,
+    runtime: KafkaRuntime,
+    nodes: int = 1,
+    properties: dict[str, str] | None = None,
+    timeout: float = 90,
+    security: BrokerSecurity | None = None,
 ) -> KafkaCluster:
     """``open_cluster``, then start it; on failure every node started is stopped again."""
-    cluster = open_cluster(folder, runtime, nodes, properties)
+    cluster = open_cluster(folder, runtime, nodes, properties, security)
     try:
         return cluster.start(timeout)
     except BaseException:
@@ -320,8 +416,8 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-async def _broker_ids(bootstrap: str) -> set[int]:
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+async def _broker_ids(bootstrap: str, options: dict) -> set[int]:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **options)
     try:
         await client.bootstrap()
         return {broker.nodeId for broker in client.cluster.brokers()}

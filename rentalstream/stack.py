@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_server import KafkaCluster
+from runtime.kafka.security import client_options
 from runtime.kafka.topics import ensure_topics
 from runtime.postgres import engines, roles
 from runtime.settings import Settings
@@ -50,6 +51,7 @@ def prepare(settings: Settings) -> dict:
             settings.resolved_kafka_bootstrap(),
             settings.kafka.topic_partitions,
             settings.kafka.topic_replication_factor,
+            security=client_options(settings.kafka),
         )
     )
     created = engines.upgrade(settings.resolved_database_url())

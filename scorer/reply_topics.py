@@ -20,8 +20,9 @@ REFRESH_SECONDS = 1.0  # at most one topic listing a second, however many reques
 
 
 class ReplyTopics:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, security: dict | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security or {}
         self.existing: set[str] = set()
         self._listed_at = float("-inf")
 
@@ -34,7 +35,7 @@ class ReplyTopics:
         return {name for name in wanted if name in self.existing and name not in NOT_REPLY_TOPICS}
 
     async def _list_topics(self) -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000, **self.security)
         await admin.start()
         try:
             return set(await admin.list_topics())

@@ -43,9 +43,10 @@ def authority(name: str) -> Authority:
     return Authority(key, certificate)
 
 
-def server_certificate(ca: Authority, certificate: Path, key: Path, names=(), addresses=()) -> None:
+def server_certificate(ca: Authority, certificate: Path, key: Path, names=(), addresses=(), client=False) -> None:
     """A server certificate signed by ``ca`` for DNS ``names`` and IP ``addresses``,
-    written as PEM to ``certificate`` and its key to ``key`` (mode 0600)."""
+    written as PEM to ``certificate`` and its key to ``key`` (mode 0600); with ``client``,
+    one that may also log in as a client (mutual TLS). Its subject is ``CN=<first name>``."""
     own_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
     alternative = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
@@ -58,7 +59,13 @@ def server_certificate(ca: Authority, certificate: Path, key: Path, names=(), ad
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+                + ([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+            ),
+            critical=False,
+        )
         .sign(ca.key, hashes.SHA256())
     )
     certificate.write_bytes(signed.public_bytes(serialization.Encoding.PEM))

@@ -36,14 +36,16 @@ class BatchPublisher:
         client_id: str,
         transactional_id: str | None = None,
         request_timeout_ms: int = 40_000,
+        security: dict | None = None,
     ) -> None:
         """``request_timeout_ms`` (aiokafka's default here) also bounds how long a record waits
         for a partition that has no leader (the whole cluster restarting, say) before its
-        send fails with ``LeaderNotAvailableError``."""
+        send fails with ``LeaderNotAvailableError``. ``security``: ``runtime.kafka.security.client_options``."""
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.transactional_id = transactional_id
         self.request_timeout_ms = request_timeout_ms
+        self.security = security or {}
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -73,6 +75,7 @@ class BatchPublisher:
             # (above delivery's own 8 s limit, so a slow commit is ours to abandon first).
             transaction_timeout_ms=10_000,
             request_timeout_ms=self.request_timeout_ms,
+            **self.security,
         )
         await self._producer.start()
 

@@ -103,8 +103,8 @@ class AtLeastOnceResults:
 
     guarantee = "at-least-once"
 
-    def __init__(self, bootstrap: str, client_id: str) -> None:
-        self.publisher = BatchPublisher(bootstrap, client_id)
+    def __init__(self, bootstrap: str, client_id: str, security: dict | None = None) -> None:
+        self.publisher = BatchPublisher(bootstrap, client_id, security=security)
         self.committed: dict[TopicPartition, int] = {}  # acked through the consumer group, never kept here
 
     async def start(self) -> None:
@@ -173,14 +173,21 @@ class TransactionalResults:
     guarantee = "exactly-once (read_committed)"
 
     def __init__(
-        self, bootstrap: str, client_id: str, transactional_id: str, group_id: str, replies: bool = False
+        self,
+        bootstrap: str,
+        client_id: str,
+        transactional_id: str,
+        group_id: str,
+        replies: bool = False,
+        security: dict | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.client_id = client_id
         self.transactional_ids = (transactional_id, f"{transactional_id}.2")
         self.publishers: list[BatchPublisher | None] = [None, None]  # taking turns, one per transaction
         self._turn = 0
-        self.replier = BatchPublisher(bootstrap, f"{client_id}-replies") if replies else None
+        self.replier = BatchPublisher(bootstrap, f"{client_id}-replies", security=security) if replies else None
         self.committed: dict[TopicPartition, int] = {}  # the offsets this process's transactions committed
         self.rewound: dict[TopicPartition, int] = {}  # where failed transactions sought their partitions back to
         self.group_id = group_id  # the consumer group whose offsets the transactions commit
@@ -197,7 +204,9 @@ class TransactionalResults:
 
     async def _start_publisher(self, turn: int) -> BatchPublisher:
         transactional_id = self.transactional_ids[turn]
-        publisher = BatchPublisher(self.bootstrap, self.client_id, transactional_id=transactional_id)
+        publisher = BatchPublisher(
+            self.bootstrap, self.client_id, transactional_id=transactional_id, security=self.security
+        )
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):
                 await publisher.start()  # InitProducerId: retried for ever while no coordinator answers
@@ -403,9 +412,9 @@ def batch_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, int]:
     return offsets
 
 
-async def broker_offers_transactions(bootstrap: str, timeout: float = 30) -> bool:
+async def broker_offers_transactions(bootstrap: str, timeout: float = 30, security: dict | None = None) -> bool:
     """Whether the broker's ApiVersions answer lists every request a transaction needs."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **(security or {}))
     try:
         async with asyncio.timeout(timeout):
             await client.bootstrap()
@@ -417,22 +426,30 @@ async def broker_offers_transactions(bootstrap: str, timeout: float = 30) -> boo
 
 
 async def choose_results(
-    mode: str, bootstrap: str, client_id: str, transactional_id: str, group_id: str, replies: bool = False
+    mode: str,
+    bootstrap: str,
+    client_id: str,
+    transactional_id: str,
+    group_id: str,
+    replies: bool = False,
+    security: dict | None = None,
 ) -> Results:
     """The results of ``RENTALSTREAM_KAFKA_TRANSACTIONS``: ``on``, ``off``, or ``auto``
     (transactions where the broker offers them), committing the offsets of consumer group
     ``group_id``, with a producer for replies when ``replies``. Says at start which
     guarantee holds."""
-    offered = mode != "off" and await broker_offers_transactions(bootstrap)
+    offered = mode != "off" and await broker_offers_transactions(bootstrap, security=security)
     if mode == "on" and not offered:
         raise TransactionsUnavailable(
             "RENTALSTREAM_KAFKA_TRANSACTIONS=on, but the broker at "
             f"{bootstrap} offers no transactions; use Apache Kafka, or set it to auto or off"
         )
     if offered:
-        results: Results = TransactionalResults(bootstrap, client_id, transactional_id, group_id, replies=replies)
+        results: Results = TransactionalResults(
+            bootstrap, client_id, transactional_id, group_id, replies=replies, security=security
+        )
     else:
-        results = AtLeastOnceResults(bootstrap, client_id)
+        results = AtLeastOnceResults(bootstrap, client_id, security)
         why = "RENTALSTREAM_KAFKA_TRANSACTIONS=off" if mode == "off" else "the broker offers no transactions"
         log.warning(
             "%s: the result topics are at-least-once (a batch consumed again after a crash publishes its "

@@ -49,12 +49,14 @@ class PriceRequester:
         reply_topic: str,
         fetch_max_wait_ms: int,
         on_late_reply: Callable[[], None] = lambda: None,
+        security: dict | None = None,
     ) -> None:
         self.request_topic = request_topic
         self.reply_topic = reply_topic
         self.instance = uuid.uuid4().hex[:12]
         self.last_model: tuple[str, str] | None = None
         self._bootstrap = bootstrap
+        self._security = security or {}
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._on_late_reply = on_late_reply
         self._pending: dict[str, asyncio.Future[PriceScored]] = {}
@@ -84,7 +86,11 @@ class PriceRequester:
         """Connect (retrying while the broker comes up), take every reply partition at its
         end, and start reading. Replies are only awaited for requests made after this."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, client_id=f"bridge-{self.instance}", acks="all", enable_idempotence=True
+            bootstrap_servers=self._bootstrap,
+            client_id=f"bridge-{self.instance}",
+            acks="all",
+            enable_idempotence=True,
+            **self._security,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -94,9 +100,10 @@ class PriceRequester:
             auto_offset_reset="latest",
             fetch_max_wait_ms=self._fetch_max_wait_ms,
             isolation_level="read_committed",  # a reply of an aborted scorer transaction is not a reply
+            **self._security,
         )
         await start_when_reachable(self._producer, self._consumer, timeout=timeout, pause=0.5)
-        partitions = await partition_ids(self._bootstrap, self.reply_topic)
+        partitions = await partition_ids(self._bootstrap, self.reply_topic, self._security)
         if not partitions:
             raise RuntimeError(f"topic {self.reply_topic!r} does not exist; `rentalstream up` creates the topics")
         assigned = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]

@@ -15,11 +15,11 @@ from schemas.topics import CATALOGUE
 
 
 async def ensure_topics(
-    bootstrap: str, partitions: int, replication_factor: int = 1, timeout: float = 30
+    bootstrap: str, partitions: int, replication_factor: int = 1, timeout: float = 30, security: dict | None = None
 ) -> dict[str, int]:
     """Create missing catalogue topics; return the partition count of every topic (an
     existing topic keeps its own count: growing it would move keys to other partitions)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {}))
     await start_when_reachable(admin, timeout=timeout)
     try:
         existing = set(await admin.list_topics())
@@ -50,11 +50,11 @@ async def _partitions_with_leaders(admin: AIOKafkaAdminClient, timeout: float) -
         await asyncio.sleep(0.1)
 
 
-async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+async def partition_ids(bootstrap: str, topic: str, security: dict | None = None) -> list[int]:
     """The partitions of ``topic`` as the broker describes them (empty if it does not
     exist). A consumer knows only the topics it has subscribed to or been assigned, so
     one that is to be assigned every partition of a topic asks here first."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -166,3 +166,28 @@ def test_a_wrong_setting_stops_the_command_with_its_name_and_not_its_value(tmp_p
     refused = subprocess.run(cli, env=env, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert refused.returncode == 2
     assert "RENTALSTREAM_DATABASE_URL" in refused.stdout and "pw-8d1c-secret" not in refused.stdout + refused.stderr
+
+
+def test_sasl_ssl_needs_a_login_and_reads_its_password_from_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_SASL_USERNAME", "scorer")
+    with pytest.raises(ValidationError, match="RENTALSTREAM_KAFKA_SASL_PASSWORD"):
+        Settings(_env_file=None)
+    (tmp_path / "password").write_text("pa55word\n")
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
+    monkeypatch.setenv("RENTALSTREAM_KAFKA_CA_FILE", str(tmp_path / "ca.pem"))
+    kafka = Settings(_env_file=None).kafka
+    assert (kafka.sasl_username, kafka.sasl_password.get_secret_value()) == ("scorer", "pa55word")
+    assert "pa55word" not in repr(kafka)
+
+
+def test_a_ca_file_that_cannot_be_read_is_named_at_start(tmp_path):
+    from runtime.kafka.security import client_options
+    from runtime.settings import KafkaSettings
+
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL", sasl_username="scorer", sasl_password="x", ca_file=tmp_path / "missing.pem"
+    )
+    with pytest.raises(ValueError, match="RENTALSTREAM_KAFKA_CA_FILE: cannot read CAs from .*missing.pem"):
+        client_options(kafka)
+    assert client_options(KafkaSettings()) == {}  # plaintext: aiokafka's defaults
