@@ -29,6 +29,8 @@ from aiokafka.errors import KafkaError
 
 from rentalstream.kafka_jars import DISTRIBUTION, MAVEN_CENTRAL, Jar, ensure_jars, kafka_version
 from rentalstream.processes import HOST, alive, stop_pid
+from runtime.kafka.security import client_options
+from runtime.settings import KafkaSettings
 
 LOG4J_CONFIG = DISTRIBUTION / "log4j2.yaml"
 TOOLS_LOG4J_CONFIG = DISTRIBUTION / "tools-log4j2.yaml"
@@ -125,8 +127,8 @@ class BrokerSecurity:
     keystore: Path
     truststore: Path
     node_principal: str
-    admin_password: str
-    users: dict[str, str] = field(default_factory=dict)  # name -> password, besides admin
+    admin_password: str = field(repr=False)
+    users: dict[str, str] = field(default_factory=dict, repr=False)  # name -> password, besides admin
     admin: str = "admin"
 
     def properties(self) -> dict[str, str]:
@@ -258,15 +260,14 @@ class KafkaCluster:
         """aiokafka's keyword arguments of an admin client of this cluster."""
         if self.security is None:
             return {}
-        from aiokafka.helpers import create_ssl_context
-
-        return {
-            "security_protocol": "SASL_SSL",
-            "sasl_mechanism": SCRAM,
-            "sasl_plain_username": self.security.admin,
-            "sasl_plain_password": self.security.admin_password,
-            "ssl_context": create_ssl_context(cafile=str(self.security.truststore)),
-        }
+        admin = KafkaSettings(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM,
+            sasl_username=self.security.admin,
+            sasl_password=self.security.admin_password,
+            ca_file=self.security.truststore,
+        )
+        return client_options(admin)
 
     def wait_ready(self, timeout: float = 90) -> None:
         """Until every running node listens and the cluster's metadata lists it as a broker."""
