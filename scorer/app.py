@@ -361,7 +361,7 @@ class Scorer:
         group = self._group(topic)
         writes = self.writes[topic.name] = WriteBehind(
             f"scorer {topic.name}",
-            lambda records, message: self.results[topic.name].rewind(records, message),
+            lambda records, message, floor: self.results[topic.name].rewind(records, message, floor),
             self.metrics.batch_seconds.labels(topic.name).observe,
         )
         rebalance = ResumeAfterOwnCommits(

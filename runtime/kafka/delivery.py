@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,8 +88,13 @@ class Results(Protocol):
         """Publish ``messages`` and ``replies`` and commit the batch's offsets (maybe after
         returning: see ``settle``)."""
 
-    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
-        """The batch failed: have it consumed again, with nothing before it skipped."""
+    async def rewind(
+        self, records: Sequence[KafkaRecord], message: Acknowledgeable, floor: Mapping[TopicPartition, int] = {}
+    ) -> None:
+        """The batch failed: have it consumed again, with nothing before it skipped: each of
+        its partitions from no later than its first offset there, nor than ``floor`` (where
+        a failed store sought it back to, ``runtime.kafka.write_behind``). One seek per
+        partition, to the earliest of them: a second seek could move it forward again."""
 
     async def settle(self) -> None:
         """Wait until no batch is left committing (before partitions are handed back)."""
@@ -123,8 +128,13 @@ class AtLeastOnceResults:
         await self.publisher.publish([*replies, *messages])
         await message.ack()
 
-    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
-        await message.nack()
+    async def rewind(
+        self, records: Sequence[KafkaRecord], message: Acknowledgeable, floor: Mapping[TopicPartition, int] = {}
+    ) -> None:
+        await message.nack()  # back to the batch's first offsets
+        for tp, offset in earliest_offsets(records).items():
+            if floor.get(tp, offset) < offset:
+                message.consumer.seek(tp, floor[tp])
 
     async def settle(self) -> None:
         pass
@@ -250,10 +260,12 @@ class TransactionalResults:
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued(), name=f"{self.transactional_ids[0]}-commits")
 
-    async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
+    async def rewind(
+        self, records: Sequence[KafkaRecord], message: Acknowledgeable, floor: Mapping[TopicPartition, int] = {}
+    ) -> None:
         await self.settle()  # a failing transaction before this batch rewinds further back
         for tp, offset in earliest_offsets(records).items():
-            message.consumer.seek(tp, min(offset, self.rewound.get(tp, offset)))
+            message.consumer.seek(tp, min(offset, self.rewound.get(tp, offset), floor.get(tp, offset)))
 
     async def settle(self) -> None:
         while self._committer is not None and not self._committer.done():

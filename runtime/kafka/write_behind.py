@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiokafka import TopicPartition
 
@@ -28,7 +28,7 @@ from runtime.kafka.subscriber import KafkaRecord
 
 log = logging.getLogger("runtime.kafka.write_behind")
 
-Rewind = Callable[[Sequence[KafkaRecord], Acknowledgeable], Awaitable[None]]
+Rewind = Callable[[Sequence[KafkaRecord], Acknowledgeable, Mapping[TopicPartition, int]], Awaitable[None]]
 
 
 class WriteBehind:
@@ -73,11 +73,11 @@ class WriteBehind:
 
     async def rewind(self, records: Sequence[KafkaRecord], message: Acknowledgeable) -> None:
         """Have ``records`` consumed again, from no later than where a failed store left
-        each of their partitions."""
-        await self._rewind(records, message)
-        for tp, offset in earliest_offsets(records).items():
-            if self.rewound.get(tp, offset) < offset:
-                message.consumer.seek(tp, self.rewound[tp])
+        each of their partitions: ``Results.rewind`` seeks once, to the earliest of that and
+        of where a failed transaction left it (seeking here after it could move a partition
+        forward past records never committed, and the batch after them would be dropped
+        for ever)."""
+        await self._rewind(records, message, self.rewound)
 
     def forget_rewinds(self) -> None:
         """Partitions were assigned: every one resumes from committed offsets now."""

@@ -23,10 +23,11 @@ class Handed:
     consumer: AIOKafkaConsumer
 
 
-async def seek_to_first(records, message: Handed) -> None:
-    """What a failed batch's ``Results.rewind`` does without a transaction: FastStream's nack."""
+async def seek_to_first(records, message: Handed, floor) -> None:
+    """What a failed batch's ``Results.rewind`` does without a transaction: FastStream's
+    nack, to no later than ``floor``."""
     for tp, offset in earliest_offsets(records).items():
-        message.consumer.seek(tp, offset)
+        message.consumer.seek(tp, min(offset, floor.get(tp, offset)))
 
 
 async def fill(bootstrap: str, per_partition: dict[int, int]) -> None:

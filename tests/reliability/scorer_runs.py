@@ -87,13 +87,24 @@ class Scorer:
             self.signal(signal.SIGTERM)
 
 
-def wait_for_rentals(url: str, expected: int, scorer: Scorer, timeout: float = 300) -> None:
+def wait_for_rentals(url: str, expected: int, scorer: Scorer, timeout: float = 300, stalled: float = 90) -> None:
+    """Until ``expected`` rentals are stored; fail, with the scorer's log, if it exits,
+    if ``timeout`` seconds pass, or if no rental is stored for ``stalled`` seconds (a
+    scorer that recovers from a fault resumes within seconds, not minutes)."""
     deadline = time.monotonic() + timeout
+    last, moved = -1, time.monotonic()
     while (stored := stored_rentals(url)) < expected:
+        now = time.monotonic()
+        if stored != last:
+            last, moved = stored, now
         if scorer.process.poll() is not None:
             pytest.fail(f"the scorer exited ({scorer.process.returncode}):\n{scorer.log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{stored} of {expected} rentals stored after {timeout} s")
+        if now > deadline or now - moved > stalled:
+            pytest.fail(
+                f"{stored} of {expected} rentals stored after {timeout if now > deadline else stalled:.0f} s "
+                f"{'in all' if now > deadline else 'without a new one'}; the scorer's log ends:\n"
+                f"{scorer.log.read_text()[-4000:]}"
+            )
         time.sleep(0.2)
 
 

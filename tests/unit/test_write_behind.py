@@ -6,6 +6,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import pytest
+from aiokafka import TopicPartition
+
+from runtime.kafka.delivery import BatchDropped, TransactionalResults
 from runtime.kafka.write_behind import WriteBehind
 
 
@@ -18,7 +22,7 @@ class Record:
     value: bytes | None = None
 
 
-async def never_rewound(records, message) -> None:
+async def never_rewound(records, message, floor) -> None:
     raise AssertionError("no store fails here")
 
 
@@ -67,3 +71,47 @@ def test_each_batch_is_timed_from_its_handler_start_to_its_store_end():
 
     asyncio.run(scenario())
     assert len(seconds) == 1 and 0.5 < seconds[0] < 5  # not just the handler's part, nor only the store's
+
+
+class SeekingConsumer:
+    """The consumer's one call a rewind makes: where each partition is sought to."""
+
+    def __init__(self) -> None:
+        self.positions: dict[TopicPartition, int] = {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+
+@dataclass
+class Handed:
+    consumer: SeekingConsumer
+
+
+def test_a_batch_dropped_after_a_failed_transaction_is_sought_back_to_the_transaction_not_past_it():
+    """A failed transaction sought partition 0 back to offset 100. The batch fetched before
+    that seek (offsets 150-160) is stored, then dropped at delivery, and the batch behind
+    it (161-170) is dropped at hand-on. Both rewinds must leave partition 0 at 100: the
+    store's own rewind point (150) once moved it forward again, offsets 100-149 were
+    never consumed again, and the scorer dropped the same two batches for ever (CI, a
+    broker killed during a replay)."""
+    tp = TopicPartition("rentals", 0)
+
+    async def scenario() -> dict[TopicPartition, int]:
+        results = TransactionalResults("127.0.0.1:9", "test", "test-tx", "test-group")
+        results.rewound[tp] = 100  # where the failed transaction sought partition 0 back to
+        writes = WriteBehind("test", results.rewind)
+        handed = Handed(SeekingConsumer())
+        stored_then_dropped = [Record("rentals", 0, offset) for offset in range(150, 161)]
+
+        async def store_and_deliver() -> None:
+            await results.deliver([], stored_then_dropped, handed)  # raises BatchDropped: 150 > 100
+
+        await writes.hand_on(stored_then_dropped, handed, store_and_deliver, started=0.0)
+        behind = [Record("rentals", 0, offset) for offset in range(161, 171)]
+        with pytest.raises(BatchDropped):
+            await writes.hand_on(behind, handed, lambda: asyncio.sleep(0), started=0.0)
+        await writes.rewind(behind, handed)  # what the handler does with any batch that fails
+        return handed.consumer.positions
+
+    assert asyncio.run(scenario()) == {tp: 100}
