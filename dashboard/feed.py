@@ -214,7 +214,9 @@ class LiveFeed:
 
     # -- Postgres ----------------------------------------------------------------
 
-    async def _seed(self) -> None:
+    async def seed(self) -> None:
+        """Read the aggregates and the newest rows of each live list from Postgres (done by
+        ``_Positions`` once new partitions are positioned at their end)."""
         async with self.engine.connect() as conn:
             latest = await read_latest(conn, self.prices.maxlen or 0)
             self.aggregates = await read_aggregates(conn)
@@ -280,7 +282,7 @@ class _Positions(ConsumerRebalanceListener):
             for partition in new:
                 followed[partition] = await consumer.position(partition)
             try:
-                await self.feed._seed()
+                await self.feed.seed()
             except (SQLAlchemyError, OSError) as error:
                 self.feed.seed_error = error
                 return
