@@ -24,12 +24,14 @@ from typing import Annotated
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.bridge_body import StrictJsonRoute
 from producers.bridge_clients import ANONYMOUS, SHARED, Client, Clients
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
+from runtime import tracing
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
 from runtime.kafka.security import client_options
 from runtime.long_lived import freeze_what_is_loaded
@@ -118,6 +120,12 @@ def build_app(settings: Settings) -> FastAPI:
     app.router.route_class = StrictJsonRoute  # the routes below read strict JSON bodies only
     app.add_middleware(AnswerOversizedBodies, max_bytes=settings.bridge.max_body_bytes)
     app.add_middleware(TimeResponses, metrics=metrics)
+    if tracing.recording():
+        # The server span of each request (continuing the caller's traceparent, if any); the
+        # probes and /metrics stay out of the traces. Loaded only when traces are kept.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
 
     bridge = settings.bridge
     clients = Clients(
@@ -164,6 +172,7 @@ def build_app(settings: Settings) -> FastAPI:
     ):
         """Price one car, a list of cars, or positional rows (see the description above)."""
         request_id = requester.new_request_id()
+        trace.get_current_span().set_attribute("rentalstream.request_id", request_id)
         if not requester.listening:
             return error(503, "not ready: the reply consumer is not reading yet", request_id)
         if requester.pending >= settings.bridge.max_in_flight:
@@ -281,6 +290,7 @@ def serve(settings: Settings) -> None:
     """Run the bridge until SIGTERM/SIGINT (in-flight requests finish first)."""
     import uvicorn
 
+    tracing.configure("rentalstream-bridge")
     uvicorn.run(
         build_app(settings),
         host=settings.bridge.host,

@@ -367,8 +367,10 @@ def simulate(
     from the two datasets, optionally shifted from event N on."""
     from producers.publishing import publish_paced
     from producers.simulator import BadShift, Shift, Simulator
+    from runtime import tracing
     from runtime.kafka.security import client_options
 
+    tracing.configure("rentalstream-simulator")
     settings: Settings = ctx.obj
     try:
         shifts = [Shift.parse(text) for text in shift or []]

@@ -15,9 +15,11 @@ from runtime.stack_state import StackState
 def run_replay(settings: Settings, *, rate: float | None, limit: int | None):
     """Publish the xlsx's rentals (priced cars joined in) with a progress bar."""
     from producers.replay import publish_events, rental_events
+    from runtime import tracing
     from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
     from runtime.kafka.security import client_options
 
+    tracing.configure("rentalstream-replay")
     events = rental_events(
         dataset_path(DELAYS_XLSX, settings.data_dir),
         dataset_path(PRICING_CSV, settings.data_dir),

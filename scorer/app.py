@@ -27,15 +27,17 @@ from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runtime import consumer_service
+from runtime import consumer_service, tracing
 from runtime.compiled_trees import compile_trees
 from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
 from runtime.kafka.security import broker_security, client_options
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.kafka.traces import BatchTraces, kafka_attributes
 from runtime.kafka.write_behind import WriteBehind
 from runtime.long_lived import freeze_what_is_loaded
 from runtime.model_slot import ModelSlot, follow
@@ -62,10 +64,12 @@ CLIENT_ID = "rentalstream-scorer"
 
 class Handover(NamedTuple):
     """What a batch hands on once Postgres holds it: its results (in the batch's Kafka
-    transaction) and the replies to price requests (sent at once, outside it)."""
+    transaction) and the replies to price requests (sent at once, outside it), each with
+    the request's record, whose trace it continues; ``traces``: the batch's processing spans."""
 
     results: Messages
-    replies: Sequence[tuple[str, str | None, Any]] = ()
+    replies: Sequence[tuple[str, str | None, Any, KafkaRecord]] = ()
+    traces: BatchTraces = BatchTraces()
 
 
 Store = Callable[[], Awaitable[Handover]]  # a scored batch's second half: store it, say what to hand on
@@ -101,6 +105,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
 def serve(settings: Settings) -> None:
     """Run the scorer and its HTTP endpoints until SIGTERM/SIGINT."""
+    tracing.configure("rentalstream-scorer")
     consumer_service.serve(build_app(settings), settings.scorer.host, settings.scorer.port)
 
 
@@ -254,6 +259,10 @@ class Scorer:
     async def score_rentals(self, records: Sequence[KafkaRecord]) -> Store:
         """Price a batch of rentals; then (``Store``) store them with their delay facts, and
         hand on the prices, the delay facts that changed and the dead letters to publish."""
+        with BatchTraces.of(records).step(*processing(RENTALS, records)) as traces:
+            return self._score_rentals(records, traces)
+
+    def _score_rentals(self, records: Sequence[KafkaRecord], traces: BatchTraces) -> Store:
         model, challenger = self._models()
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
@@ -274,15 +283,16 @@ class Scorer:
         ]
 
         async def stored() -> Handover:
-            facts = await self._retrying(
-                lambda: store.write_rental_batch(
-                    self.engine,
-                    [(e, r.partition, r.offset) for r, e, _ in priced],
-                    price_rows,
-                    dead,
-                    scored_at,
+            with traces.step(*STORING):
+                facts = await self._retrying(
+                    lambda: store.write_rental_batch(
+                        self.engine,
+                        [(e, r.partition, r.offset) for r, e, _ in priced],
+                        price_rows,
+                        dead,
+                        scored_at,
+                    )
                 )
-            )
             self.metrics.scored.labels(RENTALS.name).inc(len(priced))
             self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
             self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
@@ -291,7 +301,8 @@ class Scorer:
                     *((PRICES.name, p.price_id, p) for p in price_rows),
                     *((DELAYS.name, str(f.car_id), f) for f in facts),
                     *dead_letter_messages(dead),
-                ]
+                ],
+                traces=traces,
             )
 
         return stored
@@ -299,6 +310,10 @@ class Scorer:
     async def score_price_requests(self, records: Sequence[KafkaRecord]) -> Store:
         """Price a batch of requests; then (``Store``) store them, and hand on the prices, the
         replies (to the topic each request names, if it may) and the dead letters to publish."""
+        with BatchTraces.of(records).step(*processing(PRICE_REQUESTS, records)) as traces:
+            return await self._score_price_requests(records, traces)
+
+    async def _score_price_requests(self, records: Sequence[KafkaRecord], traces: BatchTraces) -> Store:
         model, challenger = self._models()
         priced, dead = score_batch(records, PriceRequest, model, CONSUMER)
         allowed = await self.reply_topics.allowed({request.reply_to for _, request, _ in priced if request.reply_to})
@@ -326,19 +341,22 @@ class Scorer:
         answered = await self._explained(model, answered)
 
         async def stored() -> Handover:
-            await self._retrying(
-                lambda: store.write_price_requests(
-                    self.engine,
-                    [(r, rec.partition, rec.offset) for rec, r, _ in priced],
-                    [s for _, s in answered],
-                    dead,
+            with traces.step(*STORING):
+                await self._retrying(
+                    lambda: store.write_price_requests(
+                        self.engine,
+                        [(r, rec.partition, rec.offset) for rec, r, _ in priced],
+                        [s for _, s in answered],
+                        dead,
+                    )
                 )
-            )
             self.metrics.scored.labels(PRICE_REQUESTS.name).inc(len(answered))
             self.metrics.dead_letters.labels(PRICE_REQUESTS.name).inc(len(dead))
+            record_of = {request.request_id: record for record, request, _ in priced}
             return Handover(
                 [*((PRICES.name, s.price_id, s) for _, s in answered), *dead_letter_messages(dead)],
-                [(r.reply_to, r.request_id, s) for r, s in answered if r.reply_to],
+                [(r.reply_to, r.request_id, s, record_of[r.request_id]) for r, s in answered if r.reply_to],
+                traces,
             )
 
         return stored
@@ -391,7 +409,9 @@ class Scorer:
 
                     async def store_and_deliver() -> None:
                         handover = await stored()
-                        await results.deliver(handover.results, records, message, handover.replies)
+                        with handover.traces.step(*publishing(handover)) as traces:
+                            replies = [(*reply, traces.carried(record)) for *reply, record in handover.replies]
+                            await results.deliver(handover.results, records, message, replies)
 
                     await writes.hand_on(records, message, store_and_deliver, started)
                 except BaseException:
@@ -501,3 +521,19 @@ class Scorer:
         if slot is self.champion:
             self.metrics.compiled.set(1)
         log.info("scoring with %s v%s compiled (%s)", model.name, model.version, compiled.path)
+
+
+# The spans of a batch, in each trace its records carry (runtime/kafka/traces.py).
+STORING = ("postgres store", SpanKind.CLIENT, {"db.system.name": "postgresql", "db.operation.name": "upsert"})
+
+
+def processing(topic: Topic, records: Sequence[KafkaRecord]) -> tuple[str, SpanKind, dict]:
+    return f"{topic.name} process", SpanKind.CONSUMER, kafka_attributes(topic.name, len(records))
+
+
+def publishing(handover: Handover) -> tuple[str, SpanKind, dict]:
+    return (
+        "results publish",
+        SpanKind.PRODUCER,
+        {"messaging.batch.message_count": len(handover.results) + len(handover.replies)},
+    )

@@ -23,7 +23,11 @@ from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
 from pydantic import BaseModel
 
+from runtime.tracing import Headers
+
 HEADERS = [("content-type", b"application/json")]
+# (topic, key, value), or (topic, key, value, headers) for a message carrying more headers
+Message = tuple[str, str | None, BaseModel] | tuple[str, str | None, BaseModel, Headers]
 MAX_BATCH_BYTES = 1 << 20  # Kafka's default largest message (record batch) is 1 MiB
 
 
@@ -84,31 +88,34 @@ class BatchPublisher:
             await self._producer.stop()
             self._producer = None
 
-    async def publish(self, messages: Sequence[tuple[str, str | None, BaseModel]]) -> None:
+    async def publish(self, messages: Sequence[Message]) -> None:
         """Send every message, then wait until the broker has acknowledged all of them."""
         await asyncio.gather(*await self.send(messages))
 
-    async def send(self, messages: Sequence[tuple[str, str | None, BaseModel]]) -> list[asyncio.Future]:
+    async def send(self, messages: Sequence[Message]) -> list[asyncio.Future]:
         """Hand every message to the producer; the futures resolve when the broker has
-        acknowledged them (one per record batch)."""
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        acknowledged them (one per record batch). A message's fourth item, when it has one,
+        is headers it carries besides the content type (its trace: ``runtime.tracing``)."""
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers]]] = defaultdict(list)
         partitions: dict[str, list[int]] = {}
-        for topic, key, value in messages:
+        for message in messages:
+            topic, key, value = message[:3]
             if topic not in partitions:
                 partitions[topic] = sorted(await self.producer.partitions_for(topic))
             key_bytes = key.encode() if key is not None else None
             partition = partition_of(key_bytes, partitions[topic])
-            groups[topic, partition].append((key_bytes, value.__pydantic_serializer__.to_json(value)))
+            headers = HEADERS if len(message) == 3 else [*HEADERS, *message[3]]
+            groups[topic, partition].append((key_bytes, value.__pydantic_serializer__.to_json(value), headers))
         acks = []
         for (topic, partition), records in groups.items():
             batch = self.producer.create_batch()
-            for key_bytes, value_bytes in records:
-                if batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=HEADERS) is None:
+            for key_bytes, value_bytes, headers in records:
+                if batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=headers) is None:
                     # full: send it and start the next (an empty batch takes any record;
                     # the broker judges its size, and its refusal fails the ack)
                     acks.append(await self.producer.send_batch(batch, topic, partition=partition))
                     batch = self.producer.create_batch()
-                    batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=HEADERS)
+                    batch.append(key=key_bytes, value=value_bytes, timestamp=None, headers=headers)
             acks.append(await self.producer.send_batch(batch, topic, partition=partition))
         return acks
 

@@ -26,14 +26,13 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
-from pydantic import BaseModel
 
-from runtime.kafka.batch_publisher import BatchPublisher
+from runtime.kafka.batch_publisher import BatchPublisher, Message
 from runtime.kafka.subscriber import KafkaRecord
 
 log = logging.getLogger("runtime.kafka.delivery")
 
-Messages = Sequence[tuple[str, str | None, BaseModel]]
+Messages = Sequence[Message]
 # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
 TRANSACTION_APIS = {22, 24, 25, 26, 28}
 TRANSACTION_TIMEOUT_SECONDS = 8  # a transaction takes milliseconds; past this the broker is in trouble

@@ -23,14 +23,19 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from runtime.kafka.connect import start_when_reachable
+from runtime.kafka.subscriber import KafkaRecord
 from runtime.kafka.topics import partition_ids
+from runtime.kafka.traces import BatchTraces, kafka_attributes
+from runtime.tracing import Headers, carried, tracer
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
 
 log = logging.getLogger("rentalstream.bridge")
+JSON = [("content-type", b"application/json")]
 
 
 class BrokerUnavailable(RuntimeError):
@@ -164,7 +169,12 @@ class PriceRequester:
         published = False
         try:
             async with asyncio.timeout(timeout):
-                await self._publish(requests)
+                with tracer().start_as_current_span(
+                    f"{self.request_topic} publish",
+                    kind=SpanKind.PRODUCER,
+                    attributes=kafka_attributes(self.request_topic, len(requests)),
+                ):
+                    await self._publish(requests, carried())
                 published = True
                 return list(await asyncio.gather(*waiting.values()))
         except TimeoutError:
@@ -175,14 +185,16 @@ class PriceRequester:
             for key in waiting:
                 self._pending.pop(key, None)
 
-    async def _publish(self, requests: list[PriceRequest]) -> None:
+    async def _publish(self, requests: list[PriceRequest], trace_headers: Headers) -> None:
+        """Send the requests, each carrying the publishing span's trace (none when not traced)."""
+        headers = [*JSON, *trace_headers]
         try:
             deliveries = [
                 await self._producer.send(
                     self.request_topic,
                     r.model_dump_json().encode(),
                     key=r.request_id.encode(),
-                    headers=[("content-type", b"application/json")],
+                    headers=headers,
                 )
                 for r in requests
             ]
@@ -206,9 +218,10 @@ class PriceRequester:
                 continue
             for records in batches.values():
                 for record in records:
-                    self._deliver(record.value)
+                    self._deliver(record)
 
-    def _deliver(self, value: bytes | None) -> None:
+    def _deliver(self, record: KafkaRecord) -> None:
+        value = record.value
         try:
             reply = PriceScored.model_validate_json(value or b"")
         except ValidationError:
@@ -223,4 +236,6 @@ class PriceRequester:
             self._on_late_reply()
             log.info("dropped a reply nobody waits for: %s", request_id)
             return
+        with BatchTraces.of([record]).step(f"{self.reply_topic} receive", SpanKind.CONSUMER):
+            pass  # the moment the reply is read, in the request's trace
         future.set_result(reply)

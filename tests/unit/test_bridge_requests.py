@@ -6,6 +6,7 @@ every check meets a bridge whose reply consumer is not reading, and gets a 503.
 
 import asyncio
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -88,9 +89,10 @@ def test_docs_give_the_positional_order_with_an_example(client):
     assert client.get("/health").json() == {"status": "alive"}
 
 
-def reply(request_id: str, price: float = 90.0) -> bytes:
+def reply(request_id: str, price: float = 90.0) -> SimpleNamespace:
+    """A reply record as the bridge's consumer reads it."""
     now = datetime.now(UTC)
-    return (
+    value = (
         PriceScored(
             price_id=request_id,
             request_id=request_id,
@@ -103,6 +105,7 @@ def reply(request_id: str, price: float = 90.0) -> bytes:
         .model_dump_json()
         .encode()
     )
+    return SimpleNamespace(value=value, headers=())
 
 
 def test_a_reply_goes_to_its_own_caller_only_and_a_late_one_is_counted():
@@ -117,7 +120,7 @@ def test_a_reply_goes_to_its_own_caller_only_and_a_late_one_is_counted():
         requester._pending[f"{mine}/0"] = waiting
         requester._deliver(reply(f"{other}/0"))  # ours, but nobody waits for it: late
         requester._deliver(reply("another-bridge-1234/0", 1.0))  # not ours: ignored, not counted
-        requester._deliver(b"not json")
+        requester._deliver(SimpleNamespace(value=b"not json", headers=()))
         assert not waiting.done()
         requester._deliver(reply(f"{mine}/0", 42.0))
         requester._deliver(reply(f"{mine}/0", 43.0))  # a redelivered duplicate

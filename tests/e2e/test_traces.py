@@ -1,0 +1,125 @@
+"""Traces across the services: a /predict, and a replay, each one trace from its first
+span to Postgres and the results, exported over OTLP/HTTP to a receiver (tests/otlp.py)
+by the real processes, which carry the trace between them in Kafka headers."""
+
+import secrets
+import time
+
+import httpx
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from rentalstream import services
+from tests.conftest import BRIDGE_API_KEY
+from tests.helpers import SAMPLE_CAR, run_cli
+from tests.otlp import OtlpReceiver, ReceivedSpan
+
+pytestmark = pytest.mark.e2e
+
+BRIDGE, SCORER, REPLAY = "rentalstream-bridge", "rentalstream-scorer", "rentalstream-replay"
+
+
+@pytest.fixture
+def otlp():
+    with OtlpReceiver().running() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def scorer_env(scorer_env, otlp):
+    """Every process of the test exports its spans to the receiver, within 0.1 s."""
+    return {**scorer_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+def named(spans: list[ReceivedSpan], service: str, name: str, kind: int) -> list[ReceivedSpan]:
+    return [s for s in spans if (s.service, s.name, s.kind) == (service, name, kind)]
+
+
+def wait_for(otlp: OtlpReceiver, trace_id: str, complete, seconds: float = 30) -> list[ReceivedSpan]:
+    deadline = time.monotonic() + seconds
+    while True:
+        spans = otlp.trace(trace_id)
+        if complete(spans):
+            return spans
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"trace {trace_id} incomplete after {seconds} s: {[(s.service, s.name) for s in spans]}"
+            )
+        time.sleep(0.2)
+
+
+def children(parents: list[ReceivedSpan], spans: list[ReceivedSpan]) -> bool:
+    ids = {p.span_id for p in parents}
+    return bool(spans) and all(s.parent_span_id in ids for s in spans)
+
+
+def test_one_predict_is_one_trace_from_the_bridge_through_the_scorer_and_postgres_to_the_reply(
+    otlp, scorer_env, scorer_process, bridge_url, tmp_path
+):
+    scorer_url = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
+    services.wait_ready("scorer", f"{scorer_url}/ready", scorer_process.pid, time.monotonic() + 120)
+    assert httpx.get(f"{bridge_url}/health").status_code == 200
+    cars = [SAMPLE_CAR, {**SAMPLE_CAR, "mileage": 51_000}]
+    for _ in range(5):  # the scorer's first answer may miss the bridge's 2-s timeout while it warms up
+        caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+        response = httpx.post(
+            f"{bridge_url}/predict",
+            json=cars,
+            headers={"X-API-Key": BRIDGE_API_KEY, "traceparent": f"00-{caller_trace}-{caller_span}-01"},
+            timeout=10,
+        )
+        if response.status_code != 504:
+            break
+    assert response.status_code == 200, response.text
+
+    def complete(spans):
+        return len(named(spans, BRIDGE, "price-replies receive", Span.SPAN_KIND_CONSUMER)) == len(cars) and any(
+            s.name == "POST /predict" for s in spans
+        )
+
+    spans = wait_for(otlp, caller_trace, complete)
+    (server,) = named(spans, BRIDGE, "POST /predict", Span.SPAN_KIND_SERVER)
+    (published,) = named(spans, BRIDGE, "price-requests publish", Span.SPAN_KIND_PRODUCER)
+    processed = named(spans, SCORER, "price-requests process", Span.SPAN_KIND_CONSUMER)
+    stored = named(spans, SCORER, "postgres store", Span.SPAN_KIND_CLIENT)
+    replied = named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER)
+    received = named(spans, BRIDGE, "price-replies receive", Span.SPAN_KIND_CONSUMER)
+
+    # The bridge continues the caller's trace, and each hop is the child of the one before.
+    assert server.parent_span_id == caller_span
+    assert published.parent_span_id == server.span_id
+    assert published.attributes["messaging.batch.message_count"] == len(cars)
+    assert children([published], processed)  # the scorer's batch (one, or one per car)
+    assert sum(s.attributes["messaging.batch.message_count"] >= 1 for s in processed) == len(processed)
+    assert children(processed, stored) and len(stored) == len(processed)
+    assert children(processed, replied) and len(replied) == len(processed)
+    assert children(replied, received)
+    # Postgres holds each price before its reply leaves, and the HTTP answer waits for both replies.
+    assert max(s.end_ns for s in stored) <= min(s.start_ns for s in replied)
+    assert all(s.status_code != Status.STATUS_CODE_ERROR for s in spans)
+    assert server.end_ns >= max(s.start_ns for s in received)
+    # The probes are not traced, and no span carries the caller's key.
+    assert not [s for s in otlp.spans if "/health" in s.name]
+    assert not [s for s in otlp.spans if BRIDGE_API_KEY in repr(s.attributes)]
+
+
+def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_results(otlp, scorer_env, scorer_process):
+    scorer_url = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
+    services.wait_ready("scorer", f"{scorer_url}/ready", scorer_process.pid, time.monotonic() + 120)
+    result = run_cli(scorer_env, "replay", "--limit", "40")
+    assert result.returncode == 0, result.stderr
+
+    (published,) = [s for s in otlp.spans if (s.service, s.name) == (REPLAY, "rentals publish")]
+    assert published.kind == Span.SPAN_KIND_PRODUCER
+    assert published.attributes["messaging.batch.message_count"] == 40
+
+    def complete(spans):
+        processed = named(spans, SCORER, "rentals process", Span.SPAN_KIND_CONSUMER)
+        counted = sum(s.attributes["messaging.batch.message_count"] for s in processed)
+        return counted >= 40 and len(named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER)) == len(processed)
+
+    spans = wait_for(otlp, published.trace_id, complete)
+    processed = named(spans, SCORER, "rentals process", Span.SPAN_KIND_CONSUMER)
+    assert children([published], processed)
+    assert children(processed, named(spans, SCORER, "postgres store", Span.SPAN_KIND_CLIENT))
+    assert children(processed, named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER))
