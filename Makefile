@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RENTALSTREAM_DATA_DIR ?= $(if $(wildcard ../shared/data/get_around_pricing_project.csv),$(abspath ../shared/data),$(abspath data))
 export RENTALSTREAM_DATA_DIR
 
-.PHONY: demo test lock audit system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard mutation compose-up compose-down clean
+.PHONY: demo test lock audit system-packages chromium up down train replay simulate scorer bridge monitor dashboard drift-report bench-replay bench-sustained bench-bridge bench-baseline bench-drift bench-monitor bench-dashboard mutation compose-up compose-secrets compose-down clean
 
 demo: $(VENV)/.installed
 	$(BIN)/rentalstream demo
@@ -68,8 +68,18 @@ mutation: $(VENV)/.installed
 	$(BIN)/python benchmarks/mutation_score.py
 
 # compose.yaml: Apache Kafka, PostgreSQL, an MLflow server and the services (needs a Docker engine).
-compose-up:
+compose-up: compose-secrets
 	docker compose up --build --detach
+
+# The database roles' passwords compose hands the services as secrets: random, written once
+# into ./secrets/ (not committed; the folder is the owner's only, the files readable by the
+# containers' user, which is not the host's).
+ROLE_SECRETS := $(addprefix secrets/rentalstream_,migrator scorer monitor reader)
+compose-secrets: $(ROLE_SECRETS)
+$(ROLE_SECRETS):
+	@mkdir -p secrets && chmod 700 secrets
+	@$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32))" > $@ && chmod 644 $@
+	@echo "wrote $@"
 
 compose-down:
 	docker compose down

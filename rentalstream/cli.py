@@ -103,6 +103,17 @@ def db_upgrade(ctx: typer.Context) -> None:
     console.print(f"tables and columns created: {', '.join(created) or 'none (all present)'}")
 
 
+def role_passwords(folder: Path) -> dict[str, str]:
+    """The roles' passwords in ``folder`` (``runtime.postgres.roles.read_passwords``), or exit 2 saying why not."""
+    from runtime.postgres import roles
+
+    try:
+        return roles.read_passwords(folder)
+    except OSError as error:
+        console.print(f"cannot read the role passwords: {error}", style="red", markup=False, highlight=False)
+        raise SystemExit(2) from None
+
+
 @db_app.command("roles")
 def db_roles(
     ctx: typer.Context,
@@ -115,12 +126,7 @@ def db_roles(
     tables to the migrator and grant each role its tables. Run as the server's admin."""
     from runtime.postgres import roles
 
-    passwords = {}
-    if passwords_dir is not None:
-        for role in roles.ROLES:
-            path = passwords_dir / role
-            if path.exists():
-                passwords[role] = path.read_text().removesuffix("\n")
+    passwords = role_passwords(passwords_dir) if passwords_dir is not None else {}
     created = roles.create_roles(ctx.obj.resolved_database_url(), passwords)
     table = Table("role", "writes", "reads", box=None)
     for role in roles.ROLES:
@@ -287,14 +293,28 @@ def end_challenge(ctx: typer.Context) -> None:
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
+def init(
+    ctx: typer.Context,
+    passwords_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--role-passwords",
+            help="Also create the database roles of least privilege (`db roles`), with the passwords "
+            "of this folder's files, one per role, named after it (compose: /run/secrets).",
+        ),
+    ] = None,
+) -> None:
     """Prepare Kafka, PostgreSQL and MLflow for the services (compose's one-shot job): create
-    the missing topics, create or migrate the tables, then train and register a model if the
-    registry has no champion. Running it again changes nothing that is already there."""
+    the missing topics, create or migrate the tables (and the roles, with --role-passwords),
+    then train and register a model if the registry has no champion. Running it again
+    changes nothing that is already there."""
     from rentalstream.stack import prepare
+    from runtime.postgres import roles
 
     settings: Settings = ctx.obj
+    passwords = None if passwords_dir is None else role_passwords(passwords_dir)
     prepared = prepare(settings)
+    created = None if passwords is None else roles.create_roles(settings.resolved_database_url(), passwords)
     partitions = prepared["topics"]
     console.print("topics: " + ", ".join(f"{topic} ({count} partitions)" for topic, count in partitions.items()))
     fewer = sorted(topic for topic, count in partitions.items() if count < settings.kafka.topic_partitions)
@@ -305,6 +325,10 @@ def init(ctx: typer.Context) -> None:
             "(kafka-topics.sh --alter --partitions grows a topic, and moves keys to new partitions)[/yellow]"
         )
     console.print(f"tables and columns created: {', '.join(prepared['tables_created']) or 'none (all present)'}")
+    if created is not None:
+        console.print(
+            f"roles created: {', '.join(created) or 'none (all present)'}; passwords set: {', '.join(sorted(passwords))}"
+        )
     train(ctx, if_no_champion=True, challenger=False)  # called directly, typer fills no defaults
 
 

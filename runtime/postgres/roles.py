@@ -15,6 +15,7 @@ the tables to the migrator; ``db upgrade`` grants again on the tables it creates
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import make_url
@@ -33,6 +34,19 @@ WRITES = {
 ROLES = (MIGRATOR, SCORER, MONITOR, READER)
 OF_SERVICE = {"scorer": SCORER, "monitor": MONITOR, "dashboard": READER}  # the bridge has no database
 WRITE_PRIVILEGES = "SELECT, INSERT, UPDATE"  # upserts: INSERT … ON CONFLICT DO UPDATE, which reads the row
+
+
+def read_passwords(folder: Path) -> dict[str, str]:
+    """The roles' passwords in ``folder``, a file per role named after it, as compose hands
+    its secrets over (``/run/secrets``); a role without a file gets none set."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder of role passwords at {folder}")
+    passwords = {}
+    for role in ROLES:
+        path = folder / role
+        if path.exists():
+            passwords[role] = path.read_text().removesuffix("\n")
+    return passwords
 
 
 def create_roles(admin_url: str, passwords: Mapping[str, str] | None = None) -> list[str]:

@@ -11,6 +11,7 @@ machine (no Docker engine answers here, so no container runs):
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -54,9 +55,17 @@ def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> lis
     return [str(Path(sys.executable).with_name("mlflow")), "server", *kept, *(f"{f}={v}" for f, v in local.items())]
 
 
-def run_init(env: dict[str, str]) -> str:
+def run_init(env: dict[str, str], secrets_dir: Path) -> str:
+    """compose's init command, its secrets read from ``secrets_dir`` rather than /run/secrets."""
+    program, *arguments = COMPOSE["services"]["init"]["command"]
+    assert program == "rentalstream" and "/run/secrets" in arguments
     done = subprocess.run(
-        [sys.executable, "-m", "rentalstream.cli", "init"],
+        [
+            sys.executable,
+            "-m",
+            "rentalstream.cli",
+            *(str(secrets_dir) if a == "/run/secrets" else a for a in arguments),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -126,7 +135,11 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
             "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
             "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
-        first = run_init(env)
+        secrets_dir = tmp_path / "secrets"  # what `make compose-secrets` writes
+        secrets_dir.mkdir()
+        for role in COMPOSE["secrets"]:
+            (secrets_dir / role).write_text(secrets.token_urlsafe(32) + "\n")
+        first = run_init(env, secrets_dir)
         assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
         assert set(metadata.tables) <= set(inspect(engine).get_table_names())
         client = MlflowClient(tracking_uri)
@@ -138,17 +151,27 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         with create_engine(registry_db).connect() as conn:  # ... and the registry in Postgres
             assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == 1
 
-        second = run_init(env)
+        with engine.connect() as conn:  # each role can log in, with the password of its secret
+            logins = dict(
+                conn.execute(
+                    text("SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE 'rentalstream_%'")
+                ).all()
+            )
+        assert set(logins) == set(COMPOSE["secrets"]) and all(p.startswith("SCRAM-SHA-256$") for p in logins.values())
+
+        second = run_init(env, secrets_dir)
         assert "not training" in second and "none (all present)" in second
         assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
         # Asked for more partitions than the topics have: they keep theirs (growing one
         # would move keys), and init says what that limits.
-        third = run_init({**env, "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions * 2)})
+        third = run_init({**env, "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions * 2)}, secrets_dir)
         assert f"existed with fewer than RENTALSTREAM_KAFKA_TOPIC_PARTITIONS={partitions * 2}" in third
         assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet
-        with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
+        # The scorer logs in as compose says: its role, with its secret's password.
+        scorer_env = {**env, **compose_database_login("scorer", postgres.url, secrets_dir)}
+        with service_process("scorer", scorer_env, tmp_path / "scorer.log") as scorer:
             wait_for(
                 lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log"
             )
@@ -191,6 +214,19 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         engine.dispose()
         embedded.stop_postgres(postgres.pgdata, postgres.system_user, mode="immediate")
         resources.close()
+
+
+def compose_database_login(service: str, local_url: str, secrets_dir: Path) -> dict[str, str]:
+    """compose's database login of ``service``, its address and database moved to this machine's."""
+    environment = COMPOSE["services"][service]["environment"]
+    compose_url, local = make_url(environment["RENTALSTREAM_DATABASE_URL"]), make_url(local_url)
+    password_file = Path(environment["RENTALSTREAM_DATABASE_PASSWORD_FILE"])
+    assert password_file.parent == Path("/run/secrets") and compose_url.password is None
+    url = local.set(username=compose_url.username, password=None)
+    return {
+        "RENTALSTREAM_DATABASE_URL": url.render_as_string(hide_password=False),
+        "RENTALSTREAM_DATABASE_PASSWORD_FILE": str(secrets_dir / password_file.name),
+    }
 
 
 def stored(engine) -> int:

@@ -8,6 +8,8 @@ test_compose_commands.py runs compose's MLflow server and init job as processes.
 import base64
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rentalstream.services import BY_NAME
+from runtime.postgres import roles
 from runtime.settings import Settings, setting_variables
 from tests.compose import COMPOSE, SERVICES, VARIABLE, with_defaults
 
@@ -24,13 +27,20 @@ REPO = Path(__file__).resolve().parents[2]
 OURS = {name: service for name, service in SERVICES.items() if service["image"].startswith("rentalstream:")}
 
 
-def settings_of(service: str, monkeypatch) -> Settings:
-    """The Settings a container of ``service`` builds from its environment."""
+SECRETS = "/run/secrets/"  # where compose mounts a service's secrets
+
+
+def settings_of(service: str, monkeypatch, secrets: Path) -> Settings:
+    """The Settings a container of ``service`` builds from its environment, its secrets
+    (``password-of-<name>``) in the folder ``secrets`` rather than in /run/secrets."""
     for name in [n for n in os.environ if n.startswith("RENTALSTREAM_")]:
         monkeypatch.delenv(name)
+    for secret in SERVICES[service].get("secrets", []):
+        (secrets / secret).write_text(f"password-of-{secret}\n")
     for name, value in (SERVICES[service].get("environment") or {}).items():
         if value is not None:
-            monkeypatch.setenv(name, with_defaults(value))
+            value = with_defaults(value)
+            monkeypatch.setenv(name, str(secrets / value.removeprefix(SECRETS)) if value.startswith(SECRETS) else value)
     return Settings(_env_file=None)
 
 
@@ -53,8 +63,8 @@ def test_compose_file_is_valid_under_the_compose_specification(tmp_path):
     assert refused.returncode == 1 and "depends_on" in refused.stdout
 
 
-def test_our_containers_are_configured_only_through_existing_settings(monkeypatch):
-    fields = set(setting_variables())
+def test_our_containers_are_configured_only_through_existing_settings(monkeypatch, tmp_path):
+    fields = set(setting_variables()) | {f"{name}_FILE" for name in setting_variables()}
     variables = {match["name"] for match in VARIABLE.finditer((REPO / "compose.yaml").read_text())}
     assert variables and all(name.startswith("RENTALSTREAM_") for name in variables), variables
     for name, service in OURS.items():
@@ -62,8 +72,9 @@ def test_our_containers_are_configured_only_through_existing_settings(monkeypatc
             continue  # MLflow's own server, configured by its command line
         environment = set(service.get("environment") or {})
         assert environment <= fields, f"{name}: not settings: {environment - fields}"
-        settings = settings_of(name, monkeypatch)  # every value parses
-        assert settings.kafka.bootstrap and settings.database.url and settings.registry.tracking_uri, name
+        settings = settings_of(name, monkeypatch, tmp_path)  # every value parses, every secret is read
+        assert settings.kafka.bootstrap and settings.registry.tracking_uri, name
+        assert (settings.database.url is None) == (name == "bridge"), f"{name}: only the bridge has no database"
 
 
 def test_every_wait_is_on_a_healthcheck_or_a_finished_job_and_every_service_has_one():
@@ -84,11 +95,11 @@ def test_every_wait_is_on_a_healthcheck_or_a_finished_job_and_every_service_has_
             command = service["command"][1]
             assert command in BY_NAME
             assert service["healthcheck"]["test"] == ["CMD", "rentalstream", "probe", command], name
-    assert SERVICES["init"]["command"] == ["rentalstream", "init"]
+    assert SERVICES["init"]["command"] == ["rentalstream", "init", "--role-passwords", SECRETS.rstrip("/")]
     assert {"kafka", "postgres", "mlflow"} <= set(SERVICES["init"]["depends_on"])
 
 
-def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch):
+def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch, tmp_path):
     kafka = {k: with_defaults(v) for k, v in SERVICES["kafka"]["environment"].items()}
     internal = dict(listener.split("://") for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))["INTERNAL"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
@@ -108,11 +119,11 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
     partitions = int(with_defaults(SERVICES["init"]["environment"]["RENTALSTREAM_KAFKA_TOPIC_PARTITIONS"]))
     assert 2 <= SERVICES["scorer"]["deploy"]["replicas"] <= partitions
     for name in ("scorer", "monitor", "bridge", "dashboard"):
-        settings = settings_of(name, monkeypatch)
+        settings = settings_of(name, monkeypatch, tmp_path)
         assert settings.kafka.bootstrap == internal
-        database = urlsplit(settings.database.url)
-        assert (database.hostname, database.path.lstrip("/")) == ("postgres", postgres["POSTGRES_DB"])
-        assert database.password == postgres["POSTGRES_PASSWORD"]
+        if name != "bridge":
+            database = urlsplit(settings.database.url)
+            assert (database.hostname, database.path.lstrip("/")) == ("postgres", postgres["POSTGRES_DB"])
         tracking = urlsplit(settings.registry.tracking_uri)
         assert tracking.port == int(mlflow_command["port"])
         assert tracking.netloc in mlflow_command["allowed-hosts"].split(","), "MLflow would refuse the Host header"
@@ -121,8 +132,49 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch)
         for published in SERVICES[name].get("ports", []):
             assert published.startswith("127.0.0.1:")  # the host's loopback only
             assert int(published.rsplit(":", 1)[1]) == port
-    bridge_port = settings_of("bridge", monkeypatch).bridge.port
-    assert settings_of("dashboard", monkeypatch).bridge.resolved_url() == f"http://bridge:{bridge_port}"
+    bridge_port = settings_of("bridge", monkeypatch, tmp_path).bridge.port
+    assert settings_of("dashboard", monkeypatch, tmp_path).bridge.resolved_url() == f"http://bridge:{bridge_port}"
+
+
+def test_each_service_logs_in_to_postgres_as_its_role_with_a_password_only_it_is_given(monkeypatch, tmp_path):
+    postgres = {k: with_defaults(v) for k, v in SERVICES["postgres"]["environment"].items()}
+    assert set(COMPOSE["secrets"]) == set(roles.ROLES)
+    assert all(COMPOSE["secrets"][role] == {"file": f"./secrets/{role}"} for role in roles.ROLES)
+    logins = {**roles.OF_SERVICE, "tools": roles.MIGRATOR}
+    for name, role in logins.items():
+        settings = settings_of(name, monkeypatch, tmp_path)
+        database = urlsplit(settings.database.url)
+        assert database.username == role and database.password is None, name  # no password in the URL ...
+        assert SERVICES[name]["secrets"] == [role], name  # ... but its own secret, and no other
+        assert settings.database.password.get_secret_value() == f"password-of-{role}", name
+    assert "secrets" not in SERVICES["bridge"] and "RENTALSTREAM_DATABASE_URL" not in SERVICES["bridge"]["environment"]
+    # The admin's login: PostgreSQL's own, MLflow's (its own database) and init's, which makes the roles.
+    init = settings_of("init", monkeypatch, tmp_path)
+    assert urlsplit(init.database.url).username == postgres["POSTGRES_USER"]
+    assert sorted(SERVICES["init"]["secrets"]) == sorted(roles.ROLES)
+    holding_admin = {name for name, service in SERVICES.items() if "RENTALSTREAM_POSTGRES_PASSWORD" in str(service)}
+    assert holding_admin == {"postgres", "mlflow", "init"}
+
+
+def test_make_compose_secrets_writes_a_password_per_role_once_in_a_folder_of_the_owner_only(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+
+    def make() -> dict[str, str]:
+        done = subprocess.run(
+            ["make", "--no-print-directory", "compose-secrets", f"PYTHON={sys.executable}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {role: (tmp_path / "secrets" / role).read_text().strip() for role in COMPOSE["secrets"]}
+
+    first = make()
+    assert len(set(first.values())) == len(roles.ROLES) and all(len(p) >= 40 for p in first.values())
+    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
+    assert {stat.S_IMODE((tmp_path / "secrets" / role).stat().st_mode) for role in first} == {0o644}
+    assert make() == first  # written once: a second run keeps the passwords the roles have
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
