@@ -172,7 +172,8 @@ def build_app(settings: Settings) -> FastAPI:
     ):
         """Price one car, a list of cars, or positional rows (see the description above)."""
         request_id = requester.new_request_id()
-        trace.get_current_span().set_attribute("rentalstream.request_id", request_id)
+        if tracing.recording():
+            trace.get_current_span().set_attribute("rentalstream.request_id", request_id)
         if not requester.listening:
             return error(503, "not ready: the reply consumer is not reading yet", request_id)
         if requester.pending >= settings.bridge.max_in_flight:

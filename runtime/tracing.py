@@ -60,6 +60,8 @@ def recording() -> bool:
 def carried(span: Span | None = None) -> Headers:
     """The Kafka headers carrying ``span``'s context (the current span's by default), for
     the records published under it; none when it is not recorded."""
+    if not recording():
+        return []
     carrier: dict[str, str] = {}
     context = trace.set_span_in_context(span) if span is not None else None
     propagate.inject(carrier, context=context)

@@ -29,8 +29,8 @@ from pydantic import ValidationError
 from runtime.kafka.connect import start_when_reachable
 from runtime.kafka.subscriber import KafkaRecord
 from runtime.kafka.topics import partition_ids
-from runtime.kafka.traces import BatchTraces, kafka_attributes
-from runtime.tracing import Headers, carried, tracer
+from runtime.kafka.traces import BatchTraces, publishing
+from runtime.tracing import Headers, carried
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
 
@@ -169,11 +169,7 @@ class PriceRequester:
         published = False
         try:
             async with asyncio.timeout(timeout):
-                with tracer().start_as_current_span(
-                    f"{self.request_topic} publish",
-                    kind=SpanKind.PRODUCER,
-                    attributes=kafka_attributes(self.request_topic, len(requests)),
-                ):
+                with publishing(self.request_topic, len(requests)):
                     await self._publish(requests, carried())
                 published = True
                 return list(await asyncio.gather(*waiting.values()))

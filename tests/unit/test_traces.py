@@ -31,6 +31,7 @@ def exported(monkeypatch) -> InMemorySpanExporter:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(traces, "recording", lambda: True)
+    monkeypatch.setattr(tracing, "recording", lambda: True)
     monkeypatch.setattr(traces, "tracer", lambda: provider.get_tracer("test"))
     return exporter
 
