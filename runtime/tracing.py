@@ -5,7 +5,8 @@ Off unless an OTLP endpoint is configured, with OpenTelemetry's own variables
 exporter's ``_HEADERS``, ``_CERTIFICATE``, ``_TIMEOUT``; ``OTEL_SERVICE_NAME`` overrides
 the service's name, ``OTEL_TRACES_SAMPLER`` samples). Then each service installs the SDK's
 tracer provider, exporting over OTLP/HTTP in the background (``configure``). Off, the API's
-no-op tracer answers, and no record is looked at (``BatchTraces.consumed``).
+no-op tracer answers, no span is started where it would cost per request
+(``runtime.kafka.traces.publishing``), and no record's headers are read (``BatchTraces.of``).
 
 How a batch consumer's spans join the traces of its records: ``runtime.kafka.traces``.
 """
