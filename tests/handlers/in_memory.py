@@ -22,8 +22,14 @@ class ThroughTheTestBroker:
         pass
 
     async def publish(self, messages) -> None:
-        for topic, key, model in messages:
-            await self.broker.publish(model.model_dump_json().encode(), topic, key=key.encode() if key else None)
+        """(topic, key, model) or (topic, key, model, headers) messages, as ``BatchPublisher`` takes them."""
+        for topic, key, model, *headers in messages:
+            await self.broker.publish(
+                model.model_dump_json().encode(),
+                topic,
+                key=key.encode() if key else None,
+                headers={name: value.decode() for name, value in headers[0]} if headers else None,
+            )
 
     async def deliver(self, messages, records, message, replies=()) -> None:
         await self.publish([*replies, *messages])

@@ -1,5 +1,5 @@
 """The HTTP bridge under fuzzing and load, against the real broker, scorer and PostgreSQL:
-schemathesis finds no 5xx, 200 clients for 60 s get only the documented answers (each
+schemathesis finds no 5xx, 200 clients for 30 s get only the documented answers (each
 200 with its own correlation id), and a burst past the in-flight limit is refused at
 once instead of queuing."""
 
@@ -24,7 +24,9 @@ from tests.helpers import service_process
 
 pytestmark = pytest.mark.reliability
 KEY = {"X-API-Key": BRIDGE_API_KEY}
-LOAD_SECONDS = int(os.environ.get("RENTALSTREAM_TEST_LOAD_SECONDS", "60"))
+# 30 s: the in-flight limit and the timeouts are hit within seconds; a minute (until
+# 2026-12) showed nothing more, and cost CI 30 s.
+LOAD_SECONDS = int(os.environ.get("RENTALSTREAM_TEST_LOAD_SECONDS", "30"))
 CLIENTS = 200
 VALID_KINDS = {"one car", "list", "positional"}
 BRIDGE_TIMEOUT = 2.0  # conftest's RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS
@@ -96,7 +98,7 @@ async def crowd(url: str, clients: int, seconds: float) -> list[tuple[str, int |
     return results
 
 
-def test_200_clients_for_a_minute_get_only_documented_answers_each_200_with_its_own_id(
+def test_200_clients_for_30_seconds_get_only_documented_answers_each_200_with_its_own_id(
     scorer_process, scorer_env, bridge_url
 ):
     scorer_ready(scorer_env, scorer_process)
