@@ -114,6 +114,29 @@ def role_passwords(folder: Path) -> dict[str, str]:
         raise SystemExit(2) from None
 
 
+def grant_kafka_acls(settings: Settings) -> None:
+    """``rentalstream.kafka_acls.grant`` as ``settings``' login, each principal's rules
+    printed; exit 1 saying why when the cluster refuses."""
+    from aiokafka.errors import KafkaError
+
+    from rentalstream import kafka_acls
+    from runtime.kafka.security import client_options
+
+    try:
+        granted = asyncio.run(kafka_acls.grant(settings, client_options(settings.kafka)))
+    except KafkaError as error:
+        console.print(
+            f"cannot grant the Kafka ACLs as {settings.kafka.sasl_username or 'an anonymous client'}: {error!r} "
+            "(the cluster must enforce ACLs, authorizer.class.name, and the login be a super user)",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(1) from None
+    for user, rules in granted.items():
+        console.print(f"Kafka ACLs of {user}: " + "; ".join(map(str, rules)), markup=False, highlight=False)
+
+
 @db_app.command("roles")
 def db_roles(
     ctx: typer.Context,
@@ -303,17 +326,27 @@ def init(
             "of this folder's files, one per role, named after it (compose: /run/secrets).",
         ),
     ] = None,
+    kafka_acls: Annotated[
+        bool,
+        typer.Option(
+            "--kafka-acls",
+            help="Also grant each service's principal (rentalstream-<service>) its Kafka ACLs, on a cluster "
+            "that enforces them; log in as a super user (RENTALSTREAM_KAFKA_SASL_*).",
+        ),
+    ] = False,
 ) -> None:
     """Prepare Kafka, PostgreSQL and MLflow for the services (compose's one-shot job): create
-    the missing topics, create or migrate the tables (and the roles, with --role-passwords),
-    then train and register a model if the registry has no champion. Running it again
-    changes nothing that is already there."""
+    the missing topics (and the services' ACLs, with --kafka-acls), create or migrate the
+    tables (and the roles, with --role-passwords), then train and register a model if the
+    registry has no champion. Running it again changes nothing that is already there."""
     from rentalstream.stack import prepare
     from runtime.postgres import roles
 
     settings: Settings = ctx.obj
     passwords = None if passwords_dir is None else role_passwords(passwords_dir)
     prepared = prepare(settings)
+    if kafka_acls:
+        grant_kafka_acls(settings)
     created = None if passwords is None else roles.create_roles(settings.resolved_database_url(), passwords)
     partitions = prepared["topics"]
     console.print("topics: " + ", ".join(f"{topic} ({count} partitions)" for topic, count in partitions.items()))

@@ -1,8 +1,8 @@
 """Apache Kafka that speaks only TLS with SCRAM-SHA-512 logins and enforces ACLs, against
 a CA made in the test (``rentalstream.kafka_server.BrokerSecurity``).
 
-Each service logs in as its own principal, with the ACLs an operator would give it and no
-more: the replay writes ``rentals``; the scorer reads its inputs and writes its results
+Each service logs in as its own principal, with the ACLs ``rentalstream init --kafka-acls``
+grants it as the cluster's admin (``rentalstream.kafka_acls``), and no more: the replay writes ``rentals``; the scorer reads its inputs and writes its results
 (in transactions); the monitor reads what it watches and writes ``drift``; the bridge
 writes price requests and reads replies; the dashboard reads the result topics. The
 scorer, the monitor and the bridge run as processes configured only through their
@@ -13,7 +13,8 @@ scorer, the monitor and the bridge run as processes configured only through thei
   another CA cannot even connect;
 - the scorer's principal cannot write ``drift`` or its own input ``rentals``, nor read
   ``drift``;
-- the bridge's principal cannot read ``prices``.
+- the bridge's principal cannot read ``prices``;
+- the scorer's principal cannot grant ACLs.
 
 No password shows in the services' logs or ``/metrics``.
 """
@@ -22,105 +23,75 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 from sqlalchemy import create_engine, text
 
 from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from producers.replay import publish_events, rental_events
-from rentalstream import kafka_server, processes, services
+from rentalstream import kafka_acls, kafka_server, processes, services
 from rentalstream.kafka_server import BrokerSecurity, KafkaCluster
 from runtime.kafka.security import client_options
 from runtime.kafka.topics import ensure_topics
 from runtime.postgres import roles
 from runtime.postgres.engines import async_engine
-from runtime.settings import KafkaSettings, normalised_database_url
+from runtime.settings import KafkaSettings, Settings, normalised_database_url
 from schemas.predict import EXAMPLE_CAR
-from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICE_REPLIES, PRICE_REQUESTS, PRICES, RENTALS
+from schemas.topics import DRIFT, PRICES, RENTALS
 from tests.conftest import BRIDGE_API_KEY, as_role
 from tests.helpers import service_process
 from tests.tls import authority, server_certificate
 
 pytestmark = pytest.mark.integration
-ACL_TOOL = "org.apache.kafka.tools.AclCommand"
-SERVICES = ("replay", "scorer", "monitor", "bridge", "dashboard")
+SERVICES = kafka_acls.SERVICES
 EVENTS = 300
-
-
-# What each principal may do, as an operator would grant it: (operation, resource option,
-# names, pattern type). Consumer groups and transactional ids carry an instance suffix,
-# so they are granted by prefix.
-GRANTS: dict[str, list[tuple[str, str, tuple[str, ...], str]]] = {
-    "replay": [("Write", "--topic", (RENTALS.name,), "literal")],
-    "scorer": [
-        ("Read", "--topic", (RENTALS.name, PRICE_REQUESTS.name), "literal"),
-        ("Write", "--topic", (PRICES.name, DELAYS.name, PRICE_REPLIES.name, DEAD_LETTERS.name), "literal"),
-        ("Read", "--group", ("rentalstream-scorer",), "prefixed"),
-        ("Write", "--transactional-id", ("rentalstream-scorer",), "prefixed"),
-    ],
-    "monitor": [
-        ("Read", "--topic", (RENTALS.name, PRICES.name, DELAYS.name), "literal"),
-        ("Write", "--topic", (DRIFT.name, DEAD_LETTERS.name), "literal"),
-        ("Read", "--group", ("rentalstream-monitor",), "prefixed"),
-    ],
-    "bridge": [
-        ("Write", "--topic", (PRICE_REQUESTS.name,), "literal"),
-        ("Read", "--topic", (PRICE_REPLIES.name,), "literal"),
-    ],
-    "dashboard": [
-        ("Read", "--topic", (PRICES.name, DELAYS.name, DRIFT.name, DEAD_LETTERS.name), "literal"),
-        ("Read", "--group", ("rentalstream-dashboard",), "prefixed"),
-    ],
-}
 
 
 class SecuredKafka:
     def __init__(self, cluster: KafkaCluster, passwords: dict[str, str], ca_file: Path, folder: Path) -> None:
         self.cluster, self.passwords, self.ca_file, self.folder = cluster, passwords, ca_file, folder
+        self.admin = cluster.security.admin
+        self.passwords[self.admin] = cluster.security.admin_password
 
     @property
     def bootstrap(self) -> str:
         return self.cluster.bootstrap
 
-    def settings(self, user: str, password: str | None = None, ca_file: Path | None = None) -> KafkaSettings:
+    def principal(self, service: str) -> str:
+        return service if service == self.admin else kafka_acls.principal(service)
+
+    def settings(self, service: str, password: str | None = None, ca_file: Path | None = None) -> KafkaSettings:
+        """``service``'s settings: its own principal, its password."""
         return KafkaSettings(
             bootstrap=self.bootstrap,
             security_protocol="SASL_SSL",
-            sasl_username=user,
-            sasl_password=password or self.passwords[user],
+            sasl_username=self.principal(service),
+            sasl_password=password or self.passwords[service],
             ca_file=ca_file or self.ca_file,
         )
 
-    def env(self, user: str) -> dict[str, str]:
+    def env(self, service: str) -> dict[str, str]:
         """A service's Kafka settings, its password in a file only it reads."""
-        secret = self.folder / f"{user}.password"
-        secret.write_text(self.passwords[user] + "\n")
+        secret = self.folder / f"{service}.password"
+        secret.write_text(self.passwords[service] + "\n")
         secret.chmod(0o600)
         return {
             "RENTALSTREAM_KAFKA_BOOTSTRAP": self.bootstrap,
             "RENTALSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "RENTALSTREAM_KAFKA_SASL_USERNAME": user,
+            "RENTALSTREAM_KAFKA_SASL_USERNAME": self.principal(service),
             "RENTALSTREAM_KAFKA_SASL_PASSWORD_FILE": str(secret),
             "RENTALSTREAM_KAFKA_CA_FILE": str(self.ca_file),
         }
-
-
-def grant(runtime, bootstrap: str, admin_config: Path, user: str, operation: str, option: str, names, pattern):
-    arguments = ["--bootstrap-server", bootstrap, "--command-config", str(admin_config), "--add"]
-    arguments += ["--allow-principal", f"User:{user}", "--operation", operation, "--resource-pattern-type", pattern]
-    for name in names:
-        arguments += [option, name]
-    tool = runtime.run_tool(ACL_TOOL, *arguments)
-    assert tool.returncode == 0, tool.stderr or tool.stdout
 
 
 @pytest.fixture
@@ -134,25 +105,17 @@ def secured_kafka(tmp_path, kafka_runtime) -> Iterator[SecuredKafka]:
     keystore = folder / "keystore.pem"  # Kafka's PEM keystore: the key, then its certificate
     keystore.write_bytes(key.read_bytes() + certificate.read_bytes())
     keystore.chmod(0o600)
-    passwords = {user: secrets.token_urlsafe(16) for user in SERVICES}
+    passwords = {service: secrets.token_urlsafe(16) for service in SERVICES}
     security = BrokerSecurity(
         keystore=keystore,
         truststore=ca_file,
         node_principal="CN=127.0.0.1",
         admin_password=secrets.token_urlsafe(16),
-        users=passwords,
+        users={kafka_acls.principal(service): password for service, password in passwords.items()},
     )
     cluster = kafka_server.start_cluster(tmp_path / "kafka", kafka_runtime, nodes=1, security=security)
     try:
         asyncio.run(ensure_topics(cluster.bootstrap, partitions=3, security=cluster.client_options))
-        admin_config = security.client_properties(folder)
-        with ThreadPoolExecutor(4) as pool:  # each grant is a JVM start
-            for done in [
-                pool.submit(grant, kafka_runtime, cluster.bootstrap, admin_config, user, *rule)
-                for user, rules in GRANTS.items()
-                for rule in rules
-            ]:
-                done.result()
         yield SecuredKafka(cluster, passwords, ca_file, folder)
     finally:
         cluster.stop()
@@ -218,7 +181,7 @@ async def replay_watched_by_the_dashboard(kafka: SecuredKafka, database_url: str
         async with asyncio.timeout(120):
             while not feed.ready:
                 await asyncio.sleep(0.1)
-            await publish_events(kafka.bootstrap, events, security=client_options(kafka.settings("replay")))
+            await publish_events(kafka.bootstrap, events, security=client_options(kafka.settings("producer")))
             while feed.prices_seen < len(events):
                 await asyncio.sleep(0.1)
         return feed
@@ -256,6 +219,24 @@ def test_each_service_logs_in_as_its_own_principal_and_is_refused_outside_its_ac
         "monitor": f"http://127.0.0.1:{ports['monitor']}",
         "bridge": f"http://127.0.0.1:{ports['bridge']}",
     }
+    # A principal that is not a super user cannot grant itself more.
+    with pytest.raises(ClusterAuthorizationFailedError):
+        asyncio.run(
+            kafka_acls.grant(Settings(kafka=kafka.settings("scorer")), client_options(kafka.settings("scorer")))
+        )
+    # The operator's step: init as the cluster's admin grants each service its ACLs.
+    init = subprocess.run(
+        [sys.executable, "-m", "rentalstream.cli", "init", "--kafka-acls"],
+        env={**base, **kafka.env(kafka.admin), "COLUMNS": "500"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert "Kafka ACLs of rentalstream-scorer: READ topic rentals; READ topic price-requests;" in init.stdout
+    assert kafka.passwords[kafka.admin] not in init.stdout + init.stderr
+
     events = rental_events(delays_xlsx, pricing_csv, limit=EVENTS)
     with ExitStack() as stack:
         for name, env in envs.items():
