@@ -110,6 +110,7 @@ def build_app(settings: Settings) -> FastAPI:
             await asyncio.gather(watcher, return_exceptions=True)
             await registry.close()
             await requester.stop()
+            await tracing.shutdown_async()  # the last spans, before uvicorn ends the process
 
     app = FastAPI(
         title="rentalstream price bridge",

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runtime import tracing
 from runtime.postgres import engines
 
 log = logging.getLogger("rentalstream.consumer")
@@ -89,7 +90,7 @@ def consumer_app(
             ("/metrics", lag_then(make_asgi_app(metrics.registry), ConsumerLag(subscribers, metrics.registry))),
         ],
         on_startup=list(on_startup),
-        after_shutdown=list(after_shutdown),
+        after_shutdown=[*after_shutdown, tracing.shutdown_async],  # the last spans, too
         # The contracts of the topics, for producers written elsewhere: /asyncapi.json (and
         # FastStream's page at /asyncapi). No "try it out": nobody publishes through here.
         specification=contracts,

@@ -8,10 +8,14 @@ import time
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from sqlalchemy import create_engine, text
 
 from rentalstream import services
-from tests.conftest import BRIDGE_API_KEY
-from tests.helpers import SAMPLE_CAR, run_cli
+from runtime.postgres import roles
+from runtime.settings import normalised_database_url
+from tests import helpers
+from tests.conftest import BRIDGE_API_KEY, as_role
+from tests.helpers import SAMPLE_CAR, run_cli, service_process
 from tests.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +33,11 @@ def otlp():
 def scorer_env(scorer_env, otlp):
     """Every process of the test exports its spans to the receiver, within 0.1 s."""
     return {**scorer_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+def stored(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM rentals")).scalar_one()
 
 
 def named(spans: list[ReceivedSpan], service: str, name: str, kind: int) -> list[ReceivedSpan]:
@@ -103,11 +112,25 @@ def test_one_predict_is_one_trace_from_the_bridge_through_the_scorer_and_postgre
     assert not [s for s in otlp.spans if BRIDGE_API_KEY in repr(s.attributes)]
 
 
-def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_results(otlp, scorer_env, scorer_process):
+def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_results(otlp, scorer_env, tmp_path):
+    """The scorer here exports only when it stops (its schedule is an hour): a service
+    stopped by SIGTERM still sends its last spans."""
     scorer_url = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
-    services.wait_ready("scorer", f"{scorer_url}/ready", scorer_process.pid, time.monotonic() + 120)
-    result = run_cli(scorer_env, "replay", "--limit", "40")
-    assert result.returncode == 0, result.stderr
+    env = {**scorer_env, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+    env["RENTALSTREAM_DATABASE_URL"] = as_role(env["RENTALSTREAM_DATABASE_URL"], roles.SCORER)
+    with service_process("scorer", env, tmp_path / "scorer.log") as scorer:
+        services.wait_ready("scorer", f"{scorer_url}/ready", scorer.pid, time.monotonic() + 120)
+        result = run_cli(scorer_env, "replay", "--limit", "40")
+        assert result.returncode == 0, result.stderr
+        engine = create_engine(normalised_database_url(scorer_env["RENTALSTREAM_DATABASE_URL"]))
+        try:
+            helpers.wait_for(
+                lambda: stored(engine) == 40, 60, "the replay to be stored", scorer, tmp_path / "scorer.log"
+            )
+        finally:
+            engine.dispose()
+        assert not [s for s in otlp.spans if s.service == SCORER]  # queued in the scorer
+    # service_process stopped it with SIGTERM.
 
     (published,) = [s for s in otlp.spans if (s.service, s.name) == (REPLAY, "rentals publish")]
     assert published.kind == Span.SPAN_KIND_PRODUCER
