@@ -47,10 +47,7 @@ def run_against(ref: str, rounds: int, figures: str) -> None:
     """Run the calling script (its arguments minus ``--against``/``--rounds``) on ``ref``
     and on this tree, ``rounds`` times each, alternating (ABBA); then print the lines
     matching ``figures`` (a regular expression) of every run."""
-    script = Path(sys.argv[0]).resolve().relative_to(REPO)
     argv = _without_against(sys.argv[1:])
-    pattern = re.compile(figures)
-    collected: list[tuple[str, list[str]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ref-") as folder:
         tree = Path(folder) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), ref], cwd=REPO, check=True)
@@ -61,16 +58,26 @@ def run_against(ref: str, rounds: int, figures: str) -> None:
             here = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
             ).stdout.strip()
-            trees = [(f"{ref} ({commit})", tree), (f"this tree ({here}, with its changes)", REPO)]
-            for round_number in range(1, rounds + 1):
-                # ABBA: the tree that runs second in one round runs first in the next, so
-                # a machine that slows (or warms up) during a round favours neither.
-                for label, root in trees if round_number % 2 else trees[::-1]:
-                    print(f"=== round {round_number}/{rounds}: {label}: {script} {' '.join(argv)}", flush=True)
-                    output = _run(root, script, argv)
-                    collected.append((f"round {round_number}, {label}", [ln for ln in output if pattern.search(ln)]))
+            variants = [(f"{ref} ({commit})", tree, argv), (f"this tree ({here}, with its changes)", REPO, argv)]
+            run_variants(variants, rounds, figures)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+
+
+def run_variants(variants: list[tuple[str, Path, list[str]]], rounds: int, figures: str) -> None:
+    """Run the calling script once per (label, tree, arguments) of ``variants`` in each of
+    ``rounds`` rounds, alternating (ABBA); then print the lines matching ``figures`` (a
+    regular expression) of every run, side by side."""
+    script = Path(sys.argv[0]).resolve().relative_to(REPO)
+    pattern = re.compile(figures)
+    collected: list[tuple[str, list[str]]] = []
+    for round_number in range(1, rounds + 1):
+        # ABBA: the variant that runs last in one round runs first in the next, so a
+        # machine that slows (or warms up) during a round favours none.
+        for label, root, argv in variants if round_number % 2 else variants[::-1]:
+            print(f"=== round {round_number}/{rounds}: {label}: {script} {' '.join(argv)}", flush=True)
+            output = _run(root, script, argv)
+            collected.append((f"round {round_number}, {label}", [ln for ln in output if pattern.search(ln)]))
     print("\n=== side by side")
     for label, lines in collected:
         print(f"--- {label}")

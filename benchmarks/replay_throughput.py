@@ -1,7 +1,7 @@
 """Replay throughput: the whole delay history through broker → scorer → Postgres.
 
     python benchmarks/replay_throughput.py [--broker kafka|kafka-3] [--scorer-only] [--scorers N] [--limit N]
-                                           [--profile PATH] [--keep-home]
+                                           [--traces | --traces-overhead] [--profile PATH] [--keep-home]
 
 Starts a fresh embedded stack in a temporary home (``bench_stack.fresh_stack``), trains
 the champion and starts the scorer, monitor, bridge and dashboard (``--scorer-only``:
@@ -19,6 +19,11 @@ compiled trees, then replays the history as fast as possible and prints:
 
 with the conditions (CPU count, partitions, batch size, dataset rows). ``--profile``
 attaches py-spy to the scorer for the replay and writes its collapsed stacks.
+
+``--traces`` keeps traces: the services and the replay export their spans over OTLP/HTTP
+(``OTEL_EXPORTER_OTLP_ENDPOINT``) to a sink on 127.0.0.1 (``otlp_sink.py``), whose CPU is
+reported apart. ``--traces-overhead`` runs the benchmark without and with ``--traces``,
+``--rounds`` times each, alternately, and prints the figures side by side.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from against import parse_or_compare
+import psutil
+from against import REPO, parse_or_compare, run_variants
 from bench_stack import (
     BROKERS,
     PeakRss,
@@ -44,12 +50,14 @@ from bench_stack import (
     stack_processes,
     warm_up,
 )
+from opentelemetry import trace
 from sqlalchemy import create_engine, text
 
 from producers.replay import publish_events, rental_events
 from rentalstream import processes, services
 from rentalstream.demo import wait_until_scored
 from rentalstream.kafka_jars import kafka_version
+from runtime import tracing
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
 from runtime.settings import Settings, normalised_database_url
 from schemas.events import utc_now
@@ -75,10 +83,25 @@ def main() -> None:
         "--profile", metavar="PATH", help="py-spy the scorer during the replay; collapsed stacks to PATH"
     )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary stack folder")
+    parser.add_argument("--traces", action="store_true", help="export every service's spans to an OTLP sink")
+    parser.add_argument(
+        "--traces-overhead", action="store_true", help="run without and with --traces, alternately (--rounds each)"
+    )
     add_broker_option(parser)
     args = parse_or_compare(parser, FIGURES)
     if args is None:
         return
+    if args.traces_overhead:
+        argv = [a for a in sys.argv[1:] if a != "--traces-overhead"]
+        run_variants([("traces off", REPO, argv), ("traces on", REPO, [*argv, "--traces"])], args.rounds, FIGURES)
+        return
+    with otlp_sink() if args.traces else nullcontext() as sink:
+        replay(args)
+    if sink is not None:
+        print(f"traces: {sink.summary()}")
+
+
+def replay(args: argparse.Namespace) -> None:
 
     wanted = (services.SCORER,) if args.scorer_only else SERVICES
     with (
@@ -119,12 +142,16 @@ def main() -> None:
             if args.profile
             else None
         )
+        if args.traces:
+            tracing.configure("rentalstream-replay")  # as `rentalstream replay` does
         cpu_before = cpu_seconds(processes)
         since = utc_now()
         started = time.time()
         stats = asyncio.run(publish_events(bootstrap, events, batch_size=settings.replay.batch_size))
         last_published = started + stats.seconds
         wait_until_scored(settings, since, len(events), scorer_pid)
+        if args.traces:  # the replay's last spans, while the sink still listens
+            trace.get_tracer_provider().force_flush()
         cpu_used = {name: after - cpu_before[name] for name, after in cpu_seconds(processes).items()}
         with engine.connect() as conn:
             row = conn.execute(LATENCY_SQL, {"since": since}).one()
@@ -137,7 +164,7 @@ def main() -> None:
         last_commit = row.last_commit.timestamp()
         print(
             f"broker: {BROKERS[args.broker]} (Apache Kafka {kafka_version()}); the scorer's results in Kafka "
-            f"transactions ({settings.kafka.transactions})"
+            f"transactions ({settings.kafka.transactions}); traces {'exported over OTLP' if args.traces else 'off'}"
         )
         print(
             f"conditions: {len(events):,} rentals replayed as fast as possible; {os.cpu_count()} CPU cores shared "
@@ -163,6 +190,34 @@ def main() -> None:
         scorers_cpu = sum(s for n, s in cpu_used.items() if n.startswith("scorer"))
         # Steadier than the rate, which the machine's other load moves by ±20%.
         print(f"scorer CPU per rental:      {scorers_cpu / len(events) * 1e6:>8.1f} µs")
+
+
+class OtlpSink:
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process, self.cpu_seconds, self.output = process, 0.0, ""
+
+    def summary(self) -> str:
+        return f"{self.output.strip()}; the sink's CPU {self.cpu_seconds:.2f} s (not counted above)"
+
+
+@contextmanager
+def otlp_sink() -> Iterator[OtlpSink]:
+    """``otlp_sink.py`` on a free port, named by ``OTEL_EXPORTER_OTLP_ENDPOINT`` for every
+    process started meanwhile; stopped (SIGTERM) on the way out."""
+    port = processes.free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), str(port)], stdout=subprocess.PIPE, text=True
+    )
+    sink = OtlpSink(process)
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_for_port("127.0.0.1", port, timeout=30, process=process)
+        yield sink
+        sink.cpu_seconds = sum(psutil.Process(process.pid).cpu_times()[:2])
+    finally:
+        os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        process.terminate()
+        sink.output, _ = process.communicate(timeout=30)
 
 
 @contextmanager
