@@ -25,6 +25,7 @@ from dashboard.feed import LiveFeed
 from dashboard.metrics import DashboardMetrics
 from dashboard.model_importance import ModelImportance
 from dashboard.page import build_page
+from runtime import tracing
 from runtime.kafka.security import client_options
 from runtime.postgres.engines import async_engine
 from runtime.registry_process import RegistryProcess
@@ -36,6 +37,7 @@ FEED_RETRY_SECONDS = 2.0
 
 def serve(settings: Settings) -> None:
     """Serve the dashboard until SIGTERM/SIGINT."""
+    tracing.configure("rentalstream-dashboard")
     metrics = DashboardMetrics()
     engine = async_engine(settings.resolved_database_url(), pool_size=2)
     feed = LiveFeed(
@@ -77,6 +79,7 @@ def serve(settings: Settings) -> None:
         server.stop()
         await engine.dispose()
         await importance.registry.close()
+        await tracing.shutdown_async()
         server.io_loop.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

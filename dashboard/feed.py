@@ -29,12 +29,14 @@ from itertools import takewhile
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from answers.queries import Aggregates, read_aggregates, read_latest
 from dashboard.metrics import DashboardMetrics
+from runtime.kafka.traces import BatchTraces, kafka_attributes
 from schemas.events import DeadLetter, DelayScored, DriftAlert, PriceScored
 from schemas.topics import DEAD_LETTERS, DELAYS, DRIFT, PRICES
 
@@ -141,8 +143,12 @@ class LiveFeed:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
                 if self.seed_error is not None:  # aiokafka only logs a listener's errors
                     raise self.seed_error
-                for records in batches.values():
-                    self._take(records)
+                for partition, records in batches.items():
+                    # In each trace the records carry on (the replay's, a /predict's): a span per batch.
+                    with BatchTraces.of(records).step(
+                        f"{partition.topic} process", SpanKind.CONSUMER, kafka_attributes(partition.topic, len(records))
+                    ):
+                        self._take(records)
         finally:
             refresher.cancel()
             await self.consumer.stop()

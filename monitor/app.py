@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,12 +34,13 @@ from monitor.detectors import DetectorSpec
 from monitor.metrics import MonitorMetrics
 from monitor.reference_choice import version_to_load
 from monitor.watch import DriftWatch, Fired, Origin
-from runtime import consumer_service
+from runtime import consumer_service, tracing
 from runtime.consumer_service import consumer_app
 from runtime.kafka.batch_publisher import BatchPublisher
 from runtime.kafka.dead_letters import dead_letter_messages, parse_records
 from runtime.kafka.security import broker_security, client_options
 from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.kafka.traces import BatchTraces, kafka_attributes
 from runtime.long_lived import freeze_what_is_loaded
 from runtime.postgres.engines import async_engine
 from runtime.postgres.retries import with_retries
@@ -231,7 +233,13 @@ class Monitor:
 
         @subscriber
         async def consume(records: Any) -> None:
-            with self.metrics.batch_seconds.labels(topic.name).time():
+            with (
+                self.metrics.batch_seconds.labels(topic.name).time(),
+                # In each trace the records carry on (the replay's, a /predict's): a span per batch.
+                BatchTraces.of(records).step(
+                    f"{topic.name} process", SpanKind.CONSUMER, kafka_attributes(topic.name, len(records))
+                ),
+            ):
                 await self.observe(topic, contract, records)
 
         return subscriber
@@ -325,4 +333,5 @@ def event_id(event: BaseModel) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the monitor and its HTTP endpoints until SIGTERM/SIGINT."""
+    tracing.configure("rentalstream-monitor")
     consumer_service.serve(build_app(settings), settings.monitor.host, settings.monitor.port)

@@ -92,7 +92,8 @@ async def publish_paced(
                         attributes = chunk_attributes(chunk)
                         span.update_name(f"{attributes['messaging.destination.name']} publish")
                         span.set_attributes(attributes)
-                        chunk = [(*message, carried()) for message in chunk]
+                        headers = carried()  # one span, one header for all of them
+                        chunk = [(*message, headers) for message in chunk]
                     pending.extend(await publisher.send(chunk))
                 sent += len(chunk)
             if len(chunk) < due:

@@ -46,8 +46,9 @@ from runtime.postgres.retries import with_retries
 from runtime.prepared_versions import PreparedVersion, recall, remember, remembered_path
 from runtime.registry_process import RegistryProcess
 from runtime.settings import Settings
+from runtime.tracing import Headers
 from schemas.contracts import asyncapi as contract_document
-from schemas.events import PriceRequest, PriceScored, RentalEvent, utc_now
+from schemas.events import DeadLetter, PriceRequest, PriceScored, RentalEvent, utc_now
 from schemas.topics import DELAYS, PRICE_REQUESTS, PRICES, RENTALS, Topic
 from scorer import store
 from scorer.metrics import ScorerMetrics
@@ -65,11 +66,21 @@ CLIENT_ID = "rentalstream-scorer"
 class Handover(NamedTuple):
     """What a batch hands on once Postgres holds it: its results (in the batch's Kafka
     transaction) and the replies to price requests (sent at once, outside it), each with
-    the request's record, whose trace it continues; ``traces``: the batch's processing spans."""
+    the request's record, whose trace it continues; ``traces``: the batch's processing
+    spans, and when it has any, ``sources``: the record each result comes from (None for
+    a delay fact of an earlier rental), whose trace the result carries on."""
 
     results: Messages
     replies: Sequence[tuple[str, str | None, Any, KafkaRecord]] = ()
     traces: BatchTraces = BatchTraces()
+    sources: Sequence[KafkaRecord | None] = ()
+
+    def traced_results(self, traces: BatchTraces) -> Messages | list[tuple[str, str | None, Any, Headers]]:
+        """The results, each with the headers of its record's span in ``traces`` when
+        there are spans (else as they are: traces off cost no copy)."""
+        if not traces:
+            return self.results
+        return [(*result, traces.carried(source)) for result, source in zip(self.results, self.sources, strict=True)]
 
 
 Store = Callable[[], Awaitable[Handover]]  # a scored batch's second half: store it, say what to hand on
@@ -296,7 +307,7 @@ class Scorer:
             self.metrics.scored.labels(RENTALS.name).inc(len(priced))
             self.metrics.dead_letters.labels(RENTALS.name).inc(len(dead))
             self.metrics.conflicts.inc(sum(1 for f in facts if f.is_conflict))
-            return Handover(
+            handover = Handover(
                 [
                     *((PRICES.name, p.price_id, p) for p in price_rows),
                     *((DELAYS.name, str(f.car_id), f) for f in facts),
@@ -304,6 +315,15 @@ class Scorer:
                 ],
                 traces=traces,
             )
+            if not traces:
+                return handover
+            of_rental = {e.rental_id: r for r, e, _ in priced}
+            sources = [
+                *(r for r, _, _ in priced),
+                *(of_rental.get(f.rental_id) for f in facts),
+                *dead_letter_sources(records, dead),
+            ]
+            return handover._replace(sources=sources)
 
         return stored
 
@@ -357,6 +377,9 @@ class Scorer:
                 [*((PRICES.name, s.price_id, s) for _, s in answered), *dead_letter_messages(dead)],
                 [(r.reply_to, r.request_id, s, record_of[r.request_id]) for r, s in answered if r.reply_to],
                 traces,
+                [*(record_of[r.request_id] for r, _ in answered), *dead_letter_sources(records, dead)]
+                if traces
+                else (),
             )
 
         return stored
@@ -411,7 +434,7 @@ class Scorer:
                         handover = await stored()
                         with handover.traces.step(*publishing(handover)) as traces:
                             replies = [(*reply, traces.carried(record)) for *reply, record in handover.replies]
-                            await results.deliver(handover.results, records, message, replies)
+                            await results.deliver(handover.traced_results(traces), records, message, replies)
 
                     await writes.hand_on(records, message, store_and_deliver, started)
                 except BaseException:
@@ -525,6 +548,13 @@ class Scorer:
 
 # The spans of a batch, in each trace its records carry (runtime/kafka/traces.py).
 STORING = ("postgres store", SpanKind.CLIENT, {"db.system.name": "postgresql", "db.operation.name": "upsert"})
+
+
+def dead_letter_sources(records: Sequence[KafkaRecord], dead: Sequence[DeadLetter]) -> list[KafkaRecord | None]:
+    """The record each dead letter of a batch was made of (None for one refused before it
+    was a record of this batch)."""
+    at = {(r.partition, r.offset): r for r in records}
+    return [at.get((d.partition, d.offset)) for d in dead]
 
 
 def processing(topic: Topic, records: Sequence[KafkaRecord]) -> tuple[str, SpanKind, dict]:

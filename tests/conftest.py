@@ -25,11 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import create_engine, text
 
 from rentalstream import embedded, kafka_server, processes, services
 from rentalstream.kafka_jars import kafka_version
 from rentalstream.kafka_server import KafkaRuntime
+from runtime import tracing
+from runtime.kafka import traces
 from runtime.kafka.topics import ensure_topics
 from runtime.postgres import engines, roles
 from runtime.settings import Settings, normalised_database_url
@@ -309,3 +314,16 @@ def monitor_process(monitor_env, tmp_path) -> Iterator[subprocess.Popen]:
     with service_process("monitor", env, log) as process:
         services.wait_ready("monitor", f"{url}/ready", process.pid, time.monotonic() + 120, str(log))
         yield process
+
+
+@pytest.fixture
+def exported_spans(monkeypatch) -> InMemorySpanExporter:
+    """Traces kept in this process, by an SDK provider of the test's own with the SDK's
+    in-memory exporter (the process's global provider stays unset)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(traces, "recording", lambda: True)
+    monkeypatch.setattr(tracing, "recording", lambda: True)
+    monkeypatch.setattr(traces, "tracer", lambda: provider.get_tracer("test"))
+    return exporter

@@ -64,10 +64,11 @@ class BatchTraces:
     ``traceparent``. Each ``step`` (score the batch, store it, publish its results) is one
     span under each parent, and a step's spans are the parents of the steps under it."""
 
-    __slots__ = ("_parents",)
+    __slots__ = ("_carried", "_parents")
 
     def __init__(self, parents: Mapping[bytes, Context] | None = None) -> None:
         self._parents = dict(parents or {})
+        self._carried: dict[bytes, Headers] = {}  # made once per trace, however many records share it
 
     @classmethod
     def of(cls, records: Sequence[KafkaRecord]) -> BatchTraces:
@@ -112,5 +113,9 @@ class BatchTraces:
     def carried(self, record: KafkaRecord) -> Headers:
         """The headers carrying the span of ``record``'s trace, for what is published in its name."""
         key = traceparent(record) if self._parents else None
-        parent = self._parents.get(key) if key is not None else None
-        return carried(trace.get_current_span(parent)) if parent is not None else []
+        if key is None or key not in self._parents:
+            return []
+        headers = self._carried.get(key)
+        if headers is None:
+            headers = self._carried[key] = carried(trace.get_current_span(self._parents[key]))
+        return headers

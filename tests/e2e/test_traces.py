@@ -1,7 +1,9 @@
 """Traces across the services: a /predict, and a replay, each one trace from its first
-span to Postgres and the results, exported over OTLP/HTTP to a receiver (tests/otlp.py)
-by the real processes, which carry the trace between them in Kafka headers."""
+span to Postgres and the results (and, for the replay, on to the monitor), exported over
+OTLP/HTTP to a receiver (tests/otlp.py) by the real processes, which carry the trace
+between them in Kafka headers."""
 
+import asyncio
 import secrets
 import time
 
@@ -15,12 +17,14 @@ from runtime.postgres import roles
 from runtime.settings import normalised_database_url
 from tests import helpers
 from tests.conftest import BRIDGE_API_KEY, as_role
-from tests.helpers import SAMPLE_CAR, run_cli, service_process
+from tests.helpers import SAMPLE_CAR, read_topic, run_cli, service_process
 from tests.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
 
 BRIDGE, SCORER, REPLAY = "rentalstream-bridge", "rentalstream-scorer", "rentalstream-replay"
+MONITOR = "rentalstream-monitor"
+CONSUMER = Span.SPAN_KIND_CONSUMER
 
 
 @pytest.fixture
@@ -112,9 +116,12 @@ def test_one_predict_is_one_trace_from_the_bridge_through_the_scorer_and_postgre
     assert not [s for s in otlp.spans if BRIDGE_API_KEY in repr(s.attributes)]
 
 
-def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_results(otlp, scorer_env, tmp_path):
+def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_results_and_the_monitor(
+    otlp, scorer_env, monitor_process, tmp_path
+):
     """The scorer here exports only when it stops (its schedule is an hour): a service
-    stopped by SIGTERM still sends its last spans."""
+    stopped by SIGTERM still sends its last spans. Its prices and delay facts carry the
+    trace on, to the monitor."""
     scorer_url = f"http://127.0.0.1:{scorer_env['RENTALSTREAM_SCORER_PORT']}"
     env = {**scorer_env, "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
     env["RENTALSTREAM_DATABASE_URL"] = as_role(env["RENTALSTREAM_DATABASE_URL"], roles.SCORER)
@@ -136,13 +143,33 @@ def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_resu
     assert published.kind == Span.SPAN_KIND_PRODUCER
     assert published.attributes["messaging.batch.message_count"] == 40
 
+    def counted(spans, service: str, name: str) -> int:
+        return sum(s.attributes["messaging.batch.message_count"] for s in named(spans, service, name, CONSUMER))
+
     def complete(spans):
-        processed = named(spans, SCORER, "rentals process", Span.SPAN_KIND_CONSUMER)
-        counted = sum(s.attributes["messaging.batch.message_count"] for s in processed)
-        return counted >= 40 and len(named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER)) == len(processed)
+        processed = named(spans, SCORER, "rentals process", CONSUMER)
+        return (
+            counted(spans, SCORER, "rentals process") >= 40
+            and len(named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER)) == len(processed)
+            and counted(spans, MONITOR, "rentals process") >= 40
+            and counted(spans, MONITOR, "prices process") >= 40
+        )
 
     spans = wait_for(otlp, published.trace_id, complete)
-    processed = named(spans, SCORER, "rentals process", Span.SPAN_KIND_CONSUMER)
+    processed = named(spans, SCORER, "rentals process", CONSUMER)
     assert children([published], processed)
     assert children(processed, named(spans, SCORER, "postgres store", Span.SPAN_KIND_CLIENT))
-    assert children(processed, named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER))
+    results = named(spans, SCORER, "results publish", Span.SPAN_KIND_PRODUCER)
+    assert children(processed, results)
+    # Each price, and the delay facts of these rentals, carry the trace on from the scorer's publish ...
+    prices = asyncio.run(read_topic(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "prices"))
+    delays = asyncio.run(read_topic(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "delays"))
+    assert len(prices) == 40 and delays
+    publish_ids = {s.span_id for s in results}
+    for record in [*prices, *delays]:
+        _, trace_id, parent_id, _ = dict(record.headers)["traceparent"].decode().split("-")
+        assert trace_id == published.trace_id and parent_id in publish_ids, record
+    # ... to the monitor, which watches the rentals in the replay's span and the prices in the scorer's.
+    assert children([published], named(spans, MONITOR, "rentals process", CONSUMER))
+    assert children(results, named(spans, MONITOR, "prices process", CONSUMER))
+    assert children(results, named(spans, MONITOR, "delays process", CONSUMER))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.trace import SpanKind
 from sqlalchemy import insert
 
 from dashboard.feed import CONTRACTS, RATE_WINDOW_SECONDS, LiveFeed
@@ -174,6 +175,42 @@ async def _scenario(database_url, bootstrap):
         await producer.flush()
         await wait_until(lambda: feed.snapshot().aggregates.totals["rentals"] == 5, "the aggregates to be re-read")
         assert feed.snapshot().aggregates is not before and feed.snapshot().aggregates.totals["conflicts"] == 3
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await producer.stop()
+        await engine.dispose()
+
+
+def test_the_feed_joins_the_trace_its_records_carry(clean_database, kafka_bootstrap, exported_spans):
+    asyncio.run(_traced_scenario(clean_database, kafka_bootstrap))
+    spans = exported_spans.get_finished_spans()
+    # One span per batch of the traced records (however the broker hands them over), all
+    # in the publisher's trace, under its span; the untraced price makes none of its own.
+    assert spans and {(s.name, s.kind) for s in spans} == {("prices process", SpanKind.CONSUMER)}
+    assert {(f"{s.context.trace_id:032x}", f"{s.parent.span_id:016x}") for s in spans} == {(TRACE_ID, PARENT_ID)}
+
+
+TRACE_ID, PARENT_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+async def _traced_scenario(database_url, bootstrap):
+    engine = async_engine(database_url, pool_size=2)
+    feed = LiveFeed(
+        bootstrap, engine, group_id="traced-dashboard", buffer_rows=10, aggregate_seconds=5, metrics=DashboardMetrics()
+    )
+    following = asyncio.create_task(feed.run())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await wait_until(lambda: feed.ready, "the feed to hold its partitions")
+        traceparent = [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01".encode())]
+        for rental_id in (1, 2, 3):
+            body = price(rental_id, 50.0).model_dump_json().encode()
+            await producer.send("prices", body, key=b"one partition", headers=traceparent)
+        await producer.send("prices", price(4, 50.0).model_dump_json().encode(), key=b"one partition")
+        await producer.flush()
+        await wait_until(lambda: feed.prices_seen == 4, "the feed to take the four prices")
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)

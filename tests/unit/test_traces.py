@@ -4,13 +4,9 @@ the OpenTelemetry SDK's in-memory exporter; and nothing read or kept when traces
 from types import SimpleNamespace
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from runtime import tracing
-from runtime.kafka import traces
 from runtime.kafka.traces import BatchTraces
 
 TRACE_A, PARENT_A = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -24,19 +20,7 @@ def record(offset: int, trace_id: str | None = None, parent: str | None = None) 
     return SimpleNamespace(topic="price-requests", partition=0, offset=offset, key=None, value=b"{}", headers=headers)
 
 
-@pytest.fixture
-def exported(monkeypatch) -> InMemorySpanExporter:
-    """Spans kept by an SDK provider of the test's own (the process's global one stays unset)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(traces, "recording", lambda: True)
-    monkeypatch.setattr(tracing, "recording", lambda: True)
-    monkeypatch.setattr(traces, "tracer", lambda: provider.get_tracer("test"))
-    return exporter
-
-
-def test_each_step_of_a_batch_is_one_span_in_each_trace_its_records_carry(exported):
+def test_each_step_of_a_batch_is_one_span_in_each_trace_its_records_carry(exported_spans):
     batch = [record(0, TRACE_A, PARENT_A), record(1, TRACE_B, PARENT_B), record(2, TRACE_A, PARENT_A), record(3)]
 
     with BatchTraces.of(batch).step("price-requests process", SpanKind.CONSUMER) as processed:
@@ -47,7 +31,7 @@ def test_each_step_of_a_batch_is_one_span_in_each_trace_its_records_carry(export
         reply_headers = dict(published.carried(batch[1]))
         assert published.carried(batch[3]) == []  # an untraced record's results carry nothing
 
-    spans = exported.get_finished_spans()
+    spans = exported_spans.get_finished_spans()
     by_name = {}
     for span in spans:
         by_name.setdefault(span.name, []).append(span)
@@ -63,18 +47,18 @@ def test_each_step_of_a_batch_is_one_span_in_each_trace_its_records_carry(export
     assert reply_headers == {"traceparent": f"00-{TRACE_B}-{publish_b.context.span_id:016x}-01".encode()}
 
 
-def test_a_step_that_raises_is_a_failed_span_and_the_error_goes_on(exported):
+def test_a_step_that_raises_is_a_failed_span_and_the_error_goes_on(exported_spans):
     with pytest.raises(ConnectionError), BatchTraces.of([record(0, TRACE_A, PARENT_A)]).step("postgres store"):
         raise ConnectionError("the database went away")
-    (span,) = exported.get_finished_spans()
+    (span,) = exported_spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert [e.name for e in span.events] == ["exception"]
 
 
-def test_a_batch_without_a_traced_record_makes_no_span(exported):
+def test_a_batch_without_a_traced_record_makes_no_span(exported_spans):
     with BatchTraces.of([record(0), record(1)]).step("rentals process") as processed:
         assert not processed
-    assert exported.get_finished_spans() == ()
+    assert exported_spans.get_finished_spans() == ()
 
 
 def test_with_traces_off_no_record_is_read_and_nothing_is_kept():
