@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from runtime.kafka.batch_publisher import HEADERS
 from runtime.kafka.connect import start_when_reachable
 from runtime.kafka.subscriber import KafkaRecord
 from runtime.kafka.topics import partition_ids
@@ -35,7 +36,6 @@ from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, PriceScored
 
 log = logging.getLogger("rentalstream.bridge")
-JSON = [("content-type", b"application/json")]
 
 
 class BrokerUnavailable(RuntimeError):
@@ -183,7 +183,7 @@ class PriceRequester:
 
     async def _publish(self, requests: list[PriceRequest], trace_headers: Headers) -> None:
         """Send the requests, each carrying the publishing span's trace (none when not traced)."""
-        headers = [*JSON, *trace_headers]
+        headers = [*HEADERS, *trace_headers]
         try:
             deliveries = [
                 await self._producer.send(
