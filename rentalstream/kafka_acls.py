@@ -1,9 +1,10 @@
 """The Kafka ACLs each of our services needs on a secured cluster, and no more.
 
 With ``authorizer.class.name`` set, a principal other than a super user may do only what
-an ACL allows it. Each service logs in as its own principal (``rentalstream-<service>``,
-the SCRAM users ``make compose-secrets`` makes), and ``rentalstream init --kafka-acls``
-(as a super user) grants each the rules below:
+an ACL allows it. Each service logs in as its own principal, a SCRAM user named
+``rentalstream-<service>`` (made by the cluster's operator: ``kafka-storage format
+--add-scram`` or ``kafka-configs --alter --add-config 'SCRAM-SHA-512=[…]'``), and
+``rentalstream init --kafka-acls`` (as a super user) grants each the rules below:
 
 - the producer (``replay``, ``simulate``) writes ``rentals`` (and the simulator
   ``price-requests``);
@@ -101,7 +102,9 @@ async def grant(settings: Settings, security: dict) -> dict[str, list[Rule]]:
     """Create every service's rules on ``settings``' cluster, logged in with ``security``
     (a super user's); return them by principal. Raises on the first rule refused."""
     granted = {principal(service): service_rules for service, service_rules in rules(settings).items()}
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka.bootstrap, request_timeout_ms=10_000, **security)
+    client = AIOKafkaClient(
+        bootstrap_servers=settings.resolved_kafka_bootstrap(), request_timeout_ms=10_000, **security
+    )
     try:
         await client.bootstrap()  # after `init` created the topics: the broker is up
         node = client.get_random_node()

@@ -159,20 +159,6 @@ class BrokerSecurity:
             for argument in ("--add-scram", f"{SCRAM}=[name={name},password={password}]")
         ]
 
-    def client_properties(self, folder: Path) -> Path:
-        """A client configuration for Kafka's own tools, logged in as admin (mode 0600)."""
-        path = folder / "admin-client.properties"
-        path.write_text(
-            "security.protocol=SASL_SSL\n"
-            f"sasl.mechanism={SCRAM}\n"
-            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{self.admin}" password="{self.admin_password}";\n'
-            "ssl.truststore.type=PEM\n"
-            f"ssl.truststore.location={self.truststore}\n"
-        )
-        path.chmod(0o600)
-        return path
-
 
 @dataclass
 class KafkaNode:

@@ -2,8 +2,9 @@
 a CA made in the test (``rentalstream.kafka_server.BrokerSecurity``).
 
 Each service logs in as its own principal, with the ACLs ``rentalstream init --kafka-acls``
-grants it as the cluster's admin (``rentalstream.kafka_acls``), and no more: the replay writes ``rentals``; the scorer reads its inputs and writes its results
-(in transactions); the monitor reads what it watches and writes ``drift``; the bridge
+grants it as the cluster's admin (``rentalstream.kafka_acls``), and no more: the replay
+writes ``rentals``; the scorer reads its inputs and writes its results (in
+transactions); the monitor reads what it watches and writes ``drift``; the bridge
 writes price requests and reads replies; the dashboard reads the result topics. The
 scorer, the monitor and the bridge run as processes configured only through their
 ``RENTALSTREAM_KAFKA_*`` settings (the password from a ``_FILE``), and a replay and a
