@@ -164,9 +164,12 @@ def test_a_replay_chunk_is_one_trace_through_the_scorer_and_postgres_to_the_resu
     # Each price, and the delay facts of these rentals, carry the trace on from the scorer's publish ...
     prices = asyncio.run(read_topic(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "prices"))
     delays = asyncio.run(read_topic(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], "delays"))
-    assert len(prices) == 40 and delays
+    # (A fact published again for an earlier batch's rental, when its previous rental
+    # arrives later, carries no trace: it belongs to neither batch alone.)
+    traced_delays = [r for r in delays if "traceparent" in dict(r.headers)]
+    assert len(prices) == 40 and traced_delays
     publish_ids = {s.span_id for s in results}
-    for record in [*prices, *delays]:
+    for record in [*prices, *traced_delays]:
         _, trace_id, parent_id, _ = dict(record.headers)["traceparent"].decode().split("-")
         assert trace_id == published.trace_id and parent_id in publish_ids, record
     # ... to the monitor, which watches the rentals in the replay's span and the prices in the scorer's.
