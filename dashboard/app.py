@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tornado.web import RequestHandler
 
 from dashboard.drift_report_download import DriftReportDownload, command_environment
-from dashboard.feed import LiveFeed
+from dashboard.feed import LiveFeed, own_group
 from dashboard.metrics import DashboardMetrics
 from dashboard.model_importance import ModelImportance
 from dashboard.page import build_page
@@ -43,7 +43,7 @@ def serve(settings: Settings) -> None:
     feed = LiveFeed(
         settings.resolved_kafka_bootstrap(),
         engine,
-        group_id=settings.dashboard.group_id,
+        group_id=own_group(settings.dashboard.group_id),
         buffer_rows=settings.dashboard.buffer_rows,
         aggregate_seconds=settings.dashboard.aggregate_seconds,
         metrics=metrics,

@@ -1,7 +1,8 @@
 """The dashboard's live feed: one per dashboard process, shared by every open page.
 
-It reads ``prices``, ``delays``, ``drift`` and ``dead-letters`` in the dashboard's own
-consumer group into bounded buffers: the newest rows of each live list, and the arrival
+It reads ``prices``, ``delays``, ``drift`` and ``dead-letters`` in a consumer group of
+its own (``own_group``: two dashboards in one group would each get only some of the
+partitions, and show only their rows) into bounded buffers: the newest rows of each live list, and the arrival
 time and event-to-scored latency of recent prices. A partition the feed has not followed
 yet starts at its end, and the feed then (re)reads the tables from Postgres, which
 already hold everything before that end: the scorer and the monitor store a batch
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -77,6 +80,12 @@ class Snapshot:
     dead_letters: list[dict] = field(default_factory=list)
 
 
+def own_group(prefix: str) -> str:
+    """This process's consumer group: ``<prefix>.<host>.<pid>``, so that every dashboard
+    process, on this machine or another, reads every partition."""
+    return f"{prefix}.{socket.gethostname()}.{os.getpid()}"
+
+
 class LiveFeed:
     def __init__(
         self,
@@ -130,7 +139,7 @@ class LiveFeed:
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             client_id="rentalstream-dashboard",
-            enable_auto_commit=True,
+            enable_auto_commit=False,  # nothing reads them: _Positions places every partition it is given
             auto_offset_reset="latest",
             isolation_level="read_committed",  # the scorer publishes in transactions: only committed ones
             **self.security,

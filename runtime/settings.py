@@ -276,7 +276,8 @@ class DashboardSettings(BaseModel):
     port: int = Field(8093, ge=0, le=65535, description="Port of the dashboard (and its /health, /ready, /metrics).")
     group_id: str = Field(
         "rentalstream-dashboard",
-        description="Consumer group of the dashboard's live feed; give each dashboard process its own.",
+        description="Prefix of the live feed's consumer group: each dashboard process joins one of its own, "
+        "<prefix>.<host>.<pid>, so that each reads every partition.",
     )
     websocket_origins: list[str] = Field(
         default_factory=list,
