@@ -11,7 +11,9 @@ request, with one INSERT per prediction). Then, on the same machine in the same 
      Postgres by the scorer (first publish → last row committed);
    - the baseline: the same rentals' cars POSTed to ``/predict-and-store`` by
      ``--clients`` concurrent HTTP clients (first request → last answer, every answer
-     a committed INSERT).
+     a committed INSERT). Meanwhile our broker, scorer and bridge are paused
+     (SIGSTOP, with their children; PostgreSQL, which the baseline writes to, runs):
+     idle, they burned ~20 CPU-s over its run and flattered the ratio.
 2. **Latency.** ``--requests`` sequential ``/predict`` calls on one connection to the
    bridge (HTTP → Kafka → scorer → Postgres → Kafka → HTTP) and to the baseline's
    ``/predict`` (the model called in-process, nothing stored): p50 / p99.
@@ -25,8 +27,11 @@ import argparse
 import asyncio
 import os
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import aiohttp
+import psutil
 from against import parse_or_compare
 from bench_stack import cpu_seconds, fresh_stack, stack_processes, warm_up
 from bridge_latency import Run, plain_api, sequential_run, timed_post
@@ -69,9 +74,14 @@ def main() -> None:
         ours_cpu = delta(before, cpu_seconds(processes))
 
         print(f"posting the same {len(events):,} cars to the plain API with {args.clients} clients...", flush=True)
+        ours = {name: pid for name, pid in stack_processes(state).items() if name != "postgres"}
         before = cpu_seconds(processes)
-        plain = asyncio.run(http_replay(f"{baseline['url']}/predict-and-store", events, args.clients))
+        with paused(ours.values()):
+            plain = asyncio.run(http_replay(f"{baseline['url']}/predict-and-store", events, args.clients))
         plain_cpu = delta(before, cpu_seconds(processes))
+        for name in ("scorer", "bridge"):  # back, holding their partitions again, before the latency runs
+            service = state["services"][name]
+            services.wait_ready(name, f"{service['url']}/ready", service["pid"], time.monotonic() + 120, service["log"])
 
         print(f"timing {args.requests:,} sequential /predict calls on each...", flush=True)
         bridge_url, plain_url = f"{state['services']['bridge']['url']}/predict", f"{baseline['url']}/predict"
@@ -83,7 +93,8 @@ def main() -> None:
     ours_rate = len(events) / ours_seconds
     print(
         f"\nconditions: {os.cpu_count()} CPU cores shared by the broker, PostgreSQL, MLflow, scorer, bridge, the plain "
-        f"API and the load generator (this process); {settings.kafka.topic_partitions} partitions; the same champion "
+        f"API and the load generator (this process), except while the plain API's throughput is measured: then "
+        f"{', '.join(ours)} are paused (SIGSTOP); {settings.kafka.topic_partitions} partitions; the same champion "
         f"(compiled trees in the scorer, LightGBM in the plain API)"
     )
     print(f"\nthroughput, {len(events):,} rentals priced and committed to PostgreSQL")
@@ -110,6 +121,26 @@ def main() -> None:
         f"{bridge_latency.quantile(0.5) / direct_latency.quantile(0.5):.1f}x at p50, "
         f"{bridge_latency.quantile(0.99) / direct_latency.quantile(0.99):.1f}x at p99"
     )
+
+
+@contextmanager
+def paused(pids: Iterable[int]) -> Iterator[None]:
+    """Every process of ``pids``, with its children, stopped (SIGSTOP) for the block and
+    continued (SIGCONT) after it, even when the block fails."""
+    family = []
+    for pid in pids:
+        parent = psutil.Process(pid)
+        family += [parent, *parent.children(recursive=True)]
+    for process in family:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in family:
+            try:
+                process.resume()
+            except psutil.NoSuchProcess:
+                pass
 
 
 async def http_replay(url: str, events: list[RentalEvent], clients: int) -> Run:
