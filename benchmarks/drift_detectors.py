@@ -1,6 +1,7 @@
 """Drift detectors compared on this product's streams: false alarms, detection delay, cost.
 
     python benchmarks/drift_detectors.py [--shift-from N] [--detectors adwin:0.002,page_hinkley:50,...]
+        [--cooldowns 0,1000] [--clean-events N]
 
 Builds, in process and without a broker, exactly what the monitor would read: the
 simulator's stream (one pass of the delay history as rentals plus 20% price requests
@@ -8,11 +9,13 @@ from the listings, 26,637 events), each rental and request priced by a LightGBM 
 fitted like the champion, and the delay facts as the scorer joins them. Then, for every
 detector setting, runs the monitor's ``DriftWatch`` (all 65 signals) over
 
-- the clean stream: alerts per signal are false alarms (nothing was shifted);
+- the clean stream (three passes of the history by default): alerts per signal are false
+  alarms (nothing was shifted), also given per 100,000 events;
 - each documented shift from event ``--shift-from`` on: the detection delay, in values
-  of the shifted signal between the first shifted one and the alert;
+  of the shifted signal between the first shifted one and the alert, and every alert the
+  shifted signal raised from the shift to the end (one lasting shift should raise one);
 
-and prints the cost per detector update. Finally the monitor's own throughput with the
+each with every alert cooldown of ``--cooldowns``, and prints the cost per detector update. Finally the monitor's own throughput with the
 chosen setting: JSON bytes in, validated, fed to every signal (events/s, one core).
 KSWIN runs on the clean stream and on two shifts only: at ~1 ms per update its full
 comparison would take most of an hour, which is the point of the measurement.
@@ -36,7 +39,7 @@ from producers.car_profiles import read_profile_pool
 from producers.replay import rental_events
 from producers.simulator import Shift, Simulator
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path, read_delay_history
-from runtime.settings import Settings
+from runtime.settings import MonitorSettings, Settings
 from schemas.events import DelayScored, PriceRequest, PriceScored, RentalEvent, utc_now
 from schemas.features import feature_codes
 from scorer.delays import is_late, knock_on
@@ -63,6 +66,17 @@ def main() -> None:
     parser.add_argument("--shift-from", type=int, default=10_000)
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS)
     parser.add_argument("--chosen", default="adwin:0.0001", help="the setting whose throughput is measured")
+    parser.add_argument(
+        "--cooldowns",
+        default=f"0,{MonitorSettings().alert_cooldown}",
+        help="alert cooldowns (values of a signal) each detector runs with; by default none and the setting's default",
+    )
+    parser.add_argument(
+        "--clean-events",
+        type=int,
+        default=3 * EVENTS,
+        help="length of the clean stream the false alarms are counted on",
+    )
     args = parse_or_compare(parser, FIGURES)
     if args is None:
         return
@@ -85,16 +99,18 @@ def main() -> None:
     )
     history, listings = rental_events(xlsx, pricing_csv), read_profile_pool(pricing_csv)
 
-    def stream(shift: str | None) -> list[tuple[int, str, object]]:
+    def stream(shift: str | None, events: int = EVENTS) -> list[tuple[int, str, object]]:
         shifts = [Shift.parse(shift)] if shift else []
         simulator = Simulator(history, listings, shifts=shifts, shift_from=args.shift_from, run_id="bench")
-        return monitored_stream(list(islice(simulator.events(), EVENTS)), model.booster_)
+        return monitored_stream(list(islice(simulator.events(), events)), model.booster_)
 
-    clean = stream(None)
+    clean = stream(None, args.clean_events)
     shifted = {shift: stream(shift) for shift in SHIFTS}
+    cooldowns = [int(c) for c in args.cooldowns.split(",")]
     print(
-        f"\nconditions: {os.cpu_count()} CPUs; {EVENTS:,} simulated events per run "
-        f"({len(clean):,} monitored messages: rentals, prices, delay facts); shifts from event {args.shift_from:,}"
+        f"\nconditions: {os.cpu_count()} CPUs; the clean stream {args.clean_events:,} simulated events "
+        f"({len(clean):,} monitored messages: rentals, prices, delay facts), each shifted one {EVENTS:,}, "
+        f"shifted from event {args.shift_from:,}; cooldowns {', '.join(map(str, cooldowns))} values of a signal"
     )
 
     rows = []
@@ -102,25 +118,30 @@ def main() -> None:
         name, setting = text.split(":")
         spec = DetectorSpec(name, float(setting))
         only = ("rentals/mileage", "rentals/engine_power") if name == "kswin" else None
-        false_alarms, updates, seconds = run(reference, spec, clean, None, only)
-        delays = {}
-        for shift, signal in SHIFTS.items():
-            if name == "kswin" and signal not in only:
-                continue
-            delays[shift] = run(reference, spec, shifted[shift], args.shift_from, only, signal)
-        rows.append((spec.label, false_alarms, delays, seconds / updates * 1e6))
+        for cooldown in cooldowns:
+            false_alarms, updates, seconds = run(reference, spec, clean, None, only, cooldown=cooldown)
+            delays = {}
+            for shift, signal in SHIFTS.items():
+                if name == "kswin" and signal not in only:
+                    continue
+                delays[shift] = run(reference, spec, shifted[shift], args.shift_from, only, signal, cooldown)
+            rows.append((f"{spec.label}, cooldown {cooldown}", false_alarms, delays, seconds / updates * 1e6))
 
-    print("\nfalse alarms on the clean stream (alerts; every signal not listed had none)")
+    per = 100_000 / args.clean_events
+    print("\nfalse alarms on the clean stream (alerts, and per 100,000 events; every signal not listed had none)")
     for label, false_alarms, _, cost in rows:
         listed = ", ".join(f"{s} {n}" for s, n in sorted(false_alarms.items())) or "none"
-        print(f"  {label:28} {sum(false_alarms.values()):3d}  {listed}   [{cost:.2f} µs/update]")
+        total = sum(false_alarms.values())
+        print(f"  {label:42} {total:3d} ({total * per:5.1f})  {listed}   [{cost:.2f} µs/update]")
     print(
         "\ndetection delay (values of the shifted signal from the first shifted one to the alert;"
-        " price=x1.3 is seen by the rolling MAE, whatever the detector)"
+        " price=x1.3 is seen by the rolling MAE, whatever the detector), and in brackets every alert"
+        " of that signal from the shift to the end of the stream (d drifting, r recovered): one shift, one d"
     )
-    print("  " + "detector".ljust(28) + "".join(s.ljust(22) for s in SHIFTS))
+    print("  " + "detector".ljust(42) + "".join(s.ljust(22) for s in SHIFTS))
     for label, _, delays, _ in rows:
-        print("  " + label.ljust(28) + "".join(str(delays.get(s, "-")).ljust(22) for s in SHIFTS))
+        cells = [outcome(delays.get(s)) for s in SHIFTS]
+        print("  " + label.ljust(42) + "".join(cell.ljust(22) for cell in cells))
 
     name, setting = args.chosen.split(":")
     rate = throughput(reference, DetectorSpec(name, float(setting)), clean)
@@ -128,6 +149,13 @@ def main() -> None:
         f"\nmonitor throughput with {DetectorSpec(name, float(setting)).label}: {rate:,.0f} messages/s "
         "(JSON validated and fed to all 65 signals, one core, no broker)"
     )
+
+
+def outcome(result: tuple | None) -> str:
+    if result is None:
+        return "-"
+    delay, alerts = result
+    return f"{delay} [{''.join(state[0] for state in alerts)}]"
 
 
 def monitored_stream(events: list, booster) -> list[tuple[int, str, object]]:
@@ -202,9 +230,10 @@ def delay_fact(event: RentalEvent, previous_delay, waiting, conflict, now) -> De
     )
 
 
-def run(reference, spec, messages, shift_from, only=None, target=None):
-    """Alerts per signal (``target`` None) or the target's detection delay; with the cost."""
-    watch = DriftWatch(reference, spec)
+def run(reference, spec, messages, shift_from, only=None, target=None, cooldown=0):
+    """Alerts per signal (``target`` None), or the target's detection delay and how many
+    alerts it raised from the shift to the end of the stream; with the cost."""
+    watch = DriftWatch(reference, spec, cooldown=cooldown)
     monitors = {m.signal: m for m in watch.monitors()}
     if only:  # only these signals get a real detector (KSWIN is too slow for all of them)
         for signal, monitor in monitors.items():
@@ -214,21 +243,24 @@ def run(reference, spec, messages, shift_from, only=None, target=None):
     observe = {"rentals": watch.observe_rental, "prices": watch.observe_price, "delays": watch.observe_delay}
     alerts: Counter = Counter()
     seen_at_shift = None
+    delay, after_shift = None, []
     started = time.perf_counter()
     for index, topic, message in messages:
         if shift_from is not None and seen_at_shift is None and index >= shift_from:
             seen_at_shift = {s: m.events_seen for s, m in monitors.items()}
             if target is not None and monitors[target].state == "drifting":
-                return "already drifting"  # a false alarm before the shift: no new alert can come
+                return "already drifting", []  # a false alarm before the shift: no new alert can come
         for fired in observe[topic](message, origin):
             transition = fired.transition
             if target is None:
                 alerts[transition.signal] += 1
-            elif transition.signal == target and transition.state == "drifting" and seen_at_shift is not None:
-                return transition.events_seen - seen_at_shift[target]
+            elif transition.signal == target and seen_at_shift is not None:
+                after_shift.append(transition.state)
+                if delay is None and transition.state == "drifting":
+                    delay = transition.events_seen - seen_at_shift[target]
     seconds = time.perf_counter() - started
     if target is not None:
-        return "missed"
+        return ("missed" if delay is None else delay), after_shift
     updates = sum(m.events_seen for s, m in monitors.items() if not only or s in only)
     return alerts, updates, seconds
 

@@ -155,7 +155,11 @@ class Monitor:
             version = await asyncio.to_thread(self.registry.champion, settings.registry.champion_alias)
         reference = await asyncio.to_thread(self.registry.reference, version)
         self.watch = DriftWatch(
-            reference, self.spec, mae_window=settings.monitor.mae_window, mae_margin=settings.monitor.mae_margin
+            reference,
+            self.spec,
+            mae_window=settings.monitor.mae_window,
+            mae_margin=settings.monitor.mae_margin,
+            cooldown=settings.monitor.alert_cooldown,
         )
         self.reference_version = self.model_version = version
         self.metrics.reference_version.set(int(version))

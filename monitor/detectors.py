@@ -11,6 +11,12 @@ A detection becomes an alert only when it changes the state:
 
 Any other detection is counted (``detections``) and otherwise ignored.
 
+**Cooldown.** After an alert, a signal raises nothing for its next ``cooldown`` values. A
+detection in that time is not dropped: it is judged when the cooldown ends, by the same
+rules, over every value since the last judged change, so a recovery (or a new drift)
+inside the cooldown is raised late, never lost, and several detections of one change
+(ADWIN may fire twice on one shift, online-ml/river#574) make one judgement.
+
 >>> import random
 >>> rng = random.Random(1)
 >>> watch = SignalMonitor("rentals/mileage", DetectorSpec("adwin", 0.002), Distribution(
@@ -82,9 +88,15 @@ class SignalMonitor:
     category (``reference=None``, ``share`` = the category's reference share)."""
 
     def __init__(
-        self, signal: str, spec: DetectorSpec, reference: Distribution | None = None, share: float | None = None
+        self,
+        signal: str,
+        spec: DetectorSpec,
+        reference: Distribution | None = None,
+        share: float | None = None,
+        cooldown: int = 0,
     ) -> None:
         self.signal = signal
+        self.cooldown = cooldown
         self.spec = spec
         self.label = spec.label
         self.reference = reference
@@ -103,6 +115,8 @@ class SignalMonitor:
         self._since = 0  # values seen since the detector's last change, and their sum
         self._since_sum = 0.0
         self._baseline: WindowStats | None = None  # the level before the current drift
+        self._quiet_until = 0  # events_seen from which an alert may be raised again
+        self._deferred = False  # a detection during the cooldown, to judge when it ends
 
     def observe(self, value: float) -> Transition | None:
         if self.reference is not None:
@@ -115,12 +129,25 @@ class SignalMonitor:
         self._since += 1
         self._since_sum += value
         self.detector.update(scaled)
-        if not self.detector.drift_detected:
-            return None
-        self.detections += 1
+        if self.detector.drift_detected:
+            self.detections += 1
+            if self.events_seen < self._quiet_until:
+                self._deferred = True
+                return None
+            return self._judge()
+        if self._deferred and self.events_seen >= self._quiet_until:
+            return self._judge()
+        return None
+
+    def _judge(self) -> Transition | None:
+        """The change among the values since the last one, and the alert it makes, if any."""
+        self._deferred = False
         before, after = self._split()
         self._since, self._since_sum = after.n, after.mean * after.n
-        return self._transition(before, after)
+        transition = self._transition(before, after)
+        if transition is not None:
+            self._quiet_until = self.events_seen + self.cooldown
+        return transition
 
     @property
     def window(self) -> tuple[int, float | None]:
@@ -165,10 +192,13 @@ class ErrorMonitor:
     """The model's rolling mean absolute error against real prices, compared with its
     cross-validated error: drifting when it exceeds ``cv_mae * (1 + margin)`` over a full
     window, recovered when it is back under ``cv_mae * (1 + margin / 2)`` (the gap keeps
-    it from flapping on the threshold)."""
+    it from flapping on the threshold); after an alert, its state holds for ``cooldown``
+    prices, then follows the rolling MAE again."""
 
-    def __init__(self, signal: str, cv_mae: float, window: int, margin: float) -> None:
+    def __init__(self, signal: str, cv_mae: float, window: int, margin: float, cooldown: int = 0) -> None:
         self.signal = signal
+        self.cooldown = cooldown
+        self._quiet_until = 0
         self.label = f"RollingMAE(window={window}, margin={margin:g})"
         self.cv_mae = cv_mae
         self.window_size = window
@@ -192,12 +222,17 @@ class ErrorMonitor:
             if current.mean <= self.alert_above:
                 self._stable_window = current
                 return None
-            self.state = "drifting"
-            return self._report("drifting", self._stable_window or self.reference_stats, current)
+            return self._change("drifting", current)
         if current.mean < self.recover_below:
-            self.state = "stable"
-            return self._report("recovered", self._stable_window or self.reference_stats, current)
+            return self._change("recovered", current)
         return None
+
+    def _change(self, state: str, current: WindowStats) -> Transition | None:
+        if self.events_seen < self._quiet_until:
+            return None  # within the last alert's cooldown: judged again on the next price
+        self.state = "drifting" if state == "drifting" else "stable"
+        self._quiet_until = self.events_seen + self.cooldown
+        return self._report(state, self._stable_window or self.reference_stats, current)
 
     @property
     def window(self) -> tuple[int, float | None]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor, Transition
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
@@ -72,32 +73,41 @@ class Fired:
 
 class DriftWatch:
     def __init__(
-        self, reference: ReferenceStats, spec: DetectorSpec, *, mae_window: int = 500, mae_margin: float = 0.25
+        self,
+        reference: ReferenceStats,
+        spec: DetectorSpec,
+        *,
+        mae_window: int = 500,
+        mae_margin: float = 0.25,
+        cooldown: int = 0,
     ) -> None:
+        """``cooldown``: values of a signal after its alert before it may raise another
+        (``monitor.detectors``)."""
         self.reference = reference
         self.spec = spec
-        self.numeric = {name: SignalMonitor(numeric_signal(name), spec, reference.numeric[name]) for name in NUMERIC}
+        watch = partial(SignalMonitor, spec=spec, cooldown=cooldown)
+        self.numeric = {name: watch(numeric_signal(name), reference=reference.numeric[name]) for name in NUMERIC}
         self.categories = {
-            (name, category): SignalMonitor(category_signal(name, category), spec, share=share)
+            (name, category): watch(category_signal(name, category), share=share)
             for name in CATEGORICAL
             for category, share in reference.category_shares[name].items()
         }
         self.equipment = {
-            name: SignalMonitor(category_signal(name, "true"), spec, share=reference.category_shares[name]["true"])
+            name: watch(category_signal(name, "true"), share=reference.category_shares[name]["true"])
             for name in EQUIPMENT
         }
         self.delays = {
-            checkin_type: SignalMonitor(delay_signal(checkin_type), spec, distribution)
+            checkin_type: watch(delay_signal(checkin_type), reference=distribution)
             for checkin_type, distribution in reference.delays.items()
         }
-        self.conflicts = SignalMonitor(CONFLICT_SIGNAL, spec, share=reference.conflict_share)
+        self.conflicts = watch(CONFLICT_SIGNAL, share=reference.conflict_share)
         # Two populations, two signals: the cars rented and the cars asked about. The scorer
         # publishes their prices in batches of one kind, so one signal would see the mix
         # change every batch.
         self.prices = {
-            source: SignalMonitor(price_signal(source), spec, reference.predicted_price) for source in PRICE_SOURCES
+            source: watch(price_signal(source), reference=reference.predicted_price) for source in PRICE_SOURCES
         }
-        self.error = ErrorMonitor(MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin)
+        self.error = ErrorMonitor(MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin, cooldown)
 
     def monitors(self) -> Iterator[SignalMonitor | ErrorMonitor]:
         yield from self.numeric.values()

@@ -216,6 +216,12 @@ class MonitorSettings(BaseModel):
     mae_margin: float = Field(
         0.25, gt=0, description="Alert when the rolling MAE exceeds the cross-validated MAE by this share."
     )
+    alert_cooldown: int = Field(
+        1000,
+        ge=0,
+        description="Values of a signal after its alert during which it raises no other; a change in that time "
+        "is judged when it ends (0: none).",
+    )
     state_seconds: float = Field(
         1.0,
         gt=0,

@@ -84,3 +84,45 @@ def test_unknown_detector_is_refused():
     with pytest.raises(ValueError, match="unknown detector"):
         DetectorSpec("cusum", 1.0)
     assert DetectorSpec("page_hinkley", 200).label == "PageHinkley(threshold=200)"
+
+
+def flapping(seed):
+    """Level 100, then 120, 100, 120 for 600 values each, then 100 for good."""
+    rng = random.Random(seed)
+    levels = [(100, 5000), (120, 600), (100, 600), (120, 600), (100, 8000)]
+    return [rng.gauss(level, 10) for level, n in levels for _ in range(n)]
+
+
+def test_without_a_cooldown_a_flapping_signal_raises_an_alert_per_flap():
+    fired = feed(SignalMonitor("s", ADWIN, REFERENCE), flapping(12))
+    assert [t.state for _, t in fired] == ["drifting", "recovered", "drifting", "recovered"]
+
+
+def test_within_the_cooldown_flaps_make_no_alert_and_the_last_change_is_raised_when_it_ends():
+    monitor = SignalMonitor("s", ADWIN, REFERENCE, cooldown=3000)
+    fired = feed(monitor, flapping(12))
+    assert [t.state for _, t in fired] == ["drifting", "recovered"]
+    (drift_at, _), (recover_at, recovered) = fired
+    assert 5000 <= drift_at < 5200
+    # Judged when the cooldown ends, over every value since the drift's alert: back at 100.
+    assert recover_at == drift_at + 3000
+    assert recovered.after.mean == pytest.approx(100, abs=2)
+    assert monitor.state == "stable" and monitor.detections >= 4
+
+
+def test_a_cooldown_shorter_than_a_lasting_shift_changes_nothing():
+    rng = random.Random(8)
+    values = [rng.gauss(100, 10) for _ in range(5000)] + [rng.gauss(120, 10) for _ in range(8000)]
+    values += [rng.gauss(100, 10) for _ in range(8000)]
+    without = feed(SignalMonitor("s", ADWIN, REFERENCE), values)
+    with_cooldown = feed(SignalMonitor("s", ADWIN, REFERENCE, cooldown=2000), values)
+    assert [(i, t.state) for i, t in with_cooldown] == [(i, t.state) for i, t in without]
+
+
+def test_the_rolling_mae_holds_its_state_through_the_cooldown_then_follows_the_errors_again():
+    monitor = ErrorMonitor("prices/absolute_error", cv_mae=10.0, window=100, margin=0.25, cooldown=400)
+    pairs = [(100.0, 89.0)] * 300 + [(100.0, 114.0)] * 100 + [(100.0, 111.0)] * 600
+    fired = [(i, t) for i, t in enumerate(monitor.observe(p, a) for p, a in pairs) if t is not None]
+    # Drifting on the 51st error of 14 (as above); without the cooldown it would recover at
+    # 400 + 91, once the window is back under 11.25: held until 400 prices after the alert.
+    assert [(i, t.state) for i, t in fired] == [(350, "drifting"), (750, "recovered")]
