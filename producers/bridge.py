@@ -31,6 +31,7 @@ from producers.bridge_body import StrictJsonRoute
 from producers.bridge_clients import ANONYMOUS, SHARED, Client, Clients
 from producers.bridge_limits import AnswerOversizedBodies
 from producers.bridge_metrics import BridgeMetrics, TimeResponses
+from producers.bridge_split import arm
 from runtime import tracing
 from runtime.kafka.request_reply import BrokerUnavailable, PriceRequester, ReplyTimeout
 from runtime.kafka.security import client_options
@@ -70,6 +71,10 @@ published on `price-requests` and the scorer's reply is returned.
 one contribution per feature, in euros, largest first, summing to the price to the cent
 (`explanation`, or `explanations` beside `prediction`). The trees' exact contributions
 cost the scorer ~10 ms per car, so they come only when asked.
+
+A share of clients (`RENTALSTREAM_BRIDGE_CHALLENGER_SHARE`, sticky per client: the key's
+client, else `X-Client-Id`, else the address) gets the challenger's price while a
+challenger is set; `model_version` always names the version that priced the car.
 
 Every response carries an `X-Request-Id` header; a 504 names it in its body too.
 """
@@ -193,9 +198,15 @@ def build_app(settings: Settings) -> FastAPI:
             client = caller.name
         else:
             client = x_client_id or (request.client.host if request.client else None)
+        answer_with = arm(client, settings.bridge.challenger_share) if client else "champion"
         try:
             replies = await requester.ask(
-                cars_of(body), request_id, client, settings.bridge.timeout_seconds, explain=explain
+                cars_of(body),
+                request_id,
+                client,
+                settings.bridge.timeout_seconds,
+                explain=explain,
+                answer_with=answer_with,
             )
         except BrokerUnavailable as failure:
             log.warning("request %s: %s", request_id, failure)
@@ -204,11 +215,13 @@ def build_app(settings: Settings) -> FastAPI:
             log.warning("request %s: %s", request_id, failure)
             return error(504, str(failure), request_id)
         metrics.cars_priced.inc(len(replies))
+        for reply in replies:
+            metrics.answers.labels(reply.answer().model_version).inc()
         if explain and any(r.explanation is None for r in replies):
             return error(502, "the scorer priced the cars but could not explain the prices (see its log)", request_id)
         response.headers["X-Request-Id"] = request_id
         if isinstance(body, PositionalRequest):
-            prediction = PositionalPrediction(prediction=[r.price_per_day for r in replies])
+            prediction = PositionalPrediction(prediction=[r.answer().price_per_day for r in replies])
             if explain:  # only then: the original API's answer is {"prediction": [...]} alone
                 prediction.explanations = [r.explanation for r in replies]
             return prediction
@@ -267,13 +280,16 @@ def admission(clients: Clients):
 
 
 def priced_car(reply: PriceScored) -> PricedCar:
+    """The answer to one car: the champion's price, or the challenger's for a caller in
+    the live split (``producers/bridge_split.py``), naming the version that priced it."""
+    answer = reply.answer()
     return PricedCar(
         request_id=reply.request_id or reply.price_id,
-        price_per_day=reply.price_per_day,
-        price_lower=reply.price_lower,
-        price_upper=reply.price_upper,
+        price_per_day=answer.price_per_day,
+        price_lower=answer.price_lower,
+        price_upper=answer.price_upper,
         model_name=reply.model_name,
-        model_version=reply.model_version,
+        model_version=answer.model_version,
         unknown_fields=reply.unknown_fields,
         # only when asked: an answer without one has no explanation key (response_model_exclude_unset)
         **({"explanation": reply.explanation} if reply.explanation is not None else {}),

@@ -25,6 +25,13 @@ class BridgeMetrics:
         self.cars_priced = Counter(
             "rentalstream_bridge_cars_priced", "Cars priced and answered.", registry=self.registry
         )
+        self.answers = Counter(
+            "rentalstream_bridge_answers",
+            "Cars answered, by the model version whose price the caller got (the challenger's for callers in "
+            "the live split, RENTALSTREAM_BRIDGE_CHALLENGER_SHARE).",
+            ["model_version"],
+            registry=self.registry,
+        )
         self.late_replies = Counter(
             "rentalstream_bridge_late_replies",
             "Replies to this bridge that nobody waited for any more (timed out, or redelivered); dropped.",

@@ -261,6 +261,14 @@ class BridgeSettings(BaseModel):
         description="Requests each client may make, e.g. `50/second` or `1000/minute` (a moving window); past it "
         "429 with Retry-After. A key's own limit wins. Without keys, callers are told apart by their address.",
     )
+    challenger_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of /predict clients answered with the challenger's price while a challenger is set "
+        "(the live split; sticky per client id: the key's client, else X-Client-Id, else the address). Both "
+        "versions price every request either way.",
+    )
 
     @field_validator("rate_limit")
     @classmethod

@@ -5,7 +5,7 @@ scored messages also name the model (and version) that produced them.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,7 @@ MAX_DEAD_LETTER_RAW_BYTES = 65_536
 CheckinType = Literal["mobile", "connect"]
 RentalState = Literal["ended", "canceled"]
 DriftState = Literal["drifting", "recovered"]
+Arm = Literal["champion", "challenger"]
 
 
 def utc_now() -> datetime:
@@ -85,6 +86,11 @@ class PriceRequest(BaseModel):
     explain: bool = Field(
         False, description="Also explain the price (its feature contributions): ~10 ms more of the scorer's time."
     )
+    answer_with: Arm = Field(
+        "champion",
+        description="Whose price the requester is answered with: the challenger's when a challenger is set and "
+        "priced the car (the bridge's live split), else the champion's. Both are stored either way.",
+    )
     event_time: datetime = Field(default_factory=utc_now)
 
 
@@ -114,11 +120,46 @@ class PriceScored(BaseModel):
     challenger_price_per_day: float | None = Field(
         None, description="The challenger's price (None without a challenger, or where it failed)."
     )
+    challenger_price_lower: float | None = Field(None, description="Low end of the challenger's interval.")
+    challenger_price_upper: float | None = Field(None, description="High end of the challenger's interval.")
+    answered_with_version: Label | None = Field(
+        None,
+        max_length=32,
+        description="The version whose price a price request was answered with: the challenger's for a "
+        "requester in the live split (when it priced the car), else the champion's; None for a rental.",
+    )
     explanation: Explanation | None = Field(
         None, description="Why this price, when the request asked (explain) and the scorer could work it out."
     )
     event_time: datetime
     scored_at: datetime
+
+    def answer(self) -> Answer:
+        """What the requester of this price is answered with: the challenger's price,
+        interval and version when it was answered with the challenger's version (the
+        live split), else the champion's."""
+        challenger = self.challenger_model_version
+        if (
+            self.answered_with_version is not None
+            and self.answered_with_version == challenger != self.model_version
+            and self.challenger_price_per_day is not None
+        ):
+            return Answer(
+                self.challenger_price_per_day,
+                self.challenger_price_lower,
+                self.challenger_price_upper,
+                self.answered_with_version,
+            )
+        return Answer(self.price_per_day, self.price_lower, self.price_upper, self.model_version)
+
+
+class Answer(NamedTuple):
+    """A price as its requester gets it (``PriceScored.answer``)."""
+
+    price_per_day: float
+    price_lower: float | None
+    price_upper: float | None
+    model_version: str
 
 
 class DelayScored(BaseModel):

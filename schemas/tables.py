@@ -76,6 +76,10 @@ prices = Table(
     Column("price_upper", Float),
     Column("challenger_model_version", String(32)),
     Column("challenger_price_per_day", Float),
+    # Added with issue 23's live split (nullable too).
+    Column("challenger_price_lower", Float),
+    Column("challenger_price_upper", Float),
+    Column("answered_with_version", String(32)),
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )

@@ -354,11 +354,12 @@ class Scorer:
                     listed_price_per_day=request.listed_price_per_day,
                     challenger=challenger,
                     challenger_price=c,
+                    answer_with=request.answer_with,
                 ),
             )
             for (_, request, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
         ]
-        answered = await self._explained(model, answered)
+        answered = await self._explained(model, challenger, answered)
 
         async def stored() -> Handover:
             with traces.step(*STORING):
@@ -458,26 +459,36 @@ class Scorer:
         return prices
 
     async def _explained(
-        self, model: Pricer, answered: list[tuple[PriceRequest, PriceScored]]
+        self, model: Pricer, challenger: Pricer | None, answered: list[tuple[PriceRequest, PriceScored]]
     ) -> list[tuple[PriceRequest, PriceScored]]:
-        """``answered``, with the explanation of every price whose request asked for one.
-        Worked out in a thread (~10 ms a car), so the rentals go on meanwhile; a failure
-        is logged and the price goes without it (the bridge then answers 502)."""
-        asked = [i for i, (request, _) in enumerate(answered) if request.explain]
-        if not asked:
-            return answered
-        try:
-            explanations = await asyncio.to_thread(
-                model.explain, [answered[i][0].car for i in asked], [answered[i][1].price_per_day for i in asked]
-            )
-        except Exception:
-            log.exception("%s v%s could not explain %d prices", model.name, model.version, len(asked))
-            return answered
-        self.metrics.explained.inc(len(asked))
+        """``answered``, with the explanation of every price whose request asked for one:
+        of the price its requester is answered with (the champion's, or the challenger's
+        in the live split). Worked out in a thread (~10 ms a car), so the rentals go on
+        meanwhile; a failure is logged and the price goes without it (the bridge then
+        answers 502)."""
         explained = list(answered)
-        for i, explanation in zip(asked, explanations, strict=True):
-            request, scored = answered[i]
-            explained[i] = (request, scored.model_copy(update={"explanation": explanation}))
+        explainers = [model] if challenger is None or challenger.version == model.version else [model, challenger]
+        for explainer in explainers:
+            asked = [
+                i
+                for i, (request, scored) in enumerate(answered)
+                if request.explain and scored.answer().model_version == explainer.version
+            ]
+            if not asked:
+                continue
+            try:
+                explanations = await asyncio.to_thread(
+                    explainer.explain,
+                    [answered[i][0].car for i in asked],
+                    [answered[i][1].answer().price_per_day for i in asked],
+                )
+            except Exception:
+                log.exception("%s v%s could not explain %d prices", explainer.name, explainer.version, len(asked))
+                continue
+            self.metrics.explained.inc(len(asked))
+            for i, explanation in zip(asked, explanations, strict=True):
+                request, scored = answered[i]
+                explained[i] = (request, scored.model_copy(update={"explanation": explanation}))
         return explained
 
     def _retrying(self, write: Callable[[], Awaitable[T]]) -> Awaitable[T]:

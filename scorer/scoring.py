@@ -14,7 +14,7 @@ from typing import Protocol
 from runtime.kafka.dead_letters import Event, dead_letter, parse_records
 from runtime.kafka.subscriber import KafkaRecord
 from schemas.cars import CarFeatures
-from schemas.events import DeadLetter, PriceRequest, PriceScored
+from schemas.events import Arm, DeadLetter, PriceRequest, PriceScored
 from schemas.explanations import Explanation
 from schemas.intervals import PriceInterval
 
@@ -112,8 +112,19 @@ def price_scored(
     listed_price_per_day: float | None = None,
     challenger: Pricer | None = None,
     challenger_price: float | None = None,
+    answer_with: Arm | None = None,
 ) -> PriceScored:
+    """The price of one event; ``answer_with``: for a price request, whose price its
+    requester asked to be answered with (the challenger's only when it priced the car)."""
     lower, upper = model.interval.around(price) if model.interval else (None, None)
+    challenger_lower = challenger_upper = None
+    if challenger is not None and challenger.interval and challenger_price is not None:
+        challenger_lower, challenger_upper = challenger.interval.around(challenger_price)
+    answered_with = None
+    if answer_with == "challenger" and challenger is not None and challenger_price is not None:
+        answered_with = challenger.version
+    elif answer_with is not None:
+        answered_with = model.version
     return PriceScored(
         price_id=price_id,
         rental_id=rental_id,
@@ -128,6 +139,9 @@ def price_scored(
         model_version=model.version,
         challenger_model_version=challenger.version if challenger else None,
         challenger_price_per_day=challenger_price,
+        challenger_price_lower=challenger_lower,
+        challenger_price_upper=challenger_upper,
+        answered_with_version=answered_with,
         event_time=event_time,
         scored_at=scored_at,
     )

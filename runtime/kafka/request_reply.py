@@ -33,9 +33,10 @@ from runtime.kafka.topics import partition_ids
 from runtime.kafka.traces import BatchTraces, publishing
 from runtime.tracing import Headers, carried
 from schemas.cars import CarFeatures
-from schemas.events import PriceRequest, PriceScored
+from schemas.events import Arm, PriceRequest, PriceScored
 
 log = logging.getLogger("rentalstream.bridge")
+CHAMPION_ANSWER = {"answer_with"}  # left out of a request answered by the champion (the default)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -148,9 +149,11 @@ class PriceRequester:
         client: str | None,
         timeout: float,
         explain: bool = False,
+        answer_with: Arm = "champion",
     ) -> list[PriceScored]:
         """Publish one PriceRequest per car (id ``<request_id>/<position>``, each asking for
-        its explanation when ``explain``) and return the replies in the same order.
+        its explanation when ``explain``, and to be answered with ``answer_with``'s price)
+        and return the replies in the same order.
 
         Raises BrokerUnavailable when the broker does not take the requests, and
         ReplyTimeout when the replies do not all come back within ``timeout`` seconds.
@@ -160,7 +163,12 @@ class PriceRequester:
         loop = asyncio.get_running_loop()
         requests = [
             PriceRequest(
-                request_id=f"{request_id}/{i}", car=car, reply_to=self.reply_topic, client=client, explain=explain
+                request_id=f"{request_id}/{i}",
+                car=car,
+                reply_to=self.reply_topic,
+                client=client,
+                explain=explain,
+                answer_with=answer_with,
             )
             for i, car in enumerate(cars)
         ]
@@ -188,7 +196,8 @@ class PriceRequester:
             deliveries = [
                 await self._producer.send(
                     self.request_topic,
-                    r.model_dump_json().encode(),
+                    # the champion's answer without the field: what a scorer from before the split reads
+                    r.model_dump_json(exclude=CHAMPION_ANSWER if r.answer_with == "champion" else None).encode(),
                     key=r.request_id.encode(),
                     headers=headers,
                 )

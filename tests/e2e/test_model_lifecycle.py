@@ -1,5 +1,6 @@
 """Model lifecycle on a running scorer: a challenger scored beside the champion, the
-comparison `rentalstream compare` prints, and a promotion in the middle of a replay.
+comparison `rentalstream compare` prints, a promotion in the middle of a replay, and the
+bridge's live split between the two versions.
 
 Real broker, Postgres and scorer process; the registry is a copy of the session's, so
 moving its aliases leaves the other tests' champion alone. Every expected price comes
@@ -12,6 +13,7 @@ import re
 import threading
 import time
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -19,8 +21,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from producers.replay import publish_events, rental_events
-from rentalstream import services
+from rentalstream import processes, services
+from runtime.registry import Registry
 from schemas.topics import PRICE_REQUESTS
+from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import (
     cli,
     interval_ratios,
@@ -170,7 +174,7 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
 def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_nothing(
     lifecycle_env, registry, clean_database, delays_xlsx, pricing_csv, mlflow_registry, tmp_path
 ):
-    _, models = registry
+    uri, models = registry
     old = mlflow_registry[1].champion_version
     [new] = set(models) - {old}
     events = rental_events(delays_xlsx, pricing_csv)
@@ -195,7 +199,11 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
                 scorer,
                 log,
             )
-            assert f"@champion: v{old} -> v{new}" in cli(lifecycle_env, "promote", new)
+            # Through the registry's API, not the CLI: on a slow day the CLI's MLflow import
+            # alone took longer than the rest of the replay (the CLI's promote is tested in
+            # tests/integration/test_cli.py).
+            before, after = Registry(uri, MODEL).promote(new, "champion", "challenger")
+            assert (before["champion"], after["champion"]) == (old, new)
         finally:
             replay.join()
         wait_for(
@@ -240,3 +248,96 @@ def test_promotion_during_a_replay_switches_versions_at_one_point_and_loses_noth
     print(
         f"\nreload: {counts[old]:,} rentals priced by v{old}, then {counts[new]:,} by v{new}; {rentals:,} of {rentals:,} stored"
     )
+
+
+SPLIT_CLIENTS = 200
+SPLIT_SHARE = 0.3
+
+
+def test_the_live_split_answers_a_share_of_clients_with_the_challenger_and_each_always_with_the_same(
+    lifecycle_env, registry, clean_database, pricing_csv, mlflow_registry, tmp_path
+):
+    """RENTALSTREAM_BRIDGE_CHALLENGER_SHARE=0.3: each of 200 clients asks twice through the
+    real bridge; about 30% of them (within binomial noise) get the challenger's price, each
+    client the same version both times, every price that version's, and both versions are
+    stored for every request."""
+    _, models = registry
+    champion_version = mlflow_registry[1].champion_version
+    [challenger_version] = set(models) - {champion_version}
+    cli(lifecycle_env, "promote", challenger_version, "--challenger")
+    env = {
+        **lifecycle_env,
+        "RENTALSTREAM_BRIDGE_PORT": str(processes.free_port()),
+        "RENTALSTREAM_BRIDGE_API_KEY": BRIDGE_API_KEY,
+        "RENTALSTREAM_BRIDGE_TIMEOUT_SECONDS": "10",
+        "RENTALSTREAM_BRIDGE_CHALLENGER_SHARE": str(SPLIT_SHARE),
+    }
+    pricing = read_pricing(pricing_csv).sample(SPLIT_CLIENTS, random_state=5).reset_index(drop=True)
+    cars = pricing.drop(columns=TARGET)
+    bridge_url = f"http://127.0.0.1:{env['RENTALSTREAM_BRIDGE_PORT']}"
+    scorer_url = f"http://127.0.0.1:{env['RENTALSTREAM_SCORER_PORT']}"
+    answers = {}
+    with (
+        service_process("scorer", env, tmp_path / "scorer.log") as scorer,
+        service_process("bridge", env, tmp_path / "bridge.log") as bridge,
+    ):
+        services.wait_ready(
+            "scorer", f"{scorer_url}/ready", scorer.pid, time.monotonic() + 120, str(tmp_path / "scorer.log")
+        )
+        wait_for(
+            lambda: any(metric_samples(scorer_url, "rentalstream_challenger_info").values()),
+            120,
+            "the scorer to load the challenger",
+            scorer,
+            tmp_path / "scorer.log",
+        )
+        services.wait_ready(
+            "bridge", f"{bridge_url}/ready", bridge.pid, time.monotonic() + 120, str(tmp_path / "bridge.log")
+        )
+        with httpx.Client(base_url=bridge_url, timeout=15) as http:
+            for i, car in enumerate(cars.to_dict("records")):
+                client = f"client-{i}"
+                replies = [
+                    http.post("/predict", json=car, headers={"X-API-Key": BRIDGE_API_KEY, "X-Client-Id": client})
+                    for _ in range(2)
+                ]
+                assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+                answers[client] = [r.json() for r in replies]
+        counted = metric_samples(bridge_url, "rentalstream_bridge_answers_total")
+
+    # Sticky: each client got one version, both times.
+    version_of = {}
+    for client, (first, second) in answers.items():
+        assert first["model_version"] == second["model_version"], client
+        version_of[client] = first["model_version"]
+    assert set(version_of.values()) <= {champion_version, challenger_version}
+    # The share, within 4 standard deviations of a binomial draw of 200 clients (±0.13).
+    share = sum(v == challenger_version for v in version_of.values()) / SPLIT_CLIENTS
+    noise = 4 * np.sqrt(SPLIT_SHARE * (1 - SPLIT_SHARE) / SPLIT_CLIENTS)
+    assert abs(share - SPLIT_SHARE) <= noise, (share, noise)
+    print(
+        f"\nlive split: {share:.1%} of {SPLIT_CLIENTS} clients answered by v{challenger_version} (set: {SPLIT_SHARE:.0%})"
+    )
+
+    # Each answer is the price of the version it names (LightGBM through pandas, not our code);
+    # the small challenger was registered without an interval, so its answers carry none.
+    expected = {v: np.round(reference_prices(model, cars), 2) for v, model in models.items()}
+    for i in range(SPLIT_CLIENTS):
+        answer = answers[f"client-{i}"][0]
+        assert answer["price_per_day"] == pytest.approx(expected[answer["model_version"]][i], abs=0.006)
+        assert (answer["price_lower"] is None) == (answer["model_version"] == challenger_version)
+    assert counted == {
+        (("model_version", v),): 2.0 * sum(x == v for x in version_of.values()) for v in set(version_of.values())
+    }
+
+    # Stored: both versions priced every request; the request log says whose price was given.
+    stored = query(
+        clean_database,
+        "SELECT p.model_version, p.challenger_model_version, p.challenger_price_per_day, p.answered_with_version,"
+        " r.client FROM prices p JOIN price_requests r USING (request_id)",
+    )
+    assert len(stored) == 2 * SPLIT_CLIENTS
+    assert (stored.model_version == champion_version).all()
+    assert (stored.challenger_model_version == challenger_version).all()
+    assert stored.challenger_price_per_day.notna().all()
+    assert (stored.answered_with_version == stored.client.map(version_of)).all()

@@ -119,7 +119,7 @@ class WithInterval(PricePerMileage):
 
 def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
     car = CarFeatures.model_validate({**CAR, "model_key": "Trabant"})  # a brand the model never saw
-    challenger = SimpleNamespace(version="8")
+    challenger = SimpleNamespace(version="8", interval=None)
     t0, t1 = datetime(2026, 11, 29, 12, tzinfo=UTC), datetime(2026, 11, 29, 12, 0, 1, tzinfo=UTC)
     scored = price_scored(
         price_id="req-1/0",
@@ -148,6 +148,9 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
         "model_version": "7",
         "challenger_model_version": "8",
         "challenger_price_per_day": 97.5,
+        "challenger_price_lower": None,
+        "challenger_price_upper": None,
+        "answered_with_version": None,
         "explanation": None,
         "event_time": t0,
         "scored_at": t1,
@@ -162,3 +165,40 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
         None,
     )
     assert (plain.model_name, plain.model_version) == ("stand-in", "0")
+
+
+def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_interval_and_version():
+    car = CarFeatures.model_validate(CAR)
+    t0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    challenger = SimpleNamespace(
+        version="8", interval=PriceInterval(coverage=0.8, lower_ratio=0.5, upper_ratio=2.0, fold_coverage=[0.8])
+    )
+
+    def scored(answer_with, challenger_price=60.0):
+        return price_scored(
+            price_id="req-1/0",
+            price=100.0,
+            car=car,
+            model=WithInterval(),
+            event_time=t0,
+            scored_at=t0,
+            request_id="req-1",
+            challenger=challenger,
+            challenger_price=challenger_price,
+            answer_with=answer_with,
+        )
+
+    split = scored("challenger")
+    assert (split.answered_with_version, split.challenger_price_lower, split.challenger_price_upper) == (
+        "8",
+        30.0,
+        120.0,
+    )
+    assert split.answer() == (60.0, 30.0, 120.0, "8")
+    # Both prices stay in the message, the champion's first: what the monitor and `compare` read.
+    assert (split.model_version, split.price_per_day, split.price_lower) == ("7", 100.0, 90.0)
+    # A challenger that failed on the car leaves the champion to answer, and says so.
+    failed = scored("challenger", challenger_price=None)
+    assert failed.answered_with_version == "7" and failed.answer() == (100.0, 90.0, 125.0, "7")
+    assert scored("champion").answer() == (100.0, 90.0, 125.0, "7")
+    assert scored("champion").answered_with_version == "7"
