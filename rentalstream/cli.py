@@ -278,6 +278,13 @@ def promote(
     as_challenger: bool = typer.Option(
         False, "--challenger", help="Make VERSION the challenger instead of the champion."
     ),
+    if_better: bool = typer.Option(
+        False,
+        "--if-better",
+        help="Promote VERSION only if, on the true prices both it and the champion priced, the 95% paired "
+        "bootstrap interval of its MAE minus the champion's is below zero; the decision and its evidence go "
+        "to MLflow either way, and a refusal exits 1 with the figures.",
+    ),
 ) -> None:
     """Point the champion alias (or, with --challenger, the challenger alias) at VERSION.
     Running scorers and bridges follow within RENTALSTREAM_REGISTRY_POLL_SECONDS, without a
@@ -286,8 +293,14 @@ def promote(
 
     settings: Settings = ctx.obj
     alias = settings.registry.challenger_alias if as_challenger else settings.registry.champion_alias
+    registry = Registry.of(settings)
+    if if_better:
+        if as_challenger:
+            console.print("--if-better weighs a version against the champion: it cannot go with --challenger")
+            raise typer.Exit(2)
+        weigh_promotion(settings, registry, version)
     try:
-        before, after = Registry.of(settings).promote(version, alias, settings.registry.challenger_alias)
+        before, after = registry.promote(version, alias, settings.registry.challenger_alias)
     except UnknownVersion as error:
         console.print(str(error), style="red")
         raise typer.Exit(2) from None
@@ -299,6 +312,24 @@ def promote(
             else f"{settings.registry.model_name}@{name}: {now}"
         )
     console.print(f"services follow within {settings.registry.poll_seconds:g} s (RENTALSTREAM_REGISTRY_POLL_SECONDS)")
+
+
+def weigh_promotion(settings: Settings, registry, version: str) -> None:
+    """``promote --if-better``: go on only when the evidence says VERSION prices better
+    than the champion (``answers.promotion_evidence``); the decision goes to MLflow."""
+    from answers.promotion_evidence import read_evidence
+
+    champion = registry.version_behind(settings.registry.champion_alias)
+    if champion is None or champion == version:
+        return  # nothing to weigh against: promote as asked
+    evidence = read_evidence(settings.resolved_database_url(), champion, version)
+    promoted = evidence.challenger_better
+    run_id = registry.log_promotion_decision(champion, version, promoted, evidence.as_dict())
+    console.print(evidence.summary())
+    console.print(f"decision and evidence logged to MLflow: run {run_id}")
+    if not promoted:
+        console.print(f"refused: {settings.registry.model_name}@{settings.registry.champion_alias} stays v{champion}")
+        raise typer.Exit(1)
 
 
 @app.command("end-challenge")
@@ -618,10 +649,12 @@ def compare(
     ] = None,
 ) -> None:
     """How the challenger's prices differ from the champion's on live traffic and, where
-    the true price is known, which one is closer; how often the served interval held it;
-    and what drives each version's prices (mean absolute contribution per feature)."""
+    the true price is known, which one is closer, with a paired bootstrap interval of the
+    MAE difference; how often the served interval held it; and what drives each version's
+    prices (mean absolute contribution per feature)."""
     from answers.explanations import importance, importance_table
     from answers.model_comparison import comparison_table, coverage_table, read_comparison
+    from answers.promotion_evidence import read_evidence
     from runtime.registry import Registry, UnknownVersion
 
     settings: Settings = ctx.obj
@@ -638,6 +671,11 @@ def compare(
     pairs, coverage = read_comparison(ctx.obj.resolved_database_url())
     if pairs:
         console.print(comparison_table(pairs))
+        for pair in pairs:
+            evidence = read_evidence(
+                ctx.obj.resolved_database_url(), pair["champion_version"], pair["challenger_version"]
+            )
+            console.print(evidence.summary(), soft_wrap=True)
     else:
         console.print(
             "no price has been scored by a challenger yet: register one with `rentalstream train --challenger` "

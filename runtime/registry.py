@@ -177,3 +177,27 @@ class Registry:
         if version is not None:
             self.client.delete_registered_model_alias(self.model_name, alias)
         return version
+
+    def log_promotion_decision(self, champion: str, challenger: str, promoted: bool, evidence: dict) -> str:
+        """Record a decision of ``promote --if-better`` and its evidence: a run in the
+        experiment ``<model>-promotions`` (the figures as metrics, the rest as parameters),
+        and tags on the challenger's version. Returns the run's id."""
+        client = self.client
+        name = f"{self.model_name}-promotions"
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        decision = "promoted" if promoted else "refused"
+        run = client.create_run(experiment_id, run_name=f"v{challenger} against v{champion}: {decision}")
+        run_id = run.info.run_id
+        client.log_param(run_id, "champion_version", champion)
+        client.log_param(run_id, "challenger_version", challenger)
+        client.log_param(run_id, "decision", decision)
+        for key, value in evidence.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                client.log_metric(run_id, key, value)
+            elif value is not None and key not in ("champion", "challenger"):
+                client.log_param(run_id, key, value)
+        client.set_terminated(run_id)
+        client.set_model_version_tag(self.model_name, challenger, "promotion_decision", decision)
+        client.set_model_version_tag(self.model_name, challenger, "promotion_run_id", run_id)
+        return run_id

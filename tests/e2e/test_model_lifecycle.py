@@ -149,6 +149,12 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     closer = "champion" if champion_error.mean() < challenger_error.mean() else "challenger"
     assert f"{closer} closer" in line
     assert f"{(champion_error < challenger_error).sum():,} / {(challenger_error < champion_error).sum():,}" in line
+    # ... and the paired evidence `promote --if-better` weighs: the same MAEs, their difference.
+    assert (
+        f"v{challenger_version} against v{champion_version} on {REQUESTS:,} true prices: MAE "
+        f"{challenger_error.mean():.2f} € against {champion_error.mean():.2f} €, "
+        f"difference {np.mean(challenger_error - champion_error):+.2f} €"
+    ) in printed
     # ... and how often the served interval held the true price (the stored bounds, as numpy
     # sees them), over every priced request, those after the challenge included.
     every = pd.concat([stored.reset_index(), after])

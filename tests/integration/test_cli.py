@@ -11,6 +11,7 @@ import socket
 import subprocess
 
 import mlflow
+import numpy as np
 import psutil
 import pytest
 from mlflow import MlflowClient
@@ -87,6 +88,84 @@ def test_challenger_commands_move_only_the_aliases_they_name(registry, tmp_path)
     promoted = ok(rentalstream(env, "promote", v2))
     assert f"{MODEL}@champion: v{v1} -> v{v2}" in promoted and f"{MODEL}@challenger: v{v2} -> none" in promoted
     assert aliases(uri) == {"champion": v2}
+
+
+def store_paired_prices(database_url: str, champion: str, challenger: str, champion_errors, challenger_errors) -> None:
+    """Price requests both versions priced, with their true price: each version's price is
+    the true price plus (or minus, alternately) its error."""
+    signs = np.where(np.arange(len(champion_errors)) % 2 == 0, 1.0, -1.0)
+    engine = create_engine(normalised_database_url(database_url))
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE prices"))
+        conn.execute(
+            text(
+                "INSERT INTO prices (price_id, request_id, price_per_day, listed_price_per_day, unknown_fields,"
+                " model_name, model_version, challenger_model_version, challenger_price_per_day, event_time, scored_at)"
+                " VALUES (:id, :id, :price, 150.0, '{}', :name, :champion, :challenger, :challenger_price, now(), now())"
+            ),
+            [
+                {
+                    "id": f"req-{i}",
+                    "price": 150.0 + sign * a,
+                    "challenger_price": 150.0 - sign * b,
+                    "name": MODEL,
+                    "champion": champion,
+                    "challenger": challenger,
+                }
+                for i, (sign, a, b) in enumerate(zip(signs, champion_errors, challenger_errors, strict=True))
+            ],
+        )
+    engine.dispose()
+
+
+def test_promote_if_better_moves_the_champion_only_on_evidence_and_logs_each_decision(
+    registry, clean_database, tmp_path
+):
+    uri, v1, v2 = registry
+    env = {
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": uri,
+        "RENTALSTREAM_HOME": str(tmp_path / "home"),
+        "RENTALSTREAM_DATABASE_URL": clean_database,
+    }
+    ok(rentalstream(env, "promote", v2, "--challenger"))
+    rng = np.random.default_rng(23)
+    champion_errors = np.round(np.abs(rng.normal(0, 12, 300)), 2)
+
+    # As close as the champion, give or take: the interval holds zero, so v1 stays.
+    same = np.round(np.abs(champion_errors + rng.normal(0, 3, 300)), 2)
+    store_paired_prices(clean_database, v1, v2, champion_errors, same)
+    refused = rentalstream(env, "promote", v2, "--if-better")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"refused: {MODEL}@champion stays v{v1}" in refused.stdout
+    assert f"on 300 true prices: MAE {same.mean():.2f} € against {champion_errors.mean():.2f} €" in refused.stdout
+    assert f"difference {np.mean(same - champion_errors):+.2f} €" in refused.stdout
+    assert aliases(uri) == {"champion": v1, "challenger": v2}
+
+    # Two euros closer on every car, give or take: promoted.
+    closer = np.round(np.maximum(champion_errors - 2 + rng.normal(0, 1, 300), 0), 2)
+    store_paired_prices(clean_database, v1, v2, champion_errors, closer)
+    promoted = ok(rentalstream(env, "promote", v2, "--if-better"))
+    assert "the challenger is better" in promoted and f"{MODEL}@champion: v{v1} -> v{v2}" in promoted
+    assert aliases(uri) == {"champion": v2}
+
+    # Both decisions are runs of their own in MLflow, with the figures; the version says the last.
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(f"{MODEL}-promotions")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.data.params["decision"] for r in runs] == ["refused", "promoted"]
+    assert [r.data.params["verdict"] for r in runs] == [
+        "no difference shown: the interval holds zero",
+        "the challenger is better",
+    ]
+    for run, challenger_errors in zip(runs, (same, closer), strict=True):
+        assert run.data.params["challenger_version"] == v2 and run.data.params["champion_version"] == v1
+        assert run.data.params["basis"] == "true prices"
+        assert run.data.metrics["pairs"] == 300
+        assert run.data.metrics["mean_difference"] == pytest.approx(np.mean(challenger_errors - champion_errors))
+        assert run.data.metrics["low"] <= run.data.metrics["mean_difference"] <= run.data.metrics["high"]
+    assert runs[1].data.metrics["high"] < 0 < runs[0].data.metrics["high"]
+    tags = client.get_model_version(MODEL, v2).tags
+    assert tags["promotion_decision"] == "promoted" and tags["promotion_run_id"] == runs[1].info.run_id
 
 
 def test_train_as_challenger_registers_a_version_and_leaves_the_champion(registry, tmp_path):
