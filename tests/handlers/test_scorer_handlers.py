@@ -10,6 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
+from mlflow import MlflowClient
 
 from runtime.settings import Settings
 from schemas.predict import EXAMPLE_CAR
@@ -18,8 +19,8 @@ from scorer.app import Scorer
 from scorer.metrics import ScorerMetrics
 from scorer.reply_topics import ReplyTopics
 from tests.handlers.in_memory import ThroughTheTestBroker, collect
-from tests.helpers import query, reference_prices
-from training.features import build_features
+from tests.helpers import champion, query, reference_prices, register_small_model, registry_copy
+from training.features import build_features, read_pricing
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
@@ -177,6 +178,58 @@ def test_a_request_asking_why_gets_its_prices_explanation_and_the_others_none(
     }
     stored = query(clean_database, "SELECT price_id, price_per_day FROM prices ORDER BY price_id")
     assert list(stored.price_per_day) == [replies["plain"]["price_per_day"], replies["why"]["price_per_day"]]
+
+
+def test_a_request_in_the_live_split_is_answered_and_explained_by_the_challenger(
+    settings, clean_database, mlflow_registry, pricing_csv, tmp_path
+):
+    """With a challenger set, a request asking for the challenger's answer gets its price,
+    its version and its explanation; the champion's request, the champion's. Both prices
+    are on both."""
+    uri = registry_copy(mlflow_registry, tmp_path)
+    small_version, small = register_small_model(uri, read_pricing(pricing_csv), "small", trees=40)
+    MlflowClient(tracking_uri=uri).set_registered_model_alias(MODEL, "challenger", small_version)
+    challenged = settings.model_copy(
+        update={
+            "registry": settings.registry.model_copy(update={"tracking_uri": uri}),
+            "scorer": settings.scorer.model_copy(update={"model_cache_dir": tmp_path / "cache"}),
+        }
+    )
+
+    def request(request_id: str, **fields) -> bytes:
+        body = {"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": "my-replies", "explain": True, **fields}
+        return json.dumps(body).encode()
+
+    async def publish(broker):
+        await broker.publish_batch(
+            request("champ"), request("chall", answer_with="challenger"), topic=PRICE_REQUESTS.name
+        )
+
+    published = run_scorer(challenged, publish, reply_topics=KnownReplyTopics("my-replies"))
+
+    replies = {r["request_id"]: r for r in published["my-replies"]}
+    champion_version = mlflow_registry[1].champion_version
+    for reply in replies.values():
+        assert (reply["model_version"], reply["challenger_model_version"]) == (champion_version, small_version)
+        assert reply["price_per_day"] == pytest.approx(champion_price(mlflow_registry, EXAMPLE_CAR), abs=0.01)
+        small_price = reference_prices(small, pd.DataFrame([EXAMPLE_CAR]))[0]
+        assert reply["challenger_price_per_day"] == pytest.approx(small_price, abs=0.01)
+    assert replies["champ"]["answered_with_version"] == champion_version
+    assert replies["chall"]["answered_with_version"] == small_version
+    # Each explanation is of the price its requester gets: LightGBM's own contributions.
+    for request_id, model, price in (
+        ("champ", champion(mlflow_registry)[1], replies["champ"]["price_per_day"]),
+        ("chall", small, replies["chall"]["challenger_price_per_day"]),
+    ):
+        explanation = replies[request_id]["explanation"]
+        exact = model.booster_.predict(build_features([EXAMPLE_CAR]), pred_contrib=True)[0]
+        assert explanation["base_value"] == pytest.approx(exact[-1], abs=0.01), request_id
+        cents = round(explanation["base_value"] * 100) + sum(
+            round(c["euros"] * 100) for c in explanation["contributions"]
+        )
+        assert cents == round(price * 100), request_id
+    stored = query(clean_database, "SELECT price_id, answered_with_version FROM prices ORDER BY price_id")
+    assert list(stored.answered_with_version) == [small_version, champion_version]
 
 
 def test_a_restarted_scorer_prices_with_the_champion_it_served_last_while_the_registry_cannot_answer(
