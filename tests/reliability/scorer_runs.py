@@ -14,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
-from producers.publishing import PublishStats
 from producers.replay import publish_events
 from rentalstream import services
 from runtime.kafka.topics import partition_ids
@@ -109,17 +108,29 @@ def wait_for_rentals(url: str, expected: int, scorer: Scorer, timeout: float = 3
 
 
 class Replay(threading.Thread):
-    """The history published in a background thread; ``join()`` raises what the replay raised."""
+    """The history published in a background thread; ``join()`` raises what the replay raised.
 
-    def __init__(self, bootstrap: str, events, rate: float | None) -> None:
+    With ``held_after``, it publishes that many events, then waits for ``resume`` before
+    the rest: a test can land a fault in the middle of the replay whatever the machine's
+    speed (at a fixed rate alone, a slow day's scorer stored its first rentals only after
+    the replay had ended)."""
+
+    def __init__(self, bootstrap: str, events, rate: float | None, held_after: int | None = None) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.events, self.rate = bootstrap, events, rate
-        self.stats: PublishStats | None = None
+        self.held_after = held_after
+        self.resume = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.stats = asyncio.run(publish_events(self.bootstrap, self.events, rate=self.rate))
+            if self.held_after is None:
+                asyncio.run(publish_events(self.bootstrap, self.events, rate=self.rate))
+                return
+            asyncio.run(publish_events(self.bootstrap, self.events[: self.held_after], rate=self.rate))
+            if not self.resume.wait(timeout=600):
+                raise TimeoutError("nobody resumed the held replay")
+            asyncio.run(publish_events(self.bootstrap, self.events[self.held_after :], rate=self.rate))
         except BaseException as error:  # noqa: BLE001  (handed to the test by join())
             self.error = error
 

@@ -31,7 +31,6 @@ from tests.reliability.scorer_runs import (
     Scorer,
     assert_same_results,
     committed,
-    replay_in_background,
     snapshot,
     stored_rentals,
     truncate,
@@ -39,7 +38,7 @@ from tests.reliability.scorer_runs import (
 )
 
 pytestmark = pytest.mark.reliability
-RATE = 2000  # events/s: ~11 s of replay, long enough for a fault to land in the middle
+RATE = 2000  # events/s: ~11 s of replay; the fault lands at its middle (start_faulted_run)
 
 
 @pytest.fixture
@@ -134,13 +133,16 @@ def test_the_whole_cluster_stopped_and_started_again_loses_and_doubles_nothing(
 
 def start_faulted_run(scorer: Scorer, scorer_env: dict[str, str], url: str, events) -> Replay:
     """The scorer started, the replay under way and 2,000 rentals stored: the moment to
-    inject a fault, which must land during the replay."""
+    inject a fault, which must land during the replay. The replay holds after its first
+    half until then, and goes on as the fault is injected."""
     scorer.env = {**scorer_env, "RENTALSTREAM_SCORER_GROUP_ID": "faulted"}
     scorer.start()
     scorer.wait_ready()
-    replay = replay_in_background(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=RATE)
-    wait_for(lambda: stored_rentals(url) > 2000, 60, "the first rentals stored", scorer.process, scorer.log)
-    assert replay.is_alive(), "the fault must land during the replay"
+    replay = Replay(scorer_env["RENTALSTREAM_KAFKA_BOOTSTRAP"], events, rate=RATE, held_after=len(events) // 2)
+    replay.start()
+    wait_for(lambda: stored_rentals(url) > 2000, 120, "the first rentals stored", scorer.process, scorer.log)
+    assert replay.is_alive(), f"the replay stopped before the fault: {replay.error!r}"
+    replay.resume.set()
     return replay
 
 
