@@ -12,10 +12,14 @@ sustained-rate benchmark.
   ``listed_price_per_day`` so the monitor can track the model's error. They make up
   ``price_request_share`` of the stream, spread evenly.
 - **Shifts** (``Shift.parse("mileage=x2")``) change events from event index
-  ``shift_from`` on (counting every event of the stream from 0).
+  ``shift_from`` on (counting every event of the stream from 0). Most change a value of
+  each event (the cars stay the cars, their fields or prices move); a *mix* shift
+  (``mix.<field>.<category>=x<factor>``) changes which cars are asked about instead:
+  listings of that category (or equipment, ``true``/``false``) are drawn ``factor``
+  times as often, each listing with its own real price. Rentals keep their cars.
 
->>> [Shift.parse(s).describe() for s in ("mileage=x2", "delay.connect=+120", "price=x1.5")]
-['mileage x2', 'delay.connect +120', 'price x1.5']
+>>> [Shift.parse(s).describe() for s in ("mileage=x2", "delay.connect=+120", "price=x1.5", "mix.fuel.Petrol=x4")]
+['mileage x2', 'delay.connect +120', 'price x1.5', 'mix.fuel.petrol x4']
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from pydantic import BaseModel
 from producers.car_profiles import read_profile_pool
 from producers.replay import rental_events
 from runtime.datasets import DELAYS_XLSX, PRICING_CSV, dataset_path
-from schemas.cars import MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, CarFeatures
+from schemas.cars import CATEGORICAL, EQUIPMENT, MAX_ENGINE_POWER_HP, MAX_MILEAGE_KM, CarFeatures, canonical_category
 from schemas.events import MAX_ABS_DELAY_MINUTES, MAX_PRICE_PER_DAY, PriceRequest, RentalEvent
 from schemas.topics import PRICE_REQUESTS, RENTALS
 
 SIMULATED_ID_STRIDE = 10_000_000  # above every rental id of the history (max ~570k)
 TARGETS = ("mileage", "engine_power", "delay", "delay.mobile", "delay.connect", "price")
+MIX = "mix."
 
 
 class BadShift(ValueError):
@@ -52,8 +57,9 @@ class Shift:
 
     Targets: mileage and engine_power of every car (rentals and listings); delay at
     checkout of every rental, or of one check-in type (``delay.connect``); the listed
-    price of listings (``price``: the world's prices move, the cars do not). Results are
-    kept inside the event contracts (a mileage stops at 1,000,000 km)."""
+    price of listings (``price``: the world's prices move, the cars do not); the mix of
+    listings asked about (``mix.<field>.<category>``, ``x`` only). Results are kept
+    inside the event contracts (a mileage stops at 1,000,000 km)."""
 
     target: str
     operation: Literal["x", "+"]
@@ -62,15 +68,26 @@ class Shift:
     @classmethod
     def parse(cls, text: str) -> Shift:
         target, _, change = text.replace(" ", "").partition("=")
-        if target not in TARGETS:
-            raise BadShift(f"unknown shift target {target!r} in {text!r}; expected one of: {', '.join(TARGETS)}")
+        if target.startswith(MIX):
+            target = _mix_target(target, text)
+            if not change.startswith("x"):
+                raise BadShift(f"a mix changes how often listings are drawn: write x<factor> in {text!r}")
+        elif target not in TARGETS:
+            raise BadShift(
+                f"unknown shift target {target!r} in {text!r}; expected one of: {', '.join(TARGETS)}, "
+                "or mix.<field>.<category>"
+            )
         try:
             if change.startswith("x"):
-                return cls(target, "x", float(change[1:]))
+                shift = cls(target, "x", float(change[1:]))
+                if not target.startswith(MIX) or shift.amount > 0:
+                    return shift
             if change[:1] in ("+", "-"):
                 return cls(target, "+", float(change))
         except ValueError:
             pass
+        if target.startswith(MIX):
+            raise BadShift(f"write x<factor> with a factor above 0 (x10, x0.5) for a mix, in {text!r}")
         raise BadShift(f"bad change {change!r} in {text!r}; write x<factor> (x2, x0.5) or +<amount> (+120, -30)")
 
     def describe(self) -> str:
@@ -80,6 +97,31 @@ class Shift:
 
     def apply(self, value: float) -> float:
         return value * self.amount if self.operation == "x" else value + self.amount
+
+    def weight(self, car: CarFeatures) -> float:
+        """How much more often a mix shift draws ``car`` (1 for other shifts and other cars)."""
+        if not self.target.startswith(MIX):
+            return 1.0
+        field, _, category = self.target[len(MIX) :].partition(".")
+        value = getattr(car, field)
+        matches = str(value).lower() == category if isinstance(value, bool) else value.lower() == category
+        return self.amount if matches else 1.0
+
+
+def _mix_target(target: str, text: str) -> str:
+    """``mix.<field>.<category>`` with the category as the contract spells it, lower-cased."""
+    field, _, category = target[len(MIX) :].partition(".")
+    if field in EQUIPMENT and category.lower() in ("true", "false"):
+        return f"{MIX}{field}.{category.lower()}"
+    if field in CATEGORICAL:
+        canonical = canonical_category(field, category)
+        if canonical is not None:
+            return f"{MIX}{field}.{canonical.lower()}"
+        raise BadShift(f"unknown {field} {category!r} in {text!r}")
+    raise BadShift(
+        f"unknown mix {target!r} in {text!r}; write mix.<field>.<category> with a field among "
+        f"{', '.join([*CATEGORICAL, *EQUIPMENT])} (an equipment's category: true or false)"
+    )
 
 
 @dataclass
@@ -112,11 +154,12 @@ class Simulator:
     def events(self) -> Iterator[tuple[str, str, BaseModel]]:
         """(topic, key, event), without end."""
         rentals, listings = self._rentals(), self._listings()
+        mixed = self._mixed_listings([s for s in self.shifts if s.target.startswith(MIX)])
         share = self.price_request_share
         for index in count():
             shifted = [s for s in self.shifts if index >= self.shift_from]
             if math.floor((index + 1) * share) > math.floor(index * share):
-                car, price = next(listings)
+                car, price = next(mixed if mixed is not None and index >= self.shift_from else listings)
                 request = PriceRequest(
                     request_id=f"sim-{self.run_id}-{index}",
                     car=shift_car(car, shifted),
@@ -139,6 +182,19 @@ class Simulator:
                         "previous_ended_rental_id": previous + offset if previous is not None else None,
                     }
                 )
+
+    def _mixed_listings(self, mixes: Sequence[Shift]) -> Iterator[tuple[CarFeatures, float]] | None:
+        """Listings drawn with replacement, each weighted by every mix shift; None without one."""
+        if not mixes:
+            return None
+        rng = random.Random(self.seed + 1)
+        weights = [math.prod(mix.weight(car) for mix in mixes) for car, _ in self.listings]
+
+        def draws() -> Iterator[tuple[CarFeatures, float]]:
+            while True:
+                yield from rng.choices(self.listings, weights=weights, k=1024)
+
+        return draws()
 
     def _listings(self) -> Iterator[tuple[CarFeatures, float]]:
         rng = random.Random(self.seed)

@@ -85,3 +85,37 @@ def test_shifts_apply_from_event_n_on_and_only_to_their_target():
 def test_bad_shifts_are_refused_with_the_reason(text):
     with pytest.raises(BadShift, match="expected one of|write x<factor>"):
         Shift.parse(text)
+
+
+def test_a_mix_shift_draws_its_category_as_much_more_often_as_asked_from_event_n_on():
+    # 2 of 10 listings are petrol; drawn 4 times as often, they are 8 of every 16 draws.
+    listings = [
+        (CAR.model_copy(update={"mileage": 1000 * i, "fuel": "petrol" if i < 2 else "diesel"}), 100.0 + i)
+        for i in range(10)
+    ]
+    simulator = Simulator(
+        HISTORY, listings, price_request_share=1.0, shifts=[Shift.parse("mix.fuel.Petrol=x4")], shift_from=1000
+    )
+    requests = [event for _, _, event in take(simulator, 11_000)]
+    before, after = requests[:1000], requests[1000:]
+    assert sum(r.car.fuel == "petrol" for r in before) == 200  # each listing once per deal of ten
+    petrol = sum(r.car.fuel == "petrol" for r in after)
+    expected, sigma = 10_000 * 0.5, (10_000 * 0.5 * 0.5) ** 0.5
+    assert abs(petrol - expected) < 4 * sigma, petrol
+    # Each listing keeps its own real price: the cars move, not their prices.
+    assert {(r.car.mileage, r.listed_price_per_day) for r in after} <= {(c.mileage, p) for c, p in listings}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("mix.fuel.kerosene=x2", "unknown fuel"),
+        ("mix.speed.fast=x2", "unknown mix"),
+        ("mix.has_gps.maybe=x2", "unknown mix"),
+        ("mix.fuel.petrol=+2", "x<factor>"),
+        ("mix.fuel.petrol=x0", "above 0"),
+    ],
+)
+def test_bad_mix_shifts_are_refused_with_the_reason(text, reason):
+    with pytest.raises(BadShift, match=reason):
+        Shift.parse(text)
