@@ -5,7 +5,8 @@ set beside the serving version's reference (``schemas.reference``):
   values, from the result tables), the monitor's state of it and when that last changed;
 - the alerts, in order;
 - the model's rolling error on prices whose real price came back, against its
-  cross-validated error;
+  cross-validated error and beside what its error estimator expected of the same prices;
+  and the error estimated over every recent price, true price or not;
 - which versions served, and when.
 
 The recent windows are read from the tables, not from the monitor's memory: they are the
@@ -25,6 +26,7 @@ from sqlalchemy import text
 
 from monitor.watch import (
     CONFLICT_SIGNAL,
+    ESTIMATED_MAE_SIGNAL,
     MAE_SIGNAL,
     PRICE_SOURCES,
     category_signal,
@@ -69,8 +71,12 @@ RECENT_CONFLICTS_SQL = text("""
     ORDER BY scored_at DESC, rental_id DESC LIMIT :window
 """)
 ERRORS_SQL = text("""
-    SELECT scored_at, abs(price_per_day - listed_price_per_day) AS error FROM prices
+    SELECT scored_at, abs(price_per_day - listed_price_per_day) AS error, estimated_error FROM prices
     WHERE listed_price_per_day IS NOT NULL ORDER BY scored_at DESC, price_id DESC LIMIT :rows
+""")
+RECENT_ESTIMATES_SQL = text("""
+    SELECT estimated_error AS value FROM prices WHERE estimated_error IS NOT NULL
+    ORDER BY scored_at DESC, price_id DESC LIMIT :window
 """)
 
 
@@ -112,15 +118,25 @@ class ShareSection:
 
 @dataclass(frozen=True)
 class ErrorSection:
-    """The rolling MAE over the last ``window`` prices with a real price, as of each price."""
+    """The rolling MAE over the last ``window`` prices with a real price, as of each price,
+    and the rolling mean of their estimated errors (NaN where a price in the window has
+    no estimate); ``estimated``: the error estimated over the last ``window`` prices."""
 
     signal: SignalView
+    estimated: SignalView
     cv_mae: float
     threshold: float
     window: int
     times: list[datetime]
     rolling_mae: list[float]
+    estimated_rolling_mae: list[float]
     with_real_price: int
+
+    @property
+    def estimated_now(self) -> float | None:
+        """The estimated rolling MAE of the latest window with a real price, if every price in it had an estimate."""
+        last = self.estimated_rolling_mae[-1] if self.estimated_rolling_mae else None
+        return last if last is not None and np.isfinite(last) else None
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,7 @@ class DriftReport:
             *(v for s in self.shares for v in s.signals),
             self.conflicts,
             self.error.signal,
+            self.error.estimated,
         ]
 
     @property
@@ -174,7 +191,7 @@ def drift_report(
     now: datetime,
 ) -> DriftReport:
     """Everything the document shows, read in one go (``versions`` from ``served_versions``)."""
-    signals, alerts, cars, delays, prices, conflicts, errors = read_rows(
+    signals, alerts, cars, delays, prices, conflicts, errors, estimates = read_rows(
         database_url,
         SIGNALS_SQL,
         ALERTS_SQL,
@@ -183,6 +200,7 @@ def drift_report(
         RECENT_PRICES_SQL.bindparams(window=window),
         RECENT_CONFLICTS_SQL.bindparams(window=window),
         ERRORS_SQL.bindparams(rows=ERROR_ROWS),
+        RECENT_ESTIMATES_SQL.bindparams(window=mae_window),
     )
     states = {row["signal"]: row for row in signals}
 
@@ -260,13 +278,16 @@ def drift_report(
     )
     errors.reverse()  # oldest first
     rolling = _rolling_mean([e["error"] for e in errors], mae_window)
+    estimated = [e["estimated_error"] if e["estimated_error"] is not None else np.nan for e in errors]
     error = ErrorSection(
         signal=view(MAE_SIGNAL, reference.cv_mae, [e["error"] for e in errors[-mae_window:]]),
+        estimated=view(ESTIMATED_MAE_SIGNAL, reference.cv_mae, [e["value"] for e in estimates]),
         cv_mae=reference.cv_mae,
         threshold=reference.cv_mae * (1 + mae_margin),
         window=mae_window,
         times=[e["scored_at"] for e in errors[mae_window - 1 :]],
         rolling_mae=rolling,
+        estimated_rolling_mae=_rolling_mean(estimated, mae_window),
         with_real_price=len(errors),
     )
     return DriftReport(

@@ -122,6 +122,14 @@ def _error_chart(section: ErrorSection) -> Figure:
     chart = Figure(figsize=(WIDTH, 2.6))
     axes = chart.add_subplot()
     axes.plot(section.times, section.rolling_mae, color=RECENT_COLOR, label=f"rolling MAE ({section.window:,} prices)")
+    if section.estimated_now is not None:
+        axes.plot(
+            section.times,
+            section.estimated_rolling_mae,
+            color=RECENT_COLOR,
+            linestyle=":",
+            label="estimated before the real price, same prices",
+        )
     axes.axhline(section.cv_mae, color=ALERT_COLOR, label=f"cross-validated {section.cv_mae:.2f} €")
     axes.axhline(section.threshold, color=ALERT_COLOR, linestyle="--", label=f"alert above {section.threshold:.2f} €")
     axes.set_ylabel("€ per day")

@@ -7,7 +7,7 @@ Builds, in process and without a broker, exactly what the monitor would read: th
 simulator's stream (one pass of the delay history as rentals plus 20% price requests
 from the listings, 26,637 events), each rental and request priced by a LightGBM model
 fitted like the champion, and the delay facts as the scorer joins them. Then, for every
-detector setting, runs the monitor's ``DriftWatch`` (all 65 signals) over
+detector setting, runs the monitor's ``DriftWatch`` (all 66 signals) over
 
 - the clean stream (three passes of the history by default): alerts per signal are false
   alarms (nothing was shifted), also given per 100,000 events;
@@ -147,7 +147,7 @@ def main() -> None:
     rate = throughput(reference, DetectorSpec(name, float(setting)), clean)
     print(
         f"\nmonitor throughput with {DetectorSpec(name, float(setting)).label}: {rate:,.0f} messages/s "
-        "(JSON validated and fed to all 65 signals, one core, no broker)"
+        "(JSON validated and fed to all 66 signals, one core, no broker)"
     )
 
 

@@ -221,6 +221,10 @@ class Monitor:
         rows = self._signal_rows(self.watch)
         if self.watch.error.window[1] is not None:
             self.metrics.rolling_mae.set(self.watch.error.window[1])
+        if self.watch.estimated_error.window[1] is not None:
+            self.metrics.estimated_mae.labels("all").set(self.watch.estimated_error.window[1])
+        if self.watch.estimated_where_true.get():
+            self.metrics.estimated_mae.labels("with_true_price").set(self.watch.estimated_where_true.get())
         await self._retrying(lambda: store.write_batch(self.engine, [], rows, []))
 
     def _subscriber(self, broker: KafkaBroker, topic: Topic, contract: type[BaseModel]):

@@ -189,17 +189,26 @@ class SignalMonitor:
 
 
 class ErrorMonitor:
-    """The model's rolling mean absolute error against real prices, compared with its
-    cross-validated error: drifting when it exceeds ``cv_mae * (1 + margin)`` over a full
-    window, recovered when it is back under ``cv_mae * (1 + margin / 2)`` (the gap keeps
-    it from flapping on the threshold); after an alert, its state holds for ``cooldown``
-    prices, then follows the rolling MAE again."""
+    """The model's rolling mean absolute error (realised against real prices, or as its
+    error estimator expects it), compared with its cross-validated error: drifting when
+    it exceeds ``cv_mae * (1 + margin)`` over a full window, recovered when it is back
+    under ``cv_mae * (1 + margin / 2)`` (the gap keeps it from flapping on the threshold);
+    after an alert, its state holds for ``cooldown`` prices, then follows the rolling MAE
+    again."""
 
-    def __init__(self, signal: str, cv_mae: float, window: int, margin: float, cooldown: int = 0) -> None:
+    def __init__(
+        self,
+        signal: str,
+        cv_mae: float,
+        window: int,
+        margin: float,
+        cooldown: int = 0,
+        kind: str = "RollingMAE",
+    ) -> None:
         self.signal = signal
         self.cooldown = cooldown
         self._quiet_until = 0
-        self.label = f"RollingMAE(window={window}, margin={margin:g})"
+        self.label = f"{kind}(window={window}, margin={margin:g})"
         self.cv_mae = cv_mae
         self.window_size = window
         self.alert_above = cv_mae * (1 + margin)
@@ -211,7 +220,10 @@ class ErrorMonitor:
         self._stable_window: WindowStats | None = None
 
     def observe(self, predicted: float, actual: float) -> Transition | None:
-        error = abs(predicted - actual)
+        return self.observe_error(abs(predicted - actual))
+
+    def observe_error(self, error: float) -> Transition | None:
+        """One price's absolute error, realised or estimated."""
         self.mean.update(error)
         self.var.update(error)
         self.events_seen += 1

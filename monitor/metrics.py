@@ -29,6 +29,14 @@ class MonitorMetrics(ConsumerMetrics):
             "The model's rolling mean absolute error against real prices, euros.",
             registry=self.registry,
         )
+        self.estimated_mae = Gauge(
+            "rentalstream_model_estimated_mae",
+            "The model's rolling mean absolute error as its error estimator expects it, euros: over every "
+            "price (prices=all), and over the prices whose real price is known, beside the rolling MAE "
+            "(prices=with_true_price).",
+            ["prices"],
+            registry=self.registry,
+        )
         self.reference_version = Gauge(
             "rentalstream_monitor_reference_version",
             "The model version whose training statistics the detectors compare with.",

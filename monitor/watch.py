@@ -11,8 +11,12 @@ Signals are named ``<stream>/<feature>``:
 - from ``delays``: ``is_conflict``, the share of rentals whose previous rental made the
   driver wait, counted when that fact is complete (which happens once per rental).
 - from ``prices``: ``price_per_day.rentals`` and ``price_per_day.requests``, the model's
-  price of rented cars and of cars asked about, and ``absolute_error`` (the rolling
-  MAE) for prices whose real listed price is known.
+  price of rented cars and of cars asked about, ``absolute_error`` (the rolling MAE)
+  for prices whose real listed price is known, and ``estimated_error`` (the rolling MAE
+  the version's error estimator expects, ``schemas.error_estimates``) for every price
+  that carries an estimate. Beside the realised MAE, the watch also keeps the estimate
+  over the same prices (``estimated_where_true``), so the two can be compared; it
+  raises no alert.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+from river import stats, utils
+
 from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor, Transition
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from schemas.events import DelayScored, PriceScored, RentalEvent
@@ -29,6 +35,7 @@ from schemas.reference import ReferenceStats
 from schemas.topics import DELAYS, PRICES, RENTALS
 
 MAE_SIGNAL = f"{PRICES.name}/absolute_error"
+ESTIMATED_MAE_SIGNAL = f"{PRICES.name}/estimated_error"
 CONFLICT_SIGNAL = f"{DELAYS.name}/is_conflict"
 PRICE_SOURCES = ("rentals", "requests")  # the cars rented and the cars asked about
 
@@ -108,6 +115,10 @@ class DriftWatch:
             source: watch(price_signal(source), reference=reference.predicted_price) for source in PRICE_SOURCES
         }
         self.error = ErrorMonitor(MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin, cooldown)
+        self.estimated_error = ErrorMonitor(
+            ESTIMATED_MAE_SIGNAL, reference.cv_mae, mae_window, mae_margin, cooldown, kind="RollingEstimatedMAE"
+        )
+        self.estimated_where_true = utils.Rolling(stats.Mean, window_size=mae_window)
 
     def monitors(self) -> Iterator[SignalMonitor | ErrorMonitor]:
         yield from self.numeric.values()
@@ -117,6 +128,7 @@ class DriftWatch:
         yield self.conflicts
         yield from self.prices.values()
         yield self.error
+        yield self.estimated_error
 
     def observe_rental(self, event: RentalEvent, origin: Origin) -> list[Fired]:
         car = event.car
@@ -134,6 +146,10 @@ class DriftWatch:
         changes = [self.prices["rentals" if price.rental_id is not None else "requests"].observe(price.price_per_day)]
         if price.listed_price_per_day is not None:
             changes.append(self.error.observe(price.price_per_day, price.listed_price_per_day))
+            if price.estimated_error is not None:
+                self.estimated_where_true.update(price.estimated_error)
+        if price.estimated_error is not None:
+            changes.append(self.estimated_error.observe_error(price.estimated_error))
         return [Fired(t, origin) for t in changes if t is not None]
 
     def observe_delay(self, fact: DelayScored, origin: Origin) -> list[Fired]:

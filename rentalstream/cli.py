@@ -216,6 +216,12 @@ def train(
             f"price × {result.interval.upper_ratio:.3f}]; coverage on the held-out folds: {folds}",
             markup=False,
         )
+    if result.error_check is not None:
+        folds = ", ".join(
+            f"{e:.2f} for {r:.2f}"
+            for e, r in zip(result.error_check.estimated_mae, result.error_check.realised_mae, strict=True)
+        )
+        console.print(f"error estimator: MAE estimated for each held-out fold (€, for its realised MAE): {folds}")
     if challenger:
         verdict = f"set as @{settings.registry.challenger_alias}; champion stays"
     else:
@@ -444,8 +450,9 @@ def simulate(
     shift: Annotated[
         list[str] | None,
         typer.Option(
-            help="Inject a shift, e.g. mileage=x2, engine_power=+40, delay.connect=+120, delay=x1.5, price=x1.3. "
-            "Repeatable.",
+            help="Inject a shift, e.g. mileage=x2, engine_power=+40, delay.connect=+120, delay=x1.5, price=x1.3, "
+            "or a change in which cars are asked about: mix.winter_tires.false=x10 (such listings drawn ten "
+            "times as often). Repeatable.",
         ),
     ] = None,
     shift_from: int = typer.Option(0, min=0, help="Index of the first shifted event (counting every event from 0)."),

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from runtime.compiled_trees import CompileFailed, check_compiled, checked_before, write_model_text, write_whole
 from runtime.registry import IncompatibleModel, Registry
 from schemas.cars import CATEGORICAL
+from schemas.error_estimates import ERROR_MODEL_ARTIFACT
 from schemas.features import CATEGORICAL_FEATURES, FEATURES
 from schemas.intervals import PriceInterval
 
@@ -35,6 +36,7 @@ class PreparedVersion(BaseModel):
     model_text: Path
     compiled_object: Path | None = None  # checked against the booster; None when not asked or not available
     interval: PriceInterval | None = None  # None for versions trained before intervals existed
+    error_model: Path | None = None  # its error estimator's model text; None for versions trained before it existed
 
 
 def check_contract(booster: Any, name: str, version: str) -> None:
@@ -53,12 +55,17 @@ def prepare(registry: Registry, version: str, cache_dir: Path, compiled: bool) -
     """Put ``version``'s files into ``cache_dir`` (see the module): in this process, which
     imports MLflow (and, unless the compiled trees were checked before, LightGBM)."""
     interval = registry.interval(version)
+    error_model = _cached_error_model(registry, version, cache_dir)
     if compiled:
         for object_path in registry.fetch_compiled_trees(version, cache_dir):
             text_path = object_path.with_suffix(".txt")
             if checked_before(text_path, object_path):
                 return PreparedVersion(
-                    version=version, model_text=text_path, compiled_object=object_path, interval=interval
+                    version=version,
+                    model_text=text_path,
+                    compiled_object=object_path,
+                    interval=interval,
+                    error_model=error_model,
                 )
     booster = registry.load_lightgbm(version).booster_
     check_contract(booster, registry.model_name, version)
@@ -69,7 +76,21 @@ def prepare(registry: Registry, version: str, cache_dir: Path, compiled: bool) -
             checked = check_compiled(booster, object_path).path
         except CompileFailed as error:
             log.warning("v%s: its compiled trees are not used: %s", version, error)
-    return PreparedVersion(version=version, model_text=text_path, compiled_object=checked, interval=interval)
+    return PreparedVersion(
+        version=version, model_text=text_path, compiled_object=checked, interval=interval, error_model=error_model
+    )
+
+
+def _cached_error_model(registry: Registry, version: str, cache_dir: Path) -> Path | None:
+    """``version``'s error estimator, written into ``cache_dir`` under its digest (unless there)."""
+    text = registry.artifact_text(version, ERROR_MODEL_ARTIFACT)
+    if text is None:
+        return None
+    path = cache_dir / f"error-{hashlib.sha256(text.encode()).hexdigest()[:24]}.txt"
+    if not path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_whole(path, text)
+    return path
 
 
 def remembered_path(cache_dir: Path, tracking_uri: str, model_name: str, alias: str) -> Path:
@@ -97,7 +118,7 @@ def recall(path: Path) -> tuple[bool, PreparedVersion | None]:
         prepared = PreparedVersion.model_validate(noted)
     except ValueError:
         return False, None
-    if not prepared.model_text.exists():
+    if not prepared.model_text.exists() or (prepared.error_model is not None and not prepared.error_model.exists()):
         return False, None
     if prepared.compiled_object is not None and not checked_before(prepared.model_text, prepared.compiled_object):
         return False, None

@@ -1,5 +1,5 @@
 """The MLflow model registry, as every component asks it: which version is behind an alias,
-what a version carries (its trees, price interval and reference statistics), and moving
+what a version carries (its trees, price interval, error estimator and reference statistics), and moving
 an alias. One ``Registry`` per tracking URI and model, around ``MlflowClient(tracking_uri=...)``:
 nothing here sets MLflow's process-wide tracking URI."""
 
@@ -84,6 +84,12 @@ class Registry:
     def artifact(self, version: str, name: str) -> dict | None:
         """A JSON artifact logged in the training run of ``version``, None if it has none.
         Raises ``UnknownVersion`` for a version that is not registered."""
+        text = self.artifact_text(version, name)
+        return None if text is None else json.loads(text)
+
+    def artifact_text(self, version: str, name: str) -> str | None:
+        """A text artifact logged in the training run of ``version``, None if it has none.
+        Raises ``UnknownVersion`` for a version that is not registered."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -95,7 +101,7 @@ class Registry:
                 local = self.client.download_artifacts(run_id, name, folder)
             except (MlflowException, OSError):
                 return None
-            return json.loads(Path(local).read_text())
+            return Path(local).read_text()
 
     def fetch_compiled_trees(self, version: str, cache_dir: Path) -> list[Path]:
         """Download the compiled trees logged with ``version`` for this platform into

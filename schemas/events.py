@@ -110,6 +110,12 @@ class PriceScored(BaseModel):
         "None for a model version trained without one.",
     )
     price_upper: float | None = Field(None, description="High end of the same interval.")
+    estimated_error: float | None = Field(
+        None,
+        ge=0,
+        description="The absolute error in euros the version's error estimator expects of this price, before "
+        "any true price is known (schemas.error_estimates); None for a version trained without one.",
+    )
     listed_price_per_day: float | None = Field(None, description="The real price, when the request carried it.")
     unknown_fields: list[str] = Field(default_factory=list)
     model_name: Label = Field(max_length=128)
@@ -122,6 +128,9 @@ class PriceScored(BaseModel):
     )
     challenger_price_lower: float | None = Field(None, description="Low end of the challenger's interval.")
     challenger_price_upper: float | None = Field(None, description="High end of the challenger's interval.")
+    challenger_estimated_error: float | None = Field(
+        None, ge=0, description="The absolute error the challenger's error estimator expects of its price."
+    )
     answered_with_version: Label | None = Field(
         None,
         max_length=32,

@@ -80,6 +80,9 @@ prices = Table(
     Column("challenger_price_lower", Float),
     Column("challenger_price_upper", Float),
     Column("answered_with_version", String(32)),
+    # Added with issue 23's error estimates (nullable too).
+    Column("estimated_error", Float),
+    Column("challenger_estimated_error", Float),
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )

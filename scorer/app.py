@@ -54,7 +54,7 @@ from scorer import store
 from scorer.metrics import ScorerMetrics
 from scorer.pricing import PriceModel
 from scorer.reply_topics import ReplyTopics
-from scorer.scoring import Pricer, challenger_prices, price_scored, refuse_replies, score_batch
+from scorer.scoring import Pricer, challenger_prices, estimated_errors, price_scored, refuse_replies, score_batch
 
 log = logging.getLogger("rentalstream.scorer")
 CONSUMER = "scorer"
@@ -277,6 +277,8 @@ class Scorer:
         model, challenger = self._models()
         priced, dead = score_batch(records, RentalEvent, model, CONSUMER)
         scored_at = utc_now()
+        challenged = self._challenge(challenger, priced)
+        estimates, challenger_estimates = self._estimates(model, challenger, priced, challenged)
         price_rows = [
             price_scored(
                 price_id=f"rental-{e.rental_id}",
@@ -289,8 +291,12 @@ class Scorer:
                 car_id=e.car_id,
                 challenger=challenger,
                 challenger_price=c,
+                estimated_error=estimate,
+                challenger_estimated_error=challenger_estimate,
             )
-            for (_, e, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
+            for (_, e, p), c, estimate, challenger_estimate in zip(
+                priced, challenged, estimates, challenger_estimates, strict=True
+            )
         ]
 
         async def stored() -> Handover:
@@ -340,6 +346,8 @@ class Scorer:
         priced, refused = refuse_replies(priced, allowed, CONSUMER)
         dead += refused
         scored_at = utc_now()
+        challenged = self._challenge(challenger, priced)
+        estimates, challenger_estimates = self._estimates(model, challenger, priced, challenged)
         answered = [
             (
                 request,
@@ -355,9 +363,13 @@ class Scorer:
                     challenger=challenger,
                     challenger_price=c,
                     answer_with=request.answer_with,
+                    estimated_error=estimate,
+                    challenger_estimated_error=challenger_estimate,
                 ),
             )
-            for (_, request, p), c in zip(priced, self._challenge(challenger, priced), strict=True)
+            for (_, request, p), c, estimate, challenger_estimate in zip(
+                priced, challenged, estimates, challenger_estimates, strict=True
+            )
         ]
         answered = await self._explained(model, challenger, answered)
 
@@ -457,6 +469,17 @@ class Scorer:
         prices = challenger_prices(challenger, [e.car for _, e, _ in priced])
         self.metrics.challenger_failures.inc(sum(p is None for p in prices))
         return prices
+
+    @staticmethod
+    def _estimates(
+        model: Pricer, challenger: Pricer | None, priced: Sequence[tuple[Any, Any, float]], challenged: list
+    ) -> tuple[list[float | None], list[float | None]]:
+        """Each version's estimated error of its own price (``estimated_errors``)."""
+        cars = [e.car for _, e, _ in priced]
+        return (
+            estimated_errors(model, cars, [p for _, _, p in priced]),
+            estimated_errors(challenger, cars, challenged),
+        )
 
     async def _explained(
         self, model: Pricer, challenger: Pricer | None, answered: list[tuple[PriceRequest, PriceScored]]

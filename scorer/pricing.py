@@ -1,11 +1,15 @@
 """A registered price model version, loaded from the files ``RegistryProcess.prepare`` left
 in the model cache: its compiled trees when they are there and checked, else its booster.
 
-Neither MLflow nor pandas is imported here, and LightGBM only when the booster is needed.
+Neither MLflow nor pandas is imported here, and LightGBM only when a booster is loaded:
+the price model's when there are no compiled trees (or to explain a price), and the
+version's error estimator (``schemas.error_estimates``), a few hundred small trees that
+the lean LightGBM applies to every batch.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -19,12 +23,15 @@ from runtime import explanations
 from runtime.compiled_trees import PARALLEL_FROM_ROWS, CompiledTrees, load_object
 from runtime.prepared_versions import PreparedVersion, check_contract
 from runtime.registry import IncompatibleModel
-from schemas.cars import CarFeatures
+from schemas.cars import CATEGORICAL, CarFeatures
+from schemas.error_estimates import ERROR_FEATURES, error_codes
 from schemas.explanations import Explanation
 from schemas.features import feature_codes
 from schemas.intervals import PriceInterval
 
 __all__ = ["IncompatibleModel", "PriceModel"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,18 +46,33 @@ class PriceModel:
     compiled: CompiledTrees | None = None
     interval: PriceInterval | None = None  # None for versions trained before intervals existed
     model_text: Path | None = None
+    error_estimator: Any | None = None  # a ``lightgbm.Booster`` (``schemas.error_estimates``); None: no estimates
 
     @classmethod
     def load(cls, name: str, prepared: PreparedVersion) -> PriceModel:
         """The version ``prepared``: its checked compiled trees, or else its booster (checked
-        against the contract here). Blocks for a second or so: call it in a thread."""
+        against the contract here), and its error estimator. Blocks for a second or so:
+        call it in a thread."""
+        estimator = load_error_estimator(name, prepared)
         if prepared.compiled_object is not None:
             compiled = load_object(prepared.compiled_object)
             return cls(
-                name, prepared.version, compiled=compiled, interval=prepared.interval, model_text=prepared.model_text
+                name,
+                prepared.version,
+                compiled=compiled,
+                interval=prepared.interval,
+                model_text=prepared.model_text,
+                error_estimator=estimator,
             )
         booster = lean_lightgbm().Booster(model_file=str(prepared.model_text))
-        return cls(name, prepared.version, booster=booster, interval=prepared.interval, model_text=prepared.model_text)
+        return cls(
+            name,
+            prepared.version,
+            booster=booster,
+            interval=prepared.interval,
+            model_text=prepared.model_text,
+            error_estimator=estimator,
+        )
 
     def __post_init__(self) -> None:
         if self.booster is None and self.compiled is None:
@@ -74,6 +96,17 @@ class PriceModel:
             predicted = self.booster.predict(matrix, num_threads=threads)
         return [round(p, 2) for p in np.asarray(predicted, dtype=np.float64).tolist()]
 
+    def estimate_errors(self, cars: Sequence[CarFeatures], prices: Sequence[float]) -> list[float] | None:
+        """Each price's estimated absolute error in euros (``schemas.error_estimates``), or
+        None when this version has no error estimator."""
+        if self.error_estimator is None:
+            return None
+        if not cars:
+            return []
+        threads = 1 if len(cars) < PARALLEL_FROM_ROWS else 0  # as in price_per_day
+        estimated = self.error_estimator.predict(error_codes(cars, prices), num_threads=threads)
+        return [round(max(e, 0.0), 2) for e in np.asarray(estimated, dtype=np.float64).tolist()]
+
     def explain(self, cars: Sequence[CarFeatures], prices: Sequence[float]) -> list[Explanation]:
         """Why each car got its price (as ``price_per_day`` gave it): the trees' exact
         contributions. ~10 ms of a core per car: call it in a thread, and only for the
@@ -89,6 +122,23 @@ class PriceModel:
         if self.model_text is None:
             raise ValueError(f"{self.name} v{self.version}: no booster to explain prices with")
         return lean_lightgbm().Booster(model_file=str(self.model_text))
+
+
+def load_error_estimator(name: str, prepared: PreparedVersion) -> Any | None:
+    """``prepared``'s error estimator, or None (logged) when it has none or one not fitted on
+    the contract: prices are then served without estimates, never refused."""
+    if prepared.error_model is None:
+        return None
+    estimator = lean_lightgbm().Booster(model_file=str(prepared.error_model))
+    expected = [list(values) for values in CATEGORICAL.values()]
+    if tuple(estimator.feature_name()) != ERROR_FEATURES or estimator.pandas_categorical != expected:
+        log.warning(
+            "%s v%s: its error estimator was not fitted on the contract; serving without estimates",
+            name,
+            prepared.version,
+        )
+        return None
+    return estimator
 
 
 # LightGBM's optional integrations: not needed to price or explain a numpy matrix.

@@ -32,6 +32,8 @@ class Pricer(Protocol):
 
     def price_per_day(self, cars: Sequence[CarFeatures]) -> list[float]: ...
 
+    def estimate_errors(self, cars: Sequence[CarFeatures], prices: Sequence[float]) -> list[float] | None: ...
+
     def explain(self, cars: Sequence[CarFeatures], prices: Sequence[float]) -> list[Explanation]: ...
 
 
@@ -80,6 +82,26 @@ def challenger_prices(challenger: Pricer, cars: Sequence[CarFeatures]) -> list[f
     return [None if isinstance(o, Exception) else o for o in price_each(challenger, cars)]
 
 
+def estimated_errors(
+    model: Pricer | None, cars: Sequence[CarFeatures], prices: Sequence[float | None]
+) -> list[float | None]:
+    """``model``'s estimated absolute error of each price (None where there is no price,
+    or the version has no error estimator, or the estimator fails: an estimate is never
+    worth dead-lettering an event the model priced)."""
+    if model is None:
+        return [None] * len(prices)
+    known = [i for i, price in enumerate(prices) if price is not None]
+    estimates: list[float | None] = [None] * len(prices)
+    try:
+        estimated = model.estimate_errors([cars[i] for i in known], [prices[i] for i in known])
+    except Exception:
+        log.exception("%s v%s could not estimate the errors of %d prices", model.name, model.version, len(known))
+        return estimates
+    for i, estimate in zip(known, estimated or [None] * len(known), strict=True):
+        estimates[i] = estimate
+    return estimates
+
+
 def price_each(model: Pricer, cars: Sequence[CarFeatures]) -> list[float | Exception]:
     """Each car's price, or what the model raised on it: all cars in one call, and car
     by car only if that call fails, to isolate the bad ones. The model is third-party
@@ -113,9 +135,12 @@ def price_scored(
     challenger: Pricer | None = None,
     challenger_price: float | None = None,
     answer_with: Arm | None = None,
+    estimated_error: float | None = None,
+    challenger_estimated_error: float | None = None,
 ) -> PriceScored:
     """The price of one event; ``answer_with``: for a price request, whose price its
-    requester asked to be answered with (the challenger's only when it priced the car)."""
+    requester asked to be answered with (the challenger's only when it priced the car);
+    the estimated errors: ``estimated_errors`` of each version's price."""
     lower, upper = model.interval.around(price) if model.interval else (None, None)
     challenger_lower = challenger_upper = None
     if challenger is not None and challenger.interval and challenger_price is not None:
@@ -135,12 +160,14 @@ def price_scored(
         unknown_fields=car.unknown_fields,
         price_lower=lower,
         price_upper=upper,
+        estimated_error=estimated_error,
         model_name=model.name,
         model_version=model.version,
         challenger_model_version=challenger.version if challenger else None,
         challenger_price_per_day=challenger_price,
         challenger_price_lower=challenger_lower,
         challenger_price_upper=challenger_upper,
+        challenger_estimated_error=challenger_estimated_error,
         answered_with_version=answered_with,
         event_time=event_time,
         scored_at=scored_at,

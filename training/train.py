@@ -30,11 +30,12 @@ from runtime.compiled_trees import CompileFailed, compile_for_registration, plat
 from runtime.explanations import mean_absolute_contributions
 from runtime.registry import Registry
 from schemas.cars import EQUIPMENT, NUMERIC
+from schemas.error_estimates import ERROR_MODEL_ARTIFACT
 from schemas.explanations import IMPORTANCE_ARTIFACT
 from schemas.features import CATEGORICAL_FEATURES, FEATURES
 from schemas.intervals import INTERVAL_ARTIFACT, PriceInterval
 from schemas.reference import REFERENCE_ARTIFACT
-from training import intervals
+from training import error_model, intervals
 from training.features import TARGET, build_features
 from training.reference import reference_stats
 
@@ -104,6 +105,7 @@ class TrainingResult:
     promoted: bool
     previous_champion: dict[str, float] | None
     interval: PriceInterval | None = None
+    error_check: error_model.FoldCheck | None = None
 
 
 def new_lightgbm() -> RegressorMixin:
@@ -163,8 +165,10 @@ def train_and_register(
     calibrated on its out-of-fold predictions, with its coverage per held-out fold; and
     the reference statistics (``REFERENCE_ARTIFACT``) of the training table, the fitted
     model's prices and ``delay_history`` (rows with ``RentalEvent`` fields), which the
-    drift monitor compares the live streams with; and its global importance
-    (``IMPORTANCE_ARTIFACT``: each feature's mean absolute contribution in euros).
+    drift monitor compares the live streams with; its global importance
+    (``IMPORTANCE_ARTIFACT``: each feature's mean absolute contribution in euros); and its
+    error estimator (``ERROR_MODEL_ARTIFACT``, ``training.error_model``), with the MAE it
+    estimated for each held-out fold.
 
     With ``compiled_trees_dir`` (the scorer's ``model_cache_dir``), the version's trees
     are compiled there (``runtime.compiled_trees``, ~30 s of a core, skipped when that
@@ -189,6 +193,7 @@ def train_and_register(
         for fold, coverage in enumerate(interval.fold_coverage):
             mlflow.log_metric("fold_interval_coverage", coverage, step=fold)
         mlflow.log_metric("cv_interval_coverage_mean", float(np.mean(interval.fold_coverage)))
+        error_check = _log_error_model(matrix, target.to_numpy(), candidate)
         fitted = new_lightgbm().fit(matrix, target)
         reference = reference_stats(
             pricing,
@@ -230,7 +235,7 @@ def train_and_register(
     if challenger_alias:
         client.set_registered_model_alias(model_name, challenger_alias, registered)
     champion = client.get_model_version_by_alias(model_name, champion_alias).version
-    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous, interval)
+    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous, interval, error_check)
 
 
 def importance_rows(rows: int) -> np.ndarray:
@@ -250,6 +255,22 @@ def _log_importance(booster, matrix: pd.DataFrame) -> None:
     importance = mean_absolute_contributions(booster, matrix.iloc[importance_rows(len(matrix))])
     mlflow.log_dict(importance, IMPORTANCE_ARTIFACT)
     mlflow.log_metrics({f"importance_{feature}": euros for feature, euros in importance.items()})
+
+
+def _log_error_model(matrix: pd.DataFrame, actual: np.ndarray, candidate: Evaluation) -> error_model.FoldCheck:
+    """The version's error estimator (``ERROR_MODEL_ARTIFACT``), fitted on every fold's
+    out-of-fold errors, and its check fold by fold (``training.error_model``)."""
+    import mlflow
+
+    log.info("training the error estimator")
+    check = error_model.fold_check(matrix, actual, candidate.predicted, candidate.folds)
+    for fold, estimated in enumerate(check.estimated_mae):
+        mlflow.log_metric("fold_estimated_mae", estimated, step=fold)
+    mlflow.log_metrics(check.metrics())
+    mlflow.log_params({f"error_model_{k}": v for k, v in error_model.ERROR_MODEL_PARAMS.items()})
+    estimator = error_model.fit_error_model(matrix, actual, candidate.predicted)
+    mlflow.log_text(estimator.booster_.model_to_string(), ERROR_MODEL_ARTIFACT)
+    return check
 
 
 def _log_compiled_trees(booster, cache_dir: Path) -> None:

@@ -56,7 +56,7 @@ BAD_RENTALS = [b"{not json", b'{"rental_id": "seven"}', b"\xff\xfe"]  # the scor
 # category of fuel (4), paint colour (10), car type (8) and model key (28 makes); a share
 # per equipment (7); the delay per check-in type (2); the conflict share; and the prices
 # of rentals and of requests and their absolute error (3).
-MONITORED_SIGNALS = 65
+MONITORED_SIGNALS = 66
 # How long an `expect` waits for the page to show a figure. Playwright's default, 5 s, is
 # a guess at a quiet machine; here every service shares 2 cores with the browser. The
 # condition is still what is waited on: a right page passes as soon as it shows it.

@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import lightgbm
 import mlflow
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from tests.helpers import (
     service_process,
     wait_for,
 )
-from training.features import TARGET, read_pricing
+from training.features import TARGET, build_features, read_pricing
 
 pytestmark = pytest.mark.e2e
 MODEL = "rentalstream-price"
@@ -135,6 +136,14 @@ def test_challenger_is_scored_beside_the_champion_and_compared_on_true_prices(
     low, high = interval_ratios(uri, champion_version)
     assert stored.price_lower.to_numpy() == pytest.approx(champion_prices * low, abs=0.011)
     assert stored.price_upper.to_numpy() == pytest.approx(champion_prices * high, abs=0.011)
+    # Each price carries the error the champion's estimator, as logged, expects of it; the
+    # small challenger was registered without an estimator.
+    mlflow.set_tracking_uri(uri)
+    run_id = mlflow.MlflowClient().get_model_version("rentalstream-price", champion_version).run_id
+    estimator = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run_id}/error_model.txt"))
+    estimates = estimator.predict(build_features(cars).assign(price_per_day=stored.price_per_day.to_numpy()))
+    assert stored.estimated_error.to_numpy() == pytest.approx(np.maximum(estimates, 0), abs=0.006)
+    assert stored.challenger_estimated_error.isna().all()
 
     # What `compare` prints, against numpy on the true prices.
     listed = pricing[TARGET].to_numpy()

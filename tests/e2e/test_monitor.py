@@ -41,8 +41,14 @@ REPORT_WINDOW = 2_000  # rentals in the drift report's recent window
 ARTIFACTS = Path(os.environ.get("RENTALSTREAM_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 DELAY_ALLOWED = {"rentals/mileage": 300, "rentals/delay.connect": 600, "prices/absolute_error": 500}
 # What the three shifts may rightly set off besides their own signals: prices follow
-# mileage, and later connect returns make more drivers wait.
-CONSEQUENCES = {"prices/price_per_day.rentals", "prices/price_per_day.requests", "delays/is_conflict"}
+# mileage (and so may the error estimated for the cars), and later connect returns make
+# more drivers wait.
+CONSEQUENCES = {
+    "prices/price_per_day.rentals",
+    "prices/price_per_day.requests",
+    "prices/estimated_error",
+    "delays/is_conflict",
+}
 
 
 def rows(url, sql, **params):
@@ -143,6 +149,11 @@ def test_clean_history_raises_no_more_than_the_stated_false_alarms_and_bad_messa
         history.query("checkin_type == 'connect'").delay_at_checkout_in_minutes.notna().sum()
     )
     assert counts["prices/absolute_error"] == len(published) - len(history)  # every request had its real price
+    assert counts["prices/estimated_error"] == len(published)  # every price carried its estimated error
+    monitor_url = f"http://127.0.0.1:{monitor_env['RENTALSTREAM_MONITOR_PORT']}"
+    estimated = metric_samples(monitor_url, "rentalstream_model_estimated_mae")
+    assert {labels for labels in estimated} == {(("prices", "all"),), (("prices", "with_true_price"),)}
+    assert all(0 < euros < 100 for euros in estimated.values()), estimated
 
     letters = rows(clean_database, "SELECT topic, raw_value, reason FROM dead_letters WHERE consumer = 'monitor'")
     assert sorted((r["topic"], bytes(r["raw_value"])) for r in letters) == sorted(
@@ -156,10 +167,10 @@ def test_clean_history_raises_no_more_than_the_stated_false_alarms_and_bad_messa
     # Said from the monitor's states, whether or not the clean pass raised a false alarm.
     drifting = [r["signal"] for r in rows(clean_database, "SELECT signal FROM drift_signals WHERE state = 'drifting'")]
     if drifting:
-        assert report.summary.startswith(f"{len(drifting)} of 65 monitored signals drifting: "), report.summary
+        assert report.summary.startswith(f"{len(drifting)} of 66 monitored signals drifting: "), report.summary
         assert all(signal in report.summary for signal in drifting), report.summary
     else:
-        assert report.summary == "No drift: every one of the 65 monitored signals is stable.", report.summary
+        assert report.summary == "No drift: every one of the 66 monitored signals is stable.", report.summary
 
 
 def test_injected_shifts_alert_on_their_signals_within_the_stated_delay_in_table_and_topic(

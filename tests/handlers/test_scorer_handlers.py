@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 
+import lightgbm
 import mlflow
 import pandas as pd
 import pytest
@@ -91,6 +92,14 @@ def champion_price(mlflow_registry, car: dict) -> float:
     return round(float(reference_prices(model, pd.DataFrame([car]))[0]), 2)
 
 
+def champion_estimate(mlflow_registry, car: dict, price: float) -> float:
+    """The champion's error estimator, as logged at training, on ``car`` priced ``price``."""
+    mlflow.set_tracking_uri(mlflow_registry[0])
+    run_id = MlflowClient().get_model_version(MODEL, mlflow_registry[1].champion_version).run_id
+    estimator = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run_id}/error_model.txt"))
+    return round(max(float(estimator.predict(build_features([car]).assign(price_per_day=price))[0]), 0.0), 2)
+
+
 def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_lettered(
     settings, clean_database, mlflow_registry
 ):
@@ -109,6 +118,10 @@ def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_le
     assert set(prices) == {"rental-1", "rental-2"}
     assert all(p["price_per_day"] == pytest.approx(price, abs=0.01) for p in prices.values())
     assert {p["model_version"] for p in prices.values()} == {mlflow_registry[1].champion_version}
+    # Each price carries the error its version's estimator expects of it.
+    estimate = champion_estimate(mlflow_registry, EXAMPLE_CAR, prices["rental-1"]["price_per_day"])
+    assert [p["estimated_error"] for p in prices.values()] == pytest.approx([estimate, estimate], abs=0.011)
+    assert all(p["challenger_estimated_error"] is None for p in prices.values())
 
     # Rental 1 came back 90 minutes late; rental 2 was planned 60 minutes after it: its
     # driver waited 30 minutes.
@@ -118,9 +131,10 @@ def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_le
     [letter] = published[DEAD_LETTERS.name]
     assert letter["topic"] == RENTALS.name and letter["reason"].startswith("invalid RentalEvent: rental_id")
 
-    stored = query(clean_database, "SELECT price_id, price_per_day FROM prices ORDER BY price_id")
+    stored = query(clean_database, "SELECT price_id, price_per_day, estimated_error FROM prices ORDER BY price_id")
     assert list(stored.price_id) == ["rental-1", "rental-2"]
     assert list(stored.price_per_day) == pytest.approx([price, price], abs=0.01)
+    assert list(stored.estimated_error) == [prices[i]["estimated_error"] for i in ("rental-1", "rental-2")]
     assert query(clean_database, "SELECT is_conflict FROM delays WHERE rental_id = 2").is_conflict[0]
     assert query(clean_database, "SELECT count(*) AS n FROM dead_letters").n[0] == 1
 
@@ -216,6 +230,11 @@ def test_a_request_in_the_live_split_is_answered_and_explained_by_the_challenger
         assert reply["challenger_price_per_day"] == pytest.approx(small_price, abs=0.01)
     assert replies["champ"]["answered_with_version"] == champion_version
     assert replies["chall"]["answered_with_version"] == small_version
+    # The champion's estimator estimates its price; the small version has none.
+    for reply in replies.values():
+        expected = champion_estimate(mlflow_registry, EXAMPLE_CAR, reply["price_per_day"])
+        assert reply["estimated_error"] == pytest.approx(expected, abs=0.011)
+        assert reply["challenger_estimated_error"] is None
     # Each explanation is of the price its requester gets: LightGBM's own contributions.
     for request_id, model, price in (
         ("champ", champion(mlflow_registry)[1], replies["champ"]["price_per_day"]),

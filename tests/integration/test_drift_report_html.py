@@ -64,6 +64,7 @@ def fill(url: str, delays_xlsx, pricing_csv) -> None:
                 scored_at=at,
                 rental_id=e.rental_id,
                 car_id=e.car_id,
+                estimated_error=e.car.engine_power / 20,
             )
             for e in batch
         ]
@@ -81,6 +82,7 @@ def fill(url: str, delays_xlsx, pricing_csv) -> None:
             scored_at=START + timedelta(seconds=i),
             request_id=r.request_id,
             listed_price_per_day=r.listed_price_per_day,
+            estimated_error=12.0 + i % 5,
         )
         for i, r in enumerate(requests)
     ]
@@ -163,11 +165,11 @@ def test_the_report_sets_the_recent_window_and_rolling_error_beside_the_referenc
     assert before.summary.startswith("The monitor has written no state yet")
     assert before.alerts == [] and all(s["state"] is None for s in before.signals.values())
     watched = {m.signal for m in DriftWatch(reference, DetectorSpec("adwin", 0.002)).monitors()}
-    assert set(before.signals) == watched and len(watched) == 65  # every signal the monitor watches, no other
+    assert set(before.signals) == watched and len(watched) == 66  # every signal the monitor watches, no other
 
     monitor_wrote(clean_database)
     reading, html = report_of(clean_database, reference)
-    assert reading.summary == "1 of 65 monitored signals drifting: rentals/mileage."
+    assert reading.summary == "1 of 66 monitored signals drifting: rentals/mileage."
     assert [a["alert_id"] for a in reading.alerts] == ["a-1", "a-2"]  # in the order they were detected
     assert HOSTILE not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert reading.versions == ["7"]
@@ -193,6 +195,11 @@ def test_the_report_sets_the_recent_window_and_rolling_error_beside_the_referenc
     assert reading.signals["prices/absolute_error"]["recent"] == pytest.approx(np.mean(errors[-MAE_WINDOW:]))
     assert reading.signals["prices/absolute_error"]["reference"] == 10.0
     assert reading.signals["prices/price_per_day.requests"]["recent_n"] == WINDOW
+    # The estimated error: the last 100 prices are the requests scored last (12 + i % 5 €),
+    # over every price and over those with a real price alike.
+    estimated = np.mean([12.0 + i % 5 for i in range(300)][-MAE_WINDOW:])
+    assert reading.signals["prices/estimated_error"]["recent"] == pytest.approx(estimated)
+    assert f"({estimated:.2f} € over the prices of the rolling MAE above)" in " ".join(html.split())
 
 
 def test_a_version_without_histograms_and_a_registry_without_the_version(

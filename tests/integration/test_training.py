@@ -17,6 +17,7 @@ from runtime.registry import Registry
 from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices, registry_copy
+from training.error_model import ERROR_MODEL_PARAMS
 from training.features import build_features, read_pricing
 from training.train import LIGHTGBM_PARAMS, PROTOCOL, V1_LIGHTGBM_PARAMS, train_and_register
 
@@ -132,7 +133,19 @@ def test_champion_carries_reference_statistics_of_its_data(mlflow_registry, pric
     assert reference.conflict_share == pytest.approx(waited.mean())
 
 
-def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_registry, pricing_csv):
+@pytest.fixture(scope="module")
+def protocol_oof(pricing_csv) -> np.ndarray:
+    """The out-of-fold predictions of the protocol's folds, by scikit-learn's cross_val_predict."""
+    pricing = read_pricing(pricing_csv)
+    return cross_val_predict(
+        lightgbm.LGBMRegressor(**LIGHTGBM_PARAMS),
+        build_features(pricing),
+        pricing.rental_price_per_day,
+        cv=KFold(5, shuffle=True, random_state=42),
+    )
+
+
+def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_registry, pricing_csv, protocol_oof):
     """The interval logged with the champion, recomputed with scikit-learn and numpy from
     out-of-fold predictions on the protocol's folds; its held-out coverage near 80%."""
     uri, training = mlflow_registry
@@ -142,9 +155,7 @@ def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_r
 
     pricing = read_pricing(pricing_csv)
     folds = KFold(5, shuffle=True, random_state=42)
-    oof = cross_val_predict(
-        lightgbm.LGBMRegressor(**LIGHTGBM_PARAMS), build_features(pricing), pricing.rental_price_per_day, cv=folds
-    )
+    oof = protocol_oof
     ratios = pricing.rental_price_per_day.to_numpy() / oof
     assert (stored["lower_ratio"], stored["upper_ratio"]) == pytest.approx(
         tuple(np.quantile(ratios, [0.1, 0.9])), abs=2e-3
@@ -157,6 +168,46 @@ def test_champion_carries_an_80_percent_interval_calibrated_out_of_fold(mlflow_r
     assert stored["fold_coverage"] == pytest.approx(coverage, abs=5e-3)
     assert 0.78 <= np.mean(stored["fold_coverage"]) <= 0.82
     assert all(0.75 <= c <= 0.85 for c in stored["fold_coverage"])
+
+
+def test_champion_carries_an_error_estimator_of_its_out_of_fold_errors_that_the_scorer_applies(
+    mlflow_registry, pricing_csv, protocol_oof, tmp_path
+):
+    """The estimator logged with the champion is the ERROR_MODEL_PARAMS LightGBM fitted on
+    the features and out-of-fold price of every row against its out-of-fold absolute error;
+    each fold's estimated MAE was measured with an estimator that did not see the fold;
+    and the scorer's fast path (category codes) estimates what it estimates."""
+    uri, training = mlflow_registry
+    mlflow.set_tracking_uri(uri)
+    version = training.champion_version
+    run = MlflowClient().get_run(MlflowClient().get_model_version("rentalstream-price", version).run_id)
+    stored = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error_model.txt"))
+
+    pricing = read_pricing(pricing_csv)
+    actual = pricing.rental_price_per_day.to_numpy()
+    matrix = build_features(pricing).assign(price_per_day=protocol_oof)
+    refitted = lightgbm.LGBMRegressor(**ERROR_MODEL_PARAMS).fit(matrix, np.abs(actual - protocol_oof))
+    assert stored.predict(matrix) == pytest.approx(refitted.predict(matrix), rel=1e-6, abs=1e-6)
+
+    estimated = []
+    for train, held in KFold(5, shuffle=True, random_state=42).split(pricing):
+        fold_model = lightgbm.LGBMRegressor(**ERROR_MODEL_PARAMS).fit(
+            matrix.iloc[train], np.abs(actual - protocol_oof)[train]
+        )
+        estimated.append(np.maximum(fold_model.predict(matrix.iloc[held]), 0).mean())
+    history = MlflowClient().get_metric_history(run.info.run_id, "fold_estimated_mae")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(estimated, rel=1e-4)
+    # Each fold's MAE estimated within 10% of its realised MAE (see training/error_model.py).
+    assert run.data.metrics["cv_estimated_mae_gap_max"] < 0.1 * run.data.metrics["cv_mae_mean"]
+
+    prepared = prepare(Registry(uri, "rentalstream-price"), version, tmp_path / "cache", compiled=False)
+    model = PriceModel.load("rentalstream-price", prepared)
+    sample = pricing.iloc[::10]  # every tenth car: 484 cars of every kind
+    cars = [CarFeatures.model_validate(row) for row in sample.drop(columns="rental_price_per_day").to_dict("records")]
+    prices = model.price_per_day(cars)
+    served = model.estimate_errors(cars, prices)
+    by_dataframe = np.maximum(stored.predict(build_features(sample).assign(price_per_day=prices)), 0)
+    assert served == pytest.approx(by_dataframe, abs=0.006)  # rounded to the cent
 
 
 def test_a_challenger_is_registered_beside_the_champion_without_moving_it(mlflow_registry, pricing_csv, delay_history):

@@ -1,11 +1,15 @@
 """The per-signal state machine on synthetic streams whose levels are known by construction."""
 
 import random
+from datetime import UTC, datetime
 
 import pytest
 
 from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor
-from schemas.reference import Distribution
+from monitor.watch import ESTIMATED_MAE_SIGNAL, DriftWatch, Origin
+from schemas.cars import CATEGORICAL, EQUIPMENT
+from schemas.events import PriceScored
+from schemas.reference import Distribution, ReferenceStats
 
 REFERENCE = Distribution(n=10_000, mean=100.0, std=10.0, low=50.0, high=150.0)
 ADWIN = DetectorSpec("adwin", 0.002)
@@ -126,3 +130,49 @@ def test_the_rolling_mae_holds_its_state_through_the_cooldown_then_follows_the_e
     # Drifting on the 51st error of 14 (as above); without the cooldown it would recover at
     # 400 + 91, once the window is back under 11.25: held until 400 prices after the alert.
     assert [(i, t.state) for i, t in fired] == [(350, "drifting"), (750, "recovered")]
+
+
+def test_the_estimated_error_is_watched_on_every_price_and_kept_apart_where_a_real_price_came_back():
+    shares = {name: {c: 1 / len(categories) for c in categories} for name, categories in CATEGORICAL.items()}
+    reference = ReferenceStats(
+        rows=100,
+        numeric={"mileage": REFERENCE, "engine_power": REFERENCE},
+        category_shares={**shares, **{name: {"true": 0.5} for name in EQUIPMENT}},
+        predicted_price=REFERENCE,
+        listed_price=REFERENCE,
+        cv_mae=10.0,
+        cv_rmse=15.0,
+        delays={},
+        conflict_share=0.1,
+    )
+    watch = DriftWatch(reference, ADWIN, mae_window=100)
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def price(i, estimated, listed=None):
+        return PriceScored(
+            price_id=f"p-{i}",
+            rental_id=i + 1 if listed is None else None,
+            request_id=None if listed is None else f"p-{i}",
+            price_per_day=100.0,
+            listed_price_per_day=listed,
+            estimated_error=estimated,
+            model_name="m",
+            model_version="1",
+            event_time=now,
+            scored_at=now,
+        )
+
+    origin = Origin("prices", 0, 0, "-", now)
+    fired = []
+    estimates = [9.0 if i < 100 else 14.0 for i in range(300)]  # rentals at 9 €, then at 14 € (> 10 € × 1.25)
+    for i, estimated in enumerate(estimates):
+        fired += watch.observe_price(price(i, estimated), origin)
+    # The alert comes with the first full window of 100 whose mean passes 12.5 €.
+    first = next(n for n in range(100, 301) if sum(estimates[n - 100 : n]) / 100 > 12.5)
+    for i in range(300, 320):  # requests with a real price, estimated at 20 €
+        fired += watch.observe_price(price(i, 20.0, listed=110.0), origin)
+    assert [(f.transition.signal, f.transition.state, f.transition.events_seen) for f in fired] == [
+        (ESTIMATED_MAE_SIGNAL, "drifting", first)
+    ]
+    assert watch.estimated_where_true.get() == 20.0 and watch.error.window == (20, 10.0)
+    assert watch.estimated_error.window == (100, pytest.approx((80 * 14.0 + 20 * 20.0) / 100))

@@ -8,10 +8,11 @@ from runtime.kafka.dead_letters import parse_records
 from schemas.cars import CarFeatures
 from schemas.events import PriceRequest, RentalEvent
 from schemas.intervals import PriceInterval
-from scorer.scoring import challenger_prices, price_scored, refuse_replies, score_batch
+from scorer.scoring import challenger_prices, estimated_errors, price_scored, refuse_replies, score_batch
 from tests.helpers import SAMPLE_CAR
 
 CAR = SAMPLE_CAR
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 
 
 def record(offset, value):
@@ -150,6 +151,8 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
         "challenger_price_per_day": 97.5,
         "challenger_price_lower": None,
         "challenger_price_upper": None,
+        "challenger_estimated_error": None,
+        "estimated_error": None,
         "answered_with_version": None,
         "explanation": None,
         "event_time": t0,
@@ -202,3 +205,39 @@ def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_inte
     assert failed.answered_with_version == "7" and failed.answer() == (100.0, 90.0, 125.0, "7")
     assert scored("champion").answer() == (100.0, 90.0, 125.0, "7")
     assert scored("champion").answered_with_version == "7"
+
+
+class EstimatingPricer(PricePerMileage):
+    """Estimates each price's error as a tenth of it; fails on a car of 999 km."""
+
+    def estimate_errors(self, cars, prices):
+        if any(c.mileage == 999 for c in cars):
+            raise RuntimeError("the estimator broke")
+        return [round(p / 10, 2) for p in prices]
+
+
+class WithoutEstimator(PricePerMileage):
+    def estimate_errors(self, cars, prices):
+        return None
+
+
+def test_each_version_estimates_the_error_of_its_own_prices_and_a_failure_costs_only_the_estimates():
+    cars = [CarFeatures.model_validate({**CAR, "mileage": m}) for m in (2_000, 3_000, 4_000)]
+    assert estimated_errors(EstimatingPricer(), cars, [20.0, None, 40.0]) == [2.0, None, 4.0]
+    assert estimated_errors(None, cars, [20.0, 30.0, 40.0]) == [None, None, None]
+    assert estimated_errors(WithoutEstimator(), cars, [20.0, 30.0, 40.0]) == [None, None, None]
+    broken = [CarFeatures.model_validate({**CAR, "mileage": 999}), *cars[1:]]
+    assert estimated_errors(EstimatingPricer(), broken, [20.0, 30.0, 40.0]) == [None, None, None]
+    scored = price_scored(
+        price_id="r-1",
+        price=20.0,
+        car=cars[0],
+        model=EstimatingPricer(),
+        event_time=NOW,
+        scored_at=NOW,
+        estimated_error=2.0,
+        challenger=EstimatingPricer(),
+        challenger_price=30.0,
+        challenger_estimated_error=3.0,
+    )
+    assert (scored.estimated_error, scored.challenger_estimated_error) == (2.0, 3.0)
