@@ -7,13 +7,18 @@ the MAE difference, and a bootstrap over the requests (SciPy's BCa) gives its co
 interval. ``rentalstream compare`` prints it; ``rentalstream promote --if-better``
 promotes only when the whole interval is below zero.
 
-Requests without a true price carry no evidence here: estimating their errors needs an
-error model (issue 23, part 1), not built yet.
+Requests without a true price are weighed apart, on the errors each version's error
+estimator expected of its own price (``schemas.error_estimates``): the same paired
+bootstrap, marked "estimated errors". ``promote --if-better`` decides on the true prices
+when there are enough of them (``MIN_PAIRS``), else on the estimated errors, and says
+which. An estimate cannot see a change in what cars are worth (docs/monitoring.md), so
+true prices, where they exist, always win.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import text
@@ -30,6 +35,15 @@ PAIRED_ERRORS_SQL = text("""
       AND listed_price_per_day IS NOT NULL AND challenger_price_per_day IS NOT NULL
     ORDER BY price_id
 """)
+PAIRED_ESTIMATES_SQL = text("""
+    SELECT estimated_error AS champion_error, challenger_estimated_error AS challenger_error
+    FROM prices
+    WHERE model_version = :champion AND challenger_model_version = :challenger
+      AND listed_price_per_day IS NULL AND challenger_price_per_day IS NOT NULL
+      AND estimated_error IS NOT NULL AND challenger_estimated_error IS NOT NULL
+    ORDER BY price_id
+""")
+TRUE_PRICES, ESTIMATED_ERRORS = "true prices", "estimated errors"
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,7 @@ class Evidence:
     low: float | None  # the confidence interval of mean_difference
     high: float | None
     confidence: float = CONFIDENCE
-    basis: str = "true prices"
+    basis: str = TRUE_PRICES  # or ESTIMATED_ERRORS: each version's estimate of its own error
 
     @property
     def challenger_better(self) -> bool:
@@ -55,7 +69,7 @@ class Evidence:
     @property
     def decision(self) -> str:
         if self.low is None:
-            return f"not enough evidence: {self.pairs} paired true prices, {MIN_PAIRS} needed"
+            return f"not enough evidence: {self.pairs} paired {self.basis}, {MIN_PAIRS} needed"
         if self.challenger_better:
             return "the challenger is better"
         if self.low > 0:
@@ -86,13 +100,15 @@ def paired_evidence(
     confidence: float = CONFIDENCE,
     resamples: int = RESAMPLES,
     seed: int = 0,
+    basis: str = TRUE_PRICES,
 ) -> Evidence:
-    """The evidence from the two versions' absolute errors on the same requests."""
+    """The evidence from the two versions' absolute errors (true or estimated: ``basis``)
+    on the same requests."""
     differences = np.asarray(challenger_errors, dtype=float) - np.asarray(champion_errors, dtype=float)
     pairs = len(differences)
     if pairs < MIN_PAIRS:
         maes = (float(np.mean(champion_errors)), float(np.mean(challenger_errors))) if pairs else (None, None)
-        return Evidence(champion, challenger, pairs, *maes, None, None, None, confidence)
+        return Evidence(champion, challenger, pairs, *maes, None, None, None, confidence, basis)
     from scipy.stats import bootstrap
 
     interval = bootstrap(
@@ -113,17 +129,39 @@ def paired_evidence(
         float(interval.low),
         float(interval.high),
         confidence,
+        basis,
     )
 
 
-def read_evidence(database_url: str, champion: str, challenger: str) -> Evidence:
+class Weighing(NamedTuple):
+    """Both kinds of evidence for one challenger against one champion."""
+
+    true_prices: Evidence
+    estimated_errors: Evidence
+
+    @property
+    def decisive(self) -> Evidence:
+        """The true prices when they are enough for an interval, else the estimated errors."""
+        return self.true_prices if self.true_prices.low is not None else self.estimated_errors
+
+
+def read_evidence(database_url: str, champion: str, challenger: str) -> Weighing:
     """The evidence for ``challenger`` against ``champion`` from the ``prices`` table."""
     from runtime.postgres.engines import read_rows
 
-    [rows] = read_rows(database_url, PAIRED_ERRORS_SQL.bindparams(champion=champion, challenger=challenger))
-    return paired_evidence(
-        champion,
-        challenger,
-        np.array([r["champion_error"] for r in rows], dtype=float),
-        np.array([r["challenger_error"] for r in rows], dtype=float),
+    bound = {"champion": champion, "challenger": challenger}
+    true, estimated = read_rows(
+        database_url, PAIRED_ERRORS_SQL.bindparams(**bound), PAIRED_ESTIMATES_SQL.bindparams(**bound)
+    )
+    return Weighing(
+        *(
+            paired_evidence(
+                champion,
+                challenger,
+                np.array([r["champion_error"] for r in rows], dtype=float),
+                np.array([r["challenger_error"] for r in rows], dtype=float),
+                basis=basis,
+            )
+            for rows, basis in ((true, TRUE_PRICES), (estimated, ESTIMATED_ERRORS))
+        )
     )

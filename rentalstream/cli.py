@@ -287,9 +287,10 @@ def promote(
     if_better: bool = typer.Option(
         False,
         "--if-better",
-        help="Promote VERSION only if, on the true prices both it and the champion priced, the 95% paired "
-        "bootstrap interval of its MAE minus the champion's is below zero; the decision and its evidence go "
-        "to MLflow either way, and a refusal exits 1 with the figures.",
+        help="Promote VERSION only if, on the true prices both it and the champion priced (or, with fewer than "
+        "30 of them, on the errors each version's estimator expected of its prices), the 95% paired bootstrap "
+        "interval of its MAE minus the champion's is below zero; the decision and its evidence go to MLflow "
+        "either way, and a refusal exits 1 with the figures.",
     ),
 ) -> None:
     """Point the champion alias (or, with --challenger, the challenger alias) at VERSION.
@@ -328,10 +329,12 @@ def weigh_promotion(settings: Settings, registry, version: str) -> None:
     champion = registry.version_behind(settings.registry.champion_alias)
     if champion is None or champion == version:
         return  # nothing to weigh against: promote as asked
-    evidence = read_evidence(settings.resolved_database_url(), champion, version)
+    weighing = read_evidence(settings.resolved_database_url(), champion, version)
+    evidence = weighing.decisive
     promoted = evidence.challenger_better
     run_id = registry.log_promotion_decision(champion, version, promoted, evidence.as_dict())
-    console.print(evidence.summary())
+    for each in weighing:
+        console.print(("decided on: " if each is evidence else "") + each.summary(), soft_wrap=True)
     console.print(f"decision and evidence logged to MLflow: run {run_id}")
     if not promoted:
         console.print(f"refused: {settings.registry.model_name}@{settings.registry.champion_alias} stays v{champion}")
@@ -657,7 +660,8 @@ def compare(
 ) -> None:
     """How the challenger's prices differ from the champion's on live traffic and, where
     the true price is known, which one is closer, with a paired bootstrap interval of the
-    MAE difference; how often the served interval held it; and what drives each version's
+    MAE difference (and the same on the errors each version estimated where it is not);
+    how often the served interval held it; and what drives each version's
     prices (mean absolute contribution per feature)."""
     from answers.explanations import importance, importance_table
     from answers.model_comparison import comparison_table, coverage_table, read_comparison
@@ -679,10 +683,11 @@ def compare(
     if pairs:
         console.print(comparison_table(pairs))
         for pair in pairs:
-            evidence = read_evidence(
+            weighing = read_evidence(
                 ctx.obj.resolved_database_url(), pair["champion_version"], pair["challenger_version"]
             )
-            console.print(evidence.summary(), soft_wrap=True)
+            for evidence in weighing:
+                console.print(evidence.summary(), soft_wrap=True)
     else:
         console.print(
             "no price has been scored by a challenger yet: register one with `rentalstream train --challenger` "

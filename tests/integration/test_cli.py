@@ -168,6 +168,63 @@ def test_promote_if_better_moves_the_champion_only_on_evidence_and_logs_each_dec
     assert tags["promotion_decision"] == "promoted" and tags["promotion_run_id"] == runs[1].info.run_id
 
 
+def store_estimated_errors(database_url: str, champion: str, challenger: str, champion_errors, challenger_errors):
+    """Price requests both versions priced, without a true price: each carries the error
+    each version's estimator expected of its price."""
+    engine = create_engine(normalised_database_url(database_url))
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE prices"))
+        conn.execute(
+            text(
+                "INSERT INTO prices (price_id, request_id, price_per_day, unknown_fields, model_name, model_version,"
+                " challenger_model_version, challenger_price_per_day, estimated_error, challenger_estimated_error,"
+                " event_time, scored_at)"
+                " VALUES (:id, :id, 150.0, '{}', :name, :champion, :challenger, 151.0, :estimated,"
+                " :challenger_estimated, now(), now())"
+            ),
+            [
+                {
+                    "id": f"req-{i}",
+                    "name": MODEL,
+                    "champion": champion,
+                    "challenger": challenger,
+                    "estimated": a,
+                    "challenger_estimated": b,
+                }
+                for i, (a, b) in enumerate(zip(champion_errors, challenger_errors, strict=True))
+            ],
+        )
+    engine.dispose()
+
+
+def test_promote_if_better_without_true_prices_decides_on_the_estimated_errors_and_says_so(
+    registry, clean_database, tmp_path
+):
+    uri, v1, v2 = registry
+    env = {
+        "RENTALSTREAM_REGISTRY_TRACKING_URI": uri,
+        "RENTALSTREAM_HOME": str(tmp_path / "home"),
+        "RENTALSTREAM_DATABASE_URL": clean_database,
+    }
+    ok(rentalstream(env, "promote", v2, "--challenger"))
+    rng = np.random.default_rng(5)
+    champion_estimates = np.round(rng.uniform(6, 14, 200), 2)
+    challenger_estimates = np.round(champion_estimates - 1.5 + rng.normal(0, 0.5, 200), 2)
+    store_estimated_errors(clean_database, v1, v2, champion_estimates, challenger_estimates)
+
+    promoted = ok(rentalstream(env, "promote", v2, "--if-better"))
+    assert "not enough evidence: 0 paired true prices, 30 needed" in promoted
+    assert (
+        f"decided on: v{v2} against v{v1} on 200 estimated errors: MAE {challenger_estimates.mean():.2f} € "
+        f"against {champion_estimates.mean():.2f} €" in " ".join(promoted.split())
+    )
+    assert aliases(uri) == {"champion": v2}
+    client = MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name(f"{MODEL}-promotions").experiment_id])
+    assert run.data.params["basis"] == "estimated errors" and run.data.params["decision"] == "promoted"
+    assert run.data.metrics["mean_difference"] == pytest.approx(np.mean(challenger_estimates - champion_estimates))
+
+
 def test_train_as_challenger_registers_a_version_and_leaves_the_champion(registry, tmp_path):
     uri, v1, v2 = registry
     env = {"RENTALSTREAM_REGISTRY_TRACKING_URI": uri, "RENTALSTREAM_HOME": str(tmp_path / "home")}
