@@ -1,7 +1,7 @@
 """The MLflow model registry, as every component asks it: which version is behind an alias,
-what a version carries (its trees, price interval, error estimator and reference statistics), and moving
-an alias. One ``Registry`` per tracking URI and model, around ``MlflowClient(tracking_uri=...)``:
-nothing here sets MLflow's process-wide tracking URI."""
+what a version carries (its trees, price interval, error estimator and reference
+statistics), and moving an alias. One ``Registry`` per tracking URI and model, around
+``MlflowClient(tracking_uri=...)``: nothing here sets MLflow's process-wide tracking URI."""
 
 from __future__ import annotations
 

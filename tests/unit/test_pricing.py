@@ -1,5 +1,7 @@
 """The scorer refuses a model whose categories would not mean what its codes say."""
 
+from dataclasses import replace
+
 import lightgbm
 import pandas as pd
 import pytest
@@ -39,3 +41,27 @@ def test_a_model_fitted_on_other_features_is_refused_at_load():
 
 def test_a_model_fitted_on_the_training_features_is_accepted():
     assert PriceModel("m", "1", booster=fitted(four_cars()).booster_).price_per_day([]) == []
+
+
+def test_an_error_estimator_is_applied_to_codes_as_to_its_training_frame_and_one_off_the_contract_is_left_out(
+    tmp_path,
+):
+    from runtime.prepared_versions import PreparedVersion
+    from scorer.pricing import load_error_estimator
+
+    matrix, prices = four_cars(), [50.0, 70.0, 55.0, 65.0]
+    with_price = matrix.assign(price_per_day=prices)
+    estimator = lightgbm.LGBMRegressor(n_estimators=3, min_child_samples=1, verbose=-1).fit(with_price, [5, 9, 6, 8])
+    good, off = tmp_path / "good.txt", tmp_path / "off.txt"
+    estimator.booster_.save_model(good)
+    fitted(matrix).booster_.save_model(off)  # no price column: not an estimator of this contract
+    model = PriceModel("m", "1", booster=fitted(matrix).booster_)
+
+    prepared = PreparedVersion(version="1", model_text=good, error_model=good)
+    loaded = replace(model, error_estimator=load_error_estimator("m", prepared))
+    cars = [CarFeatures(**{**SAMPLE_CAR, "mileage": m, "fuel": f}) for m, f in [(1, "diesel"), (9, "petrol")]]
+    expected = [round(max(e, 0.0), 2) for e in estimator.predict(with_price.iloc[:2])]
+    assert loaded.estimate_errors(cars, prices[:2]) == expected
+    assert load_error_estimator("m", PreparedVersion(version="1", model_text=off, error_model=off)) is None
+    assert load_error_estimator("m", PreparedVersion(version="1", model_text=off)) is None
+    assert model.estimate_errors(cars, prices[:2]) is None  # a version without an estimator
