@@ -49,8 +49,9 @@ def test_demo_runs_the_whole_flow_and_stops_everything(tmp_path, data_dir):
     assert published.split()[-2] == scored.split()[-2] == "2,000"
     assert re.search(r"bridge: POST http://127\.0\.0\.1:\d+/predict priced a Citroën convertible at [\d.]+ €/day", out)
     # every signal of the monitor, none drifting: mileage and engine power, each category and
-    # equipment, the delay per check-in type, conflicts, the two price streams and the MAE
-    signals = len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values()) + len(EQUIPMENT) + 2 + 1 + 2 + 1
+    # equipment, the delay per check-in type, conflicts, the two price streams, the realised
+    # MAE and the estimated one
+    signals = len(NUMERIC) + sum(len(c) for c in CATEGORICAL.values()) + len(EQUIPMENT) + 2 + 1 + 2 + 1 + 1
     assert f"drift monitor: 0 of {signals} signals drifting after 2,000 rentals" in out, out
     assert re.search(r"Open the dashboard now to watch the replay fill it: http://127\.0\.0\.1:\d+/", out)
     assert "minimum gap between two rentals of a car" in out and "Connect cars only" in out
