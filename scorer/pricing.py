@@ -53,25 +53,16 @@ class PriceModel:
         """The version ``prepared``: its checked compiled trees, or else its booster (checked
         against the contract here), and its error estimator. Blocks for a second or so:
         call it in a thread."""
-        estimator = load_error_estimator(name, prepared)
-        if prepared.compiled_object is not None:
-            compiled = load_object(prepared.compiled_object)
-            return cls(
-                name,
-                prepared.version,
-                compiled=compiled,
-                interval=prepared.interval,
-                model_text=prepared.model_text,
-                error_estimator=estimator,
-            )
-        booster = lean_lightgbm().Booster(model_file=str(prepared.model_text))
+        compiled = load_object(prepared.compiled_object) if prepared.compiled_object is not None else None
+        booster = None if compiled is not None else lean_lightgbm().Booster(model_file=str(prepared.model_text))
         return cls(
             name,
             prepared.version,
             booster=booster,
+            compiled=compiled,
             interval=prepared.interval,
             model_text=prepared.model_text,
-            error_estimator=estimator,
+            error_estimator=load_error_estimator(name, prepared),
         )
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from rentalstream import processes
 from runtime.settings import normalised_database_url
+from schemas import tables
 from schemas.topics import CATALOGUE
 from tests.conftest import DEFAULT_DATA_DIR
 from tests.helpers import (
@@ -90,32 +92,39 @@ def test_challenger_commands_move_only_the_aliases_they_name(registry, tmp_path)
     assert aliases(uri) == {"champion": v2}
 
 
-def store_paired_prices(database_url: str, champion: str, challenger: str, champion_errors, challenger_errors) -> None:
-    """Price requests both versions priced, with their true price: each version's price is
-    the true price plus (or minus, alternately) its error."""
-    signs = np.where(np.arange(len(champion_errors)) % 2 == 0, 1.0, -1.0)
+def store_prices(database_url: str, rows: list[dict]) -> None:
+    """Replace the ``prices`` table's rows with ``rows`` (columns as named; the rest as a
+    price request's defaults)."""
+    defaults = {"unknown_fields": [], "model_name": MODEL}
+    now = datetime.now(UTC)
     engine = create_engine(normalised_database_url(database_url))
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE prices"))
         conn.execute(
-            text(
-                "INSERT INTO prices (price_id, request_id, price_per_day, listed_price_per_day, unknown_fields,"
-                " model_name, model_version, challenger_model_version, challenger_price_per_day, event_time, scored_at)"
-                " VALUES (:id, :id, :price, 150.0, '{}', :name, :champion, :challenger, :challenger_price, now(), now())"
-            ),
-            [
-                {
-                    "id": f"req-{i}",
-                    "price": 150.0 + sign * a,
-                    "challenger_price": 150.0 - sign * b,
-                    "name": MODEL,
-                    "champion": champion,
-                    "challenger": challenger,
-                }
-                for i, (sign, a, b) in enumerate(zip(signs, champion_errors, challenger_errors, strict=True))
-            ],
+            tables.prices.insert(),
+            [{**defaults, "event_time": now, "scored_at": now, "request_id": r["price_id"], **r} for r in rows],
         )
     engine.dispose()
+
+
+def store_paired_prices(database_url: str, champion: str, challenger: str, champion_errors, challenger_errors) -> None:
+    """Price requests both versions priced, with their true price: each version's price is
+    the true price plus (or minus, alternately) its error."""
+    signs = np.where(np.arange(len(champion_errors)) % 2 == 0, 1.0, -1.0)
+    store_prices(
+        database_url,
+        [
+            {
+                "price_id": f"req-{i}",
+                "price_per_day": 150.0 + sign * a,
+                "listed_price_per_day": 150.0,
+                "model_version": champion,
+                "challenger_model_version": challenger,
+                "challenger_price_per_day": 150.0 - sign * b,
+            }
+            for i, (sign, a, b) in enumerate(zip(signs, champion_errors, challenger_errors, strict=True))
+        ],
+    )
 
 
 def test_promote_if_better_moves_the_champion_only_on_evidence_and_logs_each_decision(
@@ -171,30 +180,21 @@ def test_promote_if_better_moves_the_champion_only_on_evidence_and_logs_each_dec
 def store_estimated_errors(database_url: str, champion: str, challenger: str, champion_errors, challenger_errors):
     """Price requests both versions priced, without a true price: each carries the error
     each version's estimator expected of its price."""
-    engine = create_engine(normalised_database_url(database_url))
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE prices"))
-        conn.execute(
-            text(
-                "INSERT INTO prices (price_id, request_id, price_per_day, unknown_fields, model_name, model_version,"
-                " challenger_model_version, challenger_price_per_day, estimated_error, challenger_estimated_error,"
-                " event_time, scored_at)"
-                " VALUES (:id, :id, 150.0, '{}', :name, :champion, :challenger, 151.0, :estimated,"
-                " :challenger_estimated, now(), now())"
-            ),
-            [
-                {
-                    "id": f"req-{i}",
-                    "name": MODEL,
-                    "champion": champion,
-                    "challenger": challenger,
-                    "estimated": a,
-                    "challenger_estimated": b,
-                }
-                for i, (a, b) in enumerate(zip(champion_errors, challenger_errors, strict=True))
-            ],
-        )
-    engine.dispose()
+    store_prices(
+        database_url,
+        [
+            {
+                "price_id": f"req-{i}",
+                "price_per_day": 150.0,
+                "model_version": champion,
+                "challenger_model_version": challenger,
+                "challenger_price_per_day": 151.0,
+                "estimated_error": float(a),
+                "challenger_estimated_error": float(b),
+            }
+            for i, (a, b) in enumerate(zip(champion_errors, challenger_errors, strict=True))
+        ],
+    )
 
 
 def test_promote_if_better_without_true_prices_decides_on_the_estimated_errors_and_says_so(
