@@ -74,7 +74,7 @@ compose-up: compose-secrets
 # The database roles' passwords compose hands the services as secrets: random, written once
 # into ./secrets/ (not committed; the folder is the owner's only, the files readable by the
 # containers' user, which is not the host's).
-ROLE_SECRETS := $(addprefix secrets/rentalstream_,migrator scorer monitor reader)
+ROLE_SECRETS := $(addprefix secrets/rentalstream_,migrator scorer monitor retrainer reader)
 compose-secrets: $(ROLE_SECRETS)
 $(ROLE_SECRETS):
 	@mkdir -p secrets && chmod 700 secrets

@@ -32,11 +32,9 @@ from monitor.detectors import DetectorSpec, ErrorMonitor, SignalMonitor, Transit
 from schemas.cars import CATEGORICAL, EQUIPMENT, NUMERIC
 from schemas.events import DelayScored, PriceScored, RentalEvent
 from schemas.reference import ReferenceStats
-from schemas.topics import DELAYS, PRICES, RENTALS
+from schemas.signals import CONFLICT_SIGNAL, ESTIMATED_MAE_SIGNAL, MAE_SIGNAL, delay_signal
+from schemas.topics import PRICES, RENTALS
 
-MAE_SIGNAL = f"{PRICES.name}/absolute_error"
-ESTIMATED_MAE_SIGNAL = f"{PRICES.name}/estimated_error"
-CONFLICT_SIGNAL = f"{DELAYS.name}/is_conflict"
 PRICE_SOURCES = ("rentals", "requests")  # the cars rented and the cars asked about
 
 
@@ -47,10 +45,6 @@ def numeric_signal(name: str) -> str:
 def category_signal(name: str, category: str) -> str:
     """The share of ``category`` among a categorical field's values (``true`` for an equipment)."""
     return f"{RENTALS.name}/{name}={category}"
-
-
-def delay_signal(checkin_type: str) -> str:
-    return f"{RENTALS.name}/delay.{checkin_type}"
 
 
 def price_signal(source: str) -> str:

@@ -408,7 +408,7 @@ def init(
 @app.command()
 def probe(
     ctx: typer.Context,
-    service: str = typer.Argument(..., help="scorer, bridge, monitor or dashboard"),
+    service: str = typer.Argument(..., help="scorer, bridge, monitor, dashboard or retrainer"),
     live: bool = typer.Option(False, "--live", help="Ask /health (the process answers) instead of /ready."),
 ) -> None:
     """Exit 0 when the service running on this machine answers /ready (or /health) with a
@@ -538,6 +538,53 @@ def monitor(ctx: typer.Context) -> None:
     from monitor.app import serve
 
     serve(ctx.obj)
+
+
+@app.command()
+def retrainer(ctx: typer.Context) -> None:
+    """Run the retrainer until SIGTERM/SIGINT (needs RENTALSTREAM_RETRAIN=challenger): a
+    drift alert that concerns the price model, sustained or of its error, sets off one
+    retrain on the reference and the recent labelled requests, into @challenger.
+
+    Serves /health, /ready and /metrics on RENTALSTREAM_RETRAINER_HOST:PORT."""
+    settings: Settings = ctx.obj
+    if settings.retrain != "challenger":
+        console.print("RENTALSTREAM_RETRAIN is off: set it to challenger to retrain on drift")
+        raise typer.Exit(2)
+    from training.retrainer import serve
+
+    serve(settings)
+
+
+@app.command()
+def retrains(ctx: typer.Context, last: int = typer.Option(20, min=1, help="How many, newest first.")) -> None:
+    """The retrains drift set off: what set each off, its state (running while in flight),
+    the data it learned from and the version it registered."""
+    from sqlalchemy import select
+
+    from runtime.postgres.engines import read_rows
+    from schemas.tables import retrains as table
+
+    settings: Settings = ctx.obj
+    (rows,) = read_rows(settings.resolved_database_url(), select(table).order_by(table.c.started_at.desc()).limit(last))
+    if not rows:
+        console.print(f"no retrain yet (RENTALSTREAM_RETRAIN={settings.retrain})")
+        return
+    listing = Table(title="retrains set off by drift, newest first")
+    for column in ("started", "signal", "reason", "status", "recent / reference rows", "version", "CV MAE €", "detail"):
+        listing.add_column(column)
+    for row in rows:
+        listing.add_row(
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+            row["signal"],
+            row["reason"],
+            row["status"],
+            f"{row['recent_rows']} / {row['reference_rows']}" if row["recent_rows"] is not None else "",
+            f"v{row['model_version']}" if row["model_version"] else "",
+            f"{row['cv_mae']:.2f}" if row["cv_mae"] is not None else "",
+            row["detail"] or "",
+        )
+    console.print(listing)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""The long-running services of the local stack (scorer, bridge, monitor, dashboard), run as background
+"""The long-running services of the local stack (scorer, bridge, monitor, dashboard, and
+the retrainer while ``RENTALSTREAM_RETRAIN=challenger``), run as background
 processes by ``rentalstream up`` / ``demo`` and stopped by ``down``.
 
 Each one is the same command a user can run in the foreground (``rentalstream scorer``),
@@ -49,8 +50,14 @@ SCORER = Service("scorer")
 BRIDGE = Service("bridge")
 MONITOR = Service("monitor")
 DASHBOARD = Service("dashboard")
+RETRAINER = Service("retrainer")  # only while RENTALSTREAM_RETRAIN=challenger
 ALL = (SCORER, BRIDGE, MONITOR, DASHBOARD)
-BY_NAME = {service.name: service for service in ALL}
+BY_NAME = {service.name: service for service in (*ALL, RETRAINER)}
+
+
+def of_stack(settings: Settings) -> tuple[Service, ...]:
+    """The services ``rentalstream up`` runs with these settings."""
+    return (*ALL, RETRAINER) if settings.retrain == "challenger" else ALL
 
 
 class ServiceFailed(RuntimeError):

@@ -229,6 +229,35 @@ class MonitorSettings(BaseModel):
     )
 
 
+class RetrainerSettings(BaseModel):
+    """The retrainer (``training.retrainer``), run while ``RENTALSTREAM_RETRAIN=challenger``."""
+
+    host: str = Field("127.0.0.1", description="Interface of the retrainer's /health, /ready, /metrics.")
+    port: int = Field(8094, ge=0, le=65535, description="Port of the retrainer's /health, /ready, /metrics.")
+    poll_seconds: float = Field(5, gt=0, description="How often the retrainer looks at the drift alerts.")
+    sustain_seconds: float = Field(
+        300,
+        ge=0,
+        description="How long a signal of the cars or prices must stay drifting after its alert before it sets "
+        "off a retrain (an alert of the realised or estimated MAE sets one off at once).",
+    )
+    window: int = Field(5000, ge=1, description="The newest labelled price requests a retrain learns from.")
+    recent_share: float = Field(
+        0.7,
+        gt=0,
+        lt=1,
+        description="The recent labelled requests' share of the training weight; the rest is the reference table's.",
+    )
+    min_recent: int = Field(
+        200,
+        ge=1,
+        description="Fewer distinct labelled requests in the window than this: the alert is answered with no retrain.",
+    )
+    max_seconds: float = Field(
+        3600, gt=0, description="A retrain still running after this long is taken as abandoned (its retrainer died)."
+    )
+
+
 class BridgeSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface the HTTP /predict bridge binds to.")
     port: int = Field(8090, ge=0, le=65535, description="Port of the HTTP /predict bridge.")
@@ -411,12 +440,18 @@ class Settings(BaseSettings):
         description="Folder holding the two datasets; missing files are downloaded and checked against their SHA-256.",
     )
     log_level: str = "INFO"
+    retrain: Literal["off", "challenger"] = Field(
+        "off",
+        description="What a drift alert that concerns the price model sets off: nothing, or a retrain on the "
+        "reference and the recent labelled requests into the challenger (`rentalstream retrainer`).",
+    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    retrainer: RetrainerSettings = Field(default_factory=RetrainerSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -175,4 +177,32 @@ drift_signals = Table(
     Column("last_alert_at", DateTime(timezone=True)),
     Column("model_version", String(32)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+)
+
+# The retrains set off by drift (training.retrainer), one row per alert that set one
+# off: the alert's id is the key, so no alert starts two, and at most one row is
+# `running` at a time (the partial unique index), whichever retrainer claims it.
+retrains = Table(
+    "retrains",
+    metadata,
+    Column("alert_id", String(400), primary_key=True),
+    Column("signal", String(160), nullable=False),
+    Column("reason", String(32), nullable=False),  # error | sustained drift
+    Column("status", String(16), nullable=False),  # running | registered | skipped | failed | abandoned
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("reference_rows", Integer),
+    Column("recent_rows", Integer),
+    Column("recent_share", Float),
+    Column("model_version", String(32)),
+    Column("run_id", String(64)),
+    Column("cv_mae", Float),
+    Column("cv_rmse", Float),
+    Column("detail", Text),
+    Index(
+        "retrains_one_running",
+        "status",
+        unique=True,
+        postgresql_where=text("status = 'running'"),
+    ),
 )

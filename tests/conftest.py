@@ -175,7 +175,10 @@ def clean_database(database_url: str) -> str:
     engine = create_engine(normalised_database_url(database_url))
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals")
+            text(
+                "TRUNCATE cars, rentals, prices, price_requests, delays, dead_letters, drift_events, drift_signals, "
+                "retrains"
+            )
         )
     engine.dispose()
     return database_url

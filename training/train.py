@@ -106,6 +106,7 @@ class TrainingResult:
     previous_champion: dict[str, float] | None
     interval: PriceInterval | None = None
     error_check: error_model.FoldCheck | None = None
+    run_id: str | None = None  # the MLflow run of the registered version
 
 
 def new_lightgbm() -> RegressorMixin:
@@ -128,13 +129,21 @@ BASELINES: dict[str, Callable[[], RegressorMixin]] = {"ridge_baseline": new_ridg
 
 
 def cross_validate(
-    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series, seed: int = SEED
+    name: str,
+    new_model: Callable[[], RegressorMixin],
+    matrix: pd.DataFrame,
+    target: pd.Series,
+    seed: int = SEED,
+    weights: np.ndarray | None = None,
 ) -> Evaluation:
-    """The protocol's cross-validation (``seed`` other than ``SEED`` only to tune on other folds)."""
+    """The protocol's cross-validation (``seed`` other than ``SEED`` only to tune on other
+    folds). ``weights``: each row's weight in fitting (a retrain's mix, ``training.retrain``);
+    the held-out figures count every row once."""
     evaluation = Evaluation(name, predicted=np.zeros(len(matrix)))
     for train_idx, test_idx in KFold(FOLDS, shuffle=True, random_state=seed).split(matrix):
         model = new_model()
-        model.fit(matrix.iloc[train_idx], target.iloc[train_idx])
+        fit_weights = {} if weights is None else {_weight_argument(model): weights[train_idx]}
+        model.fit(matrix.iloc[train_idx], target.iloc[train_idx], **fit_weights)
         predicted = model.predict(matrix.iloc[test_idx])
         actual = target.iloc[test_idx]
         evaluation.predicted[test_idx] = predicted
@@ -143,6 +152,11 @@ def cross_validate(
         evaluation.mae.append(float(mean_absolute_error(actual, predicted)))
         evaluation.r2.append(float(r2_score(actual, predicted)))
     return evaluation
+
+
+def _weight_argument(model: RegressorMixin) -> str:
+    """The name a model's ``fit`` takes row weights by (a pipeline routes them to its last step)."""
+    return f"{model.steps[-1][0]}__sample_weight" if hasattr(model, "steps") else "sample_weight"
 
 
 def train_and_register(
@@ -156,6 +170,9 @@ def train_and_register(
     challenger_alias: str | None = None,
     artifact_location: str | None = None,
     compiled_trees_dir: Path | None = None,
+    weights: np.ndarray | None = None,
+    protocol: str = PROTOCOL,
+    run_tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Evaluate every candidate, log it to MLflow, register LightGBM, maybe promote it;
     with ``challenger_alias``, point that alias at the new version instead, whatever its
@@ -174,7 +191,11 @@ def train_and_register(
     are compiled there (``runtime.compiled_trees``, ~30 s of a core, skipped when that
     model is there already) and logged with it for this platform, so a scorer here
     prices with them from its first batch. A compilation that fails is logged and the
-    version registered without them: the scorer then compiles them itself."""
+    version registered without them: the scorer then compiles them itself.
+
+    A retrain (``training.retrain``) passes its mixed table with ``weights`` (each row's
+    weight in every fit), its own ``protocol`` name (its figures are not comparable with
+    the reference table's) and ``run_tags`` (what set it off)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -185,8 +206,8 @@ def train_and_register(
 
     matrix = build_features(pricing)
     target = pricing[TARGET]
-    with mlflow.start_run(run_name="lightgbm"):
-        candidate = _cross_validate_and_log("lightgbm", new_lightgbm, matrix, target)
+    with mlflow.start_run(run_name="lightgbm", tags=dict(run_tags or {})) as run:
+        candidate = _cross_validate_and_log("lightgbm", new_lightgbm, matrix, target, weights, protocol)
         mlflow.log_params(LIGHTGBM_PARAMS)
         interval = intervals.calibrate(target.to_numpy(), candidate.predicted, candidate.folds)
         mlflow.log_dict(interval.model_dump(), INTERVAL_ARTIFACT)
@@ -194,7 +215,7 @@ def train_and_register(
             mlflow.log_metric("fold_interval_coverage", coverage, step=fold)
         mlflow.log_metric("cv_interval_coverage_mean", float(np.mean(interval.fold_coverage)))
         error_check = _log_error_model(matrix, target.to_numpy(), candidate)
-        fitted = new_lightgbm().fit(matrix, target)
+        fitted = new_lightgbm().fit(matrix, target, sample_weight=weights)
         reference = reference_stats(
             pricing,
             TARGET,
@@ -221,21 +242,23 @@ def train_and_register(
     baselines = []
     for name, new_model in BASELINES.items():
         with mlflow.start_run(run_name=name):
-            baselines.append(_cross_validate_and_log(name, new_model, matrix, target))
+            baselines.append(_cross_validate_and_log(name, new_model, matrix, target, weights, protocol))
     registered = str(info.registered_model_version)
 
     client = MlflowClient()
-    previous = _champion_metrics(client, model_name, champion_alias)
+    previous = _champion_metrics(client, model_name, champion_alias, protocol)
     if challenger_alias and Registry(tracking_uri, model_name).version_behind(champion_alias) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
     promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
-    client.set_model_version_tag(model_name, registered, "protocol", PROTOCOL)
+    client.set_model_version_tag(model_name, registered, "protocol", protocol)
     if promote:
         client.set_registered_model_alias(model_name, champion_alias, registered)
     if challenger_alias:
         client.set_registered_model_alias(model_name, challenger_alias, registered)
     champion = client.get_model_version_by_alias(model_name, champion_alias).version
-    return TrainingResult([candidate, *baselines], registered, str(champion), promote, previous, interval, error_check)
+    return TrainingResult(
+        [candidate, *baselines], registered, str(champion), promote, previous, interval, error_check, run.info.run_id
+    )
 
 
 def importance_rows(rows: int) -> np.ndarray:
@@ -285,14 +308,19 @@ def _log_compiled_trees(booster, cache_dir: Path) -> None:
 
 
 def _cross_validate_and_log(
-    name: str, new_model: Callable[[], RegressorMixin], matrix: pd.DataFrame, target: pd.Series
+    name: str,
+    new_model: Callable[[], RegressorMixin],
+    matrix: pd.DataFrame,
+    target: pd.Series,
+    weights: np.ndarray | None = None,
+    protocol: str = PROTOCOL,
 ) -> Evaluation:
     """Cross-validate in the active MLflow run and log the protocol, folds and means."""
     import mlflow
 
     log.info("cross-validating %s", name)
-    evaluation = cross_validate(name, new_model, matrix, target)
-    mlflow.set_tag("protocol", PROTOCOL)
+    evaluation = cross_validate(name, new_model, matrix, target, weights=weights)
+    mlflow.set_tag("protocol", protocol)
     mlflow.log_params({"model": name, "rows": len(matrix), "folds": FOLDS, "seed": SEED})
     mlflow.log_param("features", ",".join(FEATURES))
     for fold, (rmse, mae, r2) in enumerate(zip(evaluation.rmse, evaluation.mae, evaluation.r2)):
@@ -302,7 +330,7 @@ def _cross_validate_and_log(
     return evaluation
 
 
-def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] | None:
+def _champion_metrics(client, model_name: str, alias: str, protocol: str) -> dict[str, float] | None:
     """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
     from mlflow.exceptions import MlflowException
 
@@ -311,7 +339,7 @@ def _champion_metrics(client, model_name: str, alias: str) -> dict[str, float] |
     except MlflowException:
         return None
     run = client.get_run(champion.run_id)
-    if run.data.tags.get("protocol") != PROTOCOL:
+    if run.data.tags.get("protocol") != protocol:
         return None  # not comparable: any model on the current protocol replaces it
     return {"version": float(champion.version), **{k: v for k, v in run.data.metrics.items() if k.startswith("cv_")}}
 

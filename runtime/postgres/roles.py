@@ -4,6 +4,8 @@
 - ``rentalstream_scorer`` reads and writes the scorer's results (cars, rentals, prices,
   price requests, delays) and dead letters.
 - ``rentalstream_monitor`` reads and writes the drift tables and dead letters.
+- ``rentalstream_retrainer`` reads the labelled price requests and the drift tables,
+  and writes the retrains (``training.retrainer``).
 - ``rentalstream_reader`` reads every table: the dashboard, ``compare``, ``drift-report``
   and ``export``.
 
@@ -26,13 +28,21 @@ from schemas import tables
 MIGRATOR = "rentalstream_migrator"
 SCORER = "rentalstream_scorer"
 MONITOR = "rentalstream_monitor"
+RETRAINER = "rentalstream_retrainer"
 READER = "rentalstream_reader"
 WRITES = {
     SCORER: (tables.cars, tables.rentals, tables.prices, tables.price_requests, tables.delays, tables.dead_letters),
     MONITOR: (tables.drift_events, tables.drift_signals, tables.dead_letters),
+    RETRAINER: (tables.retrains,),
 }
-ROLES = (MIGRATOR, SCORER, MONITOR, READER)
-OF_SERVICE = {"scorer": SCORER, "monitor": MONITOR, "dashboard": READER}  # the bridge has no database
+READS = {RETRAINER: (tables.prices, tables.price_requests, tables.drift_events, tables.drift_signals)}
+ROLES = (MIGRATOR, SCORER, MONITOR, RETRAINER, READER)
+OF_SERVICE = {
+    "scorer": SCORER,
+    "monitor": MONITOR,
+    "retrainer": RETRAINER,
+    "dashboard": READER,
+}  # the bridge has no database
 WRITE_PRIVILEGES = "SELECT, INSERT, UPDATE"  # upserts: INSERT … ON CONFLICT DO UPDATE, which reads the row
 
 
@@ -85,8 +95,13 @@ def grant_privileges(conn: Connection) -> None:
     """Each role's rights on each table present, and nothing else (on tables that are
     ``schemas.tables``')."""
     for table in present_tables(conn):
-        _execute_formatted(conn, "REVOKE ALL ON TABLE %I FROM %I, %I, %I", table, SCORER, MONITOR, READER)
+        _execute_formatted(
+            conn, "REVOKE ALL ON TABLE %I FROM %I, %I, %I, %I", table, SCORER, MONITOR, RETRAINER, READER
+        )
         _execute_formatted(conn, "GRANT SELECT ON TABLE %I TO %I", table, READER)
+        for role, read in READS.items():
+            if table in {t.name for t in read}:
+                _execute_formatted(conn, "GRANT SELECT ON TABLE %I TO %I", table, role)
         for role, written in WRITES.items():
             if table in {t.name for t in written}:
                 _execute_formatted(conn, f"GRANT {WRITE_PRIVILEGES} ON TABLE %I TO %I", table, role)

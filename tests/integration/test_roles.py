@@ -21,12 +21,25 @@ from runtime.postgres import engines, roles
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
-TABLES = {"cars", "rentals", "prices", "price_requests", "delays", "dead_letters", "drift_events", "drift_signals"}
+TABLES = {
+    "cars",
+    "rentals",
+    "prices",
+    "price_requests",
+    "delays",
+    "dead_letters",
+    "drift_events",
+    "drift_signals",
+    "retrains",
+}
 WRITES = {
     "rentalstream_scorer": {"cars", "rentals", "prices", "price_requests", "delays", "dead_letters"},
     "rentalstream_monitor": {"drift_events", "drift_signals", "dead_letters"},
+    "rentalstream_retrainer": {"retrains"},
     "rentalstream_reader": set(),
 }
+# Besides what it writes: the labelled requests it learns from and the alerts it answers.
+READS = {"rentalstream_retrainer": {"prices", "price_requests", "drift_events", "drift_signals"}}
 TRICKY_PASSWORD = "a:b%c'd\"e@:name"  # quotes, a colon-name and a percent sign, as text
 
 
@@ -93,7 +106,13 @@ def with_roles(own_postgres, tmp_path) -> str:
     (passwords / "rentalstream_scorer").write_text(TRICKY_PASSWORD + "\n")
     done = run_cli(cli_env(own_postgres.url, tmp_path), "db", "roles", "--passwords-dir", str(passwords))
     assert done.returncode == 0, done.stdout + done.stderr
-    for role in ("rentalstream_migrator", "rentalstream_scorer", "rentalstream_monitor", "rentalstream_reader"):
+    for role in (
+        "rentalstream_migrator",
+        "rentalstream_scorer",
+        "rentalstream_monitor",
+        "rentalstream_retrainer",
+        "rentalstream_reader",
+    ):
         assert f"{role} (new)" in done.stdout, done.stdout
     assert "passwords set: rentalstream_scorer" in done.stdout
     return own_postgres.url
@@ -104,7 +123,7 @@ def test_each_service_role_reads_and_writes_only_its_tables_and_changes_no_schem
         with connect(with_roles, role) as conn:
             for table in sorted(TABLES):
                 expected = {
-                    "select": role == "rentalstream_reader" or table in written,
+                    "select": role == "rentalstream_reader" or table in written | READS.get(role, set()),
                     "insert": table in written,
                     "update": table in written,
                     "delete": False,

@@ -1,0 +1,204 @@
+"""The retrainer on a real PostgreSQL and MLflow registry: a stored alert of the model's
+error, and labelled price requests whose true prices moved, lead to one retrain into
+@challenger, which prices the moved world better than the champion on cars it never
+learned from. Expected values come from the stored rows and from the registered models
+themselves (loaded by MLflow, fed through pandas), never from the retrainer."""
+
+from datetime import timedelta
+
+import mlflow
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import IntegrityError
+
+from runtime.settings import Settings, normalised_database_url
+from schemas import tables
+from schemas.events import utc_now
+from tests.conftest import as_role
+from tests.helpers import registry_copy
+from training.features import TARGET, build_features, read_pricing
+from training.retrain import RETRAIN_PROTOCOL
+from training.retrainer import Retrainer, RetrainerMetrics
+
+pytestmark = pytest.mark.integration
+
+SHIFT = 1.3  # every true price moved by +30%
+ASKED = 1_500  # listings asked about with their moved price; the rest are held out
+MAE_ALERT = "prices/absolute_error@prices/0/41"
+
+
+def store_labelled_requests(url, cars, now):
+    """Price requests as the scorer stores them, each answered by the champion and with
+    its (moved) true price."""
+    requests, prices = [], []
+    for i, car in enumerate(cars):
+        request_id = f"request-{i}"
+        at = now - timedelta(seconds=len(cars) - i)
+        features = {k: (v.item() if hasattr(v, "item") else v) for k, v in car.items() if k != TARGET}
+        requests.append(
+            {
+                "request_id": request_id,
+                "car": features,
+                "requested_at": at,
+                "kafka_partition": 0,
+                "kafka_offset": i,
+            }
+        )
+        prices.append(
+            {
+                "price_id": request_id,
+                "request_id": request_id,
+                "price_per_day": car[TARGET],
+                "listed_price_per_day": round(car[TARGET] * SHIFT, 2),
+                "unknown_fields": [],
+                "model_name": "rentalstream-price",
+                "model_version": "1",
+                "event_time": at,
+                "scored_at": at,
+            }
+        )
+    with admin(url).begin() as conn:
+        conn.execute(tables.price_requests.insert(), requests)
+        conn.execute(tables.prices.insert(), prices)
+
+
+def store_alert(url, alert_id, signal, at):
+    """A drift alert and its signal's state, as the monitor stores them."""
+    with admin(url).begin() as conn:
+        conn.execute(
+            tables.drift_events.insert(),
+            {
+                "alert_id": alert_id,
+                "signal": signal,
+                "detector": "RollingMAE",
+                "state": "drifting",
+                **{f"{side}_{k}": 1.0 for side in ("before", "after") for k in ("n", "mean", "std")},
+                "events_seen": 600,
+                "triggered_by": "request-599",
+                "event_time": at,
+                "detected_at": at,
+            },
+        )
+        conn.execute(
+            tables.drift_signals.insert(),
+            {
+                "signal": signal,
+                "detector": "RollingMAE",
+                "state": "drifting",
+                "events_seen": 600,
+                "window_n": 500,
+                "last_alert_id": alert_id,
+                "last_alert_at": at,
+            },
+        )
+
+
+def admin(url):
+    return create_engine(normalised_database_url(url))
+
+
+@pytest.fixture
+def moved_world(clean_database, pricing_csv):
+    """The pricing table split into the listings asked about (stored with moved true
+    prices) and those held out."""
+    pricing = read_pricing(pricing_csv)
+    order = np.random.default_rng(7).permutation(len(pricing))
+    asked, held_out = pricing.iloc[order[:ASKED]], pricing.iloc[order[ASKED:]]
+    store_labelled_requests(clean_database, asked.to_dict(orient="records"), utc_now())
+    return asked, held_out
+
+
+def test_an_error_alert_with_moved_labels_retrains_once_into_a_challenger_that_prices_the_moved_world_better(
+    clean_database, moved_world, mlflow_registry, data_dir, tmp_path, monkeypatch
+):
+    asked, held_out = moved_world
+    uri = registry_copy(mlflow_registry, tmp_path)
+    store_alert(clean_database, MAE_ALERT, "prices/absolute_error", utc_now())
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", as_role(clean_database, "rentalstream_retrainer"))
+    monkeypatch.setenv("RENTALSTREAM_REGISTRY_TRACKING_URI", uri)
+    monkeypatch.setenv("RENTALSTREAM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("RENTALSTREAM_RETRAIN", "challenger")
+    settings = Settings(_env_file=None)
+    metrics = RetrainerMetrics()
+    retrainer = Retrainer(settings, metrics)
+    try:
+        row = retrainer.look()
+        assert row is not None and row["status"] == "registered", row
+        assert (row["alert_id"], row["signal"], row["reason"]) == (MAE_ALERT, "prices/absolute_error", "error")
+        assert (row["recent_rows"], row["reference_rows"]) == (asked.drop_duplicates().shape[0], len(held_out) + ASKED)
+        assert row["model_version"] == "2" and row["finished_at"] >= row["started_at"]
+        assert metrics.retrains.labels("registered")._value.get() == 1 and metrics.in_flight._value.get() == 0
+
+        assert retrainer.look() is None  # the same alert never starts a second retrain
+        with admin(clean_database).connect() as conn:
+            assert conn.execute(select(tables.retrains.c.alert_id)).scalars().all() == [MAE_ALERT]
+    finally:
+        retrainer.engine.dispose()
+
+    client = mlflow.MlflowClient(uri)
+    assert str(client.get_model_version_by_alias("rentalstream-price", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("rentalstream-price", "champion").version) == "1"
+    run = client.get_run(row["run_id"])
+    assert run.data.tags["protocol"] == RETRAIN_PROTOCOL
+    assert run.data.tags["retrain_alert_id"] == MAE_ALERT
+    assert run.data.metrics["cv_mae_mean"] == pytest.approx(row["cv_mae"])
+
+    # On the listings nobody asked about, at their moved prices.
+    mlflow.set_tracking_uri(uri)
+    moved = held_out[TARGET].to_numpy() * SHIFT
+    mae = {
+        version: float(
+            np.mean(
+                np.abs(
+                    mlflow.lightgbm.load_model(f"models:/rentalstream-price/{version}").predict(
+                        build_features(held_out)
+                    )
+                    - moved
+                )
+            )
+        )
+        for version in ("1", "2")
+    }
+    print(f"held-out MAE at moved prices: champion {mae['1']:.2f} €, challenger {mae['2']:.2f} €")
+    assert mae["2"] < 0.75 * mae["1"]
+
+
+def test_no_retrain_starts_while_one_is_in_flight_and_only_one_can_be_running(clean_database, monkeypatch):
+    now = utc_now()
+    with admin(clean_database).begin() as conn:
+        conn.execute(
+            tables.retrains.insert(),
+            {
+                "alert_id": "earlier",
+                "signal": "rentals/mileage",
+                "reason": "sustained drift",
+                "status": "running",
+                "started_at": now - timedelta(minutes=1),
+            },
+        )
+    store_alert(clean_database, MAE_ALERT, "prices/absolute_error", now)
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", as_role(clean_database, "rentalstream_retrainer"))
+    retrainer = Retrainer(Settings(_env_file=None), RetrainerMetrics())
+    try:
+        assert retrainer.claim(utc_now()) is None  # due, but one is in flight
+        with pytest.raises(IntegrityError), retrainer.engine.begin() as conn:  # and the table itself refuses two
+            conn.execute(
+                tables.retrains.insert(),
+                {
+                    "alert_id": MAE_ALERT,
+                    "signal": "prices/absolute_error",
+                    "reason": "error",
+                    "status": "running",
+                    "started_at": now,
+                },
+            )
+        # A running retrain older than max_seconds was left by a retrainer that died.
+        later = utc_now() + timedelta(seconds=Settings(_env_file=None).retrainer.max_seconds)
+        claimed = retrainer.claim(later)
+        assert claimed is not None and claimed.alert.alert_id == MAE_ALERT
+        with admin(clean_database).connect() as conn:
+            statuses = dict(conn.execute(select(tables.retrains.c.alert_id, tables.retrains.c.status)).all())
+        assert statuses == {"earlier": "abandoned", MAE_ALERT: "running"}
+    finally:
+        retrainer.engine.dispose()

@@ -1,0 +1,77 @@
+"""When drift sets off a retrain (``RENTALSTREAM_RETRAIN=challenger``): the rules alone,
+on the monitor's alerts as stored, so they can be read and tested apart from the
+service that acts on them (``training.retrainer``).
+
+An alert sets off a retrain when all of these hold:
+
+- it says a signal started **drifting**, and the signal concerns the price model
+  (``schemas.signals.concerns_prices``: not the checkout delays);
+- the signal is **still drifting** in the monitor's current view, on that same alert
+  (``drift_signals.last_alert_id``);
+- it is an alert of the model's error (realised or estimated MAE above the
+  cross-validated MAE × (1 + the monitor's margin)), or it has been drifting for
+  ``sustain_seconds`` (a **sustained** drift);
+- it came **after the start of the last retrain**: the alerts a retrain answered, and
+  those it was already training on, never start another;
+- **no retrain is in flight**.
+
+Of several, the earliest goes first; one retrain answers every alert before its start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from schemas.signals import ESTIMATED_MAE_SIGNAL, MAE_SIGNAL, concerns_prices
+
+ERROR_SIGNALS = frozenset({MAE_SIGNAL, ESTIMATED_MAE_SIGNAL})
+ERROR = "error"
+SUSTAINED = "sustained drift"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A stored drift alert, with its signal's state now."""
+
+    alert_id: str
+    signal: str
+    state: str  # what the alert says: drifting | stable
+    detected_at: datetime
+    signal_state: str  # the signal's state now
+    signal_last_alert_id: str | None
+
+
+@dataclass(frozen=True)
+class Due:
+    alert: Alert
+    reason: str  # ERROR | SUSTAINED
+
+
+def reason(alert: Alert) -> str:
+    return ERROR if alert.signal in ERROR_SIGNALS else SUSTAINED
+
+
+def first_due(
+    alerts: Iterable[Alert],
+    *,
+    now: datetime,
+    sustain: timedelta,
+    last_start: datetime | None,
+    in_flight: bool,
+) -> Due | None:
+    """The alert that sets off a retrain now, if any (the rules above)."""
+    if in_flight:
+        return None
+    for alert in sorted(alerts, key=lambda a: a.detected_at):
+        if alert.state != "drifting" or not concerns_prices(alert.signal):
+            continue
+        if last_start is not None and alert.detected_at <= last_start:
+            continue
+        if alert.signal_state != "drifting" or alert.signal_last_alert_id != alert.alert_id:
+            continue
+        why = reason(alert)
+        if why == ERROR or now - alert.detected_at >= sustain:
+            return Due(alert, why)
+    return None
