@@ -15,6 +15,18 @@ with each other and with the registered models:
 * ``tuned-linear-trees``: the tuned parameters with linear leaves, for reference: the
   compiled scorer cannot serve them (lleaves has no linear leaves).
 
+Then issue 23's attempts to beat the champion, each on the champion's own parameters
+(``train.LIGHTGBM_PARAMS``, or ``champion_params``), so only the one change differs:
+
+* ``champion``: the champion's parameters as they are (the bar);
+* ``champion-monotone``: the price may only fall with the mileage and only rise with the
+  engine power (LightGBM's monotone constraints, the "advanced" method);
+* ``champion-brand-target-encoding``: the brand as the mean price of its cars
+  (scikit-learn's ``TargetEncoder``, cross-fitted within each training fold, smoothed
+  towards the overall mean for rare brands) instead of LightGBM's own category splits;
+* ``champion-seed-bag-5``: the mean of five champions that differ only in their seed (the
+  rows and columns each tree samples): a small ensemble.
+
 ``train.LIGHTGBM_PARAMS`` holds the winner, fixed in code, so ``rentalstream train``
 reproduces its figures without re-running the search.
 """
@@ -29,14 +41,21 @@ import lightgbm
 import numpy as np
 import pandas as pd
 from sklearn.base import RegressorMixin
-from sklearn.compose import TransformedTargetRegressor
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.ensemble import VotingRegressor
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import TargetEncoder
 
+from schemas.features import FEATURES
 from training.features import TARGET, build_features
-from training.train import PROTOCOL, SEED, V1_LIGHTGBM_PARAMS, Evaluation, cross_validate
+from training.train import LIGHTGBM_PARAMS, PROTOCOL, SEED, V1_LIGHTGBM_PARAMS, Evaluation, cross_validate
 
 log = logging.getLogger(__name__)
 TUNING_SEED = 2026
 DEFAULT_TRIALS = 60
+MONOTONE = {"mileage": -1, "engine_power": 1}  # the price falls with the km, rises with the hp
+BAG = 5
 
 
 @dataclass
@@ -86,6 +105,44 @@ def tune(matrix: pd.DataFrame, target: pd.Series, trials: int, on_trial: Callabl
     return suggest(optuna.trial.FixedTrial(study.best_params))
 
 
+def lgbm(params: dict) -> Callable[[], RegressorMixin]:
+    return lambda: lightgbm.LGBMRegressor(**params)
+
+
+def champion_variants(champion: dict) -> list[Experiment]:
+    """Issue 23's attempts to beat the champion, each one change to its parameters."""
+    monotone = {
+        **champion,
+        "monotone_constraints": [MONOTONE.get(name, 0) for name in FEATURES],
+        "monotone_constraints_method": "advanced",
+    }
+
+    def brand_encoded() -> RegressorMixin:
+        encode = ColumnTransformer(
+            [
+                (
+                    "brand",
+                    TargetEncoder(target_type="continuous", cv=KFold(5, shuffle=True, random_state=SEED)),
+                    ["model_key"],
+                )
+            ],
+            remainder="passthrough",
+            verbose_feature_names_out=False,
+        ).set_output(transform="pandas")
+        return make_pipeline(encode, lightgbm.LGBMRegressor(**champion))
+
+    def seed_bag() -> RegressorMixin:
+        members = [(f"seed{i}", lightgbm.LGBMRegressor(**{**champion, "random_state": SEED + i})) for i in range(BAG)]
+        return VotingRegressor(members)
+
+    return [
+        Experiment("champion", champion, lgbm(champion), "the champion's parameters: the bar"),
+        Experiment("champion-monotone", monotone, lgbm(monotone), "price falls with mileage, rises with power"),
+        Experiment("champion-brand-target-encoding", champion, brand_encoded, "brand as its cross-fitted mean price"),
+        Experiment("champion-seed-bag-5", champion, seed_bag, f"mean of {BAG} champions seeded apart"),
+    ]
+
+
 def run_experiments(
     pricing: pd.DataFrame,
     *,
@@ -94,6 +151,7 @@ def run_experiments(
     trials: int = DEFAULT_TRIALS,
     artifact_location: str | None = None,
     on_trial: Callable[[int, float], None] = lambda number, best: None,
+    champion_params: dict = LIGHTGBM_PARAMS,
 ) -> list[tuple[Experiment, Evaluation]]:
     """Run every experiment, log each as an MLflow run; (experiment, evaluation) in order."""
     import mlflow
@@ -103,9 +161,6 @@ def run_experiments(
         mlflow.create_experiment(experiment_name, artifact_location=artifact_location)
     mlflow.set_experiment(experiment_name)
     matrix, target = build_features(pricing), pricing[TARGET]
-
-    def lgbm(params: dict) -> Callable[[], RegressorMixin]:
-        return lambda: lightgbm.LGBMRegressor(**params)
 
     def log_target(params: dict) -> Callable[[], RegressorMixin]:
         return lambda: TransformedTargetRegressor(lgbm(params)(), func=np.log, inverse_func=np.exp, check_inverse=False)
@@ -128,6 +183,7 @@ def run_experiments(
     linear = {**tuned, "linear_tree": True}
     experiment = Experiment("tuned-linear-trees", linear, lgbm(linear), "linear leaves: not servable compiled")
     results.append((experiment, _evaluate_and_log(experiment, matrix, target)))
+    results += [(e, _evaluate_and_log(e, matrix, target)) for e in champion_variants(champion_params)]
     return results
 
 

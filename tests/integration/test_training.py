@@ -18,10 +18,14 @@ from schemas.cars import CarFeatures
 from scorer.pricing import PriceModel
 from tests.helpers import reference_prices, registry_copy
 from training.error_model import ERROR_MODEL_PARAMS
-from training.features import build_features, read_pricing
+from training.features import TARGET, build_features, read_pricing
 from training.train import LIGHTGBM_PARAMS, PROTOCOL, V1_LIGHTGBM_PARAMS, train_and_register
 
 pytestmark = pytest.mark.integration
+
+
+# The champion's parameters with few trees: issue 23's variants of it, cheaply.
+SMALL_CHAMPION = {**LIGHTGBM_PARAMS, "n_estimators": 60}
 
 
 def protocol_scores(params: dict, pricing: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -245,10 +249,22 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
         trials=2,
         artifact_location=(tmp_path / "artifacts").as_uri(),
         on_trial=lambda number, best: trials.append(number),
+        champion_params=SMALL_CHAMPION,
     )
     assert trials == [0, 1]
     names = [e.name for e, _ in results]
-    assert names == ["v1", "v1-log-target", "v1-huber", "v1-category-smoothing", "tuned", "tuned-linear-trees"]
+    assert names == [
+        "v1",
+        "v1-log-target",
+        "v1-huber",
+        "v1-category-smoothing",
+        "tuned",
+        "tuned-linear-trees",
+        "champion",
+        "champion-monotone",
+        "champion-brand-target-encoding",
+        "champion-seed-bag-5",
+    ]
     v1 = results[0][1].mean()
     # The first champion's figures, as scikit-learn computes them on the protocol's folds
     # (docs/model.md quotes them from this machine: 15.77 / 10.21 / 0.778).
@@ -262,3 +278,16 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
     assert all(by_name[n].data.tags["protocol"] == PROTOCOL for n in names)
     assert by_name["tuned"].data.params["trials"] == "2"
     assert by_name["v1"].data.metrics["cv_rmse_mean"] == pytest.approx(v1["cv_rmse_mean"])
+    # Issue 23's variants change one thing each on the champion's parameters (here cheap
+    # ones): the bar itself is those parameters on the protocol's folds, and the monotone
+    # variant's prices do fall with the mileage and rise with the power.
+    bar = next(evaluation for e, evaluation in results if e.name == "champion").mean()
+    assert bar["cv_rmse_mean"] == pytest.approx(
+        protocol_scores(SMALL_CHAMPION, read_pricing(pricing_csv))["rmse"].mean()
+    )
+    monotone = next(e for e, _ in results if e.name == "champion-monotone")
+    cars = build_features(read_pricing(pricing_csv).head(200))
+    fitted = monotone.new_model().fit(build_features(read_pricing(pricing_csv)), read_pricing(pricing_csv)[TARGET])
+    for feature, sign in (("mileage", -1), ("engine_power", 1)):
+        more = cars.assign(**{feature: cars[feature] * 1.5 + 10})
+        assert (sign * (fitted.predict(more) - fitted.predict(cars)) >= -1e-9).all(), feature
