@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -59,17 +58,13 @@ class RetrainerMetrics:
         )
 
 
-Retrain = Callable[[Due, Settings], dict]  # the retrain's outcome: the retrains row's columns
-
-
 class Retrainer:
     """One ``look`` at a time: claim the due alert, if any, and retrain."""
 
-    def __init__(self, settings: Settings, metrics: RetrainerMetrics, retrain_with: Retrain | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: RetrainerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.engine: Engine = create_engine(settings.resolved_database_url(), pool_pre_ping=True)
-        self.retrain_with = retrain_with or retrain_into_challenger
 
     def look(self) -> dict | None:
         """Claim and run the due retrain, if any; its stored row, or None."""
@@ -79,7 +74,7 @@ class Retrainer:
         self.metrics.in_flight.set(1)
         log.warning("retraining: %s on %s (alert %s)", due.reason, due.alert.signal, due.alert.alert_id)
         try:
-            outcome = self.retrain_with(due, self.settings)
+            outcome = retrain_on_settings(due, self.settings)
         except retrain.NotEnoughLabels as short:
             outcome = {"status": "skipped", "detail": str(short)}
         except Exception as error:  # stored with the retrain; the next alert may try again
@@ -164,7 +159,7 @@ class Retrainer:
         ]
 
 
-def retrain_into_challenger(due: Due, settings: Settings) -> dict:
+def retrain_on_settings(due: Due, settings: Settings) -> dict:
     """The retrain itself (``training.retrain``), on this service's settings; the outcome
     columns of its ``retrains`` row."""
     conf = settings.retrainer

@@ -202,3 +202,26 @@ def test_no_retrain_starts_while_one_is_in_flight_and_only_one_can_be_running(cl
         assert statuses == {"earlier": "abandoned", MAE_ALERT: "running"}
     finally:
         retrainer.engine.dispose()
+
+
+def test_an_alert_with_too_few_labelled_requests_is_answered_without_a_retrain(
+    clean_database, pricing_csv, data_dir, tmp_path, monkeypatch
+):
+    asked = read_pricing(pricing_csv).head(120)
+    store_labelled_requests(clean_database, asked.to_dict(orient="records"), utc_now())
+    store_alert(clean_database, MAE_ALERT, "prices/absolute_error", utc_now())
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", as_role(clean_database, "rentalstream_retrainer"))
+    monkeypatch.setenv("RENTALSTREAM_REGISTRY_TRACKING_URI", f"sqlite:///{tmp_path / 'untouched.db'}")
+    monkeypatch.setenv("RENTALSTREAM_DATA_DIR", str(data_dir))
+    metrics = RetrainerMetrics()
+    retrainer = Retrainer(Settings(_env_file=None), metrics)
+    try:
+        row = retrainer.look()
+        assert row["status"] == "skipped" and row["model_version"] is None
+        distinct = len(asked.drop_duplicates())
+        assert row["detail"] == f"{distinct} distinct labelled price requests in the newest 5000; a retrain needs 200"
+        assert metrics.retrains.labels("skipped")._value.get() == 1
+        assert retrainer.look() is None  # answered: the same alert does not come back
+    finally:
+        retrainer.engine.dispose()
+    assert not (tmp_path / "untouched.db").exists()  # nothing was registered anywhere

@@ -191,3 +191,15 @@ def test_a_ca_file_that_cannot_be_read_is_named_at_start(tmp_path):
     with pytest.raises(ValueError, match="RENTALSTREAM_KAFKA_CA_FILE: cannot read CAs from .*missing.pem"):
         client_options(kafka)
     assert client_options(KafkaSettings()) == {}  # plaintext: aiokafka's defaults
+
+
+def test_the_stack_runs_the_retrainer_only_when_retraining_is_asked_for(monkeypatch):
+    from rentalstream.services import ALL, RETRAINER, of_stack
+
+    monkeypatch.delenv("RENTALSTREAM_RETRAIN", raising=False)
+    assert of_stack(Settings(_env_file=None)) == ALL and RETRAINER not in ALL
+    monkeypatch.setenv("RENTALSTREAM_RETRAIN", "challenger")
+    assert of_stack(Settings(_env_file=None)) == (*ALL, RETRAINER)
+    monkeypatch.setenv("RENTALSTREAM_RETRAIN", "always")
+    with pytest.raises(ValidationError, match="RETRAIN|retrain"):
+        Settings(_env_file=None)
