@@ -250,6 +250,7 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
         artifact_location=(tmp_path / "artifacts").as_uri(),
         on_trial=lambda number, best: trials.append(number),
         champion_params=SMALL_CHAMPION,
+        forest_trees=20,
     )
     assert trials == [0, 1]
     names = [e.name for e, _ in results]
@@ -264,6 +265,7 @@ def test_experiments_log_each_variant_on_the_protocol_and_the_tuned_search(tmp_p
         "champion-monotone",
         "champion-brand-target-encoding",
         "champion-seed-bag-5",
+        "champion-extra-trees-blend",
     ]
     v1 = results[0][1].mean()
     # The first champion's figures, as scikit-learn computes them on the protocol's folds
