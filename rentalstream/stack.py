@@ -104,7 +104,8 @@ def start_embedded_kafka(settings: Settings, folder: Path) -> KafkaCluster:
 def up_with_services(settings: Settings, wanted: tuple[services.Service, ...] | None = None) -> tuple[dict, list[str]]:
     """``up`` (which prepares topics and tables), then the rest of what ``rentalstream
     init`` does (train and register a model if the registry has no champion), then the
-    ``wanted`` services (by default those of ``services.of_stack``); returns what ``prepare`` did and the services started now."""
+    ``wanted`` services (by default those of ``services.of_stack``); returns what
+    ``prepare`` did and the services started now."""
     prepared = up(settings)
     subprocess.run([sys.executable, "-m", "rentalstream.cli", "train", "--if-no-champion"], check=True)
     started = services.ensure_services(settings, services.of_stack(settings) if wanted is None else wanted)

@@ -12,7 +12,8 @@ The data (``labelled_requests``, ``mixed_table``):
 - **Mix:** the recent rows carry ``recent_share`` of the total weight, 0.7 by default
   (70% recent, 30% historical). Every row of a part has the same weight, and the
   weights average 1. A few hundred recent rows thus outweigh 4,840 historical ones
-  without discarding them: the model learns what moved and keeps what did not.
+  without discarding them: the model leans to what moved where it saw it move, and
+  keeps the rest of the table.
 
 The version is cross-validated on the mixed table (the protocol's folds, each fit
 weighted, every held-out row counted once), so its figures are tagged with their own

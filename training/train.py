@@ -249,7 +249,16 @@ def train_and_register(
     previous = _champion_metrics(client, model_name, champion_alias, protocol)
     if challenger_alias and Registry(tracking_uri, model_name).version_behind(champion_alias) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
-    promote = not challenger_alias and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
+    # A champion retrained on recent labels as well (``training.retrain``) learned more than
+    # this protocol's table: one trained on the table alone never replaces it by itself.
+    retrained = (_champion_protocol(client, model_name, champion_alias) or "").startswith(f"{protocol}+")
+    if retrained and not challenger_alias:
+        log.warning("the champion was retrained on recent labels: not replaced; `rentalstream promote` decides")
+    promote = (
+        not challenger_alias
+        and not retrained
+        and (previous is None or candidate.mean()["cv_rmse_mean"] < previous["cv_rmse_mean"])
+    )
     client.set_model_version_tag(model_name, registered, "protocol", protocol)
     if promote:
         client.set_registered_model_alias(model_name, champion_alias, registered)
@@ -330,17 +339,30 @@ def _cross_validate_and_log(
     return evaluation
 
 
-def _champion_metrics(client, model_name: str, alias: str, protocol: str) -> dict[str, float] | None:
-    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
+def _champion_run(client, model_name: str, alias: str):
+    """The current champion's version and run, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
         champion = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:
         return None
-    run = client.get_run(champion.run_id)
+    return champion, client.get_run(champion.run_id)
+
+
+def _champion_protocol(client, model_name: str, alias: str) -> str | None:
+    found = _champion_run(client, model_name, alias)
+    return None if found is None else found[1].data.tags.get("protocol")
+
+
+def _champion_metrics(client, model_name: str, alias: str, protocol: str) -> dict[str, float] | None:
+    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
+    found = _champion_run(client, model_name, alias)
+    if found is None:
+        return None
+    champion, run = found
     if run.data.tags.get("protocol") != protocol:
-        return None  # not comparable: any model on the current protocol replaces it
+        return None  # not comparable: any model on the current protocol replaces it (but a retrained one)
     return {"version": float(champion.version), **{k: v for k, v in run.data.metrics.items() if k.startswith("cv_")}}
 
 

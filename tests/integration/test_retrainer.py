@@ -20,6 +20,7 @@ from tests.helpers import registry_copy
 from training.features import TARGET, build_features, read_pricing
 from training.retrain import RETRAIN_PROTOCOL
 from training.retrainer import Retrainer, RetrainerMetrics
+from training.train import train_and_register
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,7 @@ def moved_world(clean_database, pricing_csv):
 
 
 def test_an_error_alert_with_moved_labels_retrains_once_into_a_challenger_that_prices_the_moved_world_better(
-    clean_database, moved_world, mlflow_registry, data_dir, tmp_path, monkeypatch
+    clean_database, moved_world, mlflow_registry, data_dir, pricing_csv, delay_history, tmp_path, monkeypatch
 ):
     asked, held_out = moved_world
     uri = registry_copy(mlflow_registry, tmp_path)
@@ -143,6 +144,17 @@ def test_an_error_alert_with_moved_labels_retrains_once_into_a_challenger_that_p
     assert run.data.tags["protocol"] == RETRAIN_PROTOCOL
     assert run.data.tags["retrain_alert_id"] == MAE_ALERT
     assert run.data.metrics["cv_mae_mean"] == pytest.approx(row["cv_mae"])
+
+    # Promoted, it is not replaced by a model trained on the reference table alone.
+    client.set_registered_model_alias("rentalstream-price", "champion", "2")
+    again = train_and_register(
+        read_pricing(pricing_csv),
+        delay_history,
+        tracking_uri=uri,
+        experiment_name="rentalstream-price",
+        model_name="rentalstream-price",
+    )
+    assert not again.promoted and again.champion_version == "2"
 
     # On the listings nobody asked about, at their moved prices.
     mlflow.set_tracking_uri(uri)
