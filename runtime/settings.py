@@ -241,6 +241,12 @@ class RetrainerSettings(BaseModel):
         description="How long a signal of the cars or prices must stay drifting after its alert before it sets "
         "off a retrain (an alert of the realised or estimated MAE sets one off at once).",
     )
+    cooldown_seconds: float = Field(
+        3600,
+        ge=0,
+        description="After a retrain registers a challenger, how long no other may start (the challenger is weighed "
+        "on live traffic meanwhile); an alert raised then sets one off when it ends, if still drifting.",
+    )
     window: int = Field(5000, ge=1, description="The newest labelled price requests a retrain learns from.")
     recent_share: float = Field(
         0.7,

@@ -13,7 +13,10 @@ An alert sets off a retrain when all of these hold:
   ``sustain_seconds`` (a **sustained** drift);
 - it came **after the start of the last retrain**: the alerts a retrain answered, and
   those it was already training on, never start another;
-- **no retrain is in flight**.
+- **no retrain is in flight**, and the last one that registered a challenger finished
+  at least ``cooldown`` ago: its challenger gets that long to be weighed on live traffic
+  before another can replace it. An alert raised meanwhile is not lost: it sets off a
+  retrain when the cooldown ends, if its signal is still drifting.
 
 Of several, the earliest goes first; one retrain answers every alert before its start.
 """
@@ -60,9 +63,12 @@ def first_due(
     sustain: timedelta,
     last_start: datetime | None,
     in_flight: bool,
+    last_registered: datetime | None = None,
+    cooldown: timedelta = timedelta(0),
 ) -> Due | None:
-    """The alert that sets off a retrain now, if any (the rules above)."""
-    if in_flight:
+    """The alert that sets off a retrain now, if any (the rules above); ``last_registered``:
+    when the last retrain that registered a challenger finished."""
+    if in_flight or (last_registered is not None and now - last_registered < cooldown):
         return None
     for alert in sorted(alerts, key=lambda a: a.detected_at):
         if alert.state != "drifting" or not concerns_prices(alert.signal):

@@ -93,7 +93,7 @@ class Retrainer:
 
     def claim(self, now: datetime) -> Due | None:
         """The due alert, claimed as a ``running`` retrain; None when nothing is due, a
-        retrain is in flight, or another retrainer claimed it first."""
+        retrain is in flight or cooling down, or another retrainer claimed it first."""
         conf = self.settings.retrainer
         r = tables.retrains
         with self.engine.begin() as conn:
@@ -104,12 +104,17 @@ class Retrainer:
             )
             in_flight = conn.execute(select(func.count()).where(r.c.status == "running")).scalar_one() > 0
             last_start = conn.execute(select(func.max(r.c.started_at))).scalar_one()
+            last_registered = conn.execute(
+                select(func.max(r.c.finished_at)).where(r.c.status == "registered")
+            ).scalar_one()
             due = retrain_policy.first_due(
                 self._alerts(conn, last_start),
                 now=now,
                 sustain=timedelta(seconds=conf.sustain_seconds),
                 last_start=last_start,
                 in_flight=in_flight,
+                last_registered=last_registered,
+                cooldown=timedelta(seconds=conf.cooldown_seconds),
             )
         if due is None:
             return None

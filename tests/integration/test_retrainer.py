@@ -134,6 +134,12 @@ def test_an_error_alert_with_moved_labels_retrains_once_into_a_challenger_that_p
         assert retrainer.look() is None  # the same alert never starts a second retrain
         with admin(clean_database).connect() as conn:
             assert conn.execute(select(tables.retrains.c.alert_id)).scalars().all() == [MAE_ALERT]
+        # A new alert waits out the cooldown the registered challenger gets, then is claimed.
+        store_alert(clean_database, "prices/estimated_error@prices/2/7", "prices/estimated_error", utc_now())
+        cooldown = timedelta(seconds=settings.retrainer.cooldown_seconds)
+        assert retrainer.claim(utc_now()) is None
+        claimed = retrainer.claim(row["finished_at"] + cooldown + timedelta(seconds=1))
+        assert claimed is not None and claimed.alert.alert_id == "prices/estimated_error@prices/2/7"
     finally:
         retrainer.engine.dispose()
 

@@ -97,3 +97,15 @@ def test_too_few_distinct_labelled_requests_are_refused_with_the_counts():
     recent = pd.concat([cars(150, 130.0)] * 2, ignore_index=True)  # 300 requests, 150 cars
     with pytest.raises(NotEnoughLabels, match="150 distinct .* needs 200"):
         mixed_table(cars(1_000, 100.0), recent, Mix(min_recent=200))
+
+
+def test_a_registered_challenger_is_left_to_be_weighed_for_the_cooldown_and_a_later_alert_then_retrains():
+    cooldown = timedelta(hours=1)
+    finished = NOW - timedelta(minutes=50)
+    later = alert("rentals/mileage", 20)  # raised after the last retrain started, sustained
+    rules = {"last_start": finished - timedelta(minutes=1), "in_flight": False, "cooldown": cooldown}
+    assert first_due([later], now=NOW, sustain=SUSTAIN, last_registered=finished, **rules) is None
+    after = first_due([later], now=NOW + timedelta(minutes=10), sustain=SUSTAIN, last_registered=finished, **rules)
+    assert after is not None and after.alert == later  # not lost: due once the cooldown ends
+    # A retrain that registered nothing (skipped, failed) leaves no cooldown.
+    assert first_due([later], now=NOW, sustain=SUSTAIN, last_registered=None, **rules) is not None
