@@ -86,9 +86,17 @@ def test_one_predict_is_one_trace_from_the_bridge_through_the_scorer_and_postgre
     assert response.status_code == 200, response.text
 
     def complete(spans):
-        return len(named(spans, BRIDGE, "price-replies receive", Span.SPAN_KIND_CONSUMER)) == len(cars) and any(
+        # Each service exports on its own schedule: the bridge's spans can all be in while
+        # the scorer's are still on their way.
+        processed = named(spans, SCORER, "price-requests process", Span.SPAN_KIND_CONSUMER)
+        scorer_done = bool(processed) and all(
+            len(named(spans, SCORER, name, kind)) == len(processed)
+            for name, kind in (("postgres store", Span.SPAN_KIND_CLIENT), ("results publish", Span.SPAN_KIND_PRODUCER))
+        )
+        bridge_done = len(named(spans, BRIDGE, "price-replies receive", Span.SPAN_KIND_CONSUMER)) == len(cars) and any(
             s.name == "POST /predict" for s in spans
         )
+        return scorer_done and bridge_done
 
     spans = wait_for(otlp, caller_trace, complete)
     (server,) = named(spans, BRIDGE, "POST /predict", Span.SPAN_KIND_SERVER)
