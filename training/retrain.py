@@ -1,7 +1,8 @@
-"""A retrain: the reference table and the recent labelled price requests, mixed, into a
-challenger (``retrain_into_challenger``). ``training.retrainer`` decides when.
-
-The data (``labelled_requests``, ``mixed_table``):
+"""What a retrain learns from: the reference table and the recent labelled price
+requests, mixed (``labelled_requests``, ``mixed_table``, ``run_tags``);
+``training.retrainer`` decides when, and registers the result as the challenger with
+``train.train_and_register``. The window, the share and the minimum are the retrainer's
+settings (``RetrainerSettings``).
 
 - **Reference:** the cleaned pricing table, the same one ``rentalstream train`` uses.
 - **Recent labelled events:** the price requests whose true price came back
@@ -24,7 +25,6 @@ and ``promote --if-better``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -32,26 +32,18 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from runtime.settings import RetrainerSettings
 from schemas import tables
 from schemas.cars import CarFeatures
 from schemas.features import FEATURES
 from training.features import TARGET
-from training.train import PROTOCOL, TrainingResult, train_and_register
-
-log = logging.getLogger(__name__)
+from training.train import PROTOCOL
 
 RETRAIN_PROTOCOL = f"{PROTOCOL}+recent-labelled"
 
 
 class NotEnoughLabels(RuntimeError):
     """Fewer recent labelled events than a retrain needs: nothing new to learn from."""
-
-
-@dataclass(frozen=True)
-class Mix:
-    window: int = 5_000  # the newest labelled requests read
-    recent_share: float = 0.7  # of the total weight, on the recent rows
-    min_recent: int = 200  # fewer distinct ones: no retrain
 
 
 @dataclass(frozen=True)
@@ -84,7 +76,7 @@ def cars_with_prices(rows: Iterable[tuple[Mapping, float]]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=[*FEATURES, TARGET])
 
 
-def mixed_table(reference: pd.DataFrame, recent: pd.DataFrame, mix: Mix) -> RetrainData:
+def mixed_table(reference: pd.DataFrame, recent: pd.DataFrame, mix: RetrainerSettings) -> RetrainData:
     """The reference rows then the distinct recent ones, weighted so the recent ones
     carry ``mix.recent_share`` of the total; raises ``NotEnoughLabels``."""
     recent = recent.drop_duplicates(ignore_index=True)
@@ -103,35 +95,10 @@ def mixed_table(reference: pd.DataFrame, recent: pd.DataFrame, mix: Mix) -> Retr
     return RetrainData(table, weights, len(reference), len(recent))
 
 
-def retrain_into_challenger(
-    data: RetrainData,
-    delay_history: Iterable[Mapping],
-    *,
-    tracking_uri: str,
-    experiment_name: str,
-    model_name: str,
-    champion_alias: str,
-    challenger_alias: str,
-    artifact_location: str | None,
-    trigger: Mapping[str, str],
-) -> TrainingResult:
-    """Train on ``data`` (cross-validated, logged, registered) and point ``challenger_alias``
-    at the new version; ``trigger`` (what set it off) goes on its run as tags."""
-    log.info("retraining on %d reference and %d recent labelled cars", data.reference_rows, data.recent_rows)
-    return train_and_register(
-        data.table,
-        delay_history,
-        tracking_uri=tracking_uri,
-        experiment_name=experiment_name,
-        model_name=model_name,
-        champion_alias=champion_alias,
-        challenger_alias=challenger_alias,
-        artifact_location=artifact_location,
-        weights=data.weights,
-        protocol=RETRAIN_PROTOCOL,
-        run_tags={
-            **{f"retrain_{k}": v for k, v in trigger.items()},
-            "retrain_reference_rows": str(data.reference_rows),
-            "retrain_recent_rows": str(data.recent_rows),
-        },
-    )
+def run_tags(data: RetrainData, trigger: Mapping[str, str]) -> dict[str, str]:
+    """What set the retrain off and what it learned from, as tags of its MLflow run."""
+    return {
+        **{f"retrain_{k}": v for k, v in trigger.items()},
+        "retrain_reference_rows": str(data.reference_rows),
+        "retrain_recent_rows": str(data.recent_rows),
+    }

@@ -38,6 +38,7 @@ from schemas.events import utc_now
 from training import retrain, retrain_policy
 from training.features import read_pricing
 from training.retrain_policy import Alert, Due
+from training.train import train_and_register
 
 log = logging.getLogger("rentalstream.retrainer")
 
@@ -74,7 +75,7 @@ class Retrainer:
         self.metrics.in_flight.set(1)
         log.warning("retraining: %s on %s (alert %s)", due.reason, due.alert.signal, due.alert.alert_id)
         try:
-            outcome = retrain_on_settings(due, self.settings)
+            outcome = self.run_retrain(due)
         except retrain.NotEnoughLabels as short:
             outcome = {"status": "skipped", "detail": str(short)}
         except Exception as error:  # stored with the retrain; the next alert may try again
@@ -90,6 +91,38 @@ class Retrainer:
         self.metrics.retrains.labels(outcome["status"]).inc()
         log.warning("retrain %s: %s %s", due.alert.alert_id, outcome["status"], outcome.get("detail") or "")
         return self.row(due.alert.alert_id)
+
+    def run_retrain(self, due: Due) -> dict:
+        """The retrain itself, on this service's settings: the outcome columns of its
+        ``retrains`` row."""
+        settings, conf = self.settings, self.settings.retrainer
+        recent = retrain.labelled_requests(self.engine, conf.window)
+        data = retrain.mixed_table(read_pricing(dataset_path(PRICING_CSV, settings.data_dir)), recent, conf)
+        log.info("retraining on %d reference and %d recent labelled cars", data.reference_rows, data.recent_rows)
+        trigger = {"alert_id": due.alert.alert_id, "signal": due.alert.signal, "reason": due.reason}
+        result = train_and_register(
+            data.table,
+            read_delay_history(dataset_path(DELAYS_XLSX, settings.data_dir)),
+            tracking_uri=settings.resolved_mlflow_tracking_uri(),
+            experiment_name=settings.registry.experiment_name,
+            model_name=settings.registry.model_name,
+            champion_alias=settings.registry.champion_alias,
+            challenger_alias=settings.registry.challenger_alias,
+            artifact_location=settings.mlflow_artifact_root(),
+            weights=data.weights,
+            protocol=retrain.RETRAIN_PROTOCOL,
+            run_tags=retrain.run_tags(data, trigger),
+        )
+        figures = result.candidates[0].mean()
+        return {
+            "status": "registered",
+            "reference_rows": data.reference_rows,
+            "recent_rows": data.recent_rows,
+            "model_version": result.registered_version,
+            "run_id": result.run_id,
+            "cv_mae": figures["cv_mae_mean"],
+            "cv_rmse": figures["cv_rmse_mean"],
+        }
 
     def claim(self, now: datetime) -> Due | None:
         """The due alert, claimed as a ``running`` retrain; None when nothing is due, a
@@ -162,40 +195,6 @@ class Retrainer:
             Alert(r.alert_id, r.signal, r.state, r.detected_at, r.signal_state, r.last_alert_id)
             for r in conn.execute(query)
         ]
-
-
-def retrain_on_settings(due: Due, settings: Settings) -> dict:
-    """The retrain itself (``training.retrain``), on this service's settings; the outcome
-    columns of its ``retrains`` row."""
-    conf = settings.retrainer
-    mix = retrain.Mix(window=conf.window, recent_share=conf.recent_share, min_recent=conf.min_recent)
-    engine = create_engine(settings.resolved_database_url())
-    try:
-        recent = retrain.labelled_requests(engine, mix.window)
-    finally:
-        engine.dispose()
-    data = retrain.mixed_table(read_pricing(dataset_path(PRICING_CSV, settings.data_dir)), recent, mix)
-    result = retrain.retrain_into_challenger(
-        data,
-        read_delay_history(dataset_path(DELAYS_XLSX, settings.data_dir)),
-        tracking_uri=settings.resolved_mlflow_tracking_uri(),
-        experiment_name=settings.registry.experiment_name,
-        model_name=settings.registry.model_name,
-        champion_alias=settings.registry.champion_alias,
-        challenger_alias=settings.registry.challenger_alias,
-        artifact_location=settings.mlflow_artifact_root(),
-        trigger={"alert_id": due.alert.alert_id, "signal": due.alert.signal, "reason": due.reason},
-    )
-    figures = result.candidates[0].mean()
-    return {
-        "status": "registered",
-        "reference_rows": data.reference_rows,
-        "recent_rows": data.recent_rows,
-        "model_version": result.registered_version,
-        "run_id": result.run_id,
-        "cv_mae": figures["cv_mae_mean"],
-        "cv_rmse": figures["cv_rmse_mean"],
-    }
 
 
 def build_app(settings: Settings, retrainer: Retrainer | None = None) -> FastAPI:

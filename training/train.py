@@ -246,12 +246,13 @@ def train_and_register(
     registered = str(info.registered_model_version)
 
     client = MlflowClient()
-    previous = _champion_metrics(client, model_name, champion_alias, protocol)
+    champion_run = _champion_run(client, model_name, champion_alias)
+    previous = _champion_metrics(champion_run, protocol)
     if challenger_alias and Registry(tracking_uri, model_name).version_behind(champion_alias) is None:
         challenger_alias = None  # nothing to challenge: the first model becomes the champion
     # A champion retrained on recent labels as well (``training.retrain``) learned more than
     # this protocol's table: one trained on the table alone never replaces it by itself.
-    retrained = (_champion_protocol(client, model_name, champion_alias) or "").startswith(f"{protocol}+")
+    retrained = champion_run is not None and champion_run[1].data.tags.get("protocol", "").startswith(f"{protocol}+")
     if retrained and not challenger_alias:
         log.warning("the champion was retrained on recent labels: not replaced; `rentalstream promote` decides")
     promote = (
@@ -350,17 +351,12 @@ def _champion_run(client, model_name: str, alias: str):
     return champion, client.get_run(champion.run_id)
 
 
-def _champion_protocol(client, model_name: str, alias: str) -> str | None:
-    found = _champion_run(client, model_name, alias)
-    return None if found is None else found[1].data.tags.get("protocol")
-
-
-def _champion_metrics(client, model_name: str, alias: str, protocol: str) -> dict[str, float] | None:
-    """Mean CV metrics of the current champion, if it was evaluated on our protocol."""
-    found = _champion_run(client, model_name, alias)
-    if found is None:
+def _champion_metrics(champion_run, protocol: str) -> dict[str, float] | None:
+    """Mean CV metrics of the current champion (``_champion_run``), if it was evaluated on
+    ``protocol``."""
+    if champion_run is None:
         return None
-    champion, run = found
+    champion, run = champion_run
     if run.data.tags.get("protocol") != protocol:
         return None  # not comparable: any model on the current protocol replaces it (but a retrained one)
     return {"version": float(champion.version), **{k: v for k, v in run.data.metrics.items() if k.startswith("cv_")}}

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from runtime.settings import RetrainerSettings
 from schemas.features import FEATURES
 from training.features import TARGET
-from training.retrain import Mix, NotEnoughLabels, mixed_table
+from training.retrain import NotEnoughLabels, mixed_table
 from training.retrain_policy import ERROR, SUSTAINED, Alert, first_due
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -85,7 +86,7 @@ def cars(n: int, price: float, start: int = 0) -> pd.DataFrame:
 def test_the_recent_rows_carry_their_share_of_the_weight_each_counted_once():
     reference, recent = cars(1_000, 100.0), cars(300, 130.0)
     recent = pd.concat([recent, recent.iloc[:50]], ignore_index=True)  # 50 asked about twice
-    data = mixed_table(reference, recent, Mix(recent_share=0.7, min_recent=300))
+    data = mixed_table(reference, recent, RetrainerSettings(recent_share=0.7, min_recent=300))
     assert (data.reference_rows, data.recent_rows) == (1_000, 300)
     assert len(data.table) == len(data.weights) == 1_300
     assert data.weights[1_000:].sum() / data.weights.sum() == pytest.approx(0.7)
@@ -96,7 +97,7 @@ def test_the_recent_rows_carry_their_share_of_the_weight_each_counted_once():
 def test_too_few_distinct_labelled_requests_are_refused_with_the_counts():
     recent = pd.concat([cars(150, 130.0)] * 2, ignore_index=True)  # 300 requests, 150 cars
     with pytest.raises(NotEnoughLabels, match="150 distinct .* needs 200"):
-        mixed_table(cars(1_000, 100.0), recent, Mix(min_recent=200))
+        mixed_table(cars(1_000, 100.0), recent, RetrainerSettings(min_recent=200))
 
 
 def test_a_registered_challenger_is_left_to_be_weighed_for_the_cooldown_and_a_later_alert_then_retrains():
