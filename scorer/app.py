@@ -440,6 +440,13 @@ class Scorer:
             results = self.results[topic.name]
             started = time.perf_counter()
             async with rebalance.in_flight:
+                if rebalance.batch_outdated:  # its partitions resume from committed offsets
+                    log.info(
+                        "left a batch of %d %s fetched before a rebalance, to be consumed again",
+                        len(records),
+                        topic.name,
+                    )
+                    return
                 try:
                     stored = await score(records)
 

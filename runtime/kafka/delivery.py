@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
 
 from runtime.kafka.batch_publisher import BatchPublisher, Message
-from runtime.kafka.subscriber import KafkaRecord
+from runtime.kafka.subscriber import KafkaRecord, RebalanceAware
 
 log = logging.getLogger("runtime.kafka.delivery")
 
@@ -354,7 +354,7 @@ def fetched_before_rewind(earliest: dict[TopicPartition, int], rewound: dict[Top
     return any(offset > rewound[tp] for tp, offset in earliest.items() if tp in rewound)
 
 
-class ResumeAfterOwnCommits(ConsumerRebalanceListener):
+class ResumeAfterOwnCommits(RebalanceAware):
     """Rebalance without handing a batch on twice.
 
     A rebalance (a replica joining or leaving) can start while a batch is between its
@@ -365,7 +365,11 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
     group's committed offset and the one its own last transaction committed: the group
     coordinator learns of a transaction's offsets only once the commit markers are
     written, a moment after the commit returns, and aiokafka's offset fetch cannot ask it
-    to wait for them (KIP-447's require_stable)."""
+    to wait for them (KIP-447's require_stable).
+
+    A batch fetched before the rebalance began but taken in hand (``in_flight``) only
+    after is ``batch_outdated``: the handler leaves it, to be consumed again from the
+    committed offsets."""
 
     def __init__(
         self,
@@ -377,8 +381,10 @@ class ResumeAfterOwnCommits(ConsumerRebalanceListener):
         self.consumer = consumer
         self.writes = writes  # the batches still being stored behind the handler, if any
         self.in_flight = asyncio.Lock()
+        super().__init__()
 
     async def on_partitions_revoked(self, revoked) -> None:
+        self.rebalance_begins()
         results = self.results()
         try:
             async with asyncio.timeout(REVOKE_WAIT_SECONDS):
