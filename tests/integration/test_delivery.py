@@ -1,16 +1,22 @@
 """The scorer's transactional delivery on a real Apache Kafka broker: replies leave before
 the transaction, batches are handed over while earlier ones commit, and a failed
 transaction has its batches, those queued after them and those fetched before the rewind
-consumed again, with nothing skipped and nothing committed twice."""
+consumed again, with nothing skipped and nothing committed twice; and a batch fetched
+before a rebalance began is told outdated."""
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel
 
 from runtime.kafka.delivery import BatchDropped, ResumeAfterOwnCommits, TransactionalResults
+from runtime.kafka.subscriber import batch_subscriber
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -185,3 +191,74 @@ def test_replies_need_a_reply_producer():
             await results.deliver([], [], Handed(None), [("price-replies", "r", Note(n=0))])
 
     asyncio.run(scenario())
+
+
+class TellsOfRevokes(ResumeAfterOwnCommits):
+    """The scorer's listener, with an event the test can wait on once partitions are revoked."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None, lambda: None)
+        self.revoked = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await super().on_partitions_revoked(revoked)
+        if revoked:
+            self.revoked.set()
+
+
+def test_a_batch_fetched_before_a_real_rebalance_began_is_outdated_and_consumed_again(kafka_bootstrap):
+    """The race CI met on eeed15f, forced: the subscriber fetches a batch, and before its
+    handler takes it in hand a second member joins the group, so the first one's
+    partitions are revoked and assigned again. The scorer's handler asks
+    ``batch_outdated`` once it holds ``in_flight`` (scorer/app.py) and leaves such a
+    batch; the consumer then reads it again from the committed offset, current."""
+    group = "delivery-test.rebalance-race"
+
+    async def scenario():
+        await fill_partition_zero(kafka_bootstrap, 6)
+        listener = TellsOfRevokes()
+        joining = asyncio.Event()
+        seen: list[tuple[list[int], bool]] = []
+        broker = KafkaBroker(kafka_bootstrap)
+        subscriber = batch_subscriber(
+            broker,
+            INPUT,
+            group,
+            max_records=2,
+            batch_timeout_ms=100,
+            heartbeat_interval_ms=300,
+            ack_policy=AckPolicy.MANUAL,
+            listener=listener,
+        )
+
+        @subscriber
+        async def handle(records: Any, message: KafkaMessage) -> None:
+            if not seen:  # the first batch: a rebalance begins before it is taken in hand
+                joining.set()
+                await asyncio.wait_for(listener.revoked.wait(), 30)
+            async with listener.in_flight:
+                seen.append(([r.offset for r in records], listener.batch_outdated))
+
+        # The second member reads another topic in the same group: its join rebalances
+        # the group, and the range assignor gives the first member its partitions back.
+        joiner = AIOKafkaConsumer("rentals", bootstrap_servers=kafka_bootstrap, group_id=group)
+        await broker.start()
+        try:
+            await asyncio.wait_for(joining.wait(), 60)
+            await joiner.start()
+            for _ in range(300):  # every record handled current: until 30 s
+                if sorted(o for offsets, outdated in seen if not outdated for o in offsets) == list(range(6)):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await joiner.stop()
+            await broker.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    first_offsets, first_outdated = seen[0]
+    assert first_offsets[0] == 0 and first_outdated  # fetched before the rebalance began: outdated
+    current = [(offsets, outdated) for offsets, outdated in seen[1:]]
+    assert all(not outdated for _, outdated in current)  # fetched after it: current
+    # Consumed again from the committed offset (none: the earliest), the first batch included.
+    assert sorted(o for offsets, _ in current for o in offsets) == list(range(6))
