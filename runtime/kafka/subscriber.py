@@ -49,7 +49,8 @@ def batch_subscriber(
     ``read_committed``: a result another service published in a transaction that did not
     commit is never seen. ``group_instance_id`` makes the member static: restarted under
     the same id, it takes its partitions back at once, without waiting for its old
-    session to expire and without moving anyone else's.
+    session to expire and without moving anyone else's. A ``RebalanceAware`` ``listener``
+    is told of each batch fetched, so the handler can tell one fetched before a rebalance.
 
     ``batch_timeout_ms`` is how long a poll waits when there is nothing to read: records
     are handed over as soon as they arrive (see ``AttentiveBatchSubscriber``)."""
@@ -100,10 +101,10 @@ class RebalanceAware(ConsumerRebalanceListener):
     aiokafka hands out only records of the current assignment, but between ``getmany``
     returning a batch and the handler taking it in hand there are awaits (FastStream's
     middlewares, the handler's own lock), and a rebalance can begin in one of them. The
-    partitions are then handed out again from their committed offsets, which that batch's
-    are not among: whoever holds them after the rebalance consumes the batch again, so its
-    handler must leave it alone (measured: CI on eeed15f published 10 prices twice in two
-    committed transactions, the first 1 ms after the survivor's assignment).
+    partitions are then handed out again from their committed offsets, and that batch is
+    not committed: whoever holds them after the rebalance consumes it again, so its
+    handler must leave it alone (CI on eeed15f, before this: 10 prices published twice,
+    in two committed transactions, the first 1 ms after the survivor's assignment).
 
     ``AttentiveBatchSubscriber`` calls ``batch_fetched`` when ``getmany`` returns;
     subclasses call ``rebalance_begins`` first thing in ``on_partitions_revoked``."""
