@@ -163,6 +163,7 @@ class Scorer:
         )
         self._background: list[asyncio.Task] = []
         self.writes: dict[str, WriteBehind] = {}  # per input topic: each batch stored behind the next one's scoring
+        self.rebalances: dict[str, ResumeAfterOwnCommits] = {}  # per input topic: its consumer's rebalance listener
         self._prepared: dict[str, PreparedVersion] = {}  # by version: what _moved remembers
 
     @property
@@ -418,7 +419,7 @@ class Scorer:
             lambda records, message, floor: self.results[topic.name].rewind(records, message, floor),
             self.metrics.batch_seconds.labels(topic.name).observe,
         )
-        rebalance = ResumeAfterOwnCommits(
+        rebalance = self.rebalances[topic.name] = ResumeAfterOwnCommits(
             lambda: self.results.get(topic.name), lambda: subscriber.consumer, writes=writes
         )
         subscriber = batch_subscriber(

@@ -176,6 +176,17 @@ def champion(mlflow_registry):
     )
 
 
+def champion_estimate(mlflow_registry, car: dict, price: float) -> float:
+    """The champion's error estimator, as logged at training, on ``car`` (in the training
+    table's spelling) priced ``price``: LightGBM's own model text, fed a DataFrame."""
+    from training.features import build_features
+
+    mlflow.set_tracking_uri(mlflow_registry[0])
+    run_id = mlflow.MlflowClient().get_model_version("rentalstream-price", mlflow_registry[1].champion_version).run_id
+    estimator = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run_id}/error_model.txt"))
+    return round(max(float(estimator.predict(build_features([car]).assign(price_per_day=price))[0]), 0.0), 2)
+
+
 def interval_ratios(tracking_uri: str, version: str) -> tuple[float, float]:
     """The (lower, upper) ratios logged with a version at training, read straight from its run."""
     mlflow.set_tracking_uri(tracking_uri)

@@ -3,10 +3,10 @@ PostgreSQL and the session's MLflow registry. The whole flow on a real broker is
 tests/e2e; these say, in a second, what one batch becomes."""
 
 import asyncio
+import inspect
 import json
 import shutil
 
-import lightgbm
 import mlflow
 import pandas as pd
 import pytest
@@ -20,7 +20,14 @@ from scorer.app import Scorer
 from scorer.metrics import ScorerMetrics
 from scorer.reply_topics import ReplyTopics
 from tests.handlers.in_memory import ThroughTheTestBroker, collect
-from tests.helpers import champion, query, reference_prices, register_small_model, registry_copy
+from tests.helpers import (
+    champion,
+    champion_estimate,
+    query,
+    reference_prices,
+    register_small_model,
+    registry_copy,
+)
 from training.features import build_features, read_pricing
 
 pytestmark = pytest.mark.integration
@@ -51,8 +58,9 @@ def rental(rental_id: int, **fields) -> bytes:
 
 
 def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, list[dict]]:
-    """Start a Scorer on a TestKafkaBroker, ``publish`` through it, and collect what the
-    scorer published, per topic."""
+    """Start a Scorer on a TestKafkaBroker, ``publish`` through it (``publish(broker)``, or
+    ``publish(broker, scorer)`` for a test that reaches into the scorer), and collect what
+    the scorer published, per topic."""
     broker = KafkaBroker()
     published = collect(broker, PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")
 
@@ -67,7 +75,10 @@ def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, l
         async with TestKafkaBroker(broker):
             await scorer.start()
             try:
-                await publish(broker)
+                if len(inspect.signature(publish).parameters) == 2:
+                    await publish(broker, scorer)
+                else:
+                    await publish(broker)
             finally:
                 await scorer.stop()
 
@@ -90,14 +101,6 @@ def champion_price(mlflow_registry, car: dict) -> float:
     mlflow.set_tracking_uri(mlflow_registry[0])
     model = mlflow.lightgbm.load_model(f"models:/{MODEL}/{mlflow_registry[1].champion_version}")
     return round(float(reference_prices(model, pd.DataFrame([car]))[0]), 2)
-
-
-def champion_estimate(mlflow_registry, car: dict, price: float) -> float:
-    """The champion's error estimator, as logged at training, on ``car`` priced ``price``."""
-    mlflow.set_tracking_uri(mlflow_registry[0])
-    run_id = MlflowClient().get_model_version(MODEL, mlflow_registry[1].champion_version).run_id
-    estimator = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run_id}/error_model.txt"))
-    return round(max(float(estimator.predict(build_features([car]).assign(price_per_day=price))[0]), 0.0), 2)
 
 
 def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_lettered(
@@ -137,6 +140,31 @@ def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_le
     assert list(stored.estimated_error) == [prices[i]["estimated_error"] for i in ("rental-1", "rental-2")]
     assert query(clean_database, "SELECT is_conflict FROM delays WHERE rental_id = 2").is_conflict[0]
     assert query(clean_database, "SELECT count(*) AS n FROM dead_letters").n[0] == 1
+
+
+def test_a_batch_fetched_before_a_rebalance_began_is_left_unscored_and_the_next_one_is_scored(
+    settings, clean_database, mlflow_registry
+):
+    """The scorer's handler leaves a batch its rebalance listener calls outdated (fetched
+    before a rebalance began): nothing stored, nothing published, for whoever holds its
+    partitions after the rebalance to consume again. The in-memory broker hands batches
+    straight to the handler, so the test plays the subscriber's part: a rebalance begins
+    (``on_partitions_revoked``), then a batch is handed over unfetched, then one fetched."""
+    stored = []
+
+    async def publish(broker, scorer):
+        listener = scorer.rebalances[RENTALS.name]
+        await listener.on_partitions_revoked(set())
+        await broker.publish_batch(rental(1), topic=RENTALS.name)
+        stored.append(len(query(clean_database, "SELECT rental_id FROM rentals")))
+        listener.batch_fetched()  # what the subscriber does when getmany returns a batch
+        await broker.publish_batch(rental(2), topic=RENTALS.name)
+
+    published = run_scorer(settings, publish)
+
+    assert stored == [0]  # the outdated batch: nothing stored
+    assert [p["price_id"] for p in published[PRICES.name]] == ["rental-2"]
+    assert list(query(clean_database, "SELECT rental_id FROM rentals").rental_id) == [2]
 
 
 def test_a_price_request_is_answered_on_its_reply_topic_and_one_naming_a_catalogue_topic_refused(
