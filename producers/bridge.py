@@ -288,6 +288,7 @@ def priced_car(reply: PriceScored) -> PricedCar:
         price_per_day=answer.price_per_day,
         price_lower=answer.price_lower,
         price_upper=answer.price_upper,
+        estimated_error=answer.estimated_error,
         model_name=reply.model_name,
         model_version=answer.model_version,
         unknown_fields=reply.unknown_fields,

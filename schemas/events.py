@@ -145,8 +145,8 @@ class PriceScored(BaseModel):
 
     def answer(self) -> Answer:
         """What the requester of this price is answered with: the challenger's price,
-        interval and version when it was answered with the challenger's version (the
-        live split), else the champion's."""
+        interval, estimated error and version when it was answered with the challenger's
+        version (the live split), else the champion's."""
         challenger = self.challenger_model_version
         if (
             self.answered_with_version is not None
@@ -158,8 +158,9 @@ class PriceScored(BaseModel):
                 self.challenger_price_lower,
                 self.challenger_price_upper,
                 self.answered_with_version,
+                self.challenger_estimated_error,
             )
-        return Answer(self.price_per_day, self.price_lower, self.price_upper, self.model_version)
+        return Answer(self.price_per_day, self.price_lower, self.price_upper, self.model_version, self.estimated_error)
 
 
 class Answer(NamedTuple):
@@ -169,6 +170,7 @@ class Answer(NamedTuple):
     price_lower: float | None
     price_upper: float | None
     model_version: str
+    estimated_error: float | None
 
 
 class DelayScored(BaseModel):

@@ -87,6 +87,11 @@ class PricedCar(BaseModel):
         "price_upper (coverage measured on held-out folds at training). None if the model version has no interval."
     )
     price_upper: float | None = Field(description="High end of the 80% price interval.")
+    estimated_error: float | None = Field(
+        description="The absolute error in euros the version's error estimator expects of this price (an "
+        "estimate of |price_per_day - true price|, learned at training from cross-validated errors). None if "
+        "the model version has no estimator."
+    )
     model_name: str
     model_version: str
     unknown_fields: list[str] = Field(

@@ -15,6 +15,7 @@ from tests.conftest import BRIDGE_API_KEY
 from tests.helpers import (
     SAMPLE_CAR,
     champion,
+    champion_estimate,
     cli,
     expected_prices,
     interval_ratios,
@@ -74,6 +75,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
     tasks_before = metric(bridge_url, "rentalstream_bridge_asyncio_tasks")
     [car_price] = expected_prices(model, [{**CAR, **TRAINING_SPELLING}])
     lower_ratio, upper_ratio = interval_ratios(mlflow_registry[0], version)
+    estimate = champion_estimate(mlflow_registry, {**CAR, **TRAINING_SPELLING}, car_price)
 
     # One car, named fields.
     one = httpx.post(f"{bridge_url}/predict", json=CAR, headers={**KEY, "X-Client-Id": "pricing-page"})
@@ -84,6 +86,7 @@ def test_every_request_shape_is_priced_like_the_model_and_logged(
         "price_per_day": pytest.approx(car_price, abs=0.006),
         "price_lower": pytest.approx(car_price * lower_ratio, abs=0.02),
         "price_upper": pytest.approx(car_price * upper_ratio, abs=0.02),
+        "estimated_error": pytest.approx(estimate, abs=0.011),  # the error the version's estimator expects
         "model_name": "rentalstream-price",
         "model_version": version,
         "unknown_fields": [],

@@ -170,7 +170,7 @@ def test_a_price_carries_its_interval_its_versions_and_the_event_it_answers():
     assert (plain.model_name, plain.model_version) == ("stand-in", "0")
 
 
-def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_interval_and_version():
+def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_interval_estimate_and_version():
     car = CarFeatures.model_validate(CAR)
     t0 = datetime(2026, 11, 29, 12, tzinfo=UTC)
     challenger = SimpleNamespace(
@@ -189,6 +189,8 @@ def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_inte
             challenger=challenger,
             challenger_price=challenger_price,
             answer_with=answer_with,
+            estimated_error=9.5,
+            challenger_estimated_error=None if challenger_price is None else 7.5,
         )
 
     split = scored("challenger")
@@ -197,13 +199,13 @@ def test_a_request_in_the_live_split_is_answered_with_the_challengers_price_inte
         30.0,
         120.0,
     )
-    assert split.answer() == (60.0, 30.0, 120.0, "8")
+    assert split.answer() == (60.0, 30.0, 120.0, "8", 7.5)
     # Both prices stay in the message, the champion's first: what the monitor and `compare` read.
     assert (split.model_version, split.price_per_day, split.price_lower) == ("7", 100.0, 90.0)
     # A challenger that failed on the car leaves the champion to answer, and says so.
     failed = scored("challenger", challenger_price=None)
-    assert failed.answered_with_version == "7" and failed.answer() == (100.0, 90.0, 125.0, "7")
-    assert scored("champion").answer() == (100.0, 90.0, 125.0, "7")
+    assert failed.answered_with_version == "7" and failed.answer() == (100.0, 90.0, 125.0, "7", 9.5)
+    assert scored("champion").answer() == (100.0, 90.0, 125.0, "7", 9.5)
     assert scored("champion").answered_with_version == "7"
 
 
