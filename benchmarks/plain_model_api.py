@@ -3,7 +3,8 @@
     python benchmarks/plain_model_api.py --port 8099
 
 One FastAPI process that loads the same champion from the same registry and, per
-request, validates the car with the same contract and calls the model in-process:
+request, validates the car with the same contract and calls the model (and its error
+estimator, for the same answer as the bridge's) in-process:
 
 - ``POST /predict``: model only, nothing stored;
 - ``POST /predict-and-store``: the model, then one INSERT of the answer into
@@ -31,6 +32,7 @@ from schemas.cars import CarFeatures
 from schemas.events import utc_now
 from schemas.predict import PricedCar
 from scorer.pricing import PriceModel
+from scorer.scoring import estimated_errors
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -50,11 +52,13 @@ def build_app(settings: Settings) -> FastAPI:
     def answer(car: CarFeatures) -> PricedCar:
         price = model.price_per_day([car])[0]
         lower, upper = model.interval.around(price) if model.interval else (None, None)
+        [estimated_error] = estimated_errors(model, [car], [price])
         return PricedCar(
             request_id=uuid.uuid4().hex,
             price_per_day=price,
             price_lower=lower,
             price_upper=upper,
+            estimated_error=estimated_error,
             model_name=model.name,
             model_version=model.version,
             unknown_fields=car.unknown_fields,
