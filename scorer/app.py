@@ -36,7 +36,7 @@ from runtime.consumer_service import consumer_app
 from runtime.kafka.dead_letters import dead_letter_messages
 from runtime.kafka.delivery import Results, ResumeAfterOwnCommits, choose_results
 from runtime.kafka.security import broker_security, client_options
-from runtime.kafka.subscriber import KafkaRecord, batch_subscriber
+from runtime.kafka.subscriber import KafkaRecord, RebalanceWatch, batch_subscriber
 from runtime.kafka.traces import BatchTraces, kafka_attributes
 from runtime.kafka.write_behind import WriteBehind
 from runtime.long_lived import freeze_what_is_loaded
@@ -163,7 +163,7 @@ class Scorer:
         )
         self._background: list[asyncio.Task] = []
         self.writes: dict[str, WriteBehind] = {}  # per input topic: each batch stored behind the next one's scoring
-        self.rebalances: dict[str, ResumeAfterOwnCommits] = {}  # per input topic: its consumer's rebalance listener
+        self.rebalances: dict[str, RebalanceWatch] = {}  # per input topic: its subscriber's watch over rebalances
         self._prepared: dict[str, PreparedVersion] = {}  # by version: what _moved remembers
 
     @property
@@ -419,9 +419,7 @@ class Scorer:
             lambda records, message, floor: self.results[topic.name].rewind(records, message, floor),
             self.metrics.batch_seconds.labels(topic.name).observe,
         )
-        rebalance = self.rebalances[topic.name] = ResumeAfterOwnCommits(
-            lambda: self.results.get(topic.name), lambda: subscriber.consumer, writes=writes
-        )
+        resume = ResumeAfterOwnCommits(lambda: self.results.get(topic.name), lambda: subscriber.consumer, writes=writes)
         subscriber = batch_subscriber(
             broker,
             topic.name,
@@ -433,15 +431,16 @@ class Scorer:
             fetch_max_wait_ms=fetch_max_wait_ms,
             ack_policy=AckPolicy.MANUAL,
             group_instance_id=settings.scorer.resolved_instance_id(),
-            listener=rebalance,
+            listener=resume,
         )
+        rebalances = self.rebalances[topic.name] = subscriber.rebalances
 
         @subscriber
         async def consume(records: Any, message: KafkaMessage) -> None:
             results = self.results[topic.name]
             started = time.perf_counter()
-            async with rebalance.in_flight:
-                if rebalance.batch_outdated:  # its partitions resume from committed offsets
+            async with resume.in_flight:
+                if rebalances.batch_outdated:  # its partitions resume from committed offsets
                     log.info(
                         "left a batch of %d %s fetched before a rebalance, to be consumed again",
                         len(records),

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import ApiVersionRequest
 
 from runtime.kafka.batch_publisher import BatchPublisher, Message
-from runtime.kafka.subscriber import KafkaRecord, RebalanceAware
+from runtime.kafka.subscriber import KafkaRecord
 
 log = logging.getLogger("runtime.kafka.delivery")
 
@@ -354,7 +354,7 @@ def fetched_before_rewind(earliest: dict[TopicPartition, int], rewound: dict[Top
     return any(offset > rewound[tp] for tp, offset in earliest.items() if tp in rewound)
 
 
-class ResumeAfterOwnCommits(RebalanceAware):
+class ResumeAfterOwnCommits(ConsumerRebalanceListener):
     """Rebalance without handing a batch on twice.
 
     A rebalance (a replica joining or leaving) can start while a batch is between its
@@ -368,8 +368,8 @@ class ResumeAfterOwnCommits(RebalanceAware):
     to wait for them (KIP-447's require_stable).
 
     A batch fetched before the rebalance began but taken in hand (``in_flight``) only
-    after is ``batch_outdated``: the handler leaves it, to be consumed again from the
-    committed offsets."""
+    after is the subscriber's ``rebalances.batch_outdated``: the handler leaves it, to be
+    consumed again from the committed offsets."""
 
     def __init__(
         self,
@@ -381,10 +381,8 @@ class ResumeAfterOwnCommits(RebalanceAware):
         self.consumer = consumer
         self.writes = writes  # the batches still being stored behind the handler, if any
         self.in_flight = asyncio.Lock()
-        super().__init__()
 
     async def on_partitions_revoked(self, revoked) -> None:
-        self.rebalance_begins()
         results = self.results()
         try:
             async with asyncio.timeout(REVOKE_WAIT_SECONDS):

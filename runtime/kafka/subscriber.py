@@ -4,6 +4,7 @@ its results."""
 
 from __future__ import annotations
 
+import inspect
 from itertools import chain
 from typing import Literal, Protocol
 
@@ -49,8 +50,9 @@ def batch_subscriber(
     ``read_committed``: a result another service published in a transaction that did not
     commit is never seen. ``group_instance_id`` makes the member static: restarted under
     the same id, it takes its partitions back at once, without waiting for its old
-    session to expire and without moving anyone else's. A ``RebalanceAware`` ``listener``
-    is told of each batch fetched, so the handler can tell one fetched before a rebalance.
+    session to expire and without moving anyone else's. The ``listener`` is wrapped in the
+    subscriber's ``RebalanceWatch`` (``subscriber.rebalances``), which tells the handler
+    whether the batch in its hands was fetched before the latest rebalance began.
 
     ``batch_timeout_ms`` is how long a poll waits when there is nothing to read: records
     are handed over as soon as they arrive (see ``AttentiveBatchSubscriber``)."""
@@ -62,7 +64,7 @@ def batch_subscriber(
         ack_policy=ack_policy,
         isolation_level=isolation_level,
         group_instance_id=group_instance_id,
-        listener=listener,
+        listener=RebalanceWatch(listener),
         max_records=max_records,
         batch_timeout_ms=batch_timeout_ms,
         fetch_max_wait_ms=fetch_max_wait_ms,
@@ -87,34 +89,49 @@ class AttentiveBatchSubscriber(BatchSubscriber):
 
     __slots__ = ()
 
+    @property
+    def rebalances(self) -> RebalanceWatch:
+        """The watch over this subscriber's rebalances (``batch_subscriber`` set it up)."""
+        return self._listener
+
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple:
         batches = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.max_records)
-        if batches and isinstance(self._listener, RebalanceAware):
-            self._listener.batch_fetched()  # no await since getmany: no rebalance began in between
+        if batches:
+            self.rebalances.batch_fetched()  # no await since getmany: no rebalance began in between
         return tuple(chain(*batches.values()))
 
 
-class RebalanceAware(ConsumerRebalanceListener):
-    """A rebalance listener that tells a handler whether the batch in its hands was fetched
-    before the latest rebalance began.
+class RebalanceWatch(ConsumerRebalanceListener):
+    """Tells a handler whether the batch in its hands was fetched before the latest
+    rebalance began, around the subscriber's own rebalance listener, if any.
 
     aiokafka hands out only records of the current assignment, but between ``getmany``
     returning a batch and the handler taking it in hand there are awaits (FastStream's
     middlewares, the handler's own lock), and a rebalance can begin in one of them. The
     partitions are then handed out again from their committed offsets, and that batch is
-    not committed: whoever holds them after the rebalance consumes it again, so its
-    handler must leave it alone (CI on eeed15f, before this: 10 prices published twice,
-    in two committed transactions, the first 1 ms after the survivor's assignment).
+    not committed: whoever holds them after the rebalance consumes it again, so a handler
+    that commits in a transaction must leave it alone (CI on eeed15f, before this: 10
+    prices published twice, in two committed transactions, the first 1 ms after the
+    survivor's assignment).
 
-    ``AttentiveBatchSubscriber`` calls ``batch_fetched`` when ``getmany`` returns;
-    subclasses call ``rebalance_begins`` first thing in ``on_partitions_revoked``."""
+    A rebalance is counted before the wrapped listener hears of the revoke, so a handler
+    that the listener waits for (the scorer's ``in_flight``) asks ``batch_outdated`` after
+    the count. ``AttentiveBatchSubscriber`` calls ``batch_fetched`` when ``getmany``
+    returns."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: ConsumerRebalanceListener | None = None) -> None:
+        self.listener = listener
         self._rebalances = 0
         self._fetched_in = 0
 
-    def rebalance_begins(self) -> None:
+    async def on_partitions_revoked(self, revoked) -> None:
         self._rebalances += 1
+        if self.listener is not None:
+            await _awaited(self.listener.on_partitions_revoked(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        if self.listener is not None:
+            await _awaited(self.listener.on_partitions_assigned(assigned))
 
     def batch_fetched(self) -> None:
         self._fetched_in = self._rebalances
@@ -123,6 +140,12 @@ class RebalanceAware(ConsumerRebalanceListener):
     def batch_outdated(self) -> bool:
         """Whether a rebalance began after the batch in hand was fetched."""
         return self._fetched_in != self._rebalances
+
+
+async def _awaited(result) -> None:
+    """aiokafka lets a rebalance listener's methods be plain functions or coroutines."""
+    if inspect.isawaitable(result):
+        await result
 
 
 async def raw_records(message) -> tuple:

@@ -3,7 +3,6 @@ PostgreSQL and the session's MLflow registry. The whole flow on a real broker is
 tests/e2e; these say, in a second, what one batch becomes."""
 
 import asyncio
-import inspect
 import json
 import shutil
 
@@ -58,9 +57,9 @@ def rental(rental_id: int, **fields) -> bytes:
 
 
 def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, list[dict]]:
-    """Start a Scorer on a TestKafkaBroker, ``publish`` through it (``publish(broker)``, or
-    ``publish(broker, scorer)`` for a test that reaches into the scorer), and collect what
-    the scorer published, per topic."""
+    """Start a Scorer on a TestKafkaBroker, ``publish(broker, scorer)`` through it (the
+    scorer for a test that reaches into it), and collect what the scorer published, per
+    topic."""
     broker = KafkaBroker()
     published = collect(broker, PRICES.name, DELAYS.name, DEAD_LETTERS.name, "my-replies")
 
@@ -75,10 +74,7 @@ def run_scorer(settings: Settings, publish, *, reply_topics=None) -> dict[str, l
         async with TestKafkaBroker(broker):
             await scorer.start()
             try:
-                if len(inspect.signature(publish).parameters) == 2:
-                    await publish(broker, scorer)
-                else:
-                    await publish(broker)
+                await publish(broker, scorer)
             finally:
                 await scorer.stop()
 
@@ -106,7 +102,7 @@ def champion_price(mlflow_registry, car: dict) -> float:
 def test_a_rental_batch_is_priced_its_delays_worked_out_and_a_bad_record_dead_lettered(
     settings, clean_database, mlflow_registry
 ):
-    async def publish(broker):
+    async def publish(broker, scorer):
         await broker.publish_batch(
             rental(1, delay_at_checkout_minutes=90),
             rental(2, delay_at_checkout_minutes=-5, previous_ended_rental_id=1, planned_gap_minutes=60),
@@ -153,11 +149,11 @@ def test_a_batch_fetched_before_a_rebalance_began_is_left_unscored_and_the_next_
     stored = []
 
     async def publish(broker, scorer):
-        listener = scorer.rebalances[RENTALS.name]
-        await listener.on_partitions_revoked(set())
+        watch = scorer.rebalances[RENTALS.name]
+        await watch.on_partitions_revoked(set())  # and the scorer's listener lets nothing in hand be
         await broker.publish_batch(rental(1), topic=RENTALS.name)
         stored.append(len(query(clean_database, "SELECT rental_id FROM rentals")))
-        listener.batch_fetched()  # what the subscriber does when getmany returns a batch
+        watch.batch_fetched()  # what the subscriber does when getmany returns a batch
         await broker.publish_batch(rental(2), topic=RENTALS.name)
 
     published = run_scorer(settings, publish)
@@ -173,7 +169,7 @@ def test_a_price_request_is_answered_on_its_reply_topic_and_one_naming_a_catalog
     def request(request_id: str, reply_to: str) -> bytes:
         return json.dumps({"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": reply_to}).encode()
 
-    async def publish(broker):
+    async def publish(broker, scorer):
         await broker.publish(request("r-1", "my-replies"), PRICE_REQUESTS.name)
         await broker.publish(request("r-2", RENTALS.name), PRICE_REQUESTS.name)
 
@@ -197,7 +193,7 @@ def test_a_request_asking_why_gets_its_prices_explanation_and_the_others_none(
     def request(request_id: str, **fields) -> bytes:
         return json.dumps({"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": "my-replies", **fields}).encode()
 
-    async def publish(broker):
+    async def publish(broker, scorer):
         await broker.publish_batch(request("plain"), request("why", explain=True), topic=PRICE_REQUESTS.name)
 
     published = run_scorer(settings, publish, reply_topics=KnownReplyTopics("my-replies"))
@@ -242,7 +238,7 @@ def test_a_request_in_the_live_split_is_answered_and_explained_by_the_challenger
         body = {"request_id": request_id, "car": EXAMPLE_CAR, "reply_to": "my-replies", "explain": True, **fields}
         return json.dumps(body).encode()
 
-    async def publish(broker):
+    async def publish(broker, scorer):
         await broker.publish_batch(
             request("champ"), request("chall", answer_with="challenger"), topic=PRICE_REQUESTS.name
         )
@@ -294,7 +290,7 @@ def test_a_restarted_scorer_prices_with_the_champion_it_served_last_while_the_re
     )
 
     def publish(rental_id: int):
-        async def one_rental(broker):
+        async def one_rental(broker, scorer):
             await broker.publish(rental(rental_id), topic=RENTALS.name)
 
         return one_rental

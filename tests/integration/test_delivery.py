@@ -209,9 +209,9 @@ class TellsOfRevokes(ResumeAfterOwnCommits):
 def test_a_batch_fetched_before_a_real_rebalance_began_is_outdated_and_consumed_again(kafka_bootstrap):
     """The race CI met on eeed15f, forced: the subscriber fetches a batch, and before its
     handler takes it in hand a second member joins the group, so the first one's
-    partitions are revoked and assigned again. The scorer's handler asks
-    ``batch_outdated`` once it holds ``in_flight`` (scorer/app.py) and leaves such a
-    batch; the consumer then reads it again from the committed offset, current."""
+    partitions are revoked and assigned again. The scorer's handler asks the subscriber's
+    ``rebalances.batch_outdated`` once it holds ``in_flight`` (scorer/app.py) and leaves
+    such a batch; the consumer then reads it again from the committed offset, current."""
     group = "delivery-test.rebalance-race"
 
     async def scenario():
@@ -237,7 +237,7 @@ def test_a_batch_fetched_before_a_real_rebalance_began_is_outdated_and_consumed_
                 joining.set()
                 await asyncio.wait_for(listener.revoked.wait(), 30)
             async with listener.in_flight:
-                seen.append(([r.offset for r in records], listener.batch_outdated))
+                seen.append(([r.offset for r in records], subscriber.rebalances.batch_outdated))
 
         # The second member reads another topic in the same group: its join rebalances
         # the group, and the range assignor gives the first member its partitions back.
