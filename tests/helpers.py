@@ -78,19 +78,22 @@ def query(database_url: str, sql: str) -> pd.DataFrame:
 
 
 def reference_prices(model, cars: pd.DataFrame) -> np.ndarray:
-    """What a fitted LightGBM model says for ``cars``, independently of our feature code:
-    the matrix is built from the raw columns with plain pandas, in the model's own feature
-    order, and LightGBM maps string categories with the lists it stored at training (a
-    value it never saw becomes missing)."""
-    matrix = pd.DataFrame(
+    """What a fitted LightGBM model says for ``cars``, independently of our feature code."""
+    return model.predict(reference_matrix(model.booster_.feature_name(), cars))
+
+
+def reference_matrix(feature_names: list[str], cars: pd.DataFrame) -> pd.DataFrame:
+    """A LightGBM model's matrix for ``cars`` without our feature code: the raw columns,
+    with plain pandas, in the model's own feature order. LightGBM maps string categories
+    with the lists it stored at training (a value it never saw becomes missing)."""
+    return pd.DataFrame(
         {
             name: cars[name].astype("category")
             if pd.api.types.is_string_dtype(cars[name])
             else cars[name].astype("float64")
-            for name in model.booster_.feature_name()
+            for name in feature_names
         }
     )
-    return model.predict(matrix)
 
 
 def spawn(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -178,13 +181,13 @@ def champion(mlflow_registry):
 
 def champion_estimate(mlflow_registry, car: dict, price: float) -> float:
     """The champion's error estimator, as logged at training, on ``car`` (in the training
-    table's spelling) priced ``price``: LightGBM's own model text, fed a DataFrame."""
-    from training.features import build_features
-
+    table's spelling) priced ``price``: LightGBM's own model text, fed a matrix built
+    without our feature code."""
     mlflow.set_tracking_uri(mlflow_registry[0])
     run_id = mlflow.MlflowClient().get_model_version("rentalstream-price", mlflow_registry[1].champion_version).run_id
     estimator = lightgbm.Booster(model_str=mlflow.artifacts.load_text(f"runs:/{run_id}/error_model.txt"))
-    return round(max(float(estimator.predict(build_features([car]).assign(price_per_day=price))[0]), 0.0), 2)
+    priced = pd.DataFrame([{**dict.fromkeys(EQUIPMENT, False), **car, "price_per_day": price}])
+    return round(max(float(estimator.predict(reference_matrix(estimator.feature_name(), priced))[0]), 0.0), 2)
 
 
 def interval_ratios(tracking_uri: str, version: str) -> tuple[float, float]:
