@@ -65,6 +65,13 @@ DRIFT_SIGNALS_SQL = text("""
     FROM drift_signals ORDER BY state = 'drifting' DESC, signal
 """)
 
+LATEST_RETRAINS = 10  # what the Drift tab lists; `rentalstream retrains` shows more
+
+RETRAINS_SQL = text("""
+    SELECT started_at, signal, reason, status, recent_rows, reference_rows, model_version, cv_mae, finished_at, detail
+    FROM retrains ORDER BY started_at DESC LIMIT :n
+""")
+
 DEAD_LETTER_COUNTS_SQL = text(
     "SELECT consumer, topic, count(*) AS dead_letters FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2"
 )
@@ -104,6 +111,7 @@ class Aggregates:
     drift_signals: list[dict] = field(default_factory=list)
     dead_letter_counts: list[dict] = field(default_factory=list)
     model_comparison: list[dict] = field(default_factory=list)  # champion vs challenger, newest pairing first
+    retrains: list[dict] = field(default_factory=list)  # the newest retrains drift set off, newest first
 
 
 async def read_aggregates(conn: AsyncConnection) -> Aggregates:
@@ -116,6 +124,7 @@ async def read_aggregates(conn: AsyncConnection) -> Aggregates:
         drift_signals=await _rows(conn, DRIFT_SIGNALS_SQL),
         dead_letter_counts=await _rows(conn, DEAD_LETTER_COUNTS_SQL),
         model_comparison=await _rows(conn, COMPARISON_SQL),
+        retrains=await _rows(conn, RETRAINS_SQL, n=LATEST_RETRAINS),
     )
 
 

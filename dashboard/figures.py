@@ -110,6 +110,39 @@ def drift_html(signals: list[dict]) -> str:
     )
 
 
+def retrains_html(retrains: list[dict]) -> str:
+    """The newest retrain drift set off, in a sentence: what set it off and what came of it."""
+    if not retrains:
+        return (
+            "<p>No retrain set off by drift yet (the retrainer runs with <code>RENTALSTREAM_RETRAIN=challenger</code>;"
+            " <code>rentalstream retrains</code> lists them too).</p>"
+        )
+    latest = retrains[0]
+    status = latest["status"]
+    said = (
+        f"Latest retrain, set off {latest['started_at']:%Y-%m-%d %H:%M:%S} UTC by "
+        f"{escape(latest['signal'])} ({escape(latest['reason'])}): <b id='retrain-status'>{escape(status)}</b>"
+    )
+    if status == "registered":
+        said += (
+            f" <b id='retrain-version'>v{escape(str(latest['model_version']))}</b> as the challenger"
+            f" (CV MAE {latest['cv_mae']:.2f} € on {latest['recent_rows']:,} recent and"
+            f" {latest['reference_rows']:,} reference rows); <code>rentalstream promote"
+            f" {escape(str(latest['model_version']))} --if-better</code> promotes it once live traffic says it is better"
+        )
+    elif latest["detail"]:
+        said += f": {escape(latest['detail'])}"
+    return f"<p>{said}.</p>"
+
+
+def training_rows(retrain: dict) -> str:
+    """What a retrain learned from, once it knows: a column of counts that may be empty
+    would show as floats ("560.0")."""
+    if retrain["recent_rows"] is None:
+        return ""
+    return f"{retrain['recent_rows']:,} recent + {retrain['reference_rows']:,} reference"
+
+
 def dead_letter_html(counts: list[dict]) -> str:
     total = sum(row["dead_letters"] for row in counts)
     detail = escape(", ".join(f"{row['consumer']} on {row['topic']}: {row['dead_letters']:,}" for row in counts))

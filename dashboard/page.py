@@ -23,7 +23,9 @@ from dashboard.figures import (
     importance_html,
     live_html,
     min_gap_html,
+    retrains_html,
     scopes_html,
+    training_rows,
 )
 from dashboard.metrics import DashboardMetrics
 from dashboard.model_importance import ModelImportance
@@ -131,6 +133,11 @@ class DashboardPage:
         self.alerts = _table(
             "alerts", ["signal", "state", "before_mean", "after_mean", "reference_mean", "triggered_by", "detected_at"]
         )
+        self.retrain_figures = _html()
+        self.retrains = _table(
+            "retrains",
+            ["started_at", "signal", "reason", "status", "training_rows", "model_version", "cv_mae"],
+        )
         self.dead_letter_figures = _html()
         self.dead_letters = _table(
             "dead-letters", ["consumer", "topic", "partition", "offset", "reason", "size_bytes", "received_at"]
@@ -219,6 +226,9 @@ class DashboardPage:
                         _titled("Latest alerts", self.alerts),
                         sizing_mode="stretch_width",
                     ),
+                    pn.pane.Markdown("#### Retrains set off by drift, newest first"),
+                    self.retrain_figures,
+                    _with_download("retrains", self.retrains),
                     sizing_mode="stretch_width",
                 ),
             ),
@@ -294,6 +304,10 @@ class DashboardPage:
         self.challenge_block.visible = bool(aggregates.model_comparison)
         self.signals.value = _frame(aggregates.drift_signals, self.signals)
         self.drift_figures.object = drift_html(aggregates.drift_signals)
+        self.retrains.value = _frame(
+            [{**r, "training_rows": training_rows(r)} for r in aggregates.retrains], self.retrains
+        )
+        self.retrain_figures.object = retrains_html(aggregates.retrains)
         self.dead_letter_figures.object = dead_letter_html(aggregates.dead_letter_counts)
 
     def _show_min_gap(self, *_events) -> None:

@@ -590,7 +590,7 @@ def retrains(ctx: typer.Context, last: int = typer.Option(20, min=1, help="How m
 @app.command()
 def dashboard(ctx: typer.Context) -> None:
     """Serve the Panel live dashboard until SIGTERM/SIGINT: live rates and latency, delays,
-    the minimum-gap simulator, prices (with a form that asks the bridge), drift, dead letters.
+    the minimum-gap simulator, prices (with a form that asks the bridge), drift and retrains, dead letters.
 
     Open http://RENTALSTREAM_DASHBOARD_HOST:PORT/ (127.0.0.1:8093 by default); it also
     serves /health, /ready and /metrics."""

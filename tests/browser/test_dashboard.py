@@ -241,6 +241,7 @@ def test_dashboard_fills_up_during_a_replay_and_answers_the_min_gap_question(
             check_live_and_delays(page, expected)
             check_min_gap(page, expected)
             check_drift_and_dead_letters(page, expected)
+            check_retrains(page, clean_database)
             check_drift_report_download(browser, page, clean_database, tmp_path)
             check_conflicts_table(page, expected, tmp_path)
             check_price_form(page, mlflow_registry)
@@ -351,6 +352,38 @@ def check_drift_and_dead_letters(page: Page, expected: dict) -> None:
     expect(table.locator(".tabulator-row")).to_have_count(len(expected["dead_letters"]))
     for _, _, reason in expected["dead_letters"]:
         expect(table).to_contain_text(reason)
+
+
+def check_retrains(page: Page, database_url: str) -> None:
+    """The Drift tab says no retrain was set off yet; once the retrainer has written two
+    (as its own role: one that registered v2 two hours ago, one running now), it shows
+    the newest in a sentence and both in its table, newest first, without a reload (the
+    dashboard re-reads its aggregates every 15 s when idle)."""
+    open_tab(page, "Drift")
+    expect(page.get_by_text("No retrain set off by drift yet")).to_be_visible()
+    engine = create_engine(normalised_database_url(as_role(database_url, roles.RETRAINER)))
+    with engine.begin() as conn:
+        conn.execute(
+            text("""
+                INSERT INTO retrains (alert_id, signal, reason, status, started_at, finished_at, reference_rows,
+                                      recent_rows, recent_share, model_version, run_id, cv_mae, cv_rmse)
+                VALUES ('prices/absolute_error@1', 'prices/absolute_error', 'error', 'registered',
+                        now() - interval '2 hours', now() - interval '118 minutes', 4840, 560, 0.7, '2', 'run-2',
+                        9.8149, 15.2),
+                       ('rentals/engine_power@7', 'rentals/engine_power', 'sustained drift', 'running', now(),
+                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+            """)
+        )
+    engine.dispose()
+    expect(figure(page, "retrain-status")).to_have_text("running", timeout=60_000)
+    expect(page.get_by_text("by rentals/engine_power (sustained drift)")).to_be_visible()
+    rows = page.locator(".retrains-table .tabulator-row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator('[tabulator-field="status"]')).to_have_text("running")
+    expect(rows.nth(1).locator('[tabulator-field="status"]')).to_have_text("registered")
+    expect(rows.nth(1).locator('[tabulator-field="model_version"]')).to_have_text("2")
+    expect(rows.nth(1).locator('[tabulator-field="training_rows"]')).to_have_text("560 recent + 4,840 reference")
+    expect(rows.nth(1).locator('[tabulator-field="cv_mae"]')).to_have_text("9.81")
 
 
 def check_drift_report_download(browser, page: Page, database_url: str, tmp_path: Path) -> None:
