@@ -9,7 +9,7 @@ from datetime import timedelta
 import mlflow
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from runtime.settings import Settings, normalised_database_url
@@ -218,6 +218,40 @@ def test_no_retrain_starts_while_one_is_in_flight_and_only_one_can_be_running(cl
         with admin(clean_database).connect() as conn:
             statuses = dict(conn.execute(select(tables.retrains.c.alert_id, tables.retrains.c.status)).all())
         assert statuses == {"earlier": "abandoned", MAE_ALERT: "running"}
+    finally:
+        retrainer.engine.dispose()
+
+
+def test_a_drift_of_the_cars_sets_off_a_retrain_once_it_has_lasted_and_only_while_its_signal_still_drifts(
+    clean_database, monkeypatch
+):
+    """The sustained-drift rule on the rows the monitor stores, read as the retrainer's
+    role reads them: a drift of what cars are asked about sets off nothing until it has
+    lasted ``sustain_seconds`` (300 by default); one whose signal is stable again and a
+    drift of the checkout delays never do, however long ago they were raised."""
+    now = utc_now()
+    store_alert(clean_database, "rentals/delay.connect@rentals/0/10", "rentals/delay.connect", now - timedelta(hours=1))
+    store_alert(clean_database, "rentals/engine_power@rentals/1/20", "rentals/engine_power", now - timedelta(hours=1))
+    with admin(clean_database).begin() as conn:  # the monitor's next alert on it said stable
+        conn.execute(
+            update(tables.drift_signals)
+            .where(tables.drift_signals.c.signal == "rentals/engine_power")
+            .values(state="stable", last_alert_id="rentals/engine_power@rentals/1/400")
+        )
+    mileage = "rentals/mileage@rentals/2/30"
+    store_alert(clean_database, mileage, "rentals/mileage", now)
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", as_role(clean_database, "rentalstream_retrainer"))
+    settings = Settings(_env_file=None)
+    retrainer = Retrainer(settings, RetrainerMetrics())
+    sustain = timedelta(seconds=settings.retrainer.sustain_seconds)
+    try:
+        assert retrainer.claim(now + sustain - timedelta(seconds=1)) is None  # not lasted long enough yet
+        claimed = retrainer.claim(now + sustain)
+        assert claimed is not None and (claimed.alert.alert_id, claimed.reason) == (mileage, "sustained drift")
+        row = retrainer.row(mileage)
+        assert (row["signal"], row["reason"], row["status"]) == ("rentals/mileage", "sustained drift", "running")
+        with admin(clean_database).connect() as conn:
+            assert conn.execute(select(tables.retrains.c.alert_id)).scalars().all() == [mileage]
     finally:
         retrainer.engine.dispose()
 
