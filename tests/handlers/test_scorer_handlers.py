@@ -150,7 +150,7 @@ def test_a_batch_fetched_before_a_rebalance_began_is_left_unscored_and_the_next_
 
     async def publish(broker, scorer):
         watch = scorer.rebalances[RENTALS.name]
-        await watch.on_partitions_revoked(set())  # and the scorer's listener lets nothing in hand be
+        await watch.on_partitions_revoked(set())  # counted; the scorer's listener finds no batch in hand
         await broker.publish_batch(rental(1), topic=RENTALS.name)
         stored.append(len(query(clean_database, "SELECT rental_id FROM rentals")))
         watch.batch_fetched()  # what the subscriber does when getmany returns a batch
