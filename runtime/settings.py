@@ -245,7 +245,14 @@ class RetrainerSettings(BaseModel):
         3600,
         ge=0,
         description="After a retrain registers a challenger, how long no other may start (the challenger is weighed "
-        "on live traffic meanwhile); an alert raised then sets one off when it ends, if still drifting.",
+        "on live traffic meanwhile), unless it has been weighed sooner (weighed_prices); an alert raised then sets "
+        "one off when it ends, if still drifting.",
+    )
+    weighed_prices: int = Field(
+        30,
+        ge=1,
+        description="A registered challenger that has priced this many requests whose true price came back has been "
+        "weighed: the cooldown ends early. 30 is the fewest paired true prices `promote --if-better` decides on.",
     )
     window: int = Field(5000, ge=1, description="The newest labelled price requests a retrain learns from.")
     recent_share: float = Field(

@@ -14,9 +14,11 @@ An alert sets off a retrain when all of these hold:
 - it came **after the start of the last retrain**: the alerts a retrain answered, and
   those it was already training on, never start another;
 - **no retrain is in flight**, and the last one that registered a challenger finished
-  at least ``cooldown`` ago: its challenger gets that long to be weighed on live traffic
-  before another can replace it. An alert raised meanwhile is not lost: it sets off a
-  retrain when the cooldown ends, if its signal is still drifting.
+  at least ``cooldown`` ago, or its challenger has already been **weighed** (it priced
+  enough requests whose true price came back for ``promote --if-better`` to decide):
+  the challenger gets that long, at most, to be weighed on live traffic before another
+  can replace it. An alert raised meanwhile is not lost: it sets off a retrain when the
+  cooldown ends, if its signal is still drifting.
 
 Of several, the earliest goes first; one retrain answers every alert before its start.
 """
@@ -65,10 +67,13 @@ def first_due(
     in_flight: bool,
     last_registered: datetime | None = None,
     cooldown: timedelta = timedelta(0),
+    weighed: bool = False,
 ) -> Due | None:
     """The alert that sets off a retrain now, if any (the rules above); ``last_registered``:
-    when the last retrain that registered a challenger finished."""
-    if in_flight or (last_registered is not None and now - last_registered < cooldown):
+    when the last retrain that registered a challenger finished; ``weighed``: whether its
+    challenger has been weighed on live traffic already."""
+    cooling = last_registered is not None and now - last_registered < cooldown and not weighed
+    if in_flight or cooling:
         return None
     for alert in sorted(alerts, key=lambda a: a.detected_at):
         if alert.state != "drifting" or not concerns_prices(alert.signal):

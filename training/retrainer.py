@@ -137,17 +137,23 @@ class Retrainer:
             )
             in_flight = conn.execute(select(func.count()).where(r.c.status == "running")).scalar_one() > 0
             last_start = conn.execute(select(func.max(r.c.started_at))).scalar_one()
-            last_registered = conn.execute(
-                select(func.max(r.c.finished_at)).where(r.c.status == "registered")
-            ).scalar_one()
+            registered = conn.execute(
+                select(r.c.finished_at, r.c.model_version)
+                .where(r.c.status == "registered")
+                .order_by(r.c.finished_at.desc().nulls_last())
+                .limit(1)
+            ).first()
+            cooldown = timedelta(seconds=conf.cooldown_seconds)
+            cooling = registered is not None and now - registered.finished_at < cooldown
             due = retrain_policy.first_due(
                 self._alerts(conn, last_start),
                 now=now,
                 sustain=timedelta(seconds=conf.sustain_seconds),
                 last_start=last_start,
                 in_flight=in_flight,
-                last_registered=last_registered,
-                cooldown=timedelta(seconds=conf.cooldown_seconds),
+                last_registered=registered.finished_at if registered is not None else None,
+                cooldown=cooldown,
+                weighed=cooling and self._weighed(conn, registered.model_version),
             )
         if due is None:
             return None
@@ -174,6 +180,23 @@ class Retrainer:
             return dict(
                 conn.execute(select(tables.retrains).where(tables.retrains.c.alert_id == alert_id)).mappings().one()
             )
+
+    def _weighed(self, conn, version: str) -> bool:
+        """Whether challenger ``version`` has priced ``weighed_prices`` requests whose true
+        price came back (asked only during a cooldown; the scan stops once it has them)."""
+        p = tables.prices
+        needed = self.settings.retrainer.weighed_prices
+        labelled = (
+            select(p.c.price_id)
+            .where(
+                p.c.challenger_model_version == version,
+                p.c.challenger_price_per_day.isnot(None),
+                p.c.listed_price_per_day.isnot(None),
+            )
+            .limit(needed)
+            .subquery()
+        )
+        return conn.execute(select(func.count()).select_from(labelled)).scalar_one() >= needed
 
     def _alerts(self, conn, since: datetime | None) -> list[Alert]:
         events, signals = tables.drift_events, tables.drift_signals

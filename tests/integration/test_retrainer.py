@@ -256,6 +256,62 @@ def test_a_drift_of_the_cars_sets_off_a_retrain_once_it_has_lasted_and_only_whil
         retrainer.engine.dispose()
 
 
+def test_a_challenger_weighed_on_enough_true_prices_ends_its_cooldown_early(clean_database, monkeypatch):
+    """After v2 was registered a minute ago, a new error alert waits out the cooldown,
+    unless v2 has already priced ``weighed_prices`` requests whose true price came back;
+    the prices it gave without a true price, and those of other versions, do not count."""
+    now = utc_now()
+    with admin(clean_database).begin() as conn:
+        conn.execute(
+            tables.retrains.insert(),
+            {
+                "alert_id": MAE_ALERT,
+                "signal": "prices/absolute_error",
+                "reason": "error",
+                "status": "registered",
+                "started_at": now - timedelta(minutes=5),
+                "finished_at": now - timedelta(minutes=1),
+                "model_version": "2",
+            },
+        )
+    store_alert(clean_database, "prices/absolute_error@prices/0/900", "prices/absolute_error", now)
+    monkeypatch.setenv("RENTALSTREAM_DATABASE_URL", as_role(clean_database, "rentalstream_retrainer"))
+    settings = Settings(_env_file=None)
+    needed = settings.retrainer.weighed_prices
+
+    def priced(first: int, count: int, *, challenger: str = "2", true_price: float | None = 120.0) -> None:
+        rows = [
+            {
+                "price_id": f"request-{i}",
+                "request_id": f"request-{i}",
+                "price_per_day": 110.0,
+                "listed_price_per_day": true_price,
+                "challenger_model_version": challenger,
+                "challenger_price_per_day": 118.0,
+                "unknown_fields": [],
+                "model_name": "rentalstream-price",
+                "model_version": "1",
+                "event_time": now,
+                "scored_at": now,
+            }
+            for i in range(first, first + count)
+        ]
+        with admin(clean_database).begin() as conn:
+            conn.execute(tables.prices.insert(), rows)
+
+    priced(0, needed - 1)
+    priced(1000, 50, true_price=None)  # no true price came back
+    priced(2000, 50, challenger="3")  # another challenger's
+    retrainer = Retrainer(settings, RetrainerMetrics())
+    try:
+        assert retrainer.claim(utc_now()) is None  # one true price short: still cooling down
+        priced(needed - 1, 1)
+        claimed = retrainer.claim(utc_now())
+        assert claimed is not None and claimed.alert.alert_id == "prices/absolute_error@prices/0/900"
+    finally:
+        retrainer.engine.dispose()
+
+
 def test_an_alert_with_too_few_labelled_requests_is_answered_without_a_retrain(
     clean_database, pricing_csv, data_dir, tmp_path, monkeypatch
 ):

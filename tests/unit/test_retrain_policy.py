@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from answers.promotion_evidence import MIN_PAIRS
 from runtime.settings import RetrainerSettings
 from schemas.features import FEATURES
 from training.features import TARGET
@@ -110,3 +111,22 @@ def test_a_registered_challenger_is_left_to_be_weighed_for_the_cooldown_and_a_la
     assert after is not None and after.alert == later  # not lost: due once the cooldown ends
     # A retrain that registered nothing (skipped, failed) leaves no cooldown.
     assert first_due([later], now=NOW, sustain=SUSTAIN, last_registered=None, **rules) is not None
+    # A challenger already weighed on live traffic ends its cooldown early.
+    weighed = first_due([later], now=NOW, sustain=SUSTAIN, last_registered=finished, weighed=True, **rules)
+    assert weighed is not None and weighed.alert == later
+    assert (
+        first_due(
+            [later],
+            now=NOW,
+            sustain=SUSTAIN,
+            last_registered=finished,
+            weighed=True,
+            in_flight=True,
+            **{k: v for k, v in rules.items() if k != "in_flight"},
+        )
+        is None
+    )  # never beside one in flight
+
+
+def test_a_challenger_is_weighed_once_promote_if_better_can_decide_on_its_true_prices():
+    assert RetrainerSettings().weighed_prices == MIN_PAIRS
