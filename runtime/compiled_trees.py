@@ -2,9 +2,13 @@
 
 LightGBM walks the trees of every car in its generic interpreter: ~140 µs per car for
 the champion's 1,787 trees on one core here. lleaves compiles the same trees (LLVM) into
-one function: ~17 µs per car, with the same predictions (checked on load).
+one function: ~15 µs per car, with the same predictions (checked on load). The trees are
+compiled as functions of their own, not inlined into the forest (``INLINE_TREES``):
+inlined they priced 3.3 µs per car faster (12.1 against 15.4) but took 6x as long to
+compile, 121 s of a core against 19 s (``benchmarks/tree_compilation.py``;
+docs/decisions.md).
 
-Compiling takes ~30 s of one core, so it happens once per model version and machine:
+Compiling takes ~20 s of one core, so it happens once per model version and machine:
 - at registration (``training.train``): the object is logged with the version as
   ``compiled-trees/<platform_tag()>/<digest>.o``; on the same platform the scorer's
   registry process fetches it into the cache with the model and checks it against the
@@ -54,6 +58,7 @@ class CompileFailed(RuntimeError):
     pass
 
 
+INLINE_TREES = False  # lleaves' finline: see the module's docstring
 ENTRY_POINT = "forest_root"  # lleaves' name for the compiled forest: (rows, out, first, end) -> None
 _Entry = ctypes.CFUNCTYPE(
     None, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32
@@ -270,14 +275,19 @@ def die_with(parent: int) -> None:
         sys.exit("the process that asked for this compilation is gone")
 
 
-def main(text_path: str, object_path: str, parent: str) -> None:
-    """Compile ``text_path`` into ``object_path``, atomically (several scorers may race)."""
-    die_with(int(parent))
+def compile_object(text_path: str, object_path: str, *, inline: bool = INLINE_TREES) -> None:
+    """Compile the model text ``text_path`` into ``object_path``, atomically (several
+    scorers may race)."""
     import lleaves
 
     partial = Path(f"{object_path}.{os.getpid()}.partial")
-    lleaves.Model(model_file=text_path).compile(cache=str(partial))
+    lleaves.Model(model_file=text_path).compile(cache=str(partial), finline=inline)
     partial.replace(object_path)
+
+
+def main(text_path: str, object_path: str, parent: str) -> None:
+    die_with(int(parent))
+    compile_object(text_path, object_path)
 
 
 if __name__ == "__main__":
