@@ -71,14 +71,45 @@ mutation: $(VENV)/.installed
 compose-up: compose-secrets
 	docker compose up --build --detach
 
-# The database roles' passwords compose hands the services as secrets: random, written once
-# into ./secrets/ (not committed; the folder is the owner's only, the files readable by the
-# containers' user, which is not the host's).
-ROLE_SECRETS := $(addprefix secrets/rentalstream_,migrator scorer monitor retrainer reader)
-compose-secrets: $(ROLE_SECRETS)
-$(ROLE_SECRETS):
-	@mkdir -p secrets && chmod 700 secrets
+# What compose hands the services as secrets, written once into $(SECRETS)/ (not committed;
+# the folder is the owner's only, the files readable by the containers' user, which is not
+# the host's): a random password per database role and per Kafka login (docs/operations.md:
+# Compose), and, made with openssl, a CA of compose's own (its key never leaves the folder)
+# with the Kafka node's certificate for every name it is reached by: kafka on compose's
+# network, localhost and 127.0.0.1 from the host.
+SECRETS := secrets
+ROLE_SECRETS := $(addprefix $(SECRETS)/rentalstream_,migrator scorer monitor retrainer reader)
+KAFKA_LOGINS := $(addprefix $(SECRETS)/kafka_,admin producer scorer monitor bridge dashboard)
+KAFKA_TLS := $(addprefix $(SECRETS)/kafka_,ca.pem broker.pem)
+KAFKA_ADMIN := $(addprefix $(SECRETS)/kafka_,jaas.conf admin.properties)
+SCRAM_LOGIN := org.apache.kafka.common.security.scram.ScramLoginModule required username="admin"
+compose-secrets: $(ROLE_SECRETS) $(KAFKA_LOGINS) $(KAFKA_TLS) $(KAFKA_ADMIN)
+$(ROLE_SECRETS) $(KAFKA_LOGINS):
+	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
 	@$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32))" > $@ && chmod 644 $@
+	@echo "wrote $@"
+$(SECRETS)/kafka_ca.pem:
+	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
+	@openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=rentalstream compose CA" \
+		-keyout $(SECRETS)/kafka_ca.key -out $@ 2>/dev/null
+	@chmod 600 $(SECRETS)/kafka_ca.key && chmod 644 $@
+	@echo "wrote $@ (and its key, kafka_ca.key, which no container gets)"
+$(SECRETS)/kafka_broker.pem: $(SECRETS)/kafka_ca.pem
+	@printf '%s\n' "subjectAltName=DNS:kafka,DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+		"keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" > $@.ext
+	@openssl req -new -newkey rsa:2048 -nodes -subj "/CN=kafka" -keyout $@.key -out $@.csr 2>/dev/null
+	@openssl x509 -req -in $@.csr -CA $< -CAkey $(SECRETS)/kafka_ca.key -set_serial 0x$$(openssl rand -hex 16) \
+		-days 825 -extfile $@.ext -out $@.crt 2>/dev/null
+	@cat $@.key $@.crt > $@ && chmod 644 $@ && rm $@.ext $@.key $@.csr $@.crt
+	@echo "wrote $@ (the Kafka node's key and certificate, CN=kafka)"
+# The admin's login: the node's own (inter-broker, JAAS), and its healthcheck's.
+$(SECRETS)/kafka_jaas.conf: $(SECRETS)/kafka_admin
+	@printf 'KafkaServer {\n  %s password="%s";\n};\n' '$(SCRAM_LOGIN)' "$$(cat $<)" > $@ && chmod 644 $@
+	@echo "wrote $@"
+$(SECRETS)/kafka_admin.properties: $(SECRETS)/kafka_admin
+	@printf 'security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=%s password="%s";\n' \
+		'$(SCRAM_LOGIN)' "$$(cat $<)" > $@
+	@printf 'ssl.truststore.type=PEM\nssl.truststore.location=/run/secrets/kafka_ca.pem\n' >> $@ && chmod 644 $@
 	@echo "wrote $@"
 
 compose-down:

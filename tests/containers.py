@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.compose import ADDRESS, SERVICES, kafka_image_environment, with_defaults
+from tests.compose import ADDRESS, SERVICES, kafka_image_environment, with_defaults, without_security
 
 LOOPBACK = "127.0.0.1"
 
@@ -44,9 +44,11 @@ def kafka_spec(host_port: int) -> ContainerSpec:
 
     The container is named ``kafka`` as on compose's network, so compose's controller
     quorum (``1@kafka:9093``) and internal listener resolve inside it unchanged. Only
-    the listener the host reaches is advertised where this machine reaches it."""
+    the listener the host reaches is advertised where this machine reaches it, and
+    every listener speaks plaintext, as the embedded broker the suite is written for
+    (``without_security``)."""
     compose_ports = published_ports("kafka")
-    env = kafka_image_environment(SERVICES["kafka"]["environment"])
+    env = without_security(kafka_image_environment(SERVICES["kafka"]["environment"]))
     env["KAFKA_ADVERTISED_LISTENERS"] = ADDRESS.sub(
         lambda m: f"{m['scheme'] or ''}{LOOPBACK}:{host_port}" if int(m["port"]) in compose_ports.values() else m[0],
         env["KAFKA_ADVERTISED_LISTENERS"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
@@ -204,18 +206,26 @@ def expected_prices(model, cars: list[dict]) -> list[float]:
     return [round(float(p), 2) for p in reference_prices(model, pd.DataFrame(full))]
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 60, isolation_level: str = "read_committed") -> list:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    timeout: float = 60,
+    isolation_level: str = "read_committed",
+    security: dict | None = None,
+) -> list:
     """Every record on ``topic`` from the beginning of each partition to its end now, as
-    a ``read_committed`` reader sees them (unless told otherwise)."""
+    a ``read_committed`` reader sees them (unless told otherwise), logged in with
+    ``security`` (aiokafka's options) on a secured cluster."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         isolation_level=isolation_level,
         auto_offset_reset="earliest",  # a seek_to_beginning can lose the race with a default reset to the end
+        **(security or {}),
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic, security)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         records: list = []
@@ -238,9 +248,9 @@ def metric_samples(url: str, name: str) -> dict[tuple[tuple[str, str], ...], flo
     }
 
 
-async def partition_counts(bootstrap: str) -> dict[str, int]:
+async def partition_counts(bootstrap: str, security: dict | None = None) -> dict[str, int]:
     """Each catalogue topic's partition count, as the broker describes it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in CATALOGUE])}
@@ -255,5 +265,44 @@ async def log_end(bootstrap: str, topic: str) -> int:
     try:
         partitions = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
         return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+# -- on a secured cluster: what a login may and may not do ---------------------------
+
+
+async def refused_at_connect(**options) -> None:
+    producer = AIOKafkaProducer(request_timeout_ms=5000, **options)
+    with pytest.raises(KafkaConnectionError):
+        async with asyncio.timeout(60):
+            await producer.start()
+    await producer.stop()
+
+
+async def connects(**options) -> None:
+    producer = AIOKafkaProducer(request_timeout_ms=5000, **options)
+    await producer.start()
+    await producer.stop()
+
+
+async def refused_to_write(topic: str, **options) -> None:
+    producer = AIOKafkaProducer(**options)
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait(topic, b"{}")
+    finally:
+        await producer.stop()
+
+
+async def refused_to_read(topic: str, **options) -> None:
+    consumer = AIOKafkaConsumer(topic, group_id=None, **options)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):  # at start (its metadata), or at the first fetch
+            async with asyncio.timeout(30):
+                await consumer.start()
+                while True:
+                    await consumer.getmany(timeout_ms=500)
     finally:
         await consumer.stop()

@@ -1,17 +1,24 @@
 """compose.yaml's Kafka, MLflow server and one-shot init job, run as processes on this
 machine (no Docker engine answers here, so no container runs):
 
-- Kafka configured from compose's `kafka` environment by Kafka's own docker wrapper, as
-  the apache/kafka image does, with only its addresses and log folder moved here;
+- the secrets `make compose-secrets` writes (passwords, a CA, the node's certificate);
+- Kafka's log formatted with the SCRAM logins by compose's `kafka-logins` job, then the
+  node configured from compose's `kafka` environment by Kafka's own docker wrapper, as
+  the apache/kafka image does, with only its addresses, log folder and secrets' folder
+  moved here: TLS only, SCRAM logins, ACLs; its healthcheck logs in, a client without a
+  login, with a wrong password or trusting another CA does not, and each service's
+  principal logs in with its own secret;
 - the MLflow server with compose's own command line, but for its address, database host
   and artifact folder;
 - `rentalstream init` three times against them and a fresh PostgreSQL; then a scorer
   and its healthcheck (`rentalstream probe scorer`) on what init prepared, and a short
-  replay it scores, its prices read back as a read_committed consumer reads them."""
+  replay it scores, its prices read back as a read_committed consumer reads them.
+  Each runs with compose's Kafka login: init as the admin (it grants the services' ACLs),
+  the scorer as rentalstream-scorer, the replay as the tools' rentalstream-producer, the
+  reader as rentalstream-dashboard; the scorer's principal may not write `drift`."""
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -24,13 +31,23 @@ from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from rentalstream import embedded, processes
+from rentalstream import embedded, kafka_acls, processes
 from runtime.registry_process import RegistryProcess
 from runtime.settings import normalised_database_url
 from schemas.tables import metadata
-from schemas.topics import CATALOGUE
-from tests.compose import COMPOSE, compose_kafka, with_defaults
-from tests.helpers import metric_samples, partition_counts, read_topic, service_process, wait_for
+from schemas.topics import CATALOGUE, DRIFT
+from tests.compose import COMPOSE, ComposeKafka, compose_kafka, with_defaults
+from tests.helpers import (
+    connects,
+    metric_samples,
+    partition_counts,
+    read_topic,
+    refused_at_connect,
+    refused_to_write,
+    service_process,
+    wait_for,
+)
+from tests.tls import authority
 
 pytestmark = pytest.mark.integration
 MODEL = "rentalstream-price"
@@ -90,9 +107,32 @@ async def aliases(tracking_uri: str, tmp_path: Path) -> tuple[str | None, str | 
         await registry.close()
 
 
+def make_compose_secrets(folder: Path) -> None:
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-s", "compose-secrets", f"SECRETS={folder}", f"PYTHON={sys.executable}"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def only_its_logins_get_in(kafka: ComposeKafka, other_ca: Path) -> None:
+    at = {"bootstrap_servers": kafka.bootstrap}
+    await refused_at_connect(**at)  # plaintext
+    await refused_at_connect(**at, **kafka.options("rentalstream-scorer", password="not-its-password"))
+    await refused_at_connect(**at, **kafka.options("rentalstream-scorer", ca_file=other_ca))
+    for user in ("admin", *map(kafka_acls.principal, kafka_acls.SERVICES)):  # what kafka-logins formatted
+        await connects(**at, **kafka.options(user))
+
+
 def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tmp_path, data_dir, kafka_runtime):
+    secrets_dir = tmp_path / "secrets"  # what `make compose-secrets` writes
+    make_compose_secrets(secrets_dir)
     resources = ExitStack()
-    bootstrap, kafka_properties = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka"))
+    kafka = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka", secrets_dir))
+    bootstrap, kafka_properties = kafka.bootstrap, kafka.properties
     postgres = embedded.start_postgres(tmp_path / "pgdata")
     port, artifacts = processes.free_port(), tmp_path / "mlflow-artifacts"
     engine = create_engine(normalised_database_url(postgres.url), isolation_level="AUTOCOMMIT")
@@ -116,6 +156,9 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
                 return False
 
         wait_for(healthy, 120, "the MLflow server", mlflow_server, tmp_path / "mlflow.log")
+        health = kafka.healthcheck()
+        assert health.returncode == 0, health.stdout + health.stderr
+        asyncio.run(only_its_logins_get_in(kafka, authority("another CA").write(tmp_path / "other-ca.pem")))
         # The services call it by its compose name; a name it was not told of is refused.
         search = f"{tracking_uri}/api/2.0/mlflow/registered-models/search"
         assert httpx.get(search, headers={"Host": "mlflow:5000"}).status_code == 200
@@ -126,21 +169,19 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RENTALSTREAM_")},
+            **kafka.login_of("init"),
             "RENTALSTREAM_HOME": str(tmp_path / "home"),
             "RENTALSTREAM_DATA_DIR": str(data_dir),
-            "RENTALSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "RENTALSTREAM_DATABASE_URL": postgres.url,
             "RENTALSTREAM_REGISTRY_TRACKING_URI": tracking_uri,
             "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions),
             "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
             "COLUMNS": "250",  # rich wraps its lines at the terminal's width
         }
-        secrets_dir = tmp_path / "secrets"  # what `make compose-secrets` writes
-        secrets_dir.mkdir()
-        for role in COMPOSE["secrets"]:
-            (secrets_dir / role).write_text(secrets.token_urlsafe(32) + "\n")
         first = run_init(env, secrets_dir)
-        assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        admin = kafka.options("admin")
+        assert asyncio.run(partition_counts(bootstrap, admin)) == {t.name: partitions for t in CATALOGUE}
+        assert all(f"Kafka ACLs of {kafka_acls.principal(service)}" in first for service in kafka_acls.SERVICES)
         assert set(metadata.tables) <= set(inspect(engine).get_table_names())
         client = MlflowClient(tracking_uri)
         champion = client.get_model_version_by_alias(MODEL, "champion")
@@ -157,7 +198,8 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
                     text("SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE 'rentalstream_%'")
                 ).all()
             )
-        assert set(logins) == set(COMPOSE["secrets"]) and all(p.startswith("SCRAM-SHA-256$") for p in logins.values())
+        roles = {name for name in COMPOSE["secrets"] if name.startswith("rentalstream_")}
+        assert set(logins) == roles and all(p.startswith("SCRAM-SHA-256$") for p in logins.values())
 
         second = run_init(env, secrets_dir)
         assert "not training" in second and "none (all present)" in second
@@ -166,11 +208,13 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         # would move keys), and init says what that limits.
         third = run_init({**env, "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions * 2)}, secrets_dir)
         assert f"existed with fewer than RENTALSTREAM_KAFKA_TOPIC_PARTITIONS={partitions * 2}" in third
-        assert asyncio.run(partition_counts(bootstrap)) == {t.name: partitions for t in CATALOGUE}
+        assert asyncio.run(partition_counts(bootstrap, admin)) == {t.name: partitions for t in CATALOGUE}
 
         assert probe(env) == 1  # no scorer yet
-        # The scorer logs in as compose says: its role, with its secret's password.
-        scorer_env = {**env, **compose_database_login("scorer", postgres.url, secrets_dir)}
+        # The scorer logs in as compose says: its role, with its secret's password, and its Kafka principal.
+        scorer_env = {**env, **compose_database_login("scorer", postgres.url, secrets_dir), **kafka.login_of("scorer")}
+        scorer_login = kafka.options("rentalstream-scorer")
+        asyncio.run(refused_to_write(DRIFT.name, bootstrap_servers=bootstrap, **scorer_login))  # the monitor's topic
         with service_process("scorer", scorer_env, tmp_path / "scorer.log") as scorer:
             wait_for(
                 lambda: probe(env) == 0, 180, "`rentalstream probe scorer` to pass", scorer, tmp_path / "scorer.log"
@@ -183,7 +227,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
             # A short replay through compose's Kafka: stored, and published once in committed transactions.
             replay = subprocess.run(
                 [sys.executable, "-m", "rentalstream.cli", "replay", "--limit", str(REPLAYED)],
-                env=env,
+                env={**env, **kafka.login_of("tools")},
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -200,7 +244,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         prices: list = []
 
         def all_prices_published() -> bool:
-            prices[:] = asyncio.run(read_topic(bootstrap, "prices"))
+            prices[:] = asyncio.run(read_topic(bootstrap, "prices", security=kafka.options("rentalstream-dashboard")))
             return len(prices) >= REPLAYED
 
         wait_for(all_prices_published, 60, f"{REPLAYED} prices on the topic for a read_committed reader")

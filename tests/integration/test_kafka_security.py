@@ -33,8 +33,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.errors import ClusterAuthorizationFailedError
 from sqlalchemy import create_engine, text
 
 from dashboard.feed import LiveFeed
@@ -50,7 +49,7 @@ from runtime.settings import KafkaSettings, Settings, normalised_database_url
 from schemas.predict import EXAMPLE_CAR
 from schemas.topics import DRIFT, PRICES, RENTALS
 from tests.conftest import BRIDGE_API_KEY, as_role
-from tests.helpers import service_process
+from tests.helpers import connects, refused_at_connect, refused_to_read, refused_to_write, service_process
 from tests.tls import authority, server_certificate
 
 pytestmark = pytest.mark.integration
@@ -126,42 +125,6 @@ def secured_kafka(tmp_path, kafka_runtime) -> Iterator[SecuredKafka]:
 def kafka_bootstrap(secured_kafka: SecuredKafka) -> str:
     """The services of this test (``scorer_env``) reach the secured broker."""
     return secured_kafka.bootstrap
-
-
-async def refused_at_connect(**options) -> None:
-    producer = AIOKafkaProducer(request_timeout_ms=5000, **options)
-    with pytest.raises(KafkaConnectionError):
-        async with asyncio.timeout(60):
-            await producer.start()
-    await producer.stop()
-
-
-async def connects(**options) -> None:
-    producer = AIOKafkaProducer(request_timeout_ms=5000, **options)
-    await producer.start()
-    await producer.stop()
-
-
-async def refused_to_write(topic: str, **options) -> None:
-    producer = AIOKafkaProducer(**options)
-    await producer.start()
-    try:
-        with pytest.raises(TopicAuthorizationFailedError):
-            await producer.send_and_wait(topic, b"{}")
-    finally:
-        await producer.stop()
-
-
-async def refused_to_read(topic: str, **options) -> None:
-    consumer = AIOKafkaConsumer(topic, group_id=None, **options)
-    try:
-        with pytest.raises(TopicAuthorizationFailedError):  # at start (its metadata), or at the first fetch
-            async with asyncio.timeout(30):
-                await consumer.start()
-                while True:
-                    await consumer.getmany(timeout_ms=500)
-    finally:
-        await consumer.stop()
 
 
 async def replay_watched_by_the_dashboard(kafka: SecuredKafka, database_url: str, events) -> LiveFeed:

@@ -17,7 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from rentalstream import kafka_acls
 from rentalstream.services import BY_NAME
 from runtime.postgres import roles
 from runtime.settings import Settings, setting_variables
@@ -28,6 +31,7 @@ OURS = {name: service for name, service in SERVICES.items() if service["image"].
 
 
 SECRETS = "/run/secrets/"  # where compose mounts a service's secrets
+KAFKA_CLIENTS = {"init", "scorer", "monitor", "bridge", "dashboard", "tools"}  # the retrainer only reads Postgres
 
 
 def settings_of(service: str, monkeypatch, secrets: Path) -> Settings:
@@ -73,7 +77,7 @@ def test_our_containers_are_configured_only_through_existing_settings(monkeypatc
         environment = set(service.get("environment") or {})
         assert environment <= fields, f"{name}: not settings: {environment - fields}"
         settings = settings_of(name, monkeypatch, tmp_path)  # every value parses, every secret is read
-        assert settings.kafka.bootstrap and settings.registry.tracking_uri, name
+        assert bool(settings.kafka.bootstrap) == (name in KAFKA_CLIENTS) and settings.registry.tracking_uri, name
         assert (settings.database.url is None) == (name == "bridge"), f"{name}: only the bridge has no database"
 
 
@@ -95,8 +99,10 @@ def test_every_wait_is_on_a_healthcheck_or_a_finished_job_and_every_service_has_
             command = service["command"][1]
             assert command in BY_NAME
             assert service["healthcheck"]["test"] == ["CMD", "rentalstream", "probe", command], name
-    assert SERVICES["init"]["command"] == ["rentalstream", "init", "--role-passwords", SECRETS.rstrip("/")]
+    init = ["rentalstream", "init", "--kafka-acls", "--role-passwords", SECRETS.rstrip("/")]
+    assert SERVICES["init"]["command"] == init
     assert {"kafka", "postgres", "mlflow"} <= set(SERVICES["init"]["depends_on"])
+    assert SERVICES["kafka"]["depends_on"] == {"kafka-logins": {"condition": "service_completed_successfully"}}
 
 
 def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch, tmp_path):
@@ -138,28 +144,69 @@ def test_addresses_and_ports_agree_with_what_the_services_listen_on(monkeypatch,
 
 def test_each_service_logs_in_to_postgres_as_its_role_with_a_password_only_it_is_given(monkeypatch, tmp_path):
     postgres = {k: with_defaults(v) for k, v in SERVICES["postgres"]["environment"].items()}
-    assert set(COMPOSE["secrets"]) == set(roles.ROLES)
+    assert set(roles.ROLES) <= set(COMPOSE["secrets"])
     assert all(COMPOSE["secrets"][role] == {"file": f"./secrets/{role}"} for role in roles.ROLES)
     logins = {**roles.OF_SERVICE, "tools": roles.MIGRATOR}
     for name, role in logins.items():
         settings = settings_of(name, monkeypatch, tmp_path)
         database = urlsplit(settings.database.url)
         assert database.username == role and database.password is None, name  # no password in the URL ...
-        assert SERVICES[name]["secrets"] == [role], name  # ... but its own secret, and no other
+        assert database_secrets(name) == [role], name  # ... but its own secret, and no other
         assert settings.database.password.get_secret_value() == f"password-of-{role}", name
-    assert "secrets" not in SERVICES["bridge"] and "RENTALSTREAM_DATABASE_URL" not in SERVICES["bridge"]["environment"]
+    assert not database_secrets("bridge") and "RENTALSTREAM_DATABASE_URL" not in SERVICES["bridge"]["environment"]
     # The admin's login: PostgreSQL's own, MLflow's (its own database) and init's, which makes the roles.
     init = settings_of("init", monkeypatch, tmp_path)
     assert urlsplit(init.database.url).username == postgres["POSTGRES_USER"]
-    assert sorted(SERVICES["init"]["secrets"]) == sorted(roles.ROLES)
+    assert sorted(database_secrets("init")) == sorted(roles.ROLES)
     holding_admin = {name for name, service in SERVICES.items() if "RENTALSTREAM_POSTGRES_PASSWORD" in str(service)}
     assert holding_admin == {"postgres", "mlflow", "init"}
 
 
-def test_make_compose_secrets_writes_a_password_per_role_once_in_a_folder_of_the_owner_only(tmp_path):
-    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+def database_secrets(service: str) -> list[str]:
+    return [s for s in SERVICES[service].get("secrets", []) if s.startswith("rentalstream_")]
 
-    def make() -> dict[str, str]:
+
+def kafka_passwords(service: str) -> list[str]:
+    return [s for s in SERVICES[service].get("secrets", []) if s.startswith("kafka_") and "." not in s]
+
+
+def test_each_service_logs_in_to_kafka_as_its_principal_with_a_password_only_it_is_given(monkeypatch, tmp_path):
+    principals = {"init": "admin", "tools": kafka_acls.principal("producer")} | {
+        name: kafka_acls.principal(name) for name in ("scorer", "monitor", "bridge", "dashboard")
+    }
+    assert set(principals) == KAFKA_CLIENTS and set(principals.values()) - {"admin"} == {
+        kafka_acls.principal(service) for service in kafka_acls.SERVICES
+    }
+    for name, principal in principals.items():
+        kafka = settings_of(name, monkeypatch, tmp_path).kafka
+        assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512"), name
+        password = f"kafka_{principal.removeprefix('rentalstream-')}"
+        assert (kafka.sasl_username, kafka_passwords(name)) == (principal, [password]), name
+        assert kafka.sasl_password.get_secret_value() == f"password-of-{password}", name
+        assert kafka.ca_file == tmp_path / "kafka_ca.pem", name
+    # The node's listeners all speak TLS, and ACLs bind every principal but the admin and the node.
+    node = {k: with_defaults(v) for k, v in SERVICES["kafka"]["environment"].items()}
+    assert set(dict(m.split(":") for m in node["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")).values()) == {
+        "SASL_SSL",
+        "SSL",
+    }
+    assert (
+        node["KAFKA_SUPER_USERS"] == "User:admin;User:CN=kafka"
+        and "StandardAuthorizer" in node["KAFKA_AUTHORIZER_CLASS_NAME"]
+    )
+    assert SERVICES["kafka-logins"]["environment"] == SERVICES["kafka"]["environment"]  # formats what the node runs
+    assert sorted(kafka_passwords("kafka-logins")) == sorted(
+        {f"kafka_{service}" for service in ("admin", *kafka_acls.SERVICES)}
+    )
+    assert not kafka_passwords("retrainer") and not kafka_passwords("mlflow")
+
+
+def test_make_compose_secrets_writes_passwords_and_a_ca_once_in_a_folder_of_the_owner_only(tmp_path):
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    folder = tmp_path / "secrets"
+    passwords = [name for name in COMPOSE["secrets"] if "." not in name]
+
+    def make() -> dict[str, bytes]:
         done = subprocess.run(
             ["make", "--no-print-directory", "compose-secrets", f"PYTHON={sys.executable}"],
             cwd=tmp_path,
@@ -168,13 +215,28 @@ def test_make_compose_secrets_writes_a_password_per_role_once_in_a_folder_of_the
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
-        return {role: (tmp_path / "secrets" / role).read_text().strip() for role in COMPOSE["secrets"]}
+        return {name: (folder / name).read_bytes() for name in COMPOSE["secrets"]}
 
     first = make()
-    assert len(set(first.values())) == len(roles.ROLES) and all(len(p) >= 40 for p in first.values())
-    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
-    assert {stat.S_IMODE((tmp_path / "secrets" / role).stat().st_mode) for role in first} == {0o644}
-    assert make() == first  # written once: a second run keeps the passwords the roles have
+    assert all(COMPOSE["secrets"][name] == {"file": f"./secrets/{name}"} for name in first)
+    assert len({first[name] for name in passwords}) == len(passwords) == len(roles.ROLES) + 1 + len(kafka_acls.SERVICES)
+    assert all(len(first[name].strip()) >= 40 for name in passwords)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE((folder / name).stat().st_mode) for name in first} == {0o644}
+    assert stat.S_IMODE((folder / "kafka_ca.key").stat().st_mode) == 0o600  # the CA's key, no container's
+    admin = first["kafka_admin"].decode().strip()
+    assert f'password="{admin}"' in first["kafka_jaas.conf"].decode()
+    assert f'password="{admin}"' in first["kafka_admin.properties"].decode()
+    # The node's certificate: signed by the CA, for the names it is reached by, usable both ways (mutual TLS).
+    certificate = x509.load_pem_x509_certificate(first["kafka_broker.pem"])
+    ca = x509.load_pem_x509_certificate(first["kafka_ca.pem"])
+    certificate.verify_directly_issued_by(ca)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kafka", "localhost"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert certificate.subject.rfc4514_string() == "CN=kafka"
+    assert serialization.load_pem_private_key(first["kafka_broker.pem"], None).public_key() == certificate.public_key()
+    assert make() == first  # written once: a second run keeps the passwords the roles and logins have
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

@@ -14,9 +14,19 @@ def test_the_containers_run_composes_images():
 def test_kafka_keeps_composes_settings_and_advertises_the_published_port():
     spec = kafka_spec(40001)
     compose_env = {name: str(value) for name, value in SERVICES["kafka"]["environment"].items()}
-    changed = {name for name, value in compose_env.items() if spec.env[name] != value}
-    assert changed == {"KAFKA_ADVERTISED_LISTENERS"}
+    changed = {name for name, value in compose_env.items() if spec.env.get(name) != value}
+    dropped = {name for name in compose_env if name not in spec.env}
+    assert changed - dropped == {"KAFKA_ADVERTISED_LISTENERS", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"}
     assert spec.env["KAFKA_ADVERTISED_LISTENERS"] == "INTERNAL://kafka:9092,HOST://127.0.0.1:40001"
+    # The suite speaks plaintext to its broker, as to the embedded one: no TLS, logins or ACLs.
+    assert spec.env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT"
+    assert dropped == {
+        name
+        for name in compose_env
+        if name.startswith(("KAFKA_SASL_", "KAFKA_SSL_", "KAFKA_LISTENER_NAME_"))
+        or name in ("KAFKA_OPTS", "KAFKA_AUTHORIZER_CLASS_NAME", "KAFKA_SUPER_USERS")
+    }
+    assert "KAFKA_INTER_BROKER_LISTENER_NAME" in spec.env and "KAFKA_LOG_DIRS" in spec.env
     assert spec.ports == {9094: 40001}  # compose publishes the HOST listener, 9094
     assert spec.hostname == "kafka"  # compose's quorum, 1@kafka:9093, resolves inside
     assert kafka_bootstrap(spec) == "127.0.0.1:40001"
