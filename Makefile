@@ -75,33 +75,46 @@ compose-up: compose-secrets
 # the folder is the owner's only, the files readable by the containers' user, which is not
 # the host's): a random password per database role and per Kafka login (docs/operations.md:
 # Compose), and, made with openssl, a CA of compose's own (its key never leaves the folder)
-# with the Kafka node's certificate for every name it is reached by: kafka on compose's
-# network, localhost and 127.0.0.1 from the host.
+# that signs Kafka's and PostgreSQL's certificates, each for every name the server is
+# reached by: its name on compose's network, and localhost and 127.0.0.1 from the host.
 SECRETS := secrets
 ROLE_SECRETS := $(addprefix $(SECRETS)/rentalstream_,migrator scorer monitor retrainer reader)
 KAFKA_LOGINS := $(addprefix $(SECRETS)/kafka_,admin producer scorer monitor bridge dashboard)
-KAFKA_TLS := $(addprefix $(SECRETS)/kafka_,ca.pem broker.pem)
 KAFKA_ADMIN := $(addprefix $(SECRETS)/kafka_,jaas.conf admin.properties)
+CERTIFICATES := $(SECRETS)/ca.pem $(SECRETS)/kafka_broker.pem $(SECRETS)/postgres_server.crt
 SCRAM_LOGIN := org.apache.kafka.common.security.scram.ScramLoginModule required username="admin"
-compose-secrets: $(ROLE_SECRETS) $(KAFKA_LOGINS) $(KAFKA_TLS) $(KAFKA_ADMIN)
+compose-secrets: $(ROLE_SECRETS) $(KAFKA_LOGINS) $(KAFKA_ADMIN) $(CERTIFICATES)
 $(ROLE_SECRETS) $(KAFKA_LOGINS):
 	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
 	@$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32))" > $@ && chmod 644 $@
 	@echo "wrote $@"
-$(SECRETS)/kafka_ca.pem:
+$(SECRETS)/ca.pem:
 	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
 	@openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=rentalstream compose CA" \
-		-keyout $(SECRETS)/kafka_ca.key -out $@ 2>/dev/null
-	@chmod 600 $(SECRETS)/kafka_ca.key && chmod 644 $@
-	@echo "wrote $@ (and its key, kafka_ca.key, which no container gets)"
-$(SECRETS)/kafka_broker.pem: $(SECRETS)/kafka_ca.pem
-	@printf '%s\n' "subjectAltName=DNS:kafka,DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
-		"keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" > $@.ext
-	@openssl req -new -newkey rsa:2048 -nodes -subj "/CN=kafka" -keyout $@.key -out $@.csr 2>/dev/null
-	@openssl x509 -req -in $@.csr -CA $< -CAkey $(SECRETS)/kafka_ca.key -set_serial 0x$$(openssl rand -hex 16) \
-		-days 825 -extfile $@.ext -out $@.crt 2>/dev/null
-	@cat $@.key $@.crt > $@ && chmod 644 $@ && rm $@.ext $@.key $@.csr $@.crt
+		-keyout $(SECRETS)/ca.key -out $@ 2>/dev/null
+	@chmod 600 $(SECRETS)/ca.key && chmod 644 $@
+	@echo "wrote $@ (and its key, ca.key, which no container gets)"
+# $(call certificate,FILE,CN,NAMES): FILE.key and FILE.crt, signed by the CA for the
+# subjectAltName NAMES, usable by a server and, for mutual TLS, a client.
+define certificate
+	@printf '%s\n' "subjectAltName=$(3)" "basicConstraints=CA:FALSE" \
+		"keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" > $(1).ext
+	@openssl req -new -newkey rsa:2048 -nodes -subj "/CN=$(2)" -keyout $(1).key -out $(1).csr 2>/dev/null
+	@openssl x509 -req -in $(1).csr -CA $(SECRETS)/ca.pem -CAkey $(SECRETS)/ca.key -days 825 \
+		-set_serial 0x$$(openssl rand -hex 16) -extfile $(1).ext -out $(1).crt 2>/dev/null
+	@rm $(1).ext $(1).csr && chmod 644 $(1).key $(1).crt
+endef
+KAFKA_NAMES := DNS:kafka,DNS:localhost,IP:127.0.0.1
+POSTGRES_NAMES := DNS:postgres,DNS:localhost,IP:127.0.0.1
+# Kafka reads its key and certificate from one PEM file.
+$(SECRETS)/kafka_broker.pem: $(SECRETS)/ca.pem
+	$(call certificate,$(SECRETS)/kafka_broker,kafka,$(KAFKA_NAMES))
+	@cat $(SECRETS)/kafka_broker.key $(SECRETS)/kafka_broker.crt > $@ && chmod 644 $@
+	@rm $(SECRETS)/kafka_broker.key $(SECRETS)/kafka_broker.crt
 	@echo "wrote $@ (the Kafka node's key and certificate, CN=kafka)"
+$(SECRETS)/postgres_server.crt: $(SECRETS)/ca.pem
+	$(call certificate,$(SECRETS)/postgres_server,postgres,$(POSTGRES_NAMES))
+	@echo "wrote $@ and its key, postgres_server.key (CN=postgres)"
 # The admin's login: the node's own (inter-broker, JAAS), and its healthcheck's.
 $(SECRETS)/kafka_jaas.conf: $(SECRETS)/kafka_admin
 	@printf 'KafkaServer {\n  %s password="%s";\n};\n' '$(SCRAM_LOGIN)' "$$(cat $<)" > $@ && chmod 644 $@
@@ -109,7 +122,7 @@ $(SECRETS)/kafka_jaas.conf: $(SECRETS)/kafka_admin
 $(SECRETS)/kafka_admin.properties: $(SECRETS)/kafka_admin
 	@printf 'security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=%s password="%s";\n' \
 		'$(SCRAM_LOGIN)' "$$(cat $<)" > $@
-	@printf 'ssl.truststore.type=PEM\nssl.truststore.location=/run/secrets/kafka_ca.pem\n' >> $@ && chmod 644 $@
+	@printf 'ssl.truststore.type=PEM\nssl.truststore.location=/run/secrets/ca.pem\n' >> $@ && chmod 644 $@
 	@echo "wrote $@"
 
 compose-down:

@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,15 +74,19 @@ def without_security(env: dict[str, str]) -> dict[str, str]:
 SECRETS_MOUNT = "/run/secrets"
 
 
-def mount_secrets(service: str, secrets: Path) -> Path:
+def mount_secrets(service: str, secrets: Path, into: Path | None = None) -> Path:
     """What compose mounts at /run/secrets in ``service``: its own secrets of the folder
-    ``make compose-secrets`` wrote, and no other (linked into a folder of its own)."""
-    mounted = secrets / ".mounted" / service
+    ``make compose-secrets`` wrote, and no other, linked into a folder of its own; or,
+    for a server that runs as a user of its own, copied ``into`` a folder it can read."""
+    mounted = into or secrets / ".mounted" / service
     mounted.mkdir(parents=True, exist_ok=True)
     for name in SERVICES[service].get("secrets", []):
-        source = Path(COMPOSE["secrets"][name]["file"]).name
+        source = secrets / Path(COMPOSE["secrets"][name]["file"]).name
         (mounted / name).unlink(missing_ok=True)
-        (mounted / name).symlink_to(secrets / source)
+        if into:
+            shutil.copy(source, mounted / name)
+        else:
+            (mounted / name).symlink_to(source)
     return mounted
 
 
@@ -157,7 +162,7 @@ class ComposeKafka:
             security_protocol="SASL_SSL",
             sasl_username=user,
             sasl_password=password or secret.read_text().strip(),
-            ca_file=ca_file or self.secrets / "kafka_ca.pem",
+            ca_file=ca_file or self.secrets / "ca.pem",
         )
         return client_options(login)
 
@@ -288,3 +293,102 @@ def compose_kafka(runtime: KafkaRuntime, folder: Path, secrets: Path) -> Iterato
         yield ComposeKafka(bootstrap, properties, secrets, home, ports)
     finally:
         stop_pid(node.pid, timeout=30)
+
+
+# -- compose's PostgreSQL, as the postgres image runs it ---------------------------------
+
+# The entrypoint's copy of the server's key, where PostgreSQL's user alone may read it.
+INSTALL = re.compile(r"install -m (?P<mode>\d+) -o postgres -g postgres (?P<source>\S+) (?P<target>\S+)")
+
+
+@dataclass
+class ComposePostgres:
+    """compose's PostgreSQL on this machine, and what moves compose's URLs here."""
+
+    port: int
+    secrets: Path
+
+    def moved(self, url: str, service: str) -> str:
+        """A URL of compose's for ``service``: postgres:5432 as this machine reaches it,
+        its CA file where that service's secrets are."""
+        url = with_defaults(url).replace("@postgres:5432/", f"@127.0.0.1:{self.port}/")
+        return url.replace(SECRETS_MOUNT, str(mount_secrets(service, self.secrets)))
+
+    def url_of(self, service: str) -> str:
+        return self.moved(SERVICES[service]["environment"]["RENTALSTREAM_DATABASE_URL"], service)
+
+
+@contextmanager
+def compose_postgres(folder: Path, secrets: Path) -> Iterator[ComposePostgres]:
+    """compose's ``postgres`` service, with the secrets ``make compose-secrets`` wrote in
+    ``secrets``: Debian's build of the server (the embedded one has no TLS), its data
+    folder made as the image's entrypoint makes it on a first start (``initdb`` with
+    POSTGRES_USER and POSTGRES_PASSWORD, then POSTGRES_DB and the scripts of
+    /docker-entrypoint-initdb.d), its key copied as compose's entrypoint copies it, then
+    started with compose's command line: its secrets, its key and its configs moved here,
+    listening on 127.0.0.1 and a free port. Stopped by its pid on the way out."""
+    from tests.debian_postgres import as_server_user, server_programs
+
+    service = SERVICES["postgres"]
+    env = {name: with_defaults(value) for name, value in service["environment"].items()}
+    bin_dir, pgdata = server_programs(), folder / "data"
+    pgdata.mkdir(parents=True, mode=0o700)
+    user = as_server_user(pgdata)
+    password = folder / "password"
+    password.write_text(env["POSTGRES_PASSWORD"] + "\n")
+    as_server_user(folder)
+    subprocess.run(
+        [bin_dir / "initdb", "-D", pgdata, f"--username={env['POSTGRES_USER']}", f"--pwfile={password}"],
+        check=True,
+        capture_output=True,
+        user=user,
+    )
+    password.unlink()
+    # The image's paths, as this machine has them: its secrets, its home, its configs.
+    paths = {
+        SECRETS_MOUNT: mount_secrets("postgres", secrets, into=folder / "run-secrets"),
+        "/var/lib/postgresql": folder,
+    }
+    configs = {}
+    for config in service["configs"]:
+        configs[config["target"]] = folder / "configs" / Path(config["target"]).name
+        configs[config["target"]].parent.mkdir(exist_ok=True)
+        configs[config["target"]].write_text(COMPOSE["configs"][config["source"]]["content"])
+
+    def here(value: str) -> str:
+        for image_path, local in {**configs, **paths}.items():
+            value = value.replace(image_path, str(local))
+        return value
+
+    (install,) = INSTALL.finditer(" ".join(service["entrypoint"]))
+    key = Path(here(install["target"]))
+    shutil.copy(here(install["source"]), key)
+    key.chmod(int(install["mode"], 8))
+    as_server_user(key.parent)
+    port = free_port()
+    program, *arguments = service["command"]
+    assert program == "postgres"
+    command = [bin_dir / "postgres", "-D", pgdata, *map(here, arguments)]
+    command += ["-c", "listen_addresses=127.0.0.1", "-p", str(port), "-c", "unix_socket_directories="]
+    with (folder / "server.log").open("ab") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, user=user, start_new_session=True)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60, process=server)
+        postgres = ComposePostgres(port, secrets)
+        _first_start(postgres, env, [configs[c["target"]] for c in service["configs"] if "initdb.d" in c["target"]])
+        yield postgres
+    finally:
+        server.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+        stop_pid(server.pid, timeout=30)
+
+
+def _first_start(postgres: ComposePostgres, env: dict[str, str], scripts: list[Path]) -> None:
+    """What the image does on an empty data folder after initdb: POSTGRES_DB, then the scripts."""
+    import psycopg
+
+    admin = postgres.url_of("init")
+    with psycopg.connect(admin.replace(f"/{env['POSTGRES_DB']}?", "/postgres?"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{env["POSTGRES_DB"]}"')
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for script in scripts:
+            conn.execute(script.read_text())

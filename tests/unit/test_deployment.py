@@ -158,6 +158,16 @@ def test_each_service_logs_in_to_postgres_as_its_role_with_a_password_only_it_is
     init = settings_of("init", monkeypatch, tmp_path)
     assert urlsplit(init.database.url).username == postgres["POSTGRES_USER"]
     assert sorted(database_secrets("init")) == sorted(roles.ROLES)
+    # Every login over TLS, the server checked against compose's CA, which each of them is given.
+    urls = {name: settings_of(name, monkeypatch, tmp_path).database.url for name in [*logins, "init"]}
+    urls["mlflow"] = next(a for a in SERVICES["mlflow"]["command"] if a.startswith("--backend-store-uri="))
+    for name, url in urls.items():
+        assert url.endswith("?sslmode=verify-full&sslrootcert=/run/secrets/ca.pem"), name
+        assert "ca.pem" in SERVICES[name]["secrets"], name
+    postgres_command = " ".join(SERVICES["postgres"]["command"])
+    assert "ssl=on" in postgres_command and "hba_file=/etc/postgresql/pg_hba.conf" in postgres_command
+    hba = COMPOSE["configs"]["postgres-hba"]["content"].splitlines()
+    assert [line.split()[0] for line in hba] == ["local", "hostssl", "hostnossl"] and hba[-1].endswith("reject")
     holding_admin = {name for name, service in SERVICES.items() if "RENTALSTREAM_POSTGRES_PASSWORD" in str(service)}
     assert holding_admin == {"postgres", "mlflow", "init"}
 
@@ -183,7 +193,7 @@ def test_each_service_logs_in_to_kafka_as_its_principal_with_a_password_only_it_
         password = f"kafka_{principal.removeprefix('rentalstream-')}"
         assert (kafka.sasl_username, kafka_passwords(name)) == (principal, [password]), name
         assert kafka.sasl_password.get_secret_value() == f"password-of-{password}", name
-        assert kafka.ca_file == tmp_path / "kafka_ca.pem", name
+        assert kafka.ca_file == tmp_path / "ca.pem", name
     # The node's listeners all speak TLS, and ACLs bind every principal but the admin and the node.
     node = {k: with_defaults(v) for k, v in SERVICES["kafka"]["environment"].items()}
     assert set(dict(m.split(":") for m in node["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")).values()) == {
@@ -223,19 +233,25 @@ def test_make_compose_secrets_writes_passwords_and_a_ca_once_in_a_folder_of_the_
     assert all(len(first[name].strip()) >= 40 for name in passwords)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert {stat.S_IMODE((folder / name).stat().st_mode) for name in first} == {0o644}
-    assert stat.S_IMODE((folder / "kafka_ca.key").stat().st_mode) == 0o600  # the CA's key, no container's
+    assert stat.S_IMODE((folder / "ca.key").stat().st_mode) == 0o600  # the CA's key, no container's
     admin = first["kafka_admin"].decode().strip()
     assert f'password="{admin}"' in first["kafka_jaas.conf"].decode()
     assert f'password="{admin}"' in first["kafka_admin.properties"].decode()
     # The node's certificate: signed by the CA, for the names it is reached by, usable both ways (mutual TLS).
     certificate = x509.load_pem_x509_certificate(first["kafka_broker.pem"])
-    ca = x509.load_pem_x509_certificate(first["kafka_ca.pem"])
+    ca = x509.load_pem_x509_certificate(first["ca.pem"])
     certificate.verify_directly_issued_by(ca)
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["kafka", "localhost"]
     assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert certificate.subject.rfc4514_string() == "CN=kafka"
     assert serialization.load_pem_private_key(first["kafka_broker.pem"], None).public_key() == certificate.public_key()
+    postgres = x509.load_pem_x509_certificate(first["postgres_server.crt"])
+    postgres.verify_directly_issued_by(ca)
+    names = postgres.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["postgres", "localhost"]
+    key = serialization.load_pem_private_key(first["postgres_server.key"], None)
+    assert key.public_key() == postgres.public_key()
     assert make() == first  # written once: a second run keeps the passwords the roles and logins have
 
 
