@@ -175,7 +175,8 @@ class ScorerSettings(BaseModel):
     compile_model: bool = Field(
         True,
         description="Score with the model's trees compiled to machine code (lleaves), once checked against the "
-        "model: compiled by `rentalstream train` at registration and fetched with the version, or else compiled "
+        "model: compiled by `rentalstream train` (and the retrainer) at registration and fetched with the version, "
+        "or else compiled "
         "in the scorer's background; the model itself scores until then.",
     )
     model_cache_dir: Path = Field(

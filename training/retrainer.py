@@ -112,6 +112,8 @@ class Retrainer:
             weights=data.weights,
             protocol=retrain.RETRAIN_PROTOCOL,
             run_tags=retrain.run_tags(data, trigger),
+            # Compiled here, once, rather than by each scorer that meets the challenger.
+            compiled_trees_dir=settings.scorer.model_cache_dir.expanduser() if settings.scorer.compile_model else None,
         )
         figures = result.candidates[0].mean()
         return {

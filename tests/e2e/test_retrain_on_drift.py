@@ -11,12 +11,14 @@ stored prices and the true ones, not taken from the retrainer or `compare`.
 
 import asyncio
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
 from rentalstream import processes, services
+from runtime.compiled_trees import platform_folder
 from runtime.postgres import roles
 from tests.conftest import as_role
 from tests.e2e.test_model_lifecycle import publish_requests
@@ -96,7 +98,13 @@ def test_a_moved_world_is_retrained_into_a_challenger_that_wins_on_evidence_and_
         )
 
         # The retrainer starts after the alert, as one back from a restart would: it answers it.
-        with service_process("retrainer", as_service(loop_env, roles.RETRAINER), logs["retrainer"]) as retrainer:
+        # Where scorers compile their trees, it registers the challenger's compiled, for them.
+        retrainer_env = {
+            **as_service(loop_env, roles.RETRAINER),
+            "RENTALSTREAM_SCORER_COMPILE_MODEL": "true",
+            "RENTALSTREAM_SCORER_MODEL_CACHE_DIR": str(tmp_path / "retrainer-cache"),
+        }
+        with service_process("retrainer", retrainer_env, logs["retrainer"]) as retrainer:
             services.wait_ready(
                 "retrainer", f"{urls['retrainer']}/ready", retrainer.pid, time.monotonic() + 60, str(logs["retrainer"])
             )
@@ -119,10 +127,10 @@ def test_a_moved_world_is_retrained_into_a_challenger_that_wins_on_evidence_and_
             assert "prices/absolute_error" in listed and "registered" in listed and f"v{row['model_version']}" in listed
         challenger = row["model_version"]
         mlflow.set_tracking_uri(loop_env["RENTALSTREAM_REGISTRY_TRACKING_URI"])
-        assert (
-            str(mlflow.MlflowClient().get_model_version_by_alias("rentalstream-price", "challenger").version)
-            == challenger
-        )
+        registered = mlflow.MlflowClient().get_model_version_by_alias("rentalstream-price", "challenger")
+        assert str(registered.version) == challenger
+        compiled = mlflow.MlflowClient().list_artifacts(registered.run_id, platform_folder())
+        assert [Path(a.path).suffix for a in compiled] == [".o"], compiled
 
         scorer_url = f"http://127.0.0.1:{loop_env['RENTALSTREAM_SCORER_PORT']}"
         wait_for(
