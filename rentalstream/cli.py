@@ -189,7 +189,7 @@ def train(
         return
     pricing = read_pricing(dataset_path(PRICING_CSV, settings.data_dir))
     compiling = (
-        " and compiling its trees for this machine (~30 s, once per version)" if settings.scorer.compile_model else ""
+        " and compiling its trees for this machine (~20 s, once per version)" if settings.scorer.compile_model else ""
     )
     console.print(f"training on {len(pricing)} cars (5-fold CV){compiling}...")
     result = train_and_register(
@@ -562,6 +562,7 @@ def retrains(ctx: typer.Context, last: int = typer.Option(20, min=1, help="How m
     the data it learned from and the version it registered."""
     from sqlalchemy import select
 
+    from dashboard.figures import training_rows
     from runtime.postgres.engines import read_rows
     from schemas.tables import retrains as table
 
@@ -571,7 +572,7 @@ def retrains(ctx: typer.Context, last: int = typer.Option(20, min=1, help="How m
         console.print(f"no retrain yet (RENTALSTREAM_RETRAIN={settings.retrain})")
         return
     listing = Table(title="retrains set off by drift, newest first")
-    for column in ("started", "signal", "reason", "status", "recent / reference rows", "version", "CV MAE €", "detail"):
+    for column in ("started", "signal", "reason", "status", "learned from", "version", "CV MAE €", "detail"):
         listing.add_column(column)
     for row in rows:
         listing.add_row(
@@ -579,7 +580,7 @@ def retrains(ctx: typer.Context, last: int = typer.Option(20, min=1, help="How m
             row["signal"],
             row["reason"],
             row["status"],
-            f"{row['recent_rows']} / {row['reference_rows']}" if row["recent_rows"] is not None else "",
+            training_rows(row),  # as the dashboard shows it
             f"v{row['model_version']}" if row["model_version"] else "",
             f"{row['cv_mae']:.2f}" if row["cv_mae"] is not None else "",
             row["detail"] or "",

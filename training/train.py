@@ -188,7 +188,7 @@ def train_and_register(
     estimated for each held-out fold.
 
     With ``compiled_trees_dir`` (the scorer's ``model_cache_dir``), the version's trees
-    are compiled there (``runtime.compiled_trees``, ~30 s of a core, skipped when that
+    are compiled there (``runtime.compiled_trees``, ~20 s of a core, skipped when that
     model is there already) and logged with it for this platform, so a scorer here
     prices with them from its first batch. A compilation that fails is logged and the
     version registered without them: the scorer then compiles them itself.

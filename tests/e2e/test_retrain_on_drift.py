@@ -125,6 +125,7 @@ def test_a_moved_world_is_retrained_into_a_challenger_that_wins_on_evidence_and_
             assert len(query(db, "SELECT 1 FROM retrains")) == 1
             listed = cli(loop_env, "retrains")
             assert "prices/absolute_error" in listed and "registered" in listed and f"v{row['model_version']}" in listed
+            assert f"{row['recent_rows']:,} recent + {len(pricing):,} reference" in listed
         challenger = row["model_version"]
         mlflow.set_tracking_uri(loop_env["RENTALSTREAM_REGISTRY_TRACKING_URI"])
         registered = mlflow.MlflowClient().get_model_version_by_alias("rentalstream-price", "challenger")
