@@ -73,8 +73,8 @@ compose-up: compose-secrets
 
 # What compose hands the services as secrets, written once into $(SECRETS)/ (not committed;
 # the folder is the owner's only, the files readable by the containers' user, which is not
-# the host's): a random password per database role and per Kafka login (docs/operations.md:
-# Compose), and, made with openssl, a CA of compose's own (its key never leaves the folder)
+# the host's): a random password per database role and per Kafka login (docs/operations.md,
+# on compose.yaml), and, made with openssl, a CA of compose's own (its key never leaves the folder)
 # that signs Kafka's and PostgreSQL's certificates, each for every name the server is
 # reached by: its name on compose's network, and localhost and 127.0.0.1 from the host.
 SECRETS := secrets

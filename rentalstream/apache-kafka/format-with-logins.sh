@@ -4,7 +4,7 @@
 # passwords from the secrets `make compose-secrets` writes). A KRaft cluster keeps its
 # logins in its metadata, and the node needs the admin's from its first start on, to log
 # in to itself. On a folder already formatted it changes nothing (--ignore-formatted):
-# logins are then changed with kafka-configs.sh (docs/operations.md: Compose).
+# logins are then changed with kafka-configs.sh (docs/operations.md, the compose.yaml section).
 #
 # It runs in the apache/kafka image with the kafka service's own environment. The image's
 # KafkaDockerWrapper writes server.properties from that environment exactly as at the

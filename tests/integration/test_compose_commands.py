@@ -134,9 +134,13 @@ def test_compose_kafka_mlflow_server_and_init_job_prepare_what_a_scorer_needs(tm
     secrets_dir = tmp_path / "secrets"  # what `make compose-secrets` writes
     make_compose_secrets(secrets_dir)
     resources = ExitStack()
-    kafka = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka", secrets_dir))
+    try:  # a server that does not start stops the one started before it
+        kafka = resources.enter_context(compose_kafka(kafka_runtime, tmp_path / "kafka", secrets_dir))
+        postgres = resources.enter_context(compose_postgres(tmp_path / "postgres", secrets_dir))
+    except BaseException:
+        resources.close()
+        raise
     bootstrap, kafka_properties = kafka.bootstrap, kafka.properties
-    postgres = resources.enter_context(compose_postgres(tmp_path / "postgres", secrets_dir))
     admin_url = postgres.url_of("init")
     port, artifacts = processes.free_port(), tmp_path / "mlflow-artifacts"
     engine = create_engine(normalised_database_url(admin_url), isolation_level="AUTOCOMMIT")
