@@ -147,7 +147,7 @@ class ComposeKafka:
     home: Path
     ports: dict[int, int]
 
-    def on_this_machine(self, command: str, service: str) -> str:
+    def moved(self, command: str, service: str) -> str:
         """A command of compose's for ``service``, its paths and addresses moved to this machine."""
         moved = command.replace("/opt/kafka", str(self.home))
         moved = moved.replace(SECRETS_MOUNT, str(mount_secrets(service, self.secrets)))
@@ -172,7 +172,7 @@ class ComposeKafka:
         return {
             name: self.bootstrap
             if name == "RENTALSTREAM_KAFKA_BOOTSTRAP"
-            else self.on_this_machine(with_defaults(value), service)
+            else self.moved(with_defaults(value), service)
             for name, value in environment.items()
             if name.startswith("RENTALSTREAM_KAFKA_")
         }
@@ -185,8 +185,8 @@ class ComposeKafka:
         moved = self.secrets / ".moved"
         moved.mkdir(exist_ok=True)
         properties = mount_secrets("kafka", self.secrets) / "kafka_admin.properties"
-        (moved / properties.name).write_text(self.on_this_machine(properties.read_text(), "kafka"))
-        command = self.on_this_machine(command, "kafka").replace(str(properties), str(moved / properties.name))
+        (moved / properties.name).write_text(self.moved(properties.read_text(), "kafka"))
+        command = self.moved(command, "kafka").replace(str(properties), str(moved / properties.name))
         return subprocess.run(
             ["sh", "-c", command.replace("> /dev/null 2>&1", "")],
             capture_output=True,
@@ -251,12 +251,10 @@ def compose_kafka(runtime: KafkaRuntime, folder: Path, secrets: Path) -> Iterato
         shutil.copy(LOG4J_CONFIG, defaults / name)
     home = kafka_home(runtime, folder / "opt-kafka")
     run_kafka_logins(job_env, home, job_secrets, {"DOCKER_CONFIGS": defaults, "MOUNTED_CONFIGS": mounted})
+    # As the image's launch script runs it (kafka-run-class.sh, with KAFKA_OPTS).
     setup = subprocess.run(
         [
-            runtime.java,
-            *shlex.split(env.get("KAFKA_OPTS", "")),
-            "-cp",
-            f"{runtime.jars}/*",
+            home / "bin" / "kafka-run-class.sh",
             "kafka.docker.KafkaDockerWrapper",
             "setup",
             "--default-configs-dir",
@@ -333,17 +331,6 @@ def compose_postgres(folder: Path, secrets: Path) -> Iterator[ComposePostgres]:
     env = {name: with_defaults(value) for name, value in service["environment"].items()}
     bin_dir, pgdata = server_programs(), folder / "data"
     pgdata.mkdir(parents=True, mode=0o700)
-    user = as_server_user(pgdata)
-    password = folder / "password"
-    password.write_text(env["POSTGRES_PASSWORD"] + "\n")
-    as_server_user(folder)
-    subprocess.run(
-        [bin_dir / "initdb", "-D", pgdata, f"--username={env['POSTGRES_USER']}", f"--pwfile={password}"],
-        check=True,
-        capture_output=True,
-        user=user,
-    )
-    password.unlink()
     # The image's paths, as this machine has them: its secrets, its home, its configs.
     paths = {
         SECRETS_MOUNT: mount_secrets("postgres", secrets, into=folder / "run-secrets"),
@@ -364,7 +351,16 @@ def compose_postgres(folder: Path, secrets: Path) -> Iterator[ComposePostgres]:
     key = Path(here(install["target"]))
     shutil.copy(here(install["source"]), key)
     key.chmod(int(install["mode"], 8))
-    as_server_user(key.parent)
+    password = folder / "password"
+    password.write_text(env["POSTGRES_PASSWORD"] + "\n")
+    user = as_server_user(folder)  # the data folder, the key and the password file are the server user's
+    subprocess.run(
+        [bin_dir / "initdb", "-D", pgdata, f"--username={env['POSTGRES_USER']}", f"--pwfile={password}"],
+        check=True,
+        capture_output=True,
+        user=user,
+    )
+    password.unlink()
     port = free_port()
     program, *arguments = service["command"]
     assert program == "postgres"

@@ -40,7 +40,15 @@ from runtime.registry_process import RegistryProcess
 from runtime.settings import normalised_database_url
 from schemas.tables import metadata
 from schemas.topics import CATALOGUE, DRIFT
-from tests.compose import COMPOSE, ComposeKafka, ComposePostgres, compose_kafka, compose_postgres, with_defaults
+from tests.compose import (
+    COMPOSE,
+    ComposeKafka,
+    ComposePostgres,
+    compose_kafka,
+    compose_postgres,
+    mount_secrets,
+    with_defaults,
+)
 from tests.helpers import (
     connects,
     metric_samples,
@@ -76,7 +84,9 @@ def compose_mlflow_command(postgres: ComposePostgres, port: int, artifacts: Path
 
 
 def run_init(env: dict[str, str], secrets_dir: Path) -> str:
-    """compose's init command, its secrets read from ``secrets_dir`` rather than /run/secrets."""
+    """compose's init command, its secrets (those compose mounts for init) read from a
+    folder of ``secrets_dir`` rather than /run/secrets."""
+    mounted = mount_secrets("init", secrets_dir)
     program, *arguments = COMPOSE["services"]["init"]["command"]
     assert program == "rentalstream" and "/run/secrets" in arguments
     done = subprocess.run(
@@ -84,7 +94,7 @@ def run_init(env: dict[str, str], secrets_dir: Path) -> str:
             sys.executable,
             "-m",
             "rentalstream.cli",
-            *(str(secrets_dir) if a == "/run/secrets" else a for a in arguments),
+            *(str(mounted) if a == "/run/secrets" else a for a in arguments),
         ],
         env=env,
         capture_output=True,

@@ -21,10 +21,16 @@ def test_kafka_keeps_composes_settings_and_advertises_the_published_port():
     # The suite speaks plaintext to its broker, as to the embedded one: no TLS, logins or ACLs.
     assert spec.env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT"
     assert dropped == {
-        name
-        for name in compose_env
-        if name.startswith(("KAFKA_SASL_", "KAFKA_SSL_", "KAFKA_LISTENER_NAME_"))
-        or name in ("KAFKA_OPTS", "KAFKA_AUTHORIZER_CLASS_NAME", "KAFKA_SUPER_USERS")
+        "KAFKA_SASL_ENABLED_MECHANISMS",
+        "KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL",
+        "KAFKA_OPTS",
+        "KAFKA_LISTENER_NAME_CONTROLLER_SSL_CLIENT_AUTH",
+        "KAFKA_SSL_KEYSTORE_TYPE",
+        "KAFKA_SSL_KEYSTORE_LOCATION",
+        "KAFKA_SSL_TRUSTSTORE_TYPE",
+        "KAFKA_SSL_TRUSTSTORE_LOCATION",
+        "KAFKA_AUTHORIZER_CLASS_NAME",
+        "KAFKA_SUPER_USERS",
     }
     assert "KAFKA_INTER_BROKER_LISTENER_NAME" in spec.env and "KAFKA_LOG_DIRS" in spec.env
     assert spec.ports == {9094: 40001}  # compose publishes the HOST listener, 9094
