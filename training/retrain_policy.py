@@ -58,6 +58,12 @@ def reason(alert: Alert) -> str:
     return ERROR if alert.signal in ERROR_SIGNALS else SUSTAINED
 
 
+def cooling_down(now: datetime, last_registered: datetime | None, cooldown: timedelta) -> bool:
+    """Whether the last challenger registered (at ``last_registered``) is still within its
+    cooldown, whether or not it has been weighed."""
+    return last_registered is not None and now - last_registered < cooldown
+
+
 def first_due(
     alerts: Iterable[Alert],
     *,
@@ -72,8 +78,7 @@ def first_due(
     """The alert that sets off a retrain now, if any (the rules above); ``last_registered``:
     when the last retrain that registered a challenger finished; ``weighed``: whether its
     challenger has been weighed on live traffic already."""
-    cooling = last_registered is not None and now - last_registered < cooldown and not weighed
-    if in_flight or cooling:
+    if in_flight or (cooling_down(now, last_registered, cooldown) and not weighed):
         return None
     for alert in sorted(alerts, key=lambda a: a.detected_at):
         if alert.state != "drifting" or not concerns_prices(alert.signal):

@@ -145,17 +145,19 @@ class Retrainer:
                 .order_by(r.c.finished_at.desc().nulls_last())
                 .limit(1)
             ).first()
+            last_registered = registered.finished_at if registered is not None else None
             cooldown = timedelta(seconds=conf.cooldown_seconds)
-            cooling = registered is not None and now - registered.finished_at < cooldown
             due = retrain_policy.first_due(
                 self._alerts(conn, last_start),
                 now=now,
                 sustain=timedelta(seconds=conf.sustain_seconds),
                 last_start=last_start,
                 in_flight=in_flight,
-                last_registered=registered.finished_at if registered is not None else None,
+                last_registered=last_registered,
                 cooldown=cooldown,
-                weighed=cooling and self._weighed(conn, registered.model_version),
+                # The scan for weighed prices only matters, and so only runs, in a cooldown.
+                weighed=retrain_policy.cooling_down(now, last_registered, cooldown)
+                and self._weighed(conn, registered.model_version),
             )
         if due is None:
             return None
