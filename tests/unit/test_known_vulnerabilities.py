@@ -6,6 +6,7 @@ something: a planted vulnerable pin is found, with the advisories its own text n
 every advisory of a package we lock is found at a version the advisory lists."""
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -53,7 +54,11 @@ def test_no_locked_version_has_a_known_vulnerability(tmp_path):
     # A copy of the development lock with Jinja2 at 2.10, beside the real ones: the same
     # scan must find it, so a clean result is not a scanner that read nothing.
     planted = tmp_path / "planted.lock"
-    planted.write_text((REPO / "requirements-dev.lock").read_text().replace("\njinja2==3.1.6 ", "\njinja2==2.10 "))
+    text, pins = re.subn(
+        r"^jinja2==\S+ ", "jinja2==2.10 ", (REPO / "requirements-dev.lock").read_text(), flags=re.MULTILINE
+    )
+    assert pins == 1
+    planted.write_text(text)
     found = scan(REPO / "requirements.lock", REPO / "requirements-dev.lock", planted)
 
     # PYSEC-2019-217: "Jinja2 before 2.10.1" (CVE-2019-10906, sandbox escape);
