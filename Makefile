@@ -156,7 +156,7 @@ lock: $(VENV)/.installed
 OSV_SCANNER := github.com/google/osv-scanner/v2/cmd/osv-scanner@v2.6.0
 # Go keeps its caches under $HOME; without one, in the venv (writable, so `make clean` can remove them).
 GO_CACHES := $(if $(HOME),,GOPATH=$(abspath $(VENV))/go GOCACHE=$(abspath $(VENV))/go-build GOFLAGS=-modcacherw)
-$(BIN)/osv-scanner: $(VENV)/.installed Makefile
+$(BIN)/osv-scanner: Makefile | $(VENV)/.installed
 	@command -v go >/dev/null || { echo "osv-scanner is built with Go (1.21 or newer): install it first"; exit 1; }
 	GOTOOLCHAIN=go1.27.3 GOBIN=$(abspath $(BIN)) $(GO_CACHES) go install $(OSV_SCANNER)
 	touch $@

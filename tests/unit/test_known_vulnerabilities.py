@@ -18,23 +18,22 @@ from packaging.utils import canonicalize_name
 from security.refresh_advisories import checkout_records
 from tests.unit.test_lock import REPO, locked
 
-SECURITY = REPO / "security"
-DATABASE = SECURITY / "osv-db"
+DATABASE = REPO / "security" / "osv-db"
 ADVISORIES = DATABASE / "osv-scalibr" / "PyPI" / "all.zip"
 SCANNER = Path(sys.executable).parent / "osv-scanner"
+# `make audit`'s own options (its paths are the repository's), so the test scans as it does.
+AUDIT_OPTIONS = re.search(r"^SCAN := (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)[1].split()
 
 
 def scan(*locks: Path, every_package: bool = False) -> dict[str, dict[tuple[str, str], set[str]]]:
     """lock file name → (package, version) → ids of the advisories the scanner finds, for
-    the packages it finds any for (for every package it read, with ``every_package``).
-    The options are `make audit`'s."""
+    the packages it finds any for (for every package it read, with ``every_package``)."""
     assert SCANNER.exists(), f"{SCANNER} is missing: `make` builds it (with Go)"
-    command = [str(SCANNER), "scan", "source", "--offline", "--all-vulns", "--local-db-path", str(DATABASE)]
-    command += ["--config", str(SECURITY / "osv-scanner.toml"), "--format", "json"]
+    command = [str(SCANNER), *AUDIT_OPTIONS, "--format", "json"]
     command += ["--all-packages"] if every_package else []
     for lock in locks:
         command += ["-L", f"requirements.txt:{lock}"]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode in (0, 1), f"osv-scanner failed ({done.returncode}): {done.stderr[-2000:]}"
     assert "Loaded PyPI local db" in done.stderr, done.stderr[-2000:]
     found: dict[str, dict[tuple[str, str], set[str]]] = {Path(lock).name: {} for lock in locks}
